@@ -1,0 +1,269 @@
+// The engine's device layer: adapter and device with the adapter's real limits and optional features,
+// adapter report (software/fallback detection), buffer pool, pipeline cache, uploads and read-backs,
+// and device-loss handling that names the last program and kernels submitted.
+
+import { getGPU } from './gpu.js';
+import { BufferPool } from './pool.js';
+import { KernelCache, type Kernel, type KernelSpec } from './kernel.js';
+import { Storage, Tensor } from './tensor.js';
+import { bytesPerElement, f16ArrayToF32, f32ArrayToF16, shapeSize, shapeString, type DType } from './dtype.js';
+import { ArgumentError, DeviceLostError, LimitError, SiloError } from './errors.js';
+import type { Recorder } from './recorder.js';
+
+export interface EngineOptions {
+  powerPreference?: GPUPowerPreference;
+  /** Fail unless the device has shader-f16. */
+  requireF16?: boolean;
+  /** Do not request optional features even if offered (for testing fallbacks). */
+  disableFeatures?: Array<'shader-f16' | 'subgroups' | 'timestamp-query'>;
+  /** Called with one-line diagnostics (adapter report, device loss). */
+  log?: (line: string) => void;
+}
+
+export interface AdapterReport {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isFallbackAdapter: boolean;
+  /** True for CPU implementations (lavapipe/llvmpipe, SwiftShader, WARP) and fallback adapters. */
+  software: boolean;
+  features: string[];
+}
+
+const LIMIT_NAMES = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+  'maxUniformBufferBindingSize',
+] as const;
+export type LimitName = (typeof LIMIT_NAMES)[number];
+export type EngineLimits = Record<LimitName, number> & {
+  minUniformBufferOffsetAlignment: number;
+  minStorageBufferOffsetAlignment: number;
+};
+
+const OPTIONAL_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query'] as const;
+
+function describe(info: GPUAdapterInfo | undefined, isFallback: boolean, features: string[]): AdapterReport {
+  const vendor = info?.vendor ?? '';
+  const architecture = info?.architecture ?? '';
+  const description = info?.description ?? '';
+  const text = `${vendor} ${architecture} ${description} ${info?.device ?? ''}`.toLowerCase();
+  const software = isFallback || /llvmpipe|lavapipe|swiftshader|software|warp|microsoft basic render/.test(text);
+  return { vendor, architecture, device: info?.device ?? '', description, isFallbackAdapter: isFallback, software, features };
+}
+
+export class Engine {
+  readonly queue: GPUQueue;
+  readonly pool: BufferPool;
+  readonly kernels: KernelCache;
+  readonly hasF16: boolean;
+  readonly hasSubgroups: boolean;
+  readonly hasTimestamps: boolean;
+  /** The recorder currently recording, if any (one at a time: error scopes and uploads depend on it). */
+  activeRecorder: Recorder | null = null;
+  /** Labels of the last submitted program and its kernels, for device-loss messages. */
+  lastSubmitted: { program: string; kernels: string[] } | null = null;
+  private lostReason: string | null = null;
+  private log: (line: string) => void;
+
+  private constructor(
+    readonly adapter: GPUAdapter,
+    readonly device: GPUDevice,
+    readonly info: AdapterReport,
+    readonly limits: EngineLimits,
+    options: EngineOptions,
+  ) {
+    this.queue = device.queue;
+    this.log = options.log ?? (() => {});
+    this.hasF16 = device.features.has('shader-f16');
+    this.hasSubgroups = device.features.has('subgroups');
+    this.hasTimestamps = device.features.has('timestamp-query');
+    this.pool = new BufferPool(device, limits.maxBufferSize);
+    this.kernels = new KernelCache(device, limits, this.hasF16);
+    device.lost.then((lost) => {
+      const last = this.lastSubmitted;
+      this.lostReason =
+        `device lost (${lost.reason}): ${lost.message}` +
+        (last ? `; last program submitted: ${last.program} (kernels: ${last.kernels.slice(-8).join(', ')})` : '');
+      this.log(this.lostReason);
+    });
+    device.addEventListener('uncapturederror', (ev) => {
+      this.log(`uncaptured WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
+    });
+  }
+
+  static async create(options: EngineOptions = {}): Promise<Engine> {
+    const gpu = await getGPU();
+    const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
+    if (!adapter) {
+      throw new LimitError(
+        'no WebGPU adapter: requestAdapter() returned null (in Node, install a Vulkan driver such as Mesa lavapipe >= 24 and set VK_ICD_FILENAMES; in Chromium, pass --enable-unsafe-webgpu)',
+      );
+    }
+    const offered = OPTIONAL_FEATURES.filter(
+      (f) => adapter.features.has(f) && !(options.disableFeatures ?? []).includes(f),
+    );
+    if (options.requireF16 && !offered.includes('shader-f16')) {
+      throw new LimitError('this adapter does not offer shader-f16, which was required');
+    }
+    const requiredLimits: Record<string, number> = {};
+    for (const name of LIMIT_NAMES) requiredLimits[name] = adapter.limits[name];
+    const device = await adapter.requestDevice({
+      label: 'silo-webgpu',
+      requiredFeatures: offered as GPUFeatureName[],
+      requiredLimits,
+    });
+    const limits = {} as EngineLimits;
+    for (const name of LIMIT_NAMES) limits[name] = device.limits[name];
+    limits.minUniformBufferOffsetAlignment = device.limits.minUniformBufferOffsetAlignment;
+    limits.minStorageBufferOffsetAlignment = device.limits.minStorageBufferOffsetAlignment;
+    const info = describe(
+      adapter.info,
+      // isFallbackAdapter moved from GPUAdapter to GPUAdapterInfo; read whichever exists.
+      Boolean((adapter.info as { isFallbackAdapter?: boolean })?.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+      [...device.features].map(String).sort(),
+    );
+    const engine = new Engine(adapter, device, info, limits, options);
+    engine.log(engine.summary());
+    return engine;
+  }
+
+  /** One line describing the adapter, for logs and reports. */
+  summary(): string {
+    const i = this.info;
+    const name = [i.vendor, i.architecture, i.description || i.device].filter(Boolean).join(' / ');
+    const kind = i.software ? 'SOFTWARE adapter (CPU; expect low throughput)' : 'hardware adapter';
+    const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
+    return (
+      `WebGPU ${kind}: ${name || 'unknown'}${i.isFallbackAdapter ? ' [fallback]' : ''}; ` +
+      `features: ${i.features.filter((f) => (OPTIONAL_FEATURES as readonly string[]).includes(f)).join(', ') || 'none'}; ` +
+      `maxStorageBufferBindingSize ${mib(this.limits.maxStorageBufferBindingSize)}, maxBufferSize ${mib(this.limits.maxBufferSize)}, ` +
+      `workgroup storage ${this.limits.maxComputeWorkgroupStorageSize} B, invocations ${this.limits.maxComputeInvocationsPerWorkgroup}`
+    );
+  }
+
+  get isLost(): boolean {
+    return this.lostReason !== null;
+  }
+
+  checkAlive(): void {
+    if (this.lostReason) throw new DeviceLostError(this.lostReason);
+  }
+
+  kernel(spec: KernelSpec): Kernel {
+    this.checkAlive();
+    return this.kernels.get(spec);
+  }
+
+  /** An uninitialised tensor from the pool. */
+  empty(shape: readonly number[], dtype: DType = 'f32', name = 'tensor'): Tensor {
+    this.checkAlive();
+    if (shape.some((d) => !Number.isInteger(d) || d < 0)) {
+      throw new ArgumentError(`${name}: invalid shape ${shapeString(shape)}`);
+    }
+    if (dtype === 'f16' && !this.hasF16) {
+      throw new LimitError(`${name}: f16 storage needs shader-f16, which this device does not have`);
+    }
+    const bytes = Math.ceil((shapeSize(shape) * bytesPerElement(dtype)) / 4) * 4;
+    const buffer = this.pool.acquire(bytes, `tensor ${name} ${shapeString(shape)} ${dtype}`);
+    return new Tensor(this, new Storage(buffer, bytes, (b) => this.pool.release(b)), shape.slice(), dtype, name);
+  }
+
+  /** A tensor holding `data` (converted to `dtype`). */
+  tensor(data: ArrayLike<number>, shape: readonly number[], dtype: DType = 'f32', name = 'tensor'): Tensor {
+    const n = shapeSize(shape);
+    if (data.length !== n) {
+      throw new ArgumentError(`${name}: ${data.length} values do not fill shape ${shapeString(shape)} (${n} elements)`);
+    }
+    const t = this.empty(shape, dtype, name);
+    this.write(t, data);
+    return t;
+  }
+
+  zeros(shape: readonly number[], dtype: DType = 'f32', name = 'zeros'): Tensor {
+    return this.tensor(new Float32Array(shapeSize(shape)), shape, dtype, name);
+  }
+
+  /** Overwrites a tensor's contents. Inside a recording the copy is ordered with the recorded dispatches. */
+  write(t: Tensor, data: ArrayLike<number>): void {
+    this.checkAlive();
+    if (data.length !== t.size) {
+      throw new ArgumentError(`write to ${t.name}: ${data.length} values for ${t.size} elements`);
+    }
+    let bytes: Uint8Array;
+    if (t.dtype === 'f16') {
+      const h = f32ArrayToF16(data);
+      bytes = new Uint8Array(h.buffer, h.byteOffset, h.byteLength);
+    } else {
+      const f = data instanceof Float32Array ? data : Float32Array.from(data);
+      bytes = new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+    }
+    this.writeBytes(t.buffer, bytes);
+  }
+
+  writeBytes(dst: GPUBuffer, bytes: Uint8Array, dstOffset = 0): void {
+    const padded = bytes.byteLength % 4 === 0 ? bytes : (() => {
+      const p = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      p.set(bytes);
+      return p;
+    })();
+    if (this.activeRecorder) this.activeRecorder.uploadBytes(dst, padded, dstOffset);
+    else this.queue.writeBuffer(dst, dstOffset, padded);
+  }
+
+  /** Reads a tensor back as f32. */
+  async read(t: Tensor): Promise<Float32Array> {
+    const raw = await this.readBytes(t.buffer, t.byteLength, `tensor ${t.name}`);
+    if (t.dtype === 'f16') return f16ArrayToF32(new Uint16Array(raw.buffer, 0, t.size));
+    return new Float32Array(raw.buffer, 0, t.size);
+  }
+
+  async readBytes(src: GPUBuffer, byteLength: number, what: string): Promise<Uint8Array> {
+    this.checkAlive();
+    if (this.activeRecorder) {
+      throw new SiloError(`read of ${what} while program "${this.activeRecorder.name}" is recording: submit it first`);
+    }
+    const size = Math.ceil(byteLength / 4) * 4;
+    const staging = this.device.createBuffer({ size: Math.max(4, size), usage: 0x1 /* MAP_READ */ | 0x8 /* COPY_DST */, label: `readback:${what}` });
+    try {
+      const enc = this.device.createCommandEncoder({ label: `readback:${what}` });
+      if (size > 0) enc.copyBufferToBuffer(src, 0, staging, 0, size);
+      this.device.pushErrorScope('validation');
+      this.queue.submit([enc.finish()]);
+      const err = await this.device.popErrorScope();
+      if (err) throw new SiloError(`read of ${what} failed: ${err.message}`);
+      try {
+        await staging.mapAsync(1 /* GPUMapMode.READ */);
+      } catch (e) {
+        this.checkAlive();
+        throw new SiloError(`read of ${what} failed: ${(e as Error).message}`);
+      }
+      const out = new Uint8Array(size);
+      out.set(new Uint8Array(staging.getMappedRange(0, size)));
+      staging.unmap();
+      this.checkAlive();
+      return out;
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** Waits until all submitted work has finished. */
+  async sync(): Promise<void> {
+    await this.queue.onSubmittedWorkDone();
+    this.checkAlive();
+  }
+
+  destroy(): void {
+    this.pool.trim();
+    this.device.destroy();
+  }
+}

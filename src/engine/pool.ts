@@ -1,0 +1,85 @@
+// Bucketed GPU buffer pool. Sizes round up to 4 steps per octave (<= 25% waste), so buffers freed by
+// one op are reused by later ops of similar size. Tracks live and peak bytes for memory reports.
+
+export interface PoolStats {
+  liveBytes: number;
+  peakLiveBytes: number;
+  allocatedBytes: number;
+  peakAllocatedBytes: number;
+  allocations: number;
+  reuses: number;
+}
+
+export function bucketSize(bytes: number): number {
+  if (bytes <= 256) return 256;
+  const octave = 2 ** Math.floor(Math.log2(bytes));
+  const step = octave / 4;
+  return Math.ceil(bytes / step) * step;
+}
+
+export class BufferPool {
+  private free = new Map<number, GPUBuffer[]>();
+  readonly stats: PoolStats = {
+    liveBytes: 0,
+    peakLiveBytes: 0,
+    allocatedBytes: 0,
+    peakAllocatedBytes: 0,
+    allocations: 0,
+    reuses: 0,
+  };
+
+  constructor(
+    private device: GPUDevice,
+    private maxBufferSize: number,
+  ) {}
+
+  static readonly usage = 0x80 /* STORAGE */ | 0x4 /* COPY_SRC */ | 0x8; /* COPY_DST */
+
+  acquire(bytes: number, what: string): GPUBuffer {
+    let size = bucketSize(Math.max(4, bytes));
+    if (size > this.maxBufferSize) {
+      if (bytes > this.maxBufferSize) {
+        throw new Error(
+          `${what}: needs a buffer of ${bytes} bytes but the adapter's maxBufferSize is ${this.maxBufferSize}`,
+        );
+      }
+      size = Math.ceil(bytes / 4) * 4;
+    }
+    const list = this.free.get(size);
+    let buf = list?.pop();
+    if (buf) this.stats.reuses++;
+    else {
+      buf = this.device.createBuffer({ size, usage: BufferPool.usage, label: `pool:${size}` });
+      this.stats.allocations++;
+      this.stats.allocatedBytes += size;
+      this.stats.peakAllocatedBytes = Math.max(this.stats.peakAllocatedBytes, this.stats.allocatedBytes);
+    }
+    this.stats.liveBytes += size;
+    this.stats.peakLiveBytes = Math.max(this.stats.peakLiveBytes, this.stats.liveBytes);
+    return buf;
+  }
+
+  release(buf: GPUBuffer): void {
+    const size = buf.size;
+    this.stats.liveBytes -= size;
+    let list = this.free.get(size);
+    if (!list) this.free.set(size, (list = []));
+    list.push(buf);
+  }
+
+  /** Destroys every free buffer (returns their memory to the driver). */
+  trim(): void {
+    for (const list of this.free.values()) {
+      for (const b of list) {
+        this.stats.allocatedBytes -= b.size;
+        b.destroy();
+      }
+    }
+    this.free.clear();
+  }
+
+  resetPeak(): void {
+    this.stats.peakLiveBytes = this.stats.liveBytes;
+    this.stats.peakAllocatedBytes = this.stats.allocatedBytes;
+  }
+}

@@ -1,0 +1,349 @@
+// The recorder / graph runner: ops record dispatches into one command encoder (one compute pass, or
+// one pass per dispatch when profiling with timestamp queries), uniforms go to a shared arena, and the
+// whole program is submitted once. Dispatches are counted per op path (scope/op) so callers can
+// assert what ran where; WebGPU errors raised by the program are turned into a KernelError naming
+// the kernels.
+
+import type { Engine } from './device.js';
+import { writeUniforms, type Kernel, type UniformValues } from './kernel.js';
+import { Tensor } from './tensor.js';
+import { ArgumentError, KernelError, LimitError, SiloError } from './errors.js';
+
+export type BufferBinding = Tensor | GPUBuffer | { buffer: GPUBuffer; offset?: number; size: number };
+
+export interface DispatchArgs {
+  bindings: Record<string, BufferBinding>;
+  /** Values for the kernel's uniform struct (by member name). */
+  uniforms?: UniformValues;
+  /** Workgroup counts; each must be <= maxComputeWorkgroupsPerDimension. */
+  workgroups: number | readonly [number, number?, number?];
+  /** Op name for statistics and error messages (defaults to the kernel label). */
+  op?: string;
+}
+
+export interface OpStats {
+  dispatches: number;
+  /** GPU time from timestamp queries (ns), when profiling. */
+  gpuNs: number;
+}
+
+export interface ProgramReport {
+  name: string;
+  dispatches: number;
+  ops: Record<string, OpStats>;
+  /** Wall time from submit until the GPU finished (ms); only when `waitForCompletion` was requested. */
+  gpuWallMs?: number;
+  /** Sum of timestamp-query intervals (ms), when profiling. */
+  profiledMs?: number;
+}
+
+export interface RecorderOptions {
+  /** Time every dispatch with timestamp queries (one pass per dispatch). */
+  profile?: boolean;
+}
+
+const UNIFORM_CHUNK = 1 << 20;
+const MAX_PROFILED = 4096;
+
+interface UniformChunk {
+  buffer: GPUBuffer;
+  shadow: Uint8Array;
+  used: number;
+}
+const chunkFreeLists = new WeakMap<Engine, GPUBuffer[]>();
+
+export class Recorder {
+  readonly encoder: GPUCommandEncoder;
+  private pass: GPUComputePassEncoder | null = null;
+  private scopes: string[] = [];
+  private chunks: UniformChunk[] = [];
+  private stagings: GPUBuffer[] = [];
+  private finished = false;
+  private dispatchCount = 0;
+  readonly ops = new Map<string, OpStats>();
+  private kernelsUsed: string[] = [];
+  private querySet: GPUQuerySet | null = null;
+  private queryOps: string[] = [];
+
+  constructor(
+    readonly engine: Engine,
+    readonly name: string,
+    readonly options: RecorderOptions = {},
+  ) {
+    engine.checkAlive();
+    if (engine.activeRecorder) {
+      throw new SiloError(`cannot start program "${name}": program "${engine.activeRecorder.name}" is still recording`);
+    }
+    engine.activeRecorder = this;
+    engine.device.pushErrorScope('out-of-memory');
+    engine.device.pushErrorScope('validation');
+    this.encoder = engine.device.createCommandEncoder({ label: name });
+    if (options.profile && engine.hasTimestamps) {
+      this.querySet = engine.device.createQuerySet({ type: 'timestamp', count: MAX_PROFILED * 2, label: `${name}:timestamps` });
+    }
+  }
+
+  get dispatches(): number {
+    return this.dispatchCount;
+  }
+
+  /** Runs `fn` with `name` pushed on the op path (e.g. "unet/down0/resnet1"). */
+  scope<T>(name: string, fn: () => T): T {
+    this.scopes.push(name);
+    try {
+      return fn();
+    } finally {
+      this.scopes.pop();
+    }
+  }
+
+  get path(): string {
+    return this.scopes.join('/');
+  }
+
+  /** Dispatch count of ops whose path starts with `prefix` (all when omitted). */
+  countDispatches(prefix = ''): number {
+    let n = 0;
+    for (const [k, v] of this.ops) if (k.startsWith(prefix)) n += v.dispatches;
+    return n;
+  }
+
+  private ensurePass(): GPUComputePassEncoder {
+    if (!this.pass) this.pass = this.encoder.beginComputePass({ label: this.name });
+    return this.pass;
+  }
+
+  private endPass(): void {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+  }
+
+  private uniformSlot(bytes: number): { chunk: UniformChunk; offset: number } {
+    const align = this.engine.limits.minUniformBufferOffsetAlignment;
+    let chunk = this.chunks[this.chunks.length - 1];
+    let offset = chunk ? Math.ceil(chunk.used / align) * align : 0;
+    if (!chunk || offset + bytes > UNIFORM_CHUNK) {
+      const free = chunkFreeLists.get(this.engine) ?? [];
+      chunkFreeLists.set(this.engine, free);
+      const buffer =
+        free.pop() ??
+        this.engine.device.createBuffer({ size: UNIFORM_CHUNK, usage: 0x40 /* UNIFORM */ | 0x8 /* COPY_DST */, label: 'uniform-arena' });
+      chunk = { buffer, shadow: new Uint8Array(UNIFORM_CHUNK), used: 0 };
+      this.chunks.push(chunk);
+      offset = 0;
+    }
+    chunk.used = offset + bytes;
+    return { chunk, offset };
+  }
+
+  dispatch(kernel: Kernel, args: DispatchArgs): void {
+    if (this.finished) throw new SiloError(`program "${this.name}" was already submitted`);
+    const op = args.op ?? kernel.label;
+    const where = `${this.path ? this.path + '/' : ''}${op} (kernel ${kernel.label})`;
+    const limits = this.engine.limits;
+    const wg = typeof args.workgroups === 'number' ? [args.workgroups, 1, 1] : [args.workgroups[0], args.workgroups[1] ?? 1, args.workgroups[2] ?? 1];
+    for (const n of wg) {
+      if (!Number.isInteger(n) || n < 0) throw new ArgumentError(`${where}: invalid workgroup count ${wg.join('x')}`);
+      if (n > limits.maxComputeWorkgroupsPerDimension) {
+        throw new LimitError(`${where}: ${n} workgroups in one dimension exceeds the adapter's ${limits.maxComputeWorkgroupsPerDimension}`);
+      }
+    }
+    const entries: GPUBindGroupEntry[] = [];
+    const writable = new Set<GPUBuffer>();
+    const readonly = new Map<GPUBuffer, string>();
+    for (const b of kernel.bindings) {
+      if (b.kind === 'uniform') {
+        const layout = b.uniform!;
+        const { chunk, offset } = this.uniformSlot(layout.size);
+        writeUniforms(layout, args.uniforms ?? {}, new DataView(chunk.shadow.buffer), offset, where);
+        entries.push({ binding: b.binding, resource: { buffer: chunk.buffer, offset, size: layout.size } });
+        continue;
+      }
+      const v = args.bindings[b.name];
+      if (!v) throw new ArgumentError(`${where}: binding "${b.name}" was not given`);
+      let buffer: GPUBuffer;
+      let offset = 0;
+      let size: number;
+      if (v instanceof Tensor) {
+        buffer = v.buffer;
+        size = Math.max(4, Math.ceil(v.byteLength / 4) * 4);
+      } else if ('buffer' in v && !('mapState' in v)) {
+        buffer = v.buffer;
+        offset = v.offset ?? 0;
+        size = v.size;
+      } else {
+        buffer = v as GPUBuffer;
+        size = buffer.size;
+      }
+      if (size > limits.maxStorageBufferBindingSize) {
+        throw new LimitError(
+          `${where}: binding "${b.name}" is ${size} bytes, over the adapter's maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize}`,
+        );
+      }
+      if (b.kind === 'storage') {
+        if (writable.has(buffer) || readonly.has(buffer)) {
+          throw new ArgumentError(`${where}: output "${b.name}" aliases another binding of the same dispatch`);
+        }
+        writable.add(buffer);
+      } else {
+        if (writable.has(buffer)) throw new ArgumentError(`${where}: input "${b.name}" aliases an output binding`);
+        readonly.set(buffer, b.name);
+      }
+      entries.push({ binding: b.binding, resource: { buffer, offset, size } });
+    }
+    for (const k of Object.keys(args.bindings)) {
+      if (!kernel.bindings.some((b) => b.name === k)) throw new ArgumentError(`${where}: kernel has no binding "${k}"`);
+    }
+    const bindGroup = this.engine.device.createBindGroup({ layout: kernel.layout, entries, label: where });
+    let pass: GPUComputePassEncoder;
+    const key = this.path ? `${this.path}/${op}` : op;
+    if (this.querySet && this.queryOps.length < MAX_PROFILED) {
+      this.endPass();
+      const i = this.queryOps.length;
+      this.queryOps.push(key);
+      pass = this.encoder.beginComputePass({
+        label: where,
+        timestampWrites: { querySet: this.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
+      });
+      this.pass = pass;
+    } else {
+      pass = this.ensurePass();
+    }
+    pass.setPipeline(kernel.pipeline);
+    pass.setBindGroup(0, bindGroup);
+    if (wg[0]! > 0 && wg[1]! > 0 && wg[2]! > 0) pass.dispatchWorkgroups(wg[0]!, wg[1]!, wg[2]!);
+    if (this.querySet) this.endPass();
+    this.dispatchCount++;
+    this.kernelsUsed.push(kernel.label);
+    const s = this.ops.get(key);
+    if (s) s.dispatches++;
+    else this.ops.set(key, { dispatches: 1, gpuNs: 0 });
+  }
+
+  /** Buffer-to-buffer copy ordered with the recorded dispatches. */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.endPass();
+    this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  /** Upload ordered with the recorded dispatches (queue.writeBuffer would run before the whole program). */
+  uploadBytes(dst: GPUBuffer, bytes: Uint8Array, dstOffset: number): void {
+    const staging = this.engine.device.createBuffer({
+      size: Math.max(4, bytes.byteLength),
+      usage: 0x4 /* COPY_SRC */,
+      mappedAtCreation: true,
+      label: `${this.name}:upload`,
+    });
+    new Uint8Array(staging.getMappedRange()).set(bytes);
+    staging.unmap();
+    this.stagings.push(staging);
+    this.copy(staging, 0, dst, dstOffset, bytes.byteLength);
+  }
+
+  private release(): void {
+    this.endPass();
+    if (this.engine.activeRecorder === this) this.engine.activeRecorder = null;
+    const free = chunkFreeLists.get(this.engine) ?? [];
+    chunkFreeLists.set(this.engine, free);
+    for (const c of this.chunks) free.push(c.buffer);
+    this.chunks = [];
+  }
+
+  /** Abandons the recording (after an exception while recording). */
+  abort(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.release();
+    void this.engine.device.popErrorScope();
+    void this.engine.device.popErrorScope();
+    for (const s of this.stagings) s.destroy();
+    this.querySet?.destroy();
+  }
+
+  /**
+   * Submits the program once. Resolves after WebGPU has validated it; with `wait` (or profiling) also
+   * after the GPU has finished.
+   */
+  async submit(opts: { wait?: boolean } = {}): Promise<ProgramReport> {
+    if (this.finished) throw new SiloError(`program "${this.name}" was already submitted`);
+    this.finished = true;
+    this.endPass();
+    let resolveBuf: GPUBuffer | null = null;
+    let readBuf: GPUBuffer | null = null;
+    const nq = this.queryOps.length;
+    if (this.querySet && nq > 0) {
+      resolveBuf = this.engine.device.createBuffer({ size: nq * 16, usage: 0x200 /* QUERY_RESOLVE */ | 0x4 });
+      readBuf = this.engine.device.createBuffer({ size: nq * 16, usage: 0x1 | 0x8 });
+      this.encoder.resolveQuerySet(this.querySet, 0, nq * 2, resolveBuf, 0);
+      this.encoder.copyBufferToBuffer(resolveBuf, 0, readBuf, 0, nq * 16);
+    }
+    for (const c of this.chunks) this.engine.queue.writeBuffer(c.buffer, 0, c.shadow, 0, Math.ceil(c.used / 4) * 4);
+    const cmd = this.encoder.finish({ label: this.name });
+    const t0 = performance.now();
+    this.engine.queue.submit([cmd]);
+    this.engine.lastSubmitted = { program: this.name, kernels: [...new Set(this.kernelsUsed)] };
+    this.release();
+    const validation = await this.engine.device.popErrorScope();
+    const oom = await this.engine.device.popErrorScope();
+    const err = validation ?? oom;
+    const report: ProgramReport = { name: this.name, dispatches: this.dispatchCount, ops: Object.fromEntries(this.ops) };
+    try {
+      if (err) {
+        const kernels = [...new Set(this.kernelsUsed)];
+        const named = kernels.filter((k) => err.message.includes(k));
+        throw new KernelError(
+          `program "${this.name}" failed (${validation ? 'validation' : 'out of memory'}): ${err.message}` +
+            (named.length ? '' : `; kernels in this program: ${kernels.join(', ')}`),
+          named.length ? named : kernels,
+        );
+      }
+      if (opts.wait || readBuf) {
+        await this.engine.queue.onSubmittedWorkDone();
+        this.engine.checkAlive();
+        report.gpuWallMs = performance.now() - t0;
+      }
+      if (readBuf) {
+        await readBuf.mapAsync(1);
+        const ts = new BigUint64Array(readBuf.getMappedRange().slice(0));
+        readBuf.unmap();
+        let total = 0;
+        for (let i = 0; i < nq; i++) {
+          const dt = Number(ts[2 * i + 1]! - ts[2 * i]!);
+          if (dt > 0 && dt < 1e12) {
+            this.ops.get(this.queryOps[i]!)!.gpuNs += dt;
+            total += dt;
+          }
+        }
+        report.ops = Object.fromEntries(this.ops);
+        report.profiledMs = total / 1e6;
+      }
+    } finally {
+      for (const s of this.stagings) s.destroy();
+      this.querySet?.destroy();
+      resolveBuf?.destroy();
+      readBuf?.destroy();
+    }
+    return report;
+  }
+}
+
+/** Records `fn` as one program, submits it, and returns fn's result with the program report. */
+export async function runProgram<T>(
+  engine: Engine,
+  name: string,
+  fn: (rec: Recorder) => T,
+  options: RecorderOptions & { wait?: boolean } = {},
+): Promise<{ result: T; report: ProgramReport }> {
+  const rec = new Recorder(engine, name, options);
+  let result: T;
+  try {
+    result = fn(rec);
+  } catch (e) {
+    rec.abort();
+    throw e;
+  }
+  const report = await rec.submit({ wait: options.wait });
+  return { result, report };
+}
