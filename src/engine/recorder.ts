@@ -43,7 +43,7 @@ export interface RecorderOptions {
 }
 
 const UNIFORM_CHUNK = 1 << 20;
-const MAX_PROFILED = 4096;
+const MAX_PROFILED = 2048; // 2 queries each; WebGPU caps a query set at 4096
 
 interface UniformChunk {
   buffer: GPUBuffer;
