@@ -216,7 +216,7 @@ export class Engine {
       return p;
     })();
     if (this.activeRecorder) this.activeRecorder.uploadBytes(dst, padded, dstOffset);
-    else this.queue.writeBuffer(dst, dstOffset, padded);
+    else this.queue.writeBuffer(dst, dstOffset, padded as Uint8Array<ArrayBuffer>);
   }
 
   /** Reads a tensor back as f32. */

@@ -47,7 +47,7 @@ const MAX_PROFILED = 2048; // 2 queries each; WebGPU caps a query set at 4096
 
 interface UniformChunk {
   buffer: GPUBuffer;
-  shadow: Uint8Array;
+  shadow: Uint8Array<ArrayBuffer>;
   used: number;
 }
 const chunkFreeLists = new WeakMap<Engine, GPUBuffer[]>();

@@ -1,0 +1,87 @@
+// Bundles the browser test page with esbuild, serves it from 127.0.0.1 (a secure context, so
+// navigator.gpu exists) and launches Debian's Chromium with WebGPU enabled through puppeteer-core.
+
+import { createServer, type Server } from 'node:http';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, extname } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+// @ts-expect-error plain ESM script without types
+import { bundle } from '../../scripts/build.mjs';
+
+export const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+
+export interface BrowserPage {
+  page: Page;
+  url: string;
+  close: () => Promise<void>;
+}
+
+export async function openTestPage(entry: string): Promise<BrowserPage> {
+  const dir = mkdtempSync(join(tmpdir(), 'silo-browser-'));
+  await bundle(entry, join(dir, 'page.js'), 'browser');
+  const html = '<!doctype html><meta charset="utf-8"><title>silo-webgpu tests</title><script type="module" src="page.js"></script>';
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (path === '/' || path === '/index.html') {
+      res.writeHead(200, { 'content-type': 'text/html' }).end(html);
+      return;
+    }
+    try {
+      const body = readFileSync(join(dir, path.replace(/^\/+/, '').replace(/\.\./g, '')));
+      const type = extname(path) === '.js' ? 'text/javascript' : 'application/octet-stream';
+      res.writeHead(200, { 'content-type': type }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  const userDataDir = mkdtempSync(join(tmpdir(), 'silo-chromium-'));
+  let browser: Browser;
+  try {
+    browser = await puppeteer.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      protocolTimeout: 600_000,
+      args: [
+        '--headless=new',
+        '--no-sandbox',
+        '--enable-unsafe-webgpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--disable-default-apps',
+        '--disable-extensions',
+        `--user-data-dir=${userDataDir}`,
+      ],
+    });
+  } catch (e) {
+    server.close();
+    throw new Error(`could not launch ${CHROMIUM}: ${(e as Error).message}`);
+  }
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  const url = `http://127.0.0.1:${port}/`;
+  await page.goto(url);
+  await page.waitForFunction(() => typeof (window as unknown as { siloRunCases?: unknown }).siloRunCases === 'function', { timeout: 30_000 }).catch(() => {
+    throw new Error(`test page did not load: ${errors.join('; ')}`);
+  });
+  return {
+    page,
+    url,
+    close: async () => {
+      await browser.close();
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(userDataDir, { recursive: true, force: true });
+    },
+  };
+}
