@@ -248,3 +248,27 @@ describe('device loss', () => {
     await expect(x.read()).rejects.toThrow(SiloError);
   });
 });
+
+describe('tidy', () => {
+  it('frees intermediates, keeps results, and lets later ops reuse the freed buffers', async () => {
+    const x = engine.tensor(new Float32Array(1 << 16).fill(1), [1 << 16]);
+    const liveBefore = engine.pool.stats.liveBytes;
+    const { result, report } = await runProgram(engine, 'tidy', (rec) =>
+      engine.tidy(() => {
+        let y = x;
+        for (let i = 0; i < 6; i++) {
+          const next = engine.tidy(() => ew.scale(rec, ew.relu(rec, y), 1));
+          if (y !== x) y.dispose(); // a step's input is dead once the next step is recorded
+          y = next;
+        }
+        return { y };
+      }),
+    );
+    // six steps of two ops each, but only ~3 activations of 256 KiB are ever live at once
+    expect(report.dispatches).toBe(12);
+    expect(report.peakLiveBytes - liveBefore).toBeLessThanOrEqual(3 * (1 << 18));
+    expect(engine.pool.stats.liveBytes - liveBefore).toBe(1 << 18);
+    expect((await result.y.read())[5]).toBe(1);
+    result.y.dispose();
+  });
+});

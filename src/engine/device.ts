@@ -72,6 +72,7 @@ export class Engine {
   /** Labels of the last submitted program and its kernels, for device-loss messages. */
   lastSubmitted: { program: string; kernels: string[] } | null = null;
   private lostReason: string | null = null;
+  private tidyStack: Set<Tensor>[] = [];
   private log: (line: string) => void;
 
   private constructor(
@@ -174,7 +175,38 @@ export class Engine {
     }
     const bytes = Math.ceil((shapeSize(shape) * bytesPerElement(dtype)) / 4) * 4;
     const buffer = this.pool.acquire(bytes, `tensor ${name} ${shapeString(shape)} ${dtype}`);
-    return new Tensor(this, new Storage(buffer, bytes, (b) => this.pool.release(b)), shape.slice(), dtype, name);
+    const t = new Tensor(this, new Storage(buffer, bytes, (b) => this.pool.release(b)), shape.slice(), dtype, name);
+    this.tidyStack[this.tidyStack.length - 1]?.add(t);
+    return t;
+  }
+
+  /**
+   * Runs fn and disposes every tensor it allocated that is not part of its result (a Tensor, or arrays /
+   * plain objects of them). Inside a recording this frees intermediates as soon as the op that last
+   * reads them has been recorded: later dispatches of the same program reuse their buffers.
+   */
+  tidy<T>(fn: () => T): T {
+    const created = new Set<Tensor>();
+    this.tidyStack.push(created);
+    let result: T;
+    try {
+      result = fn();
+    } finally {
+      this.tidyStack.pop();
+    }
+    const kept = new Set<Tensor>();
+    const walk = (v: unknown): void => {
+      if (v instanceof Tensor) kept.add(v);
+      else if (Array.isArray(v)) v.forEach(walk);
+      else if (v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) Object.values(v).forEach(walk);
+    };
+    walk(result);
+    const outer = this.tidyStack[this.tidyStack.length - 1];
+    for (const t of created) {
+      if (kept.has(t)) outer?.add(t);
+      else t.dispose();
+    }
+    return result;
   }
 
   /** A tensor holding `data` (converted to `dtype`). */

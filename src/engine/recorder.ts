@@ -35,6 +35,8 @@ export interface ProgramReport {
   gpuWallMs?: number;
   /** Sum of timestamp-query intervals (ms), when profiling. */
   profiledMs?: number;
+  /** Peak bytes of live pooled buffers while the program was recorded (the memory plan's high-water mark). */
+  peakLiveBytes: number;
 }
 
 export interface RecorderOptions {
@@ -75,6 +77,7 @@ export class Recorder {
       throw new SiloError(`cannot start program "${name}": program "${engine.activeRecorder.name}" is still recording`);
     }
     engine.activeRecorder = this;
+    engine.pool.resetPeak();
     engine.device.pushErrorScope('out-of-memory');
     engine.device.pushErrorScope('validation');
     this.encoder = engine.device.createCommandEncoder({ label: name });
@@ -288,7 +291,12 @@ export class Recorder {
     const validation = await this.engine.device.popErrorScope();
     const oom = await this.engine.device.popErrorScope();
     const err = validation ?? oom;
-    const report: ProgramReport = { name: this.name, dispatches: this.dispatchCount, ops: Object.fromEntries(this.ops) };
+    const report: ProgramReport = {
+      name: this.name,
+      dispatches: this.dispatchCount,
+      ops: Object.fromEntries(this.ops),
+      peakLiveBytes: this.engine.pool.stats.peakLiveBytes,
+    };
     try {
       if (err) {
         const kernels = [...new Set(this.kernelsUsed)];
