@@ -1,0 +1,224 @@
+// Convolution family (NCHW activations, PyTorch weight layouts). Storage type ST, f32 accumulation.
+//
+// conv2d: implicit GEMM, M = output channels, N = output pixels, K = Cin/groups * KH * KW, register
+// blocked: a thread owns CO output channels x 4 output pixels (a vec4 of accumulators per channel).
+// The channel tile comes from the workgroup id, so every weight index is workgroup-uniform: CPU
+// adapters load it once and broadcast it, GPUs hit the same cache line. Each input value loaded is
+// reused for CO channels and each weight for 4 pixels. No workgroup memory, no barriers (fastest on
+// lavapipe / SwiftShader, TOOLCHAIN.md section 4).
+//
+// The same entry computes a transposed convolution (TRANSPOSED) as a gather: output pixels are split
+// into stride phase classes (workgroup_id.z = ry * sx + rx, output oy = ry + sy * qy); inside a class
+// the taps that reach an output are the same for every pixel (kh = ry + py mod sy, stepping by sy),
+// so no tap is wasted and the loop stays uniform. iy = qy + (ry + py - kh) / sy, exact division.
+//
+// conv2d_naive: one thread per output with a scalar loop over Cin*KH*KW (groups 1): the benchmark
+// baseline, not used by models.
+
+struct Conv {
+  cin: u32,
+  hw: u32,          // H * W of the input
+  h: i32,
+  w: i32,
+  cout: u32,
+  oh: u32,
+  ow: u32,
+  cig: u32,         // input channels per group
+  cog: u32,         // output channels per group
+  co_tiles: u32,    // channel tiles of CO per group (workgroup_id.y = group * co_tiles + tile)
+  kh: u32,
+  kw: u32,
+  sy: i32,
+  sx: i32,
+  py: i32,
+  px: i32,
+  ph: u32,          // pixel grid per image: OH x OW, or one phase class (ceil(OH/sy) x ceil(OW/sx))
+  pw: u32,
+  pixels: u32,      // N * ph * pw
+  wco: u32,         // weight element stride between output channels
+  wci: u32,         // ... and between input channels of a group
+  alpha: f32,       // leaky-relu slope
+}
+
+@group(0) @binding(0) var<storage, read> cx: array<ST>;
+@group(0) @binding(1) var<storage, read> cwt: array<ST>;
+@group(0) @binding(2) var<storage, read> cbias: array<ST>;
+@group(0) @binding(3) var<storage, read_write> cy: array<ST>;
+@group(0) @binding(4) var<uniform> cu: Conv;
+
+@compute @workgroup_size(WG)
+fn conv2d(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let grp = wid.y / cu.co_tiles;
+  let col0 = (wid.y % cu.co_tiles) * CO;          // first channel of the tile, within the group
+  let last = min(CO, cu.cog - col0) - 1u;         // last valid channel index in the tile
+  var ry = 0u;
+  var rx = 0u;
+  if (TRANSPOSED) {
+    ry = wid.z / u32(cu.sx);
+    rx = wid.z % u32(cu.sx);
+  }
+
+  // Four pixels per thread, WG apart so neighbouring invocations read neighbouring inputs.
+  let p = vec4u(wid.x * WG * 4u + lid.x) + vec4u(0u, WG, 2u * WG, 3u * WG);
+  let pc = min(p, vec4u(cu.pixels - 1u));
+  let plane = cu.ph * cu.pw;
+  let img = pc / plane;
+  let rem = pc % plane;
+  let qa = vec4i(rem / cu.pw);
+  let qb = vec4i(rem % cu.pw);
+  let xbase = img * (cu.cin * cu.hw) + grp * cu.cig * cu.hw;
+  let wbase = grp * cu.cog * cu.cig * cu.kh * cu.kw + col0 * cu.wco;
+
+  var kh0 = 0u;
+  var kw0 = 0u;
+  var ksy = 1u;
+  var ksx = 1u;
+  if (TRANSPOSED) {
+    ksy = u32(cu.sy);
+    ksx = u32(cu.sx);
+    kh0 = (ry + u32(cu.py)) % ksy;
+    kw0 = (rx + u32(cu.px)) % ksx;
+  }
+
+  // Accumulators as named vectors, not an array: SwiftShader keeps a dynamically indexed array in
+  // memory (measured ~15x slower). CO is 1, 2, 4 or 8; the constant branches fold away.
+  var acc0 = vec4f(0.0);
+  var acc1 = vec4f(0.0);
+  var acc2 = vec4f(0.0);
+  var acc3 = vec4f(0.0);
+  var acc4 = vec4f(0.0);
+  var acc5 = vec4f(0.0);
+  var acc6 = vec4f(0.0);
+  var acc7 = vec4f(0.0);
+  // Weight offsets of the tile's channels; channels past the group's end repeat the last one (their
+  // results are never stored).
+  let c1 = min(1u, last) * cu.wco;
+  let c2 = min(2u, last) * cu.wco;
+  let c3 = min(3u, last) * cu.wco;
+  let c4 = min(4u, last) * cu.wco;
+  let c5 = min(5u, last) * cu.wco;
+  let c6 = min(6u, last) * cu.wco;
+  let c7 = min(7u, last) * cu.wco;
+  for (var kh = kh0; kh < cu.kh; kh += ksy) {
+    var iy: vec4i;
+    if (TRANSPOSED) {
+      iy = qa + (i32(ry) + cu.py - i32(kh)) / cu.sy;
+    } else {
+      iy = qa * cu.sy + (i32(kh) - cu.py);
+    }
+    let vy = (iy >= vec4i(0)) & (iy < vec4i(cu.h));
+    for (var kw = kw0; kw < cu.kw; kw += ksx) {
+      var ix: vec4i;
+      if (TRANSPOSED) {
+        ix = qb + (i32(rx) + cu.px - i32(kw)) / cu.sx;
+      } else {
+        ix = qb * cu.sx + (i32(kw) - cu.px);
+      }
+      let valid = vy & (ix >= vec4i(0)) & (ix < vec4i(cu.w));
+      // Out-of-image taps read a safe in-range element and are zeroed by the select below.
+      let off = select(xbase, xbase + vec4u(iy * cu.w + ix), valid);
+      let wk = wbase + kh * cu.kw + kw;
+      for (var ci = 0u; ci < cu.cig; ci++) {
+        let xo = off + vec4u(ci * cu.hw);
+        let xv = select(vec4f(0.0), vec4f(f32(cx[xo.x]), f32(cx[xo.y]), f32(cx[xo.z]), f32(cx[xo.w])), valid);
+        let wo = wk + ci * cu.wci;
+        acc0 = fma(vec4f(f32(cwt[wo])), xv, acc0);
+        if (CO > 1u) {
+          acc1 = fma(vec4f(f32(cwt[wo + c1])), xv, acc1);
+        }
+        if (CO > 2u) {
+          acc2 = fma(vec4f(f32(cwt[wo + c2])), xv, acc2);
+          acc3 = fma(vec4f(f32(cwt[wo + c3])), xv, acc3);
+        }
+        if (CO > 4u) {
+          acc4 = fma(vec4f(f32(cwt[wo + c4])), xv, acc4);
+          acc5 = fma(vec4f(f32(cwt[wo + c5])), xv, acc5);
+          acc6 = fma(vec4f(f32(cwt[wo + c6])), xv, acc6);
+          acc7 = fma(vec4f(f32(cwt[wo + c7])), xv, acc7);
+        }
+      }
+    }
+  }
+
+  var oy = qa;
+  var ox = qb;
+  if (TRANSPOSED) {
+    oy = vec4i(i32(ry)) + qa * cu.sy;
+    ox = vec4i(i32(rx)) + qb * cu.sx;
+  }
+  let ok = (p < vec4u(cu.pixels)) & (vec4u(oy) < vec4u(cu.oh)) & (vec4u(ox) < vec4u(cu.ow));
+  let co0 = grp * cu.cog + col0;
+  let obase = (img * cu.cout + co0) * (cu.oh * cu.ow) + vec4u(oy) * cu.ow + vec4u(ox);
+  store_tile(0u, acc0, co0, obase, ok);
+  if (CO > 1u && last >= 1u) { store_tile(1u, acc1, co0, obase, ok); }
+  if (CO > 2u && last >= 2u) { store_tile(2u, acc2, co0, obase, ok); }
+  if (CO > 2u && last >= 3u) { store_tile(3u, acc3, co0, obase, ok); }
+  if (CO > 4u && last >= 4u) { store_tile(4u, acc4, co0, obase, ok); }
+  if (CO > 4u && last >= 5u) { store_tile(5u, acc5, co0, obase, ok); }
+  if (CO > 4u && last >= 6u) { store_tile(6u, acc6, co0, obase, ok); }
+  if (CO > 4u && last >= 7u) { store_tile(7u, acc7, co0, obase, ok); }
+}
+
+// Bias, activation and the store of channel co0 + i for the thread's 4 pixels.
+fn store_tile(i: u32, sums: vec4f, co0: u32, obase: vec4u, ok: vec4<bool>) {
+  var bv = 0.0;
+  if (HAS_BIAS) {
+    bv = f32(cbias[co0 + i]);
+  }
+  let o = obase + vec4u(i * cu.oh * cu.ow);
+  if (ok.x) { cy[o.x] = ST(activate(ACT, sums.x + bv, cu.alpha)); }
+  if (ok.y) { cy[o.y] = ST(activate(ACT, sums.y + bv, cu.alpha)); }
+  if (ok.z) { cy[o.z] = ST(activate(ACT, sums.z + bv, cu.alpha)); }
+  if (ok.w) { cy[o.w] = ST(activate(ACT, sums.w + bv, cu.alpha)); }
+}
+
+struct Naive {
+  total: u32,       // N * Cout * OH * OW
+  row: u32,         // threads per grid row
+  cin: u32,
+  h: i32,
+  w: i32,
+  cout: u32,
+  oh: u32,
+  ow: u32,
+  kh: u32,
+  kw: u32,
+  sy: i32,
+  sx: i32,
+  py: i32,
+  px: i32,
+}
+
+@group(0) @binding(5) var<storage, read> nx: array<ST>;
+@group(0) @binding(6) var<storage, read> nwt: array<ST>;
+@group(0) @binding(7) var<storage, read> nbias: array<ST>;
+@group(0) @binding(8) var<storage, read_write> ny: array<ST>;
+@group(0) @binding(9) var<uniform> nu: Naive;
+
+@compute @workgroup_size(WG)
+fn conv2d_naive(@builtin(global_invocation_id) gid: vec3u) {
+  let idx = gid.x + gid.y * nu.row;
+  if (idx >= nu.total) { return; }
+  let ox = idx % nu.ow;
+  let oy = (idx / nu.ow) % nu.oh;
+  let co = (idx / (nu.ow * nu.oh)) % nu.cout;
+  let img = idx / (nu.ow * nu.oh * nu.cout);
+  var sum = 0.0;
+  if (HAS_BIAS) {
+    sum = f32(nbias[co]);
+  }
+  for (var ci = 0u; ci < nu.cin; ci++) {
+    for (var kh = 0u; kh < nu.kh; kh++) {
+      let iy = i32(oy) * nu.sy - nu.py + i32(kh);
+      for (var kw = 0u; kw < nu.kw; kw++) {
+        let ix = i32(ox) * nu.sx - nu.px + i32(kw);
+        if (iy >= 0 && iy < nu.h && ix >= 0 && ix < nu.w) {
+          let xi = ((img * nu.cin + ci) * u32(nu.h) + u32(iy)) * u32(nu.w) + u32(ix);
+          let wi = ((co * nu.cin + ci) * nu.kh + kh) * nu.kw + kw;
+          sum += f32(nx[xi]) * f32(nwt[wi]);
+        }
+      }
+    }
+  }
+  ny[idx] = ST(sum);
+}

@@ -1,0 +1,251 @@
+// 2-D convolutions on NCHW tensors with PyTorch weight layouts: conv2d (implicit GEMM, register
+// blocked, any kernel size / stride / zero padding / groups, fused bias + activation),
+// convTranspose2d (gather form of the same kernel) and conv2dNaive (the one-thread-per-output
+// baseline that benchmarks compare against).
+
+import source from '../../../kernels/conv2d.wgsl';
+import activations from '../../../kernels/activations.wgsl';
+import type { Recorder } from '../recorder.js';
+import type { Tensor } from '../tensor.js';
+import { assertArg } from '../errors.js';
+import { shapeString } from '../dtype.js';
+import { activationCode, type Activation } from './elementwise.js';
+import { grid1d, workgroupSize } from './grid.js';
+
+export type Pair = number | [number, number];
+
+export interface Conv2dOptions {
+  stride?: Pair;
+  padding?: Pair;
+  groups?: number;
+  act?: Activation;
+  /** Leaky-ReLU slope when act is 'leaky_relu'. */
+  alpha?: number;
+  op?: string;
+}
+
+export interface ConvTranspose2dOptions {
+  stride?: Pair;
+  padding?: Pair;
+  outputPadding?: Pair;
+  groups?: number;
+  act?: Activation;
+  alpha?: number;
+  op?: string;
+}
+
+/** Threads per workgroup (at most); each thread owns 4 output pixels. */
+const WG_MAX = 64;
+/** Output channels per thread (the register tile): 8 x 4 accumulators. */
+const CO_MAX = 8;
+
+function pair(v: Pair | undefined, dflt: number, what: string, name: string): [number, number] {
+  const p: [number, number] = typeof v === 'number' ? [v, v] : v === undefined ? [dflt, dflt] : [v[0], v[1]];
+  assertArg(p.every((d) => Number.isInteger(d)), `${name}: ${what} must be integers, got ${JSON.stringify(v)}`);
+  return p;
+}
+
+/** Smallest power of two >= n, clamped to [lo, hi]. */
+function pow2Tile(n: number, lo: number, hi: number): number {
+  let t = lo;
+  while (t < n && t < hi) t *= 2;
+  return t;
+}
+
+/** Smallest power of two >= channels per group, capped at CO_MAX (depthwise gets 1). */
+function channelTile(cog: number): number {
+  return pow2Tile(cog, 1, CO_MAX);
+}
+
+interface Geometry {
+  name: string;
+  n: number;
+  cin: number;
+  h: number;
+  w: number;
+  kh: number;
+  kw: number;
+  groups: number;
+}
+
+function checkInputs(name: string, x: Tensor, weight: Tensor, bias: Tensor | undefined, groups: number, transposed: boolean): Geometry {
+  assertArg(x.rank === 4, `${name}: input must be [N, C, H, W], got ${shapeString(x.shape)}`);
+  assertArg(weight.rank === 4, `${name}: weight must be rank 4, got ${shapeString(weight.shape)}`);
+  assertArg(x.dtype === weight.dtype, `${name}: input is ${x.dtype} but weight is ${weight.dtype}`);
+  assertArg(Number.isInteger(groups) && groups >= 1, `${name}: groups must be a positive integer, got ${groups}`);
+  const [n, cin, h, w] = x.shape as [number, number, number, number];
+  const [w0, w1, kh, kw] = weight.shape as [number, number, number, number];
+  assertArg(cin % groups === 0, `${name}: groups ${groups} does not divide the ${cin} input channels of ${shapeString(x.shape)}`);
+  if (transposed) {
+    assertArg(w0 === cin, `${name}: weight ${shapeString(weight.shape)} expects ${w0} input channels, input ${shapeString(x.shape)} has ${cin}`);
+  } else {
+    assertArg(w0 % groups === 0, `${name}: groups ${groups} does not divide the ${w0} output channels of weight ${shapeString(weight.shape)}`);
+    assertArg(
+      w1 * groups === cin,
+      `${name}: weight ${shapeString(weight.shape)} with groups ${groups} expects ${w1 * groups} input channels, input ${shapeString(x.shape)} has ${cin}`,
+    );
+  }
+  assertArg(kh >= 1 && kw >= 1, `${name}: empty kernel in weight ${shapeString(weight.shape)}`);
+  const cout = transposed ? w1 * groups : w0;
+  if (bias) {
+    assertArg(bias.rank === 1 && bias.shape[0] === cout, `${name}: bias must be [${cout}], got ${shapeString(bias.shape)}`);
+    assertArg(bias.dtype === x.dtype, `${name}: bias is ${bias.dtype} but input is ${x.dtype}`);
+  }
+  return { name, n, cin, h, w, kh, kw, groups };
+}
+
+function record(
+  rec: Recorder,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | undefined,
+  g: Geometry,
+  cout: number,
+  out: [number, number],
+  stride: [number, number],
+  pad: [number, number],
+  transposed: boolean,
+  act: Activation | undefined,
+  alpha: number,
+): Tensor {
+  const engine = rec.engine;
+  const cig = g.cin / g.groups;
+  const cog = cout / g.groups;
+  const co = channelTile(cog);
+  const [oh, ow] = out;
+  const [sy, sx] = stride;
+  // Transposed: one z-slice per stride phase class, each a ceil(OH/sy) x ceil(OW/sx) pixel grid.
+  const ph = transposed ? Math.ceil(oh / sy) : oh;
+  const pw = transposed ? Math.ceil(ow / sx) : ow;
+  const pixels = g.n * ph * pw;
+  // Small images (SD's 8x8 level, tests) get smaller workgroups so few threads idle on padding.
+  const wg = pow2Tile(Math.ceil(pixels / 4), 8, WG_MAX);
+  const k = engine.kernel({
+    family: 'conv2d',
+    source,
+    includes: [activations],
+    entry: 'conv2d',
+    dtype: x.dtype,
+    consts: { WG: wg, CO: co, ACT: activationCode(act), HAS_BIAS: bias !== undefined, TRANSPOSED: transposed },
+  });
+  const result = engine.empty([g.n, cout, oh, ow], x.dtype, g.name);
+  if (result.size === 0) return result;
+  const coTiles = Math.ceil(cog / co);
+  const kk = g.kh * g.kw;
+  rec.dispatch(k, {
+    op: g.name,
+    // Without a bias the weight stands in for the binding; HAS_BIAS=false never reads it.
+    bindings: { cx: x, cwt: weight, cbias: bias ?? weight, cy: result },
+    uniforms: {
+      cin: g.cin,
+      hw: g.h * g.w,
+      h: g.h,
+      w: g.w,
+      cout,
+      oh,
+      ow,
+      cig,
+      cog,
+      co_tiles: coTiles,
+      kh: g.kh,
+      kw: g.kw,
+      sy,
+      sx,
+      py: pad[0],
+      px: pad[1],
+      ph,
+      pw,
+      pixels,
+      wco: transposed ? kk : cig * kk,
+      wci: transposed ? cog * kk : kk,
+      alpha,
+    },
+    workgroups: [Math.ceil(pixels / (wg * 4)), g.groups * coTiles, transposed ? sy * sx : 1],
+  });
+  return result;
+}
+
+/**
+ * PyTorch conv2d: x [N, Cin, H, W], weight [Cout, Cin/groups, KH, KW], bias [Cout] ->
+ * [N, Cout, floor((H + 2 py - KH) / sy) + 1, floor((W + 2 px - KW) / sx) + 1], zero padding, with an
+ * optional fused activation applied after the bias.
+ */
+export function conv2d(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, opts: Conv2dOptions = {}): Tensor {
+  const name = opts.op ?? 'conv2d';
+  const groups = opts.groups ?? 1;
+  const g = checkInputs(name, x, weight, bias, groups, false);
+  const stride = pair(opts.stride, 1, 'stride', name);
+  const pad = pair(opts.padding, 0, 'padding', name);
+  assertArg(stride[0] >= 1 && stride[1] >= 1, `${name}: stride must be >= 1, got ${stride.join('x')}`);
+  assertArg(pad[0] >= 0 && pad[1] >= 0, `${name}: padding must be >= 0, got ${pad.join('x')}`);
+  const oh = Math.floor((g.h + 2 * pad[0] - g.kh) / stride[0]) + 1;
+  const ow = Math.floor((g.w + 2 * pad[1] - g.kw) / stride[1]) + 1;
+  assertArg(
+    oh >= 1 && ow >= 1,
+    `${name}: kernel ${g.kh}x${g.kw} with padding ${pad.join('x')} is larger than the input ${shapeString(x.shape)}`,
+  );
+  return record(rec, x, weight, bias, g, weight.shape[0]!, [oh, ow], stride, pad, false, opts.act, opts.alpha ?? 0.01);
+}
+
+/**
+ * PyTorch conv_transpose2d: x [N, Cin, H, W], weight [Cin, Cout/groups, KH, KW], bias [Cout] ->
+ * [N, Cout, (H - 1) sy - 2 py + KH + opy, (W - 1) sx - 2 px + KW + opx].
+ */
+export function convTranspose2d(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, opts: ConvTranspose2dOptions = {}): Tensor {
+  const name = opts.op ?? 'conv_transpose2d';
+  const groups = opts.groups ?? 1;
+  const g = checkInputs(name, x, weight, bias, groups, true);
+  const stride = pair(opts.stride, 1, 'stride', name);
+  const pad = pair(opts.padding, 0, 'padding', name);
+  const opad = pair(opts.outputPadding, 0, 'outputPadding', name);
+  assertArg(stride[0] >= 1 && stride[1] >= 1, `${name}: stride must be >= 1, got ${stride.join('x')}`);
+  assertArg(pad[0] >= 0 && pad[1] >= 0, `${name}: padding must be >= 0, got ${pad.join('x')}`);
+  assertArg(
+    opad[0] >= 0 && opad[1] >= 0 && opad[0] < stride[0] && opad[1] < stride[1],
+    `${name}: outputPadding ${opad.join('x')} must be >= 0 and smaller than the stride ${stride.join('x')}`,
+  );
+  const oh = (g.h - 1) * stride[0] - 2 * pad[0] + g.kh + opad[0];
+  const ow = (g.w - 1) * stride[1] - 2 * pad[1] + g.kw + opad[1];
+  assertArg(oh >= 1 && ow >= 1, `${name}: padding ${pad.join('x')} leaves no output for input ${shapeString(x.shape)}`);
+  const cout = weight.shape[1]! * groups;
+  return record(rec, x, weight, bias, g, cout, [oh, ow], stride, pad, true, opts.act, opts.alpha ?? 0.01);
+}
+
+/** The one-thread-per-output baseline (scalar loop over Cin*KH*KW, groups 1): for benchmarks only. */
+export function conv2dNaive(
+  rec: Recorder,
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor,
+  opts: { stride?: Pair; padding?: Pair } = {},
+): Tensor {
+  const name = 'conv2d_naive';
+  const g = checkInputs(name, x, weight, bias, 1, false);
+  const [sy, sx] = pair(opts.stride, 1, 'stride', name);
+  const [py, px] = pair(opts.padding, 0, 'padding', name);
+  assertArg(sy >= 1 && sx >= 1 && py >= 0 && px >= 0, `${name}: stride must be >= 1 and padding >= 0`);
+  const oh = Math.floor((g.h + 2 * py - g.kh) / sy) + 1;
+  const ow = Math.floor((g.w + 2 * px - g.kw) / sx) + 1;
+  assertArg(oh >= 1 && ow >= 1, `${name}: kernel ${g.kh}x${g.kw} is larger than the padded input ${shapeString(x.shape)}`);
+  const engine = rec.engine;
+  const wg = workgroupSize(engine);
+  const cout = weight.shape[0]!;
+  const k = engine.kernel({
+    family: 'conv2d',
+    source,
+    includes: [activations],
+    entry: 'conv2d_naive',
+    dtype: x.dtype,
+    consts: { WG: wg, CO: 1, ACT: 0, HAS_BIAS: bias !== undefined, TRANSPOSED: false },
+  });
+  const out = engine.empty([g.n, cout, oh, ow], x.dtype, name);
+  const total = out.size;
+  const grid = grid1d(engine, total, wg);
+  rec.dispatch(k, {
+    op: name,
+    bindings: { nx: x, nwt: weight, nbias: bias ?? weight, ny: out },
+    uniforms: { total, row: grid.row, cin: g.cin, h: g.h, w: g.w, cout, oh, ow, kh: g.kh, kw: g.kw, sy, sx, py, px },
+    workgroups: grid.workgroups,
+  });
+  return out;
+}
