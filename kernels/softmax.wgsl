@@ -1,0 +1,77 @@
+// Stable softmax over the last dimension of scale * x: exp(v - max) / sum exp(v - max).
+// Two layouts: softmax_thread gives each thread a whole (short) row and keeps an online running
+// max/sum in one read; softmax_group gives each workgroup a row (long rows: attention over 4096 keys)
+// with three strided passes (max, sum of exps, write) and workgroup-memory trees in between.
+// The running max starts at the lowest finite f32, not -inf, so -inf logits (masks) give exp(-inf) = 0
+// instead of NaN from (-inf) - (-inf); a row that is entirely -inf gives 0 / 0 = NaN, as in PyTorch.
+
+struct Softmax {
+  rows: u32,
+  cols: u32,
+  row: u32,      // softmax_thread: threads per grid row
+  scale: f32,
+}
+
+@group(0) @binding(0) var<storage, read> sx: array<ST>;
+@group(0) @binding(1) var<storage, read_write> sout: array<ST>;
+@group(0) @binding(2) var<uniform> sm: Softmax;
+
+const LOWEST: f32 = -3.4028234663852886e38;
+
+@compute @workgroup_size(WG)
+fn softmax_thread(@builtin(global_invocation_id) gid: vec3u) {
+  let r = gid.x + gid.y * sm.row;
+  if (r >= sm.rows) { return; }
+  let base = r * sm.cols;
+  var m = LOWEST;
+  var s = 0.0;
+  for (var j = 0u; j < sm.cols; j++) {
+    let xv = sm.scale * f32(sx[base + j]);
+    if (xv > m) {
+      s = s * exp(m - xv) + 1.0;
+      m = xv;
+    } else {
+      s += exp(xv - m);
+    }
+  }
+  let inv = 1.0 / s;
+  for (var j = 0u; j < sm.cols; j++) {
+    sout[base + j] = ST(exp(sm.scale * f32(sx[base + j]) - m) * inv);
+  }
+}
+
+var<workgroup> wred: array<f32, WG>;
+
+// Workgroup max or sum (IS_MAX) of one value per thread; every thread gets the result.
+fn wg_reduce(lid: u32, mine: f32, is_max: bool) -> f32 {
+  wred[lid] = mine;
+  workgroupBarrier();
+  for (var off = WG / 2u; off > 0u; off >>= 1u) {
+    if (lid < off) {
+      let other = wred[lid + off];
+      wred[lid] = select(wred[lid] + other, max(wred[lid], other), is_max);
+    }
+    workgroupBarrier();
+  }
+  let res = wred[0];
+  workgroupBarrier(); // wred is reused by the next reduction
+  return res;
+}
+
+@compute @workgroup_size(WG)
+fn softmax_group(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= sm.rows) { return; }
+  let base = r * sm.cols;
+  var m = LOWEST;
+  for (var j = lid; j < sm.cols; j += WG) { m = max(m, sm.scale * f32(sx[base + j])); }
+  m = wg_reduce(lid, m, true);
+  var s = 0.0;
+  for (var j = lid; j < sm.cols; j += WG) { s += exp(sm.scale * f32(sx[base + j]) - m); }
+  s = wg_reduce(lid, s, false);
+  let inv = 1.0 / s;
+  for (var j = lid; j < sm.cols; j += WG) {
+    sout[base + j] = ST(exp(sm.scale * f32(sx[base + j]) - m) * inv);
+  }
+}
