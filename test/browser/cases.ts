@@ -4,7 +4,15 @@
 import type { Engine } from '../../src/engine/device.js';
 import { runProgram } from '../../src/engine/recorder.js';
 import * as ew from '../../src/engine/ops/elementwise.js';
+import { conv2d } from '../../src/engine/ops/conv2d.js';
+import { groupNorm, layerNorm } from '../../src/engine/ops/norm.js';
+import { softmax } from '../../src/engine/ops/softmax.js';
+import { l2Norm, sum } from '../../src/engine/ops/reduce.js';
 import { unaryRef, broadcastRef, gegluRef } from '../ref/elementwise.js';
+import { conv2dRef } from '../ref/conv2d.js';
+import { groupNormRef, layerNormRef } from '../ref/norm.js';
+import { softmaxRef } from '../ref/softmax.js';
+import { l2NormRef, sumRef } from '../ref/reduce.js';
 
 export interface CaseResult {
   name: string;
@@ -79,6 +87,116 @@ export const CASES: Case[] = [
     },
   },
 ];
+
+CASES.push(
+  {
+    name: 'conv2d 3x3 pad 1, 2x5x9x7 -> 6 channels',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: async (engine) => {
+      const x = data(2 * 5 * 9 * 7, 6);
+      const w = data(6 * 5 * 9, 7, -0.3, 0.3);
+      const b = data(6, 8);
+      const tx = engine.tensor(x, [2, 5, 9, 7]);
+      const tw = engine.tensor(w, [6, 5, 3, 3]);
+      const tb = engine.tensor(b, [6]);
+      const { result } = await runProgram(engine, 'conv', (rec) => conv2d(rec, tx, tw, tb, { padding: 1 }));
+      return { actual: await result.read(), expected: conv2dRef(x, [2, 5, 9, 7], w, [6, 5, 3, 3], b, { padding: [1, 1] }).out };
+    },
+  },
+  {
+    name: 'conv2d 3x3 stride 2, 320 -> 320 at 5x5',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: async (engine) => {
+      const x = data(320 * 25, 9);
+      const w = data(320 * 320 * 9, 10, -0.02, 0.02);
+      const tx = engine.tensor(x, [1, 320, 5, 5]);
+      const tw = engine.tensor(w, [320, 320, 3, 3]);
+      const { result } = await runProgram(engine, 'conv-s2', (rec) => conv2d(rec, tx, tw, undefined, { padding: 1, stride: 2 }));
+      return { actual: await result.read(), expected: conv2dRef(x, [1, 320, 5, 5], w, [320, 320, 3, 3], null, { padding: [1, 1], stride: [2, 2] }).out };
+    },
+  },
+  {
+    name: 'group norm 32 groups + SiLU, 2x320x3x5',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: async (engine) => {
+      const x = data(2 * 320 * 15, 11, -2, 3);
+      const w = data(320, 12, 0.5, 1.5);
+      const b = data(320, 13);
+      const t = [engine.tensor(x, [2, 320, 3, 5]), engine.tensor(w, [320]), engine.tensor(b, [320])] as const;
+      const { result } = await runProgram(engine, 'gn', (rec) => groupNorm(rec, t[0], 32, t[1], t[2], { act: 'silu' }));
+      return { actual: await result.read(), expected: groupNormRef(x, [2, 320, 3, 5], 32, w, b, 1e-5, 'silu') };
+    },
+  },
+  {
+    name: 'layer norm over last dim, 77x48',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: async (engine) => {
+      const x = data(77 * 48, 14, -3, 3);
+      const w = data(48, 15, 0.5, 1.5);
+      const b = data(48, 16);
+      const t = [engine.tensor(x, [1, 77, 48]), engine.tensor(w, [48]), engine.tensor(b, [48])] as const;
+      const { result } = await runProgram(engine, 'ln', (rec) => layerNorm(rec, t[0], [48], t[1], t[2]));
+      return { actual: await result.read(), expected: layerNormRef(x, 48, w, b) };
+    },
+  },
+  {
+    name: 'softmax rows of 77 and large logits',
+    atol: 1e-7,
+    rtol: 2e-6,
+    run: async (engine) => {
+      const x = data(13 * 77, 17, -1e4, 1e4);
+      const t = engine.tensor(x, [13, 77]);
+      const { result } = await runProgram(engine, 'softmax', (rec) => softmax(rec, t));
+      return { actual: await result.read(), expected: softmaxRef(x, 77) };
+    },
+  },
+  {
+    name: 'sum and L2 norm of 100003 values',
+    atol: 0,
+    rtol: 2e-6,
+    run: async (engine) => {
+      const x = data(100003, 18, 0, 1);
+      const t = engine.tensor(x, [100003]);
+      const { result } = await runProgram(engine, 'reduce', (rec) => [sum(rec, t), l2Norm(rec, t)]);
+      const got = new Float32Array([(await result[0]!.read())[0]!, (await result[1]!.read())[0]!]);
+      return { actual: got, expected: new Float32Array([sumRef(x), l2NormRef(x)]) };
+    },
+  },
+  {
+    // A small graph recorded as one program: GroupNorm+SiLU -> conv3x3 -> GroupNorm+SiLU -> conv3x3,
+    // plus the skip connection (the shape of a diffusers ResnetBlock2D without the time embedding).
+    name: 'composite: ResNet block (2x32x6x5) as one program',
+    atol: 1e-5,
+    rtol: 1e-4,
+    run: async (engine) => {
+      const shape = [2, 32, 6, 5];
+      const n = 2 * 32 * 30;
+      const x = data(n, 19, -2, 2);
+      const g1 = data(32, 20, 0.8, 1.2), b1 = data(32, 21, -0.1, 0.1);
+      const w1 = data(32 * 32 * 9, 22, -0.06, 0.06), c1 = data(32, 23, -0.05, 0.05);
+      const g2 = data(32, 24, 0.8, 1.2), b2 = data(32, 25, -0.1, 0.1);
+      const w2 = data(32 * 32 * 9, 26, -0.06, 0.06), c2 = data(32, 27, -0.05, 0.05);
+      const T = (v: Float32Array, s: number[]) => engine.tensor(v, s);
+      const tx = T(x, shape);
+      const [tg1, tb1, tw1, tc1, tg2, tb2, tw2, tc2] = [T(g1, [32]), T(b1, [32]), T(w1, [32, 32, 3, 3]), T(c1, [32]), T(g2, [32]), T(b2, [32]), T(w2, [32, 32, 3, 3]), T(c2, [32])];
+      const { result, report } = await runProgram(engine, 'resnet-block', (rec) =>
+        engine.tidy(() => {
+          const h1 = conv2d(rec, groupNorm(rec, tx, 8, tg1, tb1, { act: 'silu' }), tw1!, tc1, { padding: 1 });
+          const h2 = conv2d(rec, groupNorm(rec, h1, 8, tg2, tb2, { act: 'silu' }), tw2!, tc2, { padding: 1 });
+          return ew.add(rec, tx, h2);
+        }),
+      );
+      if (report.dispatches < 5) throw new Error(`expected one program of >= 5 dispatches, got ${report.dispatches}`);
+      const r1 = conv2dRef(groupNormRef(x, shape, 8, g1, b1, 1e-5, 'silu'), shape, w1, [32, 32, 3, 3], c1, { padding: [1, 1] }).out;
+      const r2 = conv2dRef(groupNormRef(r1, shape, 8, g2, b2, 1e-5, 'silu'), shape, w2, [32, 32, 3, 3], c2, { padding: [1, 1] }).out;
+      return { actual: await result.read(), expected: x.map((v, i) => v + r2[i]!) };
+    },
+  },
+);
 
 export async function runCases(engine: Engine, only?: string[]): Promise<CaseResult[]> {
   const results: CaseResult[] = [];
