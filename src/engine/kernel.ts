@@ -145,6 +145,13 @@ export function composeSource(spec: KernelSpec): string {
   return `${lines.join('\n')}\n${(spec.includes ?? []).join('\n')}\n${spec.source}`;
 }
 
+/** FNV-1a of a text, so specs that differ only in their includes get different cache keys. */
+function hashText(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(16).padStart(8, '0');
+}
+
 export function kernelKey(spec: KernelSpec): string {
   const consts = Object.entries(spec.consts ?? {})
     .sort(([a], [b]) => (a < b ? -1 : 1))
@@ -154,7 +161,8 @@ export function kernelKey(spec: KernelSpec): string {
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([k, v]) => `${k}=${v}`)
     .join(',');
-  return `${spec.family}/${spec.entry}:${spec.dtype ?? 'f32'}[${consts}][${ov}]`;
+  const inc = spec.includes?.length ? `+${hashText(spec.includes.join('\n'))}` : '';
+  return `${spec.family}/${spec.entry}:${spec.dtype ?? 'f32'}[${consts}][${ov}]${inc}`;
 }
 
 export interface KernelLimits {
