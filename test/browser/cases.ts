@@ -8,7 +8,15 @@ import { conv2d } from '../../src/engine/ops/conv2d.js';
 import { groupNorm, layerNorm } from '../../src/engine/ops/norm.js';
 import { softmax } from '../../src/engine/ops/softmax.js';
 import { l2Norm, sum } from '../../src/engine/ops/reduce.js';
+import { attention } from '../../src/engine/ops/attention.js';
+import { resizeBilinear, upsampleNearest2x } from '../../src/engine/ops/resample.js';
+import { concatChannels } from '../../src/engine/ops/layout.js';
+import { timestepEmbedding } from '../../src/engine/ops/embedding.js';
 import { unaryRef, broadcastRef, gegluRef } from '../ref/elementwise.js';
+import { attentionRef } from '../ref/attention.js';
+import { bilinearRef, nearest2xRef } from '../ref/resample.js';
+import { concatRef } from '../ref/layout.js';
+import { timestepEmbeddingRef } from '../ref/embedding.js';
 import { conv2dRef } from '../ref/conv2d.js';
 import { groupNormRef, layerNormRef } from '../ref/norm.js';
 import { softmaxRef } from '../ref/softmax.js';
@@ -26,7 +34,7 @@ interface Case {
   name: string;
   atol: number;
   rtol: number;
-  run: (engine: Engine) => Promise<{ actual: Float32Array; expected: Float32Array }>;
+  run: (engine: Engine) => Promise<{ actual: Float32Array; expected: ArrayLike<number> }>;
 }
 
 function data(n: number, seed: number, lo = -1, hi = 1): Float32Array {
@@ -194,6 +202,84 @@ CASES.push(
       const r1 = conv2dRef(groupNormRef(x, shape, 8, g1, b1, 1e-5, 'silu'), shape, w1, [32, 32, 3, 3], c1, { padding: [1, 1] }).out;
       const r2 = conv2dRef(groupNormRef(r1, shape, 8, g2, b2, 1e-5, 'silu'), shape, w2, [32, 32, 3, 3], c2, { padding: [1, 1] }).out;
       return { actual: await result.read(), expected: x.map((v, i) => v + r2[i]!) };
+    },
+  },
+);
+
+CASES.push(
+  {
+    name: 'attention self 100 tokens, 8 heads x 40',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: async (engine) => {
+      const [L, H, D] = [100, 8, 40];
+      const q = data(L * H * D, 30), k = data(L * H * D, 31), v = data(L * H * D, 32);
+      const T = (x: Float32Array) => engine.tensor(x, [1, L, H * D]);
+      const [tq, tk, tv] = [T(q), T(k), T(v)];
+      const { result } = await runProgram(engine, 'attn', (rec) => attention(rec, tq, tk, tv, { heads: H }));
+      return { actual: await result.read(), expected: attentionRef(q, k, v, { B: 1, lq: L, lk: L, heads: H, D }) };
+    },
+  },
+  {
+    name: 'attention cross 2x33 queries x 77 keys, 3 heads x 5, and causal 77',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: async (engine) => {
+      const [B, LQ, LK, H, D] = [2, 33, 77, 3, 5];
+      const q = data(B * LQ * H * D, 33), k = data(B * LK * H * D, 34), v = data(B * LK * H * D, 35);
+      const tq = engine.tensor(q, [B, LQ, H * D]);
+      const tk = engine.tensor(k, [B, LK, H * D]);
+      const tv = engine.tensor(v, [B, LK, H * D]);
+      const { result } = await runProgram(engine, 'attn-x', (rec) => [
+        attention(rec, tq, tk, tv, { heads: H }),
+        attention(rec, tk, tk, tv, { heads: H, causal: true }),
+      ]);
+      const a = await result[0]!.read();
+      const c = await result[1]!.read();
+      const ra = attentionRef(q, k, v, { B, lq: LQ, lk: LK, heads: H, D });
+      const rc = attentionRef(k, k, v, { B, lq: LK, lk: LK, heads: H, D, causal: true });
+      const join = (x: Float32Array, y: Float32Array) => { const o = new Float32Array(x.length + y.length); o.set(x); o.set(y, x.length); return o; };
+      return { actual: join(a, c), expected: join(ra, rc) };
+    },
+  },
+  {
+    name: 'bilinear 5x7 -> 8x3 and nearest x2, 2x3 planes',
+    atol: 1e-6,
+    rtol: 1e-6,
+    run: async (engine) => {
+      const x = data(2 * 3 * 35, 36);
+      const t = engine.tensor(x, [2, 3, 5, 7]);
+      const { result } = await runProgram(engine, 'resize', (rec) => [resizeBilinear(rec, t, 8, 3), upsampleNearest2x(rec, t)]);
+      const a = await result[0]!.read();
+      const b = await result[1]!.read();
+      const ra = bilinearRef(x, 6, 5, 7, 8, 3);
+      const rb = nearest2xRef(x, 6, 5, 7);
+      const o = new Float32Array(a.length + b.length); o.set(a); o.set(b, a.length);
+      const r = new Float32Array(ra.length + rb.length); r.set(ra); r.set(rb, ra.length);
+      return { actual: o, expected: r };
+    },
+  },
+  {
+    name: 'concat channels 3 + 5 + 1 at 2x(4x3)',
+    atol: 0,
+    rtol: 0,
+    run: async (engine) => {
+      const parts = [3, 5, 1].map((c, i) => ({ c, data: data(2 * c * 12, 40 + i) }));
+      const ts = parts.map((p) => engine.tensor(p.data, [2, p.c, 4, 3]));
+      const { result } = await runProgram(engine, 'concat', (rec) => concatChannels(rec, ts));
+      return { actual: await result.read(), expected: concatRef(parts, 2, 12) };
+    },
+  },
+  {
+    name: 'timestep embedding 320 (SD-1.5 flip_sin_to_cos, shift 0)',
+    atol: 1e-4,
+    rtol: 0,
+    run: async (engine) => {
+      const ts = Float32Array.from([0, 1, 10, 199.8, 261, 500, 999]);
+      const t = engine.tensor(ts, [7]);
+      const opts = { flipSinToCos: true, downscaleFreqShift: 0 };
+      const { result } = await runProgram(engine, 'temb', (rec) => timestepEmbedding(rec, t, 320, opts));
+      return { actual: await result.read(), expected: Float32Array.from(timestepEmbeddingRef(ts, 320, opts)) };
     },
   },
 );
