@@ -1,0 +1,231 @@
+// Matrix multiply with broadcast batch dims, transposes, a fused bias + activation, and nn.Linear.
+// The kernel variant is chosen from the layout: vec4 loads along N (row-major B, N % 4 == 0), otherwise
+// a scalar register-blocked fallback that takes any strides. A transposed B is first copied row-major.
+
+import source from '../../../kernels/matmul.wgsl';
+import activations from '../../../kernels/activations.wgsl';
+import type { Recorder } from '../recorder.js';
+import type { Tensor } from '../tensor.js';
+import { assertArg } from '../errors.js';
+import { shapeString } from '../dtype.js';
+import { activationCode, broadcastShapes, type Activation } from './elementwise.js';
+
+export interface MatmulOptions {
+  /** A is stored [..., K, M]. */
+  transA?: boolean;
+  /**
+   * B is stored [..., N, K] (the nn.Linear weight layout). It is first copied row-major (one extra
+   * dispatch, N * K temporary elements): reading it in place measured 2x slower on lavapipe. Callers
+   * that reuse a constant weight can transpose it once and pass it without transB.
+   */
+  transB?: boolean;
+  /** [N], added after scaling and before the activation. */
+  bias?: Tensor;
+  act?: Activation;
+  /** Leaky-ReLU slope of the fused activation (as in the elementwise ops). */
+  alpha?: number;
+  /** Multiplies the product before the bias: act(scale * A B + bias). Default 1. */
+  scale?: number;
+  op?: string;
+}
+
+/** Output rows per workgroup (ROWS in the WGSL) and columns per thread (all variants). */
+const ROWS = 8;
+const COLS = 8;
+const MAX_BATCH_RANK = 4;
+
+function product(dims: readonly number[]): number {
+  return dims.reduce((p, d) => p * d, 1);
+}
+
+/** Element strides of `dims` (row-major) broadcast against `out`: 0 where the dim is 1. */
+function batchStrides(dims: readonly number[], out: readonly number[], matrixSize: number): number[] {
+  const strides = new Array<number>(out.length).fill(0);
+  let s = matrixSize;
+  for (let i = dims.length - 1; i >= 0; i--) {
+    const o = out.length - dims.length + i;
+    strides[o] = dims[i] === 1 ? 0 : s;
+    s *= dims[i]!;
+  }
+  return strides;
+}
+
+const pad4 = (v: number[], fill: number) => [...new Array<number>(MAX_BATCH_RANK - v.length).fill(fill), ...v];
+
+/**
+ * Threads per workgroup (one row of threads along N): 64, or 8 when that pads N less (N = 320 takes
+ * 5 workgroups of 8 threads x 8 columns exactly, where 64 threads would idle 37 %). Only two sizes, to
+ * keep the number of pipelines (and the driver's compile time) down.
+ */
+function threadsFor(n: number, maxInvocations: number): number {
+  const pad = (wg: number) => Math.ceil(n / (wg * COLS)) * wg * COLS - n;
+  return maxInvocations >= 64 && pad(64) <= pad(8) ? 64 : 8;
+}
+
+/** [..., R, C] -> [..., C, R] into a new tensor (used to put a transposed B in row-major order). */
+function transposeLast2(rec: Recorder, x: Tensor, op: string): Tensor {
+  const engine = rec.engine;
+  const [R, C] = x.shape.slice(-2) as [number, number];
+  const batches = x.size / (R * C);
+  const kernel = engine.kernel({
+    family: 'matmul',
+    source,
+    includes: [activations],
+    entry: 'transpose_last2',
+    dtype: x.dtype,
+    consts: { WG: 8, ACT: 0, HAS_BIAS: false },
+  });
+  const out = engine.empty([...x.shape.slice(0, -2), C, R], x.dtype, op);
+  const groupsY = Math.ceil((C * batches) / 8);
+  const ny = Math.min(groupsY, engine.limits.maxComputeWorkgroupsPerDimension);
+  rec.dispatch(kernel, {
+    op,
+    bindings: { tp_in: x, tp_out: out },
+    uniforms: { rows: R, cols: C, row_len: ny * 8, total: C * batches },
+    workgroups: [Math.ceil(R / 8), ny, Math.ceil(groupsY / ny)],
+  });
+  return out;
+}
+
+/**
+ * a [..., M, K] (or [..., K, M] with transA) times b [..., K, N] (or [..., N, K] with transB), batch dims
+ * broadcast numpy-style (a rank-2 b is shared by every batch of a). Output [...batch, M, N] in a's
+ * dtype: act(scale * a b + bias). One dispatch, plus one that transposes b when transB.
+ */
+export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const engine = rec.engine;
+  const name = opts.op ?? 'matmul';
+  const transA = opts.transA ?? false;
+  const transB = opts.transB ?? false;
+  const what = `${name}: a ${shapeString(a.shape)}${transA ? 'ᵀ' : ''} x b ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}`;
+  assertArg(a.rank >= 2 && b.rank >= 2, `${what}: both operands need rank >= 2`);
+  assertArg(a.dtype === b.dtype, `${what}: dtypes differ (${a.dtype} vs ${b.dtype})`);
+  const [ar, ac] = a.shape.slice(-2) as [number, number];
+  const [br, bc] = b.shape.slice(-2) as [number, number];
+  const M = transA ? ac : ar;
+  const K = transA ? ar : ac;
+  const Kb = transB ? bc : br;
+  const N = transB ? br : bc;
+  assertArg(K === Kb, `${what}: inner dimensions differ (K = ${K} for a, ${Kb} for b)`);
+  assertArg(M >= 1 && N >= 1 && K >= 1, `${what}: M, N and K must be >= 1`);
+  const batchA = a.shape.slice(0, -2);
+  const batchB = b.shape.slice(0, -2);
+  const batch = broadcastShapes(batchA, batchB, `${what}: batch dims`);
+  assertArg(batch.length <= MAX_BATCH_RANK, `${what}: at most ${MAX_BATCH_RANK} batch dims are supported`);
+  assertArg(batch.every((d) => d >= 1), `${what}: batch dims must be >= 1`);
+  if (opts.bias) {
+    assertArg(opts.bias.dtype === a.dtype, `${what}: bias dtype ${opts.bias.dtype} differs from ${a.dtype}`);
+    assertArg(opts.bias.rank === 1 && opts.bias.size === N, `${what}: bias must be [${N}], got ${shapeString(opts.bias.shape)}`);
+  }
+
+  // A transposed B goes through a row-major copy (see transpose_last2 in the WGSL), except when N or
+  // K is 1, where both layouts are the same memory.
+  const bt = transB && N > 1 && K > 1 ? transposeLast2(rec, b, `${name}/transpose_b`) : null;
+  const bRowMajor = !transB || bt !== null || N === 1 || K === 1;
+
+  // A b without batch dims, applied to a row-major a: fold a's batches into M (one big matmul).
+  const fold = !transA && batchB.every((d) => d === 1) && batch.length > 0;
+  const rows = fold ? M * product(batchA) : M;
+  const gridBatch = fold ? [] : batch;
+  const batches = product(gridBatch);
+
+  const variant = bRowMajor && N % 4 === 0 ? 'matmul_nn4' : 'matmul_any';
+  const wg = threadsFor(N, engine.limits.maxComputeInvocationsPerWorkgroup);
+  const kernel = engine.kernel({
+    family: 'matmul',
+    source,
+    includes: [activations],
+    entry: variant,
+    dtype: a.dtype,
+    consts: { WG: wg, ACT: activationCode(opts.act), HAS_BIAS: !!opts.bias },
+  });
+
+  const out = engine.empty([...batch, M, N], a.dtype, name);
+  const rowGroups = Math.ceil(rows / ROWS);
+  const tiles = rowGroups * batches;
+  const ny = Math.min(tiles, engine.limits.maxComputeWorkgroupsPerDimension);
+  const vec4 = variant === 'matmul_nn4';
+  const bMat = bt ?? b;
+  rec.dispatch(kernel, {
+    op: name,
+    bindings: {
+      mm_a: a,
+      [vec4 ? 'mm_b4' : 'mm_b']: bMat,
+      // Without a bias the (dead) bias binding still needs a buffer: B is large enough and read-only.
+      [vec4 ? 'mm_bias4' : 'mm_bias']: opts.bias ?? bMat,
+      [vec4 ? 'mm_c4' : 'mm_c']: out,
+    },
+    uniforms: {
+      M: rows,
+      N,
+      K,
+      row_groups: rowGroups,
+      sam: transA ? 1 : K,
+      sak: transA ? M : 1,
+      sbk: bRowMajor ? N : 1,
+      sbn: bRowMajor ? 1 : K,
+      ny,
+      tiles,
+      scale: opts.scale ?? 1,
+      slope: opts.alpha ?? 0.01,
+      bdims: pad4(gridBatch, 1),
+      bsa: pad4(fold ? [] : batchStrides(batchA, gridBatch, M * K), 0),
+      bsb: pad4(fold ? [] : batchStrides(batchB, gridBatch, K * N), 0),
+    },
+    workgroups: [Math.ceil(N / (wg * COLS)), ny, Math.ceil(tiles / ny)],
+  });
+  // Later reuse of the copy's buffer is ordered after this program's read.
+  bt?.dispose();
+  return out;
+}
+
+/** PyTorch nn.Linear: x [..., in] times weight [out, in] transposed, plus bias [out] -> [..., out]. */
+export function linear(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, opts: { act?: Activation; op?: string } = {}): Tensor {
+  const name = opts.op ?? 'linear';
+  assertArg(x.rank >= 1, `${name}: x must have rank >= 1`);
+  assertArg(weight.rank === 2, `${name}: weight must be [out, in], got ${shapeString(weight.shape)}`);
+  const inF = x.shape[x.rank - 1]!;
+  assertArg(
+    weight.shape[1] === inF,
+    `${name}: x ${shapeString(x.shape)} has ${inF} input features but weight ${shapeString(weight.shape)} expects ${weight.shape[1]}`,
+  );
+  const lead = x.shape.slice(0, -1);
+  const x2 = x.rank === 1 ? x.reshape([1, inF]) : x;
+  const y = matmul(rec, x2, weight, { transB: true, bias, act: opts.act, op: name });
+  if (x2 !== x) x2.dispose();
+  if (x.rank >= 2) return y;
+  const y1 = y.reshape([...lead, weight.shape[0]!]);
+  y.dispose();
+  return y1;
+}
+
+/** The baseline kernel (one thread per output, no blocking) for benchmarks: a [M, K] x b [K, N], f32. */
+export function matmulNaive(rec: Recorder, a: Tensor, b: Tensor): Tensor {
+  const engine = rec.engine;
+  const what = `matmulNaive: a ${shapeString(a.shape)} x b ${shapeString(b.shape)}`;
+  assertArg(a.rank === 2 && b.rank === 2, `${what}: both operands must be rank 2`);
+  assertArg(a.dtype === 'f32' && b.dtype === 'f32', `${what}: f32 only`);
+  const [M, K] = a.shape as [number, number];
+  const [Kb, N] = b.shape as [number, number];
+  assertArg(K === Kb, `${what}: inner dimensions differ (K = ${K} for a, ${Kb} for b)`);
+  const kernel = engine.kernel({
+    family: 'matmul',
+    source,
+    includes: [activations],
+    entry: 'matmul_naive',
+    dtype: 'f32',
+    consts: { WG: 8, ACT: 0, HAS_BIAS: false },
+  });
+  const out = engine.empty([M, N], 'f32', 'matmul_naive');
+  const zero4 = [0, 0, 0, 0];
+  rec.dispatch(kernel, {
+    op: 'matmul_naive',
+    bindings: { mm_a: a, mm_b: b, mm_c: out },
+    uniforms: {
+      M, N, K, row_groups: 0, sam: K, sak: 1, sbk: N, sbn: 1, ny: 0, tiles: 0, scale: 1, slope: 0,
+      bdims: [1, 1, 1, 1], bsa: zero4, bsb: zero4,
+    },
+    workgroups: [Math.ceil(N / 8), Math.ceil(M / 8)],
+  });
+  return out;
+}

@@ -1,0 +1,238 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import type { Engine } from '../src/engine/device.js';
+import { runProgram } from '../src/engine/recorder.js';
+import { matmul, linear, matmulNaive, type MatmulOptions } from '../src/engine/ops/matmul.js';
+import type { Activation } from '../src/engine/ops/elementwise.js';
+import { getEngine, randomData, expectClose, type Tolerance } from './helpers/engine.js';
+import { matmulRef, type MatmulRefOptions } from './ref/matmul.js';
+
+let engine: Engine;
+beforeAll(async () => {
+  engine = await getEngine();
+});
+
+// f32: the kernel sums in another order than the f64 reference; the rounding error of a K-term dot
+// product of values in [-1, 1] grows like sqrt(K), hence an absolute term scaled by sqrt(K).
+const f32Tol = (K: number): Tolerance => ({ atol: 2e-6 * Math.sqrt(K), rtol: 1e-5 });
+// f16 storage: inputs are rounded before the reference sees them (it reads them back), accumulation
+// is f32, and the output is rounded once to 11 significant bits (relative 2^-11 ~ 4.9e-4).
+const f16Tol = (K: number): Tolerance => ({ atol: 1e-4 + 2e-6 * Math.sqrt(K), rtol: 1e-3 });
+
+const size = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);
+
+/** Stored shapes of a and b for logical [..., M, K] x [..., K, N] with the given transposes. */
+function stored(batchA: number[], batchB: number[], M: number, K: number, N: number, o: { transA?: boolean; transB?: boolean }) {
+  return {
+    aShape: [...batchA, ...(o.transA ? [K, M] : [M, K])],
+    bShape: [...batchB, ...(o.transB ? [N, K] : [K, N])],
+  };
+}
+
+async function check(
+  aShape: number[],
+  bShape: number[],
+  opts: MatmulRefOptions & { withBias?: boolean; dtype?: 'f32' | 'f16' } = {},
+  what = '',
+): Promise<void> {
+  const dtype = opts.dtype ?? 'f32';
+  const seed = size(aShape) * 7 + size(bShape);
+  const a = engine.tensor(randomData(size(aShape), seed), aShape, dtype, 'a');
+  const b = engine.tensor(randomData(size(bShape), seed + 1), bShape, dtype, 'b');
+  const N = opts.transB ? bShape[bShape.length - 2]! : bShape[bShape.length - 1]!;
+  const K = opts.transA ? aShape[aShape.length - 2]! : aShape[aShape.length - 1]!;
+  const bias = opts.withBias ? engine.tensor(randomData(N, seed + 2, -2, 2), [N], dtype, 'bias') : undefined;
+  const mOpts: MatmulOptions = {
+    transA: opts.transA,
+    transB: opts.transB,
+    bias,
+    act: opts.act as Activation | undefined,
+    alpha: opts.alpha,
+    scale: opts.scale,
+  };
+  const { result, report } = await runProgram(engine, 'matmul', (rec) => matmul(rec, a, b, mOpts));
+  // One dispatch; a transposed B takes one more (its row-major copy) unless N or K is 1.
+  expect(report.dispatches).toBe(opts.transB && N > 1 && K > 1 ? 2 : 1);
+  // f16: the reference takes the rounded values actually stored.
+  const ref = matmulRef(await a.read(), aShape, await b.read(), bShape, { ...opts, bias: bias ? await bias.read() : undefined });
+  expect(result.shape).toEqual(ref.shape);
+  expect(result.dtype).toBe(dtype);
+  const label = `${what} a${JSON.stringify(aShape)} b${JSON.stringify(bShape)} ${JSON.stringify({ ...opts, dtype })}`;
+  expectClose(await result.read(), ref.out, dtype === 'f16' ? f16Tol(K) : f32Tol(K), label);
+  for (const t of [a, b, bias, result]) t?.dispose();
+}
+
+const TRANSPOSES = [
+  { transA: false, transB: false },
+  { transA: false, transB: true },
+  { transA: true, transB: false },
+  { transA: true, transB: true },
+];
+
+describe('matmul shapes x all transposes (f32)', () => {
+  // [M, K, N]: size 1, odd sizes, sizes off the 8-row / 8-column tile grid; some with N % 4 == 0 so the
+  // vec4 variant meets ragged edges too; an SD-1.5 channel count.
+  const shapes: Array<[number, number, number]> = [
+    [1, 1, 1],
+    [3, 5, 7],
+    [5, 12, 36],
+    [33, 17, 65],
+    [33, 20, 68],
+    [77, 130, 45],
+    [77, 132, 45],
+    [2, 8, 520],
+    [64, 320, 320],
+  ];
+  for (const [M, K, N] of shapes) {
+    it(`${M}x${K}x${N}`, async () => {
+      for (const t of TRANSPOSES) {
+        const { aShape, bShape } = stored([], [], M, K, N, t);
+        await check(aShape, bShape, t);
+      }
+    });
+  }
+});
+
+describe('batched matmul with broadcast batch dims', () => {
+  const cases: Array<{ batchA: number[]; batchB: number[]; mkn: [number, number, number] }> = [
+    { batchA: [2], batchB: [], mkn: [33, 20, 68] }, // shared weights, folded into one M
+    { batchA: [2], batchB: [1], mkn: [9, 12, 17] },
+    { batchA: [2], batchB: [2], mkn: [7, 16, 12] },
+    { batchA: [1], batchB: [3], mkn: [5, 8, 12] }, // a broadcast over b's batch
+    { batchA: [2, 3], batchB: [3], mkn: [7, 13, 9] },
+    { batchA: [2, 3], batchB: [2, 3], mkn: [17, 16, 40] }, // rank 4, attention-like
+    { batchA: [2, 1, 2, 1], batchB: [1, 2, 1, 3], mkn: [3, 4, 5] }, // rank 6, 4 batch dims
+  ];
+  for (const { batchA, batchB, mkn } of cases) {
+    it(`${JSON.stringify(batchA)} x ${JSON.stringify(batchB)}, M K N = ${mkn.join(' ')}`, async () => {
+      const [M, K, N] = mkn;
+      for (const t of TRANSPOSES) {
+        const { aShape, bShape } = stored(batchA, batchB, M, K, N, t);
+        await check(aShape, bShape, t);
+      }
+    });
+  }
+
+  it('more than 65535 row tiles or batches (workgroups spill from y into z)', async () => {
+    // 8 rows per workgroup: 65535 * 8 + 20 rows need a second z layer.
+    await check([65535 * 8 + 20, 3], [3, 4], {}, 'tall');
+    await check([3, 65535 * 8 + 20], [3, 5], { transA: true }, 'tall transA');
+    // 70000 batches of 1-row tiles; the transposed B's copy also spills (70000 * 8 rows of 8 threads).
+    await check([70000, 1, 8], [70000, 4, 8], { transB: true }, 'many batches');
+  });
+});
+
+describe('fused bias, scale and activation', () => {
+  const acts = ['none', 'relu', 'silu', 'gelu', 'gelu_tanh', 'quick_gelu', 'leaky_relu', 'sigmoid'] as const;
+  for (const act of acts) {
+    it(`bias + ${act} on every variant`, async () => {
+      // [13, 20] x [20, 24] (vec4 epilogue), x [24, 20]ᵀ (copied row-major), x [20, 19] (scalar).
+      await check([13, 20], [20, 24], { withBias: true, act, alpha: 0.2 }, 'nn4');
+      await check([13, 20], [24, 20], { transB: true, withBias: true, act, alpha: 0.2 }, 'nt');
+      await check([13, 20], [20, 19], { withBias: true, act, alpha: 0.2 }, 'any');
+      await check([20, 13], [19, 20], { transA: true, transB: true, withBias: true, act, alpha: 0.2 }, 'any tt');
+    });
+  }
+
+  it('scale before bias (attention-style), batched', async () => {
+    await check([2, 3, 9, 8], [2, 3, 11, 8], { transB: true, scale: 1 / Math.sqrt(8) }, 'scale');
+    await check([2, 9, 8], [8, 12], { withBias: true, scale: 0.5, act: 'silu' }, 'scale + bias');
+  });
+});
+
+describe('linear (nn.Linear layout)', () => {
+  const cases: Array<{ x: number[]; out: number; act?: Activation }> = [
+    { x: [2, 7, 40], out: 24 },
+    { x: [5, 37], out: 9, act: 'gelu' }, // in % 4 != 0: scalar path
+    { x: [40], out: 3 }, // rank-1 input
+    { x: [2, 8, 320], out: 2560 }, // SD-1.5 GEGLU projection width
+    { x: [16, 1280], out: 320, act: 'silu' },
+  ];
+  for (const { x: xShape, out, act } of cases) {
+    it(`x ${JSON.stringify(xShape)} -> ${out}${act ? ` + ${act}` : ''}`, async () => {
+      const inF = xShape[xShape.length - 1]!;
+      const xd = randomData(size(xShape), inF + out);
+      const wd = randomData(out * inF, inF * out, -0.2, 0.2);
+      const bd = randomData(out, out);
+      const x = engine.tensor(xd, xShape);
+      const w = engine.tensor(wd, [out, inF]);
+      const b = engine.tensor(bd, [out]);
+      const { result } = await runProgram(engine, 'linear', (rec) => linear(rec, x, w, b, { act }));
+      expect(result.shape).toEqual([...xShape.slice(0, -1), out]);
+      const ref = matmulRef(xd, [size(xShape) / inF, inF], wd, [out, inF], { transB: true, bias: bd, act });
+      expectClose(await result.read(), ref.out, f32Tol(inF), `linear ${JSON.stringify(xShape)}`);
+      for (const t of [x, w, b, result]) t.dispose();
+    });
+  }
+
+  it('without bias', async () => {
+    const xd = randomData(3 * 8, 1);
+    const wd = randomData(5 * 8, 2);
+    const x = engine.tensor(xd, [3, 8]);
+    const w = engine.tensor(wd, [5, 8]);
+    const { result } = await runProgram(engine, 'linear', (rec) => linear(rec, x, w));
+    expectClose(await result.read(), matmulRef(xd, [3, 8], wd, [5, 8], { transB: true }).out, f32Tol(8), 'linear no bias');
+  });
+});
+
+describe('f16 storage, f32 accumulation', () => {
+  it('every variant, transposes, batch, bias + activation (needs shader-f16)', async (ctx) => {
+    if (!engine.hasF16) {
+      console.log('SKIP f16 matmul: this adapter has no shader-f16');
+      ctx.skip();
+    }
+    for (const t of TRANSPOSES) {
+      for (const [M, K, N] of [[33, 20, 68], [77, 132, 45], [64, 320, 320]] as const) {
+        const { aShape, bShape } = stored([], [], M, K, N, t);
+        await check(aShape, bShape, { ...t, dtype: 'f16' }, 'f16');
+      }
+    }
+    await check([2, 9, 16], [16, 24], { dtype: 'f16', withBias: true, act: 'gelu' }, 'f16 batch');
+    await check([2, 3, 9, 16], [2, 3, 13, 16], { dtype: 'f16', transB: true, withBias: true, act: 'silu' }, 'f16 nt');
+  });
+
+  it('linear in f16', async (ctx) => {
+    if (!engine.hasF16) {
+      console.log('SKIP f16 linear: this adapter has no shader-f16');
+      ctx.skip();
+    }
+    const x = engine.tensor(randomData(2 * 5 * 64, 3), [2, 5, 64], 'f16');
+    const w = engine.tensor(randomData(48 * 64, 4, -0.3, 0.3), [48, 64], 'f16');
+    const b = engine.tensor(randomData(48, 5), [48], 'f16');
+    const { result } = await runProgram(engine, 'linear', (rec) => linear(rec, x, w, b, { act: 'gelu' }));
+    const ref = matmulRef(await x.read(), [10, 64], await w.read(), [48, 64], { transB: true, bias: await b.read(), act: 'gelu' });
+    expect(result.dtype).toBe('f16');
+    expectClose(await result.read(), ref.out, f16Tol(64), 'linear f16');
+  });
+});
+
+describe('naive baseline', () => {
+  it('matches the reference on odd sizes', async () => {
+    for (const [M, K, N] of [[1, 1, 1], [33, 17, 65], [64, 64, 64]] as const) {
+      const ad = randomData(M * K, M);
+      const bd = randomData(K * N, N);
+      const a = engine.tensor(ad, [M, K]);
+      const b = engine.tensor(bd, [K, N]);
+      const { result } = await runProgram(engine, 'naive', (rec) => matmulNaive(rec, a, b));
+      expectClose(await result.read(), matmulRef(ad, [M, K], bd, [K, N]).out, f32Tol(K), `naive ${M}x${K}x${N}`);
+    }
+  });
+});
+
+describe('argument errors', () => {
+  it('names the op and the shapes', async () => {
+    const a = engine.zeros([4, 5]);
+    const b = engine.zeros([6, 3]);
+    const bad = (fn: Parameters<typeof runProgram>[2]) => expect(runProgram(engine, 'bad', fn)).rejects;
+    await bad((rec) => matmul(rec, a, b)).toThrow(/matmul: a \[4, 5\] x b \[6, 3\]: inner dimensions differ \(K = 5 for a, 6 for b\)/);
+    await bad((rec) => matmul(rec, a, b, { transA: true, transB: true })).toThrow(/K = 4 for a, 3 for b/);
+    await bad((rec) => linear(rec, a, b)).toThrow(/linear: x \[4, 5\] has 5 input features but weight \[6, 3\] expects 3/);
+    await bad((rec) => matmul(rec, a, engine.zeros([5, 3]), { bias: engine.zeros([4]) })).toThrow(/bias must be \[3\], got \[4\]/);
+    await bad((rec) => matmul(rec, engine.zeros([5]), b)).toThrow(/rank >= 2/);
+    await bad((rec) => matmul(rec, engine.zeros([2, 4, 5]), engine.zeros([3, 5, 2]))).toThrow(/batch dims: shapes \[2\] and \[3\] do not broadcast/);
+    await bad((rec) => matmulNaive(rec, a, b)).toThrow(/matmulNaive: .*inner dimensions differ/);
+    if (engine.hasF16) {
+      await bad((rec) => matmul(rec, a, engine.zeros([5, 3], 'f16'))).toThrow(/dtypes differ \(f32 vs f16\)/);
+    }
+    expect(engine.activeRecorder).toBeNull();
+  });
+});
