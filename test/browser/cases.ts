@@ -9,6 +9,8 @@ import { groupNorm, layerNorm } from '../../src/engine/ops/norm.js';
 import { softmax } from '../../src/engine/ops/softmax.js';
 import { l2Norm, sum } from '../../src/engine/ops/reduce.js';
 import { attention } from '../../src/engine/ops/attention.js';
+import { matmul, linear } from '../../src/engine/ops/matmul.js';
+import { matmulRef } from '../ref/matmul.js';
 import { resizeBilinear, upsampleNearest2x } from '../../src/engine/ops/resample.js';
 import { concatChannels } from '../../src/engine/ops/layout.js';
 import { timestepEmbedding } from '../../src/engine/ops/embedding.js';
@@ -207,6 +209,28 @@ CASES.push(
 );
 
 CASES.push(
+  {
+    name: 'matmul 77x130 @ 130x45 with bias + GELU',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: async (engine) => {
+      const a = data(77 * 130, 50), b = data(130 * 45, 51, -0.1, 0.1), bias = data(45, 52);
+      const ta = engine.tensor(a, [77, 130]), tb = engine.tensor(b, [130, 45]), tbias = engine.tensor(bias, [45]);
+      const { result } = await runProgram(engine, 'mm', (rec) => matmul(rec, ta, tb, { bias: tbias, act: 'gelu' }));
+      return { actual: await result.read(), expected: matmulRef(a, [77, 130], b, [130, 45], { bias, act: 'gelu' }).out };
+    },
+  },
+  {
+    name: 'linear (nn.Linear layout) batch 2 x 33 x 320 -> 64',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: async (engine) => {
+      const x = data(2 * 33 * 320, 53), w = data(64 * 320, 54, -0.06, 0.06), bias = data(64, 55);
+      const tx = engine.tensor(x, [2, 33, 320]), tw = engine.tensor(w, [64, 320]), tbias = engine.tensor(bias, [64]);
+      const { result } = await runProgram(engine, 'linear', (rec) => linear(rec, tx, tw, tbias));
+      return { actual: await result.read(), expected: matmulRef(x, [2, 33, 320], w, [64, 320], { transB: true, bias }).out };
+    },
+  },
   {
     name: 'attention self 100 tokens, 8 heads x 40',
     atol: 1e-5,
