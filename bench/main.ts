@@ -1,0 +1,33 @@
+// `npm run bench [-- suite] [--quick] [--filter text]`: runs a benchmark suite on the current adapter,
+// prints a table and writes JSON to bench/results/.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Engine } from '../src/engine/device.js';
+import { runKernelBench } from './kernels.js';
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const suite = args.find((a) => !a.startsWith('--')) ?? 'kernels';
+  const quick = args.includes('--quick');
+  const fi = args.indexOf('--filter');
+  const filter = fi >= 0 ? args[fi + 1] : undefined;
+  const engine = await Engine.create();
+  console.log(engine.summary());
+  let payload: unknown;
+  if (suite === 'kernels') payload = await runKernelBench(engine, { quick, filter });
+  else throw new Error(`unknown benchmark suite "${suite}" (available: kernels)`);
+  const adapter = (engine.info.description || engine.info.architecture || engine.info.vendor || 'adapter').split(/[\s:(]/)[0]!.toLowerCase();
+  mkdirSync('bench/results', { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const file = `bench/results/${suite}-${adapter}-${stamp}.json`;
+  writeFileSync(
+    file,
+    JSON.stringify({ suite, date: new Date().toISOString(), adapter: engine.info, limits: engine.limits, quick, filter, command: `npm run bench -- ${args.join(' ')}`.trim(), ...(payload as object) }, null, 2),
+  );
+  console.log(`\nwrote ${file}`);
+  engine.destroy();
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
