@@ -11,6 +11,7 @@ import { l2Norm, sum } from '../../src/engine/ops/reduce.js';
 import { attention } from '../../src/engine/ops/attention.js';
 import { matmul, linear } from '../../src/engine/ops/matmul.js';
 import { matmulRef } from '../ref/matmul.js';
+import { fetchSafetensors } from '../../src/engine/safetensors.js';
 import { resizeBilinear, upsampleNearest2x } from '../../src/engine/ops/resample.js';
 import { concatChannels } from '../../src/engine/ops/layout.js';
 import { timestepEmbedding } from '../../src/engine/ops/embedding.js';
@@ -304,6 +305,36 @@ CASES.push(
       const opts = { flipSinToCos: true, downscaleFreqShift: 0 };
       const { result } = await runProgram(engine, 'temb', (rec) => timestepEmbedding(rec, t, 320, opts));
       return { actual: await result.read(), expected: Float32Array.from(timestepEmbeddingRef(ts, 320, opts)) };
+    },
+  },
+);
+
+CASES.push(
+  {
+    // A torch-written file fetched over HTTP in the page (Response -> ArrayBuffer -> parser -> GPU):
+    // SD-1.5's time projection computed on the GPU must match diffusers' stored output.
+    name: 'safetensors fetched in the page: golden timestep embedding',
+    atol: 1e-4,
+    rtol: 0,
+    run: async (engine) => {
+      const file = await fetchSafetensors('/golden/unet_mini/golden.safetensors');
+      const ts = file.getF32('temb.timesteps');
+      const expected = file.getF32('temb.sd15_time_proj_320');
+      const t = file.toTensor(engine, 'temb.timesteps');
+      const { result } = await runProgram(engine, 'temb-golden', (rec) => timestepEmbedding(rec, t, 320, { flipSinToCos: true, downscaleFreqShift: 0 }));
+      if (ts.length !== 7) throw new Error(`expected 7 golden timesteps, got ${ts.length}`);
+      return { actual: await result.read(), expected };
+    },
+  },
+  {
+    name: 'safetensors fetch of a missing URL fails naming it',
+    atol: 0,
+    rtol: 0,
+    run: async () => {
+      const err = await fetchSafetensors('/golden/no-such-file.safetensors').then(() => null, (e: Error) => e.message);
+      const ok = err !== null && err.includes('/golden/no-such-file.safetensors') && err.includes('404');
+      if (!ok) throw new Error(`unexpected result: ${err}`);
+      return { actual: new Float32Array([1]), expected: new Float32Array([1]) };
     },
   },
 );

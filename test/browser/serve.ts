@@ -4,13 +4,15 @@
 import { createServer, type Server } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, extname } from 'node:path';
+import { join, extname, resolve, sep } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 // @ts-expect-error plain ESM script without types
 import { bundle } from '../../scripts/build.mjs';
 
 export const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+/** ../shared/golden is served read-only under /golden/ so page tests can fetch torch-written files. */
+const GOLDEN_DIR = resolve(new URL('../../../shared/golden', import.meta.url).pathname);
 
 export interface BrowserPage {
   page: Page;
@@ -26,6 +28,22 @@ export async function openTestPage(entry: string): Promise<BrowserPage> {
     const path = (req.url ?? '/').split('?')[0]!;
     if (path === '/' || path === '/index.html') {
       res.writeHead(200, { 'content-type': 'text/html' }).end(html);
+      return;
+    }
+    if (path.startsWith('/golden/')) {
+      const file = resolve(GOLDEN_DIR, decodeURIComponent(path.slice('/golden/'.length)));
+      if (!file.startsWith(GOLDEN_DIR + sep)) {
+        res.writeHead(403).end();
+        return;
+      }
+      let body: Buffer;
+      try {
+        body = readFileSync(file);
+      } catch {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body);
       return;
     }
     try {
