@@ -272,3 +272,15 @@ describe('tidy', () => {
     result.y.dispose();
   });
 });
+
+describe('tidy and views', () => {
+  it('disposes reshape views made inside tidy, so their storage returns to the pool', () => {
+    const live = engine.pool.stats.liveBytes;
+    engine.tidy(() => {
+      const t = engine.zeros([64]);
+      t.reshape([8, 8]);
+      return null;
+    });
+    expect(engine.pool.stats.liveBytes).toBe(live);
+  });
+});

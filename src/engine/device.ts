@@ -176,8 +176,13 @@ export class Engine {
     const bytes = Math.ceil((shapeSize(shape) * bytesPerElement(dtype)) / 4) * 4;
     const buffer = this.pool.acquire(bytes, `tensor ${name} ${shapeString(shape)} ${dtype}`);
     const t = new Tensor(this, new Storage(buffer, bytes, (b) => this.pool.release(b)), shape.slice(), dtype, name);
-    this.tidyStack[this.tidyStack.length - 1]?.add(t);
+    this.track(t);
     return t;
+  }
+
+  /** Registers a tensor (or view) with the innermost tidy() frame, if any. */
+  track(t: Tensor): void {
+    this.tidyStack[this.tidyStack.length - 1]?.add(t);
   }
 
   /**

@@ -71,7 +71,9 @@ export class Tensor {
     }
     void this.buffer; // throws if disposed
     this.storage.retain();
-    return new Tensor(this.engine, this.storage, full, this.dtype, name);
+    const view = new Tensor(this.engine, this.storage, full, this.dtype, name);
+    this.engine.track(view);
+    return view;
   }
 
   /** Reads the tensor back as f32 (f16 is widened). Must not be called while a recording is open. */

@@ -1,0 +1,61 @@
+// diffusers' ResnetBlock2D ("default" time-embedding norm, no up/down-sampling inside the block):
+//   h = conv1(silu(norm1(x))) [+ time_emb_proj(silu(temb))[:, :, None, None]]
+//   h = conv2(silu(norm2(h)));  out = (shortcut(x) + h) / output_scale_factor
+// `hidden` is h after conv2, before the skip add: the feature SILO's readout operator consumes.
+
+import type { Recorder } from '../engine/recorder.js';
+import type { Tensor } from '../engine/tensor.js';
+import { add, scale } from '../engine/ops/elementwise.js';
+import { Conv2d, GroupNorm, Linear } from './layers.js';
+import type { WeightLoader } from './weights.js';
+
+export interface ResnetOptions {
+  /** Width of the time embedding (UNet); omit for the VAE's blocks. */
+  tembChannels?: number;
+  groups?: number;
+  eps?: number;
+  outputScaleFactor?: number;
+}
+
+export class ResnetBlock2D {
+  readonly norm1: GroupNorm;
+  readonly conv1: Conv2d;
+  readonly timeEmbProj?: Linear;
+  readonly norm2: GroupNorm;
+  readonly conv2: Conv2d;
+  readonly convShortcut?: Conv2d;
+  readonly outputScaleFactor: number;
+
+  constructor(w: WeightLoader, readonly inChannels: number, readonly outChannels: number, opts: ResnetOptions = {}) {
+    const groups = opts.groups ?? 32;
+    const eps = opts.eps ?? 1e-5;
+    this.norm1 = new GroupNorm(w, 'norm1', groups, inChannels, eps);
+    this.conv1 = new Conv2d(w, 'conv1', inChannels, outChannels, 3, { padding: 1 });
+    if (opts.tembChannels) this.timeEmbProj = new Linear(w, 'time_emb_proj', opts.tembChannels, outChannels);
+    this.norm2 = new GroupNorm(w, 'norm2', groups, outChannels, eps);
+    this.conv2 = new Conv2d(w, 'conv2', outChannels, outChannels, 3, { padding: 1 });
+    if (inChannels !== outChannels) this.convShortcut = new Conv2d(w, 'conv_shortcut', inChannels, outChannels, 1);
+    this.outputScaleFactor = opts.outputScaleFactor ?? 1;
+  }
+
+  /**
+   * x [N, Cin, H, W]; tembSilu = silu(temb) [N, tembChannels] (computed once by the caller and shared by
+   * every block). With keepHidden the conv2 output is returned too (the caller owns it).
+   */
+  forward(rec: Recorder, x: Tensor, tembSilu?: Tensor, keepHidden = false): { out: Tensor; hidden?: Tensor } {
+    const engine = rec.engine;
+    return engine.tidy(() => {
+      let h = this.conv1.forward(rec, this.norm1.forward(rec, x, 'silu'));
+      if (this.timeEmbProj) {
+        if (!tembSilu) throw new Error('ResnetBlock2D: this block needs a time embedding');
+        const t = this.timeEmbProj.forward(rec, tembSilu);
+        h = add(rec, h, t.reshape([t.shape[0]!, t.shape[1]!, 1, 1]));
+      }
+      const hidden = this.conv2.forward(rec, this.norm2.forward(rec, h, 'silu'));
+      const skip = this.convShortcut ? this.convShortcut.forward(rec, x) : x;
+      let out = add(rec, skip, hidden);
+      if (this.outputScaleFactor !== 1) out = scale(rec, out, 1 / this.outputScaleFactor);
+      return keepHidden ? { out, hidden } : { out };
+    });
+  }
+}
