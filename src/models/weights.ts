@@ -51,9 +51,15 @@ export class WeightLoader {
     return this.source.has(this.prefix + name);
   }
 
+  /** The stored shape of `name`, or undefined when absent (for layouts that differ between checkpoints). */
+  shapeOf(name: string): readonly number[] | undefined {
+    return this.has(name) ? this.source.info(this.prefix + name).shape : undefined;
+  }
+
   /** Uploads parameter `name` after checking its shape. */
   get(name: string, shape: readonly number[], dtype: DType = this.dtype): Tensor {
     const full = this.prefix + name;
+    (this.source as { declare?: (n: string, s: readonly number[]) => void }).declare?.(full, shape);
     if (!this.source.has(full)) {
       throw new WeightError(`${this.source.source}: missing tensor "${full}" (expected shape ${shapeString(shape)})`);
     }
