@@ -1,0 +1,34 @@
+// A folder on disk (Node only; node: modules are imported lazily so bundles stay browser-safe).
+import type { FolderAccess } from './folder.js';
+
+export function dirFolder(dir: string): FolderAccess {
+  const path = (name: string) => `${dir.replace(/\/+$/, '')}/${name}`;
+  return {
+    location: dir,
+    async bytes(name, onProgress) {
+      const { readFile } = await import('node:fs/promises');
+      try {
+        const b = new Uint8Array(await readFile(path(name)));
+        onProgress?.(b.byteLength, b.byteLength);
+        return b;
+      } catch (e) {
+        throw new Error(`${path(name)}: ${(e as Error).message}`);
+      }
+    },
+    async text(name) {
+      const { readFile } = await import('node:fs/promises');
+      try {
+        return await readFile(path(name), 'utf8');
+      } catch (e) {
+        throw new Error(`${path(name)}: ${(e as Error).message}`);
+      }
+    },
+    async exists(name) {
+      const { access } = await import('node:fs/promises');
+      return access(path(name)).then(
+        () => true,
+        () => false,
+      );
+    },
+  };
+}
