@@ -19,5 +19,6 @@ export * from './engine/ops/attention.js';
 export * from './engine/ops/resample.js';
 export * from './engine/ops/layout.js';
 export * from './engine/ops/embedding.js';
+export * from './engine/ops/gather.js';
 export * from './engine/ops/reduce.js';
 export * from './engine/ops/random.js';
