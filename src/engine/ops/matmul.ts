@@ -62,8 +62,12 @@ function threadsFor(n: number, maxInvocations: number): number {
   return maxInvocations >= 64 && pad(64) <= pad(8) ? 64 : 8;
 }
 
-/** [..., R, C] -> [..., C, R] into a new tensor (used to put a transposed B in row-major order). */
-function transposeLast2(rec: Recorder, x: Tensor, op: string): Tensor {
+/**
+ * [..., R, C] -> [..., C, R] into a new tensor (puts a transposed B in row-major order; models use it to
+ * move between NCHW [N, C, H*W] and token layout [N, H*W, C]).
+ */
+export function transposeLast2(rec: Recorder, x: Tensor, op = 'transpose'): Tensor {
+  assertArg(x.rank >= 2, `${op}: input ${shapeString(x.shape)} needs rank >= 2`);
   const engine = rec.engine;
   const [R, C] = x.shape.slice(-2) as [number, number];
   const batches = x.size / (R * C);

@@ -1,0 +1,96 @@
+// Golden case runner for `unet_mini`-format folders: a diffusers UNet2DConditionModel folder
+// (config.json + diffusion_pytorch_model.safetensors) and golden.safetensors with the inputs
+// (input.sample, input.timestep, input.encoder_hidden_states), `eps`, the SILO readout features
+// `readout_hidden_XX`, `temb.time_embedding` at `temb.timesteps`, and `debug.*` module outputs.
+// `vjp_sample` needs the backward pass and is not compared here.
+
+import type { Engine } from '../engine/device.js';
+import { runProgram } from '../engine/recorder.js';
+import type { Tensor } from '../engine/tensor.js';
+import { WeightLoader } from '../models/weights.js';
+import { parseUNetConfig } from '../models/unet/config.js';
+import { UNet2DConditionModel } from '../models/unet/unet.js';
+import type { CaseRunner, CaseOptions } from './case.js';
+import type { CheckItem, Tolerance } from './compare.js';
+import { readJson, readSafetensors, type CaseFiles } from './files.js';
+
+/**
+ * f16 weights and activations: the golden is the exact f32 model, and f16 rounding (2^-11 relative per
+ * stored value) compounds through ~40 layers, so f16 runs are held to a bound relative to the tensor's
+ * largest value instead (measured on unet_mini with lavapipe: eps and readouts within 0.26 % of their max|ref|).
+ */
+export const UNET_F16_TOLERANCE: Tolerance = { atolRelativeToMaxAbs: 1e-2, rtol: 1e-2 };
+
+function tolerance(manifest: Record<string, unknown>, key: string, dtype: CaseOptions['dtype']): Tolerance {
+  if (dtype === 'f16') return UNET_F16_TOLERANCE;
+  const all = (manifest['suggested_tolerance'] ?? {}) as Record<string, { atol?: number; rtol?: number }>;
+  const t = all[key];
+  if (!t) throw new Error(`unet case manifest has no suggested_tolerance["${key}"]`);
+  return { atol: t.atol ?? 0, rtol: t.rtol ?? 0 };
+}
+
+/** Builds the folder's UNet; the caller disposes the returned loader's tensors with `disposeAll()`. */
+export async function loadUNetFolder(
+  engine: Engine,
+  files: CaseFiles,
+  names: { config?: string; weights?: string } = {},
+  dtype: 'f32' | 'f16' = 'f32',
+): Promise<{ model: UNet2DConditionModel; loader: WeightLoader }> {
+  const configName = names.config ?? 'config.json';
+  const config = parseUNetConfig(await readJson(files, configName), `${files.location}/${configName}`);
+  const weights = await readSafetensors(files, names.weights ?? 'diffusion_pytorch_model.safetensors');
+  const loader = new WeightLoader(engine, weights, { dtype });
+  try {
+    const model = new UNet2DConditionModel(loader, config);
+    loader.finish();
+    return { model, loader };
+  } catch (e) {
+    loader.disposeAll();
+    throw e;
+  }
+}
+
+export const runUNetCase: CaseRunner = async (engine, files, manifest, opts) => {
+  const dtype = opts.dtype ?? 'f32';
+  const mf = (manifest['files'] ?? {}) as Record<string, string>;
+  const { model, loader } = await loadUNetFolder(engine, files, { config: mf['config'], weights: mf['weights'] }, dtype);
+  const golden = await readSafetensors(files, mf['golden'] ?? 'golden.safetensors');
+  const inputs: Tensor[] = [];
+  const outputs: Tensor[] = [];
+  try {
+    const upload = (name: string) => {
+      const t = engine.tensor(golden.getF32(name), golden.info(name).shape, dtype, name);
+      inputs.push(t);
+      return t;
+    };
+    const sample = upload('input.sample');
+    const context = upload('input.encoder_hidden_states');
+    const timestep = golden.getIntegers('input.timestep');
+    const tembSteps = Array.from(golden.getF32('temb.timesteps'));
+    const t0 = performance.now();
+    const { result } = await runProgram(engine, 'unet-case', (rec) => ({
+      ...model.forward(rec, sample, timestep.length === 1 ? timestep[0]! : timestep, context, { readout: true, debug: true }),
+      temb: model.timeEmbedding(rec, tembSteps),
+    }));
+    outputs.push(result.eps, result.temb, ...result.readout!, ...Object.values(result.debug!));
+    const items: CheckItem[] = [];
+    const add = async (name: string, t: Tensor, tolKey: string) => {
+      items.push({ name, actual: await t.read(), expected: golden.getF32(name), tol: tolerance(manifest, tolKey, dtype) });
+    };
+    await add('eps', result.eps, 'eps');
+    opts.log?.(`unet forward (${dtype}, ${model.config.blockOutChannels.join('/')} channels) ran in ${(performance.now() - t0).toFixed(0)} ms`);
+    const goldenReadouts = golden.names().filter((n) => n.startsWith('readout_hidden_')).length;
+    if (goldenReadouts !== result.readout!.length) {
+      throw new Error(`${files.location}: the golden has ${goldenReadouts} readout_hidden_XX tensors, the model produced ${result.readout!.length}`);
+    }
+    for (const [i, t] of result.readout!.entries()) await add(`readout_hidden_${String(i).padStart(2, '0')}`, t, 'readout_hidden_xx');
+    await add('temb.time_embedding', result.temb, 'temb.time_embedding');
+    for (const [k, t] of Object.entries(result.debug!)) {
+      if (golden.has(`debug.${k}`)) await add(`debug.${k}`, t, 'debug.*');
+    }
+    return items;
+  } finally {
+    for (const t of [...inputs, ...outputs]) t.dispose();
+    loader.disposeAll();
+  }
+};
