@@ -25,4 +25,6 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const [entry, outfile, platform] = process.argv.slice(2);
   const out = await bundle(entry, outfile, platform);
   console.log(`built ${out}`);
+  // With no arguments, also the `silo` command line (package.json "bin"; esbuild keeps its #! line).
+  if (!entry) console.log(`built ${await bundle('src/cli/silo.ts', 'dist/silo.mjs', 'node')}`);
 }

@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// The `silo` command line. Subcommands live in one table (name -> summary, usage, run) so new ones
+// are one entry each; `main` is exported so tests run it in-process.
+
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { SiloError } from '../engine/errors.js';
+import { convertCheckpoint, type FloatTarget } from './convert.js';
+
+export interface CliIO {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+export interface Subcommand {
+  summary: string;
+  usage: string;
+  /** Returns the exit code; throws SiloError for failures the user should read (exit code 1). */
+  run(args: string[], io: CliIO): Promise<number>;
+}
+
+/** Bad arguments: the message and the subcommand's usage are printed, exit code 2. */
+export class UsageError extends SiloError {}
+
+const consoleIO: CliIO = { out: (l) => console.log(l), err: (l) => console.error(l) };
+
+function options<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], spec: T) {
+  try {
+    return parseArgs({ args, options: { ...spec, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+export const SUBCOMMANDS: Record<string, Subcommand> = {
+  convert: {
+    summary: 'convert a PyTorch checkpoint (.pt/.pth/.ckpt) to .safetensors without executing it',
+    usage: [
+      'silo convert <in.pt> <out.safetensors> [--key <path>] [--dtype f32|f16|bf16] [--no-crc]',
+      '  --key      where the state dict sits, "/"-separated (e.g. state_dict); found automatically if omitted',
+      '  --dtype    cast floating-point tensors (integer and bool tensors are kept)',
+      '  --no-crc   skip the zip CRC-32 checks',
+    ].join('\n'),
+    async run(args, io) {
+      const { values, positionals } = options(args, { key: { type: 'string' }, dtype: { type: 'string' }, 'no-crc': { type: 'boolean' } });
+      if (values.help) {
+        io.out(SUBCOMMANDS.convert!.usage);
+        return 0;
+      }
+      if (positionals.length !== 2) throw new UsageError(`expected an input and an output path, got ${positionals.length} argument(s)`);
+      const dtype = values.dtype?.toUpperCase();
+      if (dtype !== undefined && dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new UsageError(`--dtype ${values.dtype}: expected f32, f16 or bf16`);
+      const [input, output] = positionals as [string, string];
+      const r = await convertCheckpoint(input, output, { keyPath: values.key, dtype: dtype as FloatTarget | undefined, verifyCrc: !values['no-crc'] });
+      const dtypes = Object.entries(r.dtypes).map(([d, n]) => `${n} ${d}`).join(', ');
+      io.out(`${r.output}: ${r.tensors} tensors (${dtypes}), ${r.dataBytes} bytes of data${r.keyPath.length ? `, from key ${r.keyPath.join('/')}` : ''}`);
+      if (r.skipped.length) io.out(`left out ${r.skipped.length} non-tensor entries: ${r.skipped.slice(0, 10).join(', ')}${r.skipped.length > 10 ? ', ...' : ''}`);
+      return 0;
+    },
+  },
+};
+
+function help(): string {
+  const width = Math.max(...Object.keys(SUBCOMMANDS).map((k) => k.length));
+  return ['usage: silo <command> [arguments]', '', 'commands:', ...Object.entries(SUBCOMMANDS).map(([k, c]) => `  ${k.padEnd(width)}  ${c.summary}`), '', "'silo <command> --help' describes one command."].join('\n');
+}
+
+/** Runs one command line (without the program name); returns the exit code. */
+export async function main(argv: string[], io: CliIO = consoleIO): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    (name === undefined ? io.err : io.out)(help());
+    return name === undefined ? 2 : 0;
+  }
+  const cmd = SUBCOMMANDS[name];
+  if (!cmd) {
+    io.err(`silo: unknown command "${name}"\n\n${help()}`);
+    return 2;
+  }
+  try {
+    return await cmd.run(rest, io);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`silo ${name}: ${e.message}\nusage: ${cmd.usage}`);
+      return 2;
+    }
+    if (e instanceof SiloError) {
+      io.err(`silo ${name}: ${e.message}`);
+      return 1;
+    }
+    io.err(`silo ${name}: unexpected error: ${(e as Error).stack ?? String(e)}`);
+    return 1;
+  }
+}
+
+// Run when executed directly (node dist/silo.mjs, or the npm bin link to it), not when imported.
+function invokedDirectly(): boolean {
+  try {
+    return !!process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href;
+  } catch {
+    return false;
+  }
+}
+if (invokedDirectly()) process.exitCode = await main(process.argv.slice(2));
