@@ -22,3 +22,5 @@ export * from './engine/ops/embedding.js';
 export * from './engine/ops/gather.js';
 export * from './engine/ops/reduce.js';
 export * from './engine/ops/random.js';
+export * from './engine/ops/region.js';
+export * from './engine/ops/gaussian.js';

@@ -76,6 +76,21 @@ export class WeightLoader {
     return t;
   }
 
+  /**
+   * Parameter `name` as f32 values on the CPU, checked like get() but never uploaded: for small
+   * constants a model folds into its dispatches at load time (SILO's softmax mixing weights).
+   */
+  values(name: string, shape: readonly number[]): Float32Array {
+    const full = this.prefix + name;
+    const have = this.shapeOf(name);
+    if (!have) throw new WeightError(`${this.source.source}: missing tensor "${full}" (expected shape ${shapeString(shape)})`);
+    if (have.length !== shape.length || have.some((d, i) => d !== shape[i])) {
+      throw new WeightError(`${this.source.source}: tensor "${full}" has shape ${shapeString(have)}, expected ${shapeString(shape)}`);
+    }
+    this.top.used.add(full);
+    return this.source.getF32(full);
+  }
+
   optional(name: string, shape: readonly number[], dtype: DType = this.dtype): Tensor | undefined {
     return this.has(name) ? this.get(name, shape, dtype) : undefined;
   }

@@ -17,6 +17,12 @@ export type Pair = number | [number, number];
 export interface Conv2dOptions {
   stride?: Pair;
   padding?: Pair;
+  /**
+   * Extra zero rows / columns after the input's end (bottom, right), on top of `padding`: the same as
+   * F.pad(x, (0, right, 0, bottom)) before the conv (diffusers' Downsample2D with padding=0 pads
+   * (0, 1, 0, 1)). Only the output size changes: the kernel already reads taps past the end as zero.
+   */
+  padEnd?: Pair;
   groups?: number;
   act?: Activation;
   /** Leaky-ReLU slope when act is 'leaky_relu'. */
@@ -176,10 +182,12 @@ export function conv2d(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, 
   const g = checkInputs(name, x, weight, bias, groups, false);
   const stride = pair(opts.stride, 1, 'stride', name);
   const pad = pair(opts.padding, 0, 'padding', name);
+  const end = pair(opts.padEnd, 0, 'padEnd', name);
   assertArg(stride[0] >= 1 && stride[1] >= 1, `${name}: stride must be >= 1, got ${stride.join('x')}`);
   assertArg(pad[0] >= 0 && pad[1] >= 0, `${name}: padding must be >= 0, got ${pad.join('x')}`);
-  const oh = Math.floor((g.h + 2 * pad[0] - g.kh) / stride[0]) + 1;
-  const ow = Math.floor((g.w + 2 * pad[1] - g.kw) / stride[1]) + 1;
+  assertArg(end[0] >= 0 && end[1] >= 0, `${name}: padEnd must be >= 0, got ${end.join('x')}`);
+  const oh = Math.floor((g.h + 2 * pad[0] + end[0] - g.kh) / stride[0]) + 1;
+  const ow = Math.floor((g.w + 2 * pad[1] + end[1] - g.kw) / stride[1]) + 1;
   assertArg(
     oh >= 1 && ow >= 1,
     `${name}: kernel ${g.kh}x${g.kw} with padding ${pad.join('x')} is larger than the input ${shapeString(x.shape)}`,

@@ -1,0 +1,130 @@
+// Golden case `vae_mini` (diffusers AutoencoderKL): encode input.image and compare enc.moments /
+// enc.mean / enc.logvar / enc.std, enc.latent_sample = mean + std * input.posterior_noise, decode input.z
+// and compare dec.sample, plus every debug.* intermediate (debug.enc.X = encoder module X, debug.dec.X =
+// decoder module X, debug.post_quant_conv). The VJP tensors are not checked here. Any tensor of the
+// golden file that is missing or shaped differently from what the model produces is an error naming
+// the file and the tensor.
+
+import type { Engine } from '../engine/device.js';
+import type { SafetensorsFile } from '../engine/safetensors.js';
+import type { Tensor } from '../engine/tensor.js';
+import { shapeString } from '../engine/dtype.js';
+import { SiloError } from '../engine/errors.js';
+import { runProgram } from '../engine/recorder.js';
+import { WeightLoader } from '../models/weights.js';
+import { AutoencoderKL } from '../models/vae/autoencoder.js';
+import { parseVaeConfig } from '../models/vae/config.js';
+import type { Taps } from '../models/vae/encoder.js';
+import type { CaseRunner } from './case.js';
+import type { CheckItem, Tolerance } from './compare.js';
+import { readJson, readSafetensors } from './files.js';
+
+export class GoldenFileError extends SiloError {}
+
+/**
+ * f16 storage rounds every parameter and activation to 11 significant bits. On lavapipe the worst element
+ * measured |x - ref| / (1 + |ref|) = 1.6e-2 (debug.enc.mid_block, values up to ~10), 5e-3 on dec.sample
+ * and 3.5e-3 on enc.*; the bound leaves ~3x on the worst.
+ */
+export const VAE_F16_TOLERANCE: Tolerance = { atol: 5e-2, rtol: 5e-2 };
+
+function fileName(manifest: Record<string, unknown>, kind: string): string {
+  const name = (manifest['files'] as Record<string, string> | undefined)?.[kind];
+  if (!name) throw new GoldenFileError(`manifest of case ${String(manifest['case'])} names no "${kind}" file`);
+  return name;
+}
+
+/**
+ * The manifest's suggested tolerance for a tensor: its own key, else a "prefix.*" key. debug.* has no
+ * entry of its own and takes enc.* (the golden README gives the VAE's enc.* / dec.sample one rule).
+ */
+export function vaeTolerance(manifest: Record<string, unknown>, name: string): Tolerance {
+  const all = (manifest['suggested_tolerance'] ?? {}) as Record<string, { atol?: number; rtol?: number }>;
+  const key = name.startsWith('debug.') ? 'enc.*' : name in all ? name : `${name.split('.')[0]}.*`;
+  const t = all[key];
+  if (!t || t.atol === undefined) throw new GoldenFileError(`manifest of case ${String(manifest['case'])} has no suggested_tolerance for "${name}" (looked up "${key}")`);
+  return { atol: t.atol, rtol: t.rtol ?? 0 };
+}
+
+function goldenShape(golden: SafetensorsFile, name: string): number[] {
+  if (!golden.has(name)) throw new GoldenFileError(`${golden.source}: missing tensor "${name}"`);
+  return golden.info(name).shape.slice();
+}
+
+/** Checks a golden tensor's shape against `want` (a -1 matches anything) and returns its values. */
+export function goldenValues(golden: SafetensorsFile, name: string, want: readonly number[]): Float32Array {
+  const shape = goldenShape(golden, name);
+  const ok = shape.length === want.length && shape.every((d, i) => want[i] === -1 || d === want[i]);
+  if (!ok) throw new GoldenFileError(`${golden.source}: tensor "${name}" has shape ${shapeString(shape)}, expected ${shapeString(want)}`);
+  return golden.getF32(name);
+}
+
+export const runVae: CaseRunner = async (engine: Engine, files, manifest, opts) => {
+  const dtype = opts.dtype ?? 'f32';
+  const [configJson, weights, golden] = await Promise.all([
+    readJson<Record<string, unknown>>(files, fileName(manifest, 'config')),
+    readSafetensors(files, fileName(manifest, 'weights')),
+    readSafetensors(files, fileName(manifest, 'golden')),
+  ]);
+  const cfg = parseVaeConfig(configJson);
+  opts.log?.(`vae_mini: AutoencoderKL block_out_channels [${cfg.blockOutChannels}], latent ${cfg.latentChannels}, ${dtype}`);
+  let loader: WeightLoader | undefined;
+  const vae = WeightLoader.build(engine, weights, { dtype }, (w) => {
+    loader = w;
+    return new AutoencoderKL(w, cfg);
+  });
+  const owned: Tensor[] = [];
+  const upload = (name: string, want: readonly number[]) => {
+    const t = engine.tensor(goldenValues(golden, name, want), goldenShape(golden, name), dtype, name);
+    owned.push(t);
+    return t;
+  };
+  try {
+    const image = upload('input.image', [-1, cfg.inChannels, -1, -1]);
+    const f = vae.downFactor;
+    const [n, , H, W] = image.shape as [number, number, number, number];
+    const latentShape = [n, cfg.latentChannels, Math.floor(H / f), Math.floor(W / f)];
+    const noise = upload('input.posterior_noise', latentShape);
+    const z = upload('input.z', [-1, cfg.latentChannels, -1, -1]);
+
+    const encTaps: Taps = {};
+    const decTaps: Taps = {};
+    const enc = await runProgram(engine, 'vae_mini/encode', (rec) => {
+      const post = vae.encode(rec, image, { tiling: 'off', taps: encTaps });
+      return { ...post, sample: vae.sample(rec, post, noise) };
+    });
+    const dec = await runProgram(engine, 'vae_mini/decode', (rec) => vae.decode(rec, z, { tiling: 'off', taps: decTaps }));
+    const outputs: Record<string, Tensor> = {
+      'enc.moments': enc.result.moments,
+      'enc.mean': enc.result.mean,
+      'enc.logvar': enc.result.logvar,
+      'enc.std': enc.result.std,
+      'enc.latent_sample': enc.result.sample,
+      'dec.sample': dec.result,
+    };
+    for (const name of golden.names().filter((k) => k.startsWith('debug.'))) {
+      const [, part, ...rest] = name.split('.');
+      const taps = part === 'enc' ? encTaps : decTaps;
+      const key = part === 'enc' || part === 'dec' ? rest.join('.') : [part, ...rest].join('.');
+      const t = taps[key];
+      if (!t) throw new GoldenFileError(`${golden.source}: tensor "${name}" names no intermediate of the model (have ${Object.keys(taps).join(', ')})`);
+      outputs[name] = t;
+    }
+    const items: CheckItem[] = [];
+    for (const [name, t] of Object.entries(outputs)) {
+      const expected = goldenValues(golden, name, t.shape);
+      const tol = vaeTolerance(manifest, name);
+      items.push({
+        name,
+        actual: await t.read(),
+        expected,
+        tol: dtype === 'f16' ? { atol: Math.max(tol.atol ?? 0, VAE_F16_TOLERANCE.atol!), rtol: Math.max(tol.rtol ?? 0, VAE_F16_TOLERANCE.rtol!) } : tol,
+      });
+    }
+    for (const t of [...Object.values(outputs), ...Object.values(encTaps), ...Object.values(decTaps)]) t.dispose();
+    return items;
+  } finally {
+    for (const t of owned) t.dispose();
+    loader?.disposeAll();
+  }
+};
