@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SiloError } from '../engine/errors.js';
 import { convertCheckpoint, type FloatTarget } from './convert.js';
+import { runCheck } from './check.js';
 
 export interface CliIO {
   out(line: string): void;
@@ -34,6 +35,26 @@ function options<T extends Record<string, { type: 'string' | 'boolean'; short?: 
 }
 
 export const SUBCOMMANDS: Record<string, Subcommand> = {
+  check: {
+    summary: 'run golden case folders and compare every output tensor with its tolerance',
+    usage: [
+      'silo check <case-dir>... [--dtype f32|f16] [--kind unet|vae|clip|taesd|silo_cnn|silo_rg] [--verbose]',
+      '  case folders in ../shared/golden format (manifest.json, config, weights, golden.safetensors)',
+      '  --dtype    run weights and activations in f16 (needs shader-f16; looser tolerances)',
+      '  --kind     which module the folder tests, when it cannot be recognised',
+      '  exit status 1 when any tensor is out of tolerance or a case cannot run',
+    ].join('\n'),
+    async run(args, io) {
+      const { values, positionals } = options(args, { dtype: { type: 'string' }, kind: { type: 'string' }, verbose: { type: 'boolean', short: 'v' } });
+      if (values.help) {
+        io.out(SUBCOMMANDS.check!.usage);
+        return 0;
+      }
+      if (!positionals.length) throw new UsageError('expected at least one case folder');
+      if (values.dtype !== undefined && values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
+      return runCheck(positionals, { dtype: values.dtype as 'f32' | 'f16' | undefined, kind: values.kind, verbose: values.verbose }, io);
+    },
+  },
   convert: {
     summary: 'convert a PyTorch checkpoint (.pt/.pth/.ckpt) to .safetensors without executing it',
     usage: [

@@ -1,0 +1,57 @@
+// Which runner handles a golden case folder. Known case names map directly; a folder with another
+// name (new configs, seeds, shapes) is recognised from its manifest and config files.
+
+import type { CaseRunner } from './case.js';
+import type { CaseFiles } from './files.js';
+import { runUNetCase } from './unet.js';
+import { runVae } from './vae.js';
+import { runClipTextMini } from './clip.js';
+import { runTaef2 } from './taef2.js';
+import { runSiloCnn } from './silo_cnn.js';
+import { runSiloRg } from './silo_rg.js';
+
+export const RUNNERS: Record<string, CaseRunner> = {
+  unet: runUNetCase,
+  vae: runVae,
+  clip: runClipTextMini,
+  taesd: runTaef2,
+  silo_cnn: runSiloCnn,
+  silo_rg: runSiloRg,
+};
+
+const CASE_NAMES: Record<string, string> = {
+  unet_mini: 'unet',
+  vae_mini: 'vae',
+  clip_text_mini: 'clip',
+  taef2: 'taesd',
+  silo_cnn: 'silo_cnn',
+  silo_rg: 'silo_rg',
+};
+
+/** Cases of later milestones that `silo check` recognises but cannot run yet. */
+export const PENDING_CASES: Record<string, string> = {
+  schedulers: 'schedulers (gradients/solvers milestone)',
+  silo_step: 'the SILO step (gradients/solvers milestone)',
+  dps_step: 'the Latent-DPS step (gradients/solvers milestone)',
+  degradations: 'image degradations (gradients/solvers milestone)',
+};
+
+export async function detectKind(files: CaseFiles, manifest: Record<string, unknown>): Promise<string | null> {
+  const name = typeof manifest['case'] === 'string' ? manifest['case'] : '';
+  if (CASE_NAMES[name]) return CASE_NAMES[name]!;
+  if (PENDING_CASES[name]) return name;
+  const fileMap = (manifest['files'] ?? {}) as Record<string, string>;
+  if (fileMap['encoder_weights'] || fileMap['decoder_weights']) return 'taesd';
+  if (fileMap['tokens'] || fileMap['bpe']) return 'clip';
+  if (await files.exists('config.json')) {
+    const cfg = JSON.parse(await files.text('config.json')) as Record<string, unknown>;
+    const cls = String(cfg['_class_name'] ?? '');
+    if (cls === 'UNet2DConditionModel') return 'unet';
+    if (cls === 'AutoencoderKL') return 'vae';
+    const arch = (cfg['architectures'] as string[] | undefined) ?? [];
+    if (arch.includes('CLIPTextModel') || cfg['model_type'] === 'clip_text_model') return 'clip';
+    if ('feature_dims' in cfg || 'projection_dim' in cfg) return 'silo_rg';
+  }
+  if (/silo.*cnn|DegradationModel/i.test(JSON.stringify(manifest['what'] ?? '') + name)) return 'silo_cnn';
+  return null;
+}
