@@ -12,6 +12,10 @@ import { attention } from '../../src/engine/ops/attention.js';
 import { matmul, linear } from '../../src/engine/ops/matmul.js';
 import { matmulRef } from '../ref/matmul.js';
 import { fetchSafetensors } from '../../src/engine/safetensors.js';
+import { compare, type CheckItem } from '../../src/check/compare.js';
+import { urlCaseFiles } from '../../src/check/files.js';
+import { runUNetCase } from '../../src/check/unet.js';
+import { runClipTextMini } from '../../src/check/clip.js';
 import { resizeBilinear, upsampleNearest2x } from '../../src/engine/ops/resample.js';
 import { concatChannels } from '../../src/engine/ops/layout.js';
 import { timestepEmbedding } from '../../src/engine/ops/embedding.js';
@@ -37,7 +41,7 @@ interface Case {
   name: string;
   atol: number;
   rtol: number;
-  run: (engine: Engine) => Promise<{ actual: Float32Array; expected: ArrayLike<number> }>;
+  run: (engine: Engine) => Promise<{ actual: Float32Array; expected: ArrayLike<number> } | { items: CheckItem[] }>;
 }
 
 function data(n: number, seed: number, lo = -1, hi = 1): Float32Array {
@@ -339,13 +343,44 @@ CASES.push(
   },
 );
 
+async function goldenCase(engine: Engine, name: string, runner: typeof runUNetCase): Promise<{ items: CheckItem[] }> {
+  const files = urlCaseFiles(`/golden/${name}`);
+  const manifest = JSON.parse(await files.text('manifest.json')) as Record<string, unknown>;
+  return { items: await runner(engine, files, manifest, {}) };
+}
+
+CASES.push(
+  {
+    name: 'golden unet_mini through the same runner as silo check (weights fetched over HTTP)',
+    atol: 0,
+    rtol: 0,
+    run: (engine) => goldenCase(engine, 'unet_mini', runUNetCase),
+  },
+  {
+    name: 'golden clip_text_mini: tokenizer ids and text encoder',
+    atol: 0,
+    rtol: 0,
+    run: (engine) => goldenCase(engine, 'clip_text_mini', runClipTextMini),
+  },
+);
+
 export async function runCases(engine: Engine, only?: string[]): Promise<CaseResult[]> {
   const results: CaseResult[] = [];
   for (const c of CASES) {
     if (only && !only.includes(c.name)) continue;
     const t0 = performance.now();
     try {
-      const { actual, expected } = await c.run(engine);
+      const out = await c.run(engine);
+      if ('items' in out) {
+        // a golden case runner: every tensor under the case's own tolerance rule
+        const rs = out.items.map(compare);
+        const bad = rs.filter((r) => !r.pass);
+        const ok = rs.length > 0 && bad.length === 0;
+        const worst = rs.length === 0 ? 'no outputs compared' : bad.map((r) => `${r.name}: ${r.detail}`).join('; ');
+        results.push({ name: c.name, ok, maxAbsDiff: Math.max(...rs.map((r) => r.maxAbs)), worst, ms: performance.now() - t0 });
+        continue;
+      }
+      const { actual, expected } = out;
       let ok = actual.length === expected.length;
       let maxAbsDiff = 0;
       let worst = ok ? '' : `length ${actual.length} vs ${expected.length}`;
