@@ -23,6 +23,13 @@ export interface WeightLoaderOptions {
   onProgress?: (p: WeightProgress) => void;
 }
 
+export interface LoadedModel<T> {
+  model: T;
+  parameters: Tensor[];
+  /** Frees every parameter of the model. */
+  dispose(): void;
+}
+
 export class WeightLoader {
   private used = new Set<string>();
   private loadedTensors: Tensor[] = [];
@@ -117,6 +124,17 @@ export class WeightLoader {
   disposeAll(): void {
     for (const t of this.top.loadedTensors) t.dispose();
     this.top.loadedTensors = [];
+  }
+
+  /** Builds a model and keeps hold of its parameters so the caller can free them all at once. */
+  static load<T>(engine: Engine, source: TensorSource, options: WeightLoaderOptions, make: (w: WeightLoader) => T, strict = true): LoadedModel<T> {
+    let params: Tensor[] = [];
+    const model = WeightLoader.build(engine, source, options, (w) => {
+      const m = make(w);
+      params = w.top.loadedTensors;
+      return m;
+    }, strict);
+    return { model, parameters: params, dispose: () => params.forEach((t) => t.dispose()) };
   }
 
   /** Builds a model; on any error the uploaded parameters are freed before rethrowing. */
