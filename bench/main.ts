@@ -3,6 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Engine } from '../src/engine/device.js';
 import { runKernelBench } from './kernels.js';
+import { runModelBench } from './models.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -14,7 +15,8 @@ async function main(): Promise<void> {
   console.log(engine.summary());
   let payload: unknown;
   if (suite === 'kernels') payload = await runKernelBench(engine, { quick, filter });
-  else throw new Error(`unknown benchmark suite "${suite}" (available: kernels)`);
+  else if (suite === 'models') payload = await runModelBench(engine, { filter });
+  else throw new Error(`unknown benchmark suite "${suite}" (available: kernels, models)`);
   const adapter = (engine.info.description || engine.info.architecture || engine.info.vendor || 'adapter').split(/[\s:(]/)[0]!.toLowerCase();
   mkdirSync('bench/results', { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');

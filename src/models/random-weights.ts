@@ -38,8 +38,9 @@ export class RandomWeightSource implements TensorSource {
   names(): string[] {
     return [...this.shapes.keys()];
   }
-  has(): boolean {
-    return true;
+  /** Only declared names exist, so optional parameters a module probes for are absent (its default structure). */
+  has(name: string): boolean {
+    return this.shapes.has(name);
   }
   info(name: string): TensorInfo {
     const shape = this.shapes.get(name);

@@ -1,0 +1,164 @@
+// Full-size models with seeded random weights generated on the GPU: one SD-1.5 UNet evaluation at a
+// 32x32 latent and one SD VAE decode at 256x256, in f32 and (with shader-f16) f16. The configs are the
+// golden mini configs (SD-1.5's structure) with SD-1.5's widths put back.
+
+import { readFileSync } from 'node:fs';
+import type { Engine } from '../src/engine/device.js';
+import type { DType } from '../src/engine/dtype.js';
+import { Recorder } from '../src/engine/recorder.js';
+import { randomNormal } from '../src/engine/ops/random.js';
+import { WeightLoader } from '../src/models/weights.js';
+import { RandomWeightSource } from '../src/models/random-weights.js';
+import { UNet2DConditionModel } from '../src/models/unet/unet.js';
+import { parseUNetConfig } from '../src/models/unet/config.js';
+import { AutoencoderKL } from '../src/models/vae/autoencoder.js';
+import { parseVaeConfig } from '../src/models/vae/config.js';
+import { printTable, type Row } from './harness.js';
+
+const GOLDEN = new URL('../../shared/golden', import.meta.url).pathname;
+
+export function sd15UNetConfig(): Record<string, unknown> {
+  const cfg = JSON.parse(readFileSync(`${GOLDEN}/unet_mini/config.json`, 'utf8')) as Record<string, unknown>;
+  return { ...cfg, block_out_channels: [320, 640, 1280, 1280], cross_attention_dim: 768, sample_size: 64 };
+}
+
+export function sdVaeConfig(): Record<string, unknown> {
+  const cfg = JSON.parse(readFileSync(`${GOLDEN}/vae_mini/config.json`, 'utf8')) as Record<string, unknown>;
+  return { ...cfg, block_out_channels: [128, 256, 512, 512], sample_size: 512 };
+}
+
+export interface ModelResult {
+  model: string;
+  dtype: DType;
+  params: number;
+  weightBytes: number;
+  generateMs: number;
+  runMs: number;
+  dispatches: number;
+  /** Peak of live pooled bytes during the run (weights and inputs included). */
+  peakLiveBytes: number;
+  /** The same peak above what was live before the run: the activations' memory plan. */
+  peakActivationBytes: number;
+  maxBindingBytes: number;
+}
+
+async function timed<T>(engine: Engine, name: string, record: (rec: Recorder) => T): Promise<{ result: T; ms: number; dispatches: number; peak: number; above: number }> {
+  const before = engine.pool.stats.liveBytes;
+  const rec = new Recorder(engine, name);
+  let result: T;
+  try {
+    result = record(rec);
+  } catch (e) {
+    rec.abort();
+    throw e;
+  }
+  await engine.queue.onSubmittedWorkDone();
+  const t0 = performance.now();
+  const report = await rec.submit({ wait: true });
+  return { result, ms: performance.now() - t0, dispatches: report.dispatches, peak: report.peakLiveBytes, above: report.peakLiveBytes - before };
+}
+
+function paramStats(src: RandomWeightSource): { params: number } {
+  let params = 0;
+  for (const n of src.names()) params += src.info(n).shape.reduce((a, b) => a * b, 1);
+  return { params };
+}
+
+async function benchUNet(engine: Engine, dtype: DType, log: (l: string) => void): Promise<ModelResult> {
+  const src = new RandomWeightSource(1, 'SD-1.5 UNet random weights');
+  const t0 = performance.now();
+  const before = engine.pool.stats.liveBytes;
+  const loaded = WeightLoader.load(engine, src, { dtype }, (w) => new UNet2DConditionModel(w, parseUNetConfig(sd15UNetConfig(), 'SD-1.5 UNet config')));
+  const unet = loaded.model;
+  await src.generated();
+  const weightBytes = engine.pool.stats.liveBytes - before;
+  const generateMs = performance.now() - t0;
+  const { params } = paramStats(src);
+  log(`UNet ${dtype}: ${(params / 1e6).toFixed(1)}M parameters generated in ${(generateMs / 1000).toFixed(1)} s`);
+  const inputs = await timed(engine, 'unet inputs', (rec) => [
+    randomNormal(rec, [1, 4, 32, 32], 11, { dtype }),
+    randomNormal(rec, [1, 77, 768], 12, { dtype }),
+  ]);
+  const [sample, ehs] = inputs.result as [ReturnType<typeof randomNormal>, ReturnType<typeof randomNormal>];
+  // warm-up compiles every pipeline, then one measured evaluation
+  const warm = await timed(engine, 'unet warm-up', (rec) => unet.forward(rec, sample, 500, ehs).eps);
+  warm.result.dispose();
+  const run = await timed(engine, 'unet', (rec) => unet.forward(rec, sample, 500, ehs).eps);
+  const eps = await run.result.read();
+  if (!eps.every(Number.isFinite)) throw new Error(`UNet ${dtype}: non-finite output`);
+  run.result.dispose();
+  sample.dispose();
+  ehs.dispose();
+  loaded.dispose();
+  return {
+    model: 'SD-1.5 UNet, 32x32 latent, 77 tokens',
+    dtype,
+    params,
+    weightBytes,
+    generateMs,
+    runMs: run.ms,
+    dispatches: run.dispatches,
+    peakLiveBytes: run.peak,
+    peakActivationBytes: run.above,
+    maxBindingBytes: engine.limits.maxStorageBufferBindingSize,
+  };
+}
+
+async function benchVae(engine: Engine, dtype: DType, log: (l: string) => void): Promise<ModelResult> {
+  const src = new RandomWeightSource(2, 'SD VAE random weights');
+  const t0 = performance.now();
+  const before = engine.pool.stats.liveBytes;
+  const loaded = WeightLoader.load(engine, src, { dtype }, (w) => new AutoencoderKL(w, parseVaeConfig(sdVaeConfig())));
+  const vae = loaded.model;
+  await src.generated();
+  const weightBytes = engine.pool.stats.liveBytes - before;
+  const generateMs = performance.now() - t0;
+  const { params } = paramStats(src);
+  log(`VAE ${dtype}: ${(params / 1e6).toFixed(1)}M parameters generated in ${(generateMs / 1000).toFixed(1)} s`);
+  const z = (await timed(engine, 'vae input', (rec) => randomNormal(rec, [1, 4, 32, 32], 13, { dtype }))).result;
+  const run = await timed(engine, 'vae decode', (rec) => vae.decode(rec, z));
+  const img = await run.result.read();
+  if (!img.every(Number.isFinite)) throw new Error(`VAE ${dtype}: non-finite output`);
+  run.result.dispose();
+  z.dispose();
+  loaded.dispose();
+  return {
+    model: 'SD VAE decode, 32x32 latent -> 256x256',
+    dtype,
+    params,
+    weightBytes,
+    generateMs,
+    runMs: run.ms,
+    dispatches: run.dispatches,
+    peakLiveBytes: run.peak,
+    peakActivationBytes: run.above,
+    maxBindingBytes: engine.limits.maxStorageBufferBindingSize,
+  };
+}
+
+export async function runModelBench(engine: Engine, opts: { filter?: string } = {}): Promise<{ results: ModelResult[] }> {
+  const results: ModelResult[] = [];
+  const dtypes: DType[] = engine.hasF16 ? ['f32', 'f16'] : ['f32'];
+  if (!engine.hasF16) console.log('f16 rows skipped: this adapter has no shader-f16');
+  for (const dtype of dtypes) {
+    for (const [name, fn] of [['unet', benchUNet], ['vae', benchVae]] as const) {
+      if (opts.filter && !`${name} ${dtype}`.includes(opts.filter)) continue;
+      const r = await fn(engine, dtype, (l) => console.log(`  ${l}`));
+      console.log(`  ${r.model} ${dtype}: ${(r.runMs / 1000).toFixed(2)} s, ${r.dispatches} dispatches, peak ${(r.peakLiveBytes / 2 ** 20).toFixed(0)} MiB`);
+      results.push(r);
+      engine.pool.trim();
+    }
+  }
+  const rows: Row[] = results.map((r) => ({
+    model: r.model,
+    dtype: r.dtype,
+    params: `${(r.params / 1e6).toFixed(1)}M`,
+    'weights MiB': r.weightBytes / 2 ** 20,
+    'run s': r.runMs / 1000,
+    dispatches: r.dispatches,
+    'peak pool MiB': r.peakLiveBytes / 2 ** 20,
+    'peak activations MiB': r.peakActivationBytes / 2 ** 20,
+  }));
+  printTable(`models on ${engine.summary()}`, rows);
+  return { results };
+}
