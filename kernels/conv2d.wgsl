@@ -222,3 +222,118 @@ fn conv2d_naive(@builtin(global_invocation_id) gid: vec3u) {
   }
   ny[idx] = ST(sum);
 }
+
+// ---- Backward: weight gradient (f32). ----
+//
+// conv2d_grad_weight: dW[o, i, kh, kw] = sum over (img, ly, lx) of L[img, o, ly, lx] *
+// G[img, i, ly * sy - py + kh, lx * sx - px + kw] (zero outside G), per group. An implicit GEMM with
+// M = weight dim-0 channels, N = taps (i, kh, kw), K = N * LH * LW, blocked like the forward: a
+// thread owns CO channels (from the workgroup id, so every L load is workgroup-uniform) x 4 taps (WG
+// apart); each gathered G value feeds CO FMAs. The same entry serves both convolutions:
+//   conv2d:           L = gradOut (o = output channel), G = input x   (i = input channel in group)
+//   conv_transpose2d: L = input x (o = input channel),  G = gradOut   (i = output channel in group)
+struct ConvGradW {
+  nimg: u32,
+  lc: u32,          // channels of L
+  lh: u32,
+  lw: u32,
+  gc: u32,          // channels of G
+  gh: i32,
+  gw: i32,
+  cig: u32,         // weight dim-1 channels (per group)
+  cog: u32,         // weight dim-0 channels per group
+  co_tiles: u32,    // CO tiles per group (workgroup_id.y = group * co_tiles + tile)
+  kh: u32,
+  kw: u32,
+  taps: u32,        // cig * kh * kw
+  sy: i32,
+  sx: i32,
+  py: i32,
+  px: i32,
+}
+
+@group(0) @binding(10) var<storage, read> dw_l: array<ST>;
+@group(0) @binding(11) var<storage, read> dw_g: array<ST>;
+@group(0) @binding(12) var<storage, read_write> dw_out: array<ST>;
+@group(0) @binding(13) var<uniform> dwu: ConvGradW;
+
+@compute @workgroup_size(WG)
+fn conv2d_grad_weight(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let grp = wid.y / dwu.co_tiles;
+  let col0 = (wid.y % dwu.co_tiles) * CO;
+  let last = min(CO, dwu.cog - col0) - 1u;
+  let tap = vec4u(wid.x * WG * 4u + lid.x) + vec4u(0u, WG, 2u * WG, 3u * WG);
+  let tc = min(tap, vec4u(dwu.taps - 1u));
+  let kk = dwu.kh * dwu.kw;
+  let khv = vec4i((tc % kk) / dwu.kw);
+  let kwv = vec4i(tc % dwu.kw);
+  let ghw = u32(dwu.gh * dwu.gw);
+  let lhw = dwu.lh * dwu.lw;
+  let gch = (grp * dwu.cig + tc / kk) * ghw;
+  let lch = (grp * dwu.cog + col0) * lhw;
+  // L offsets of the tile's channels; channels past the group's end repeat the last (never stored).
+  let c1 = min(1u, last) * lhw;
+  let c2 = min(2u, last) * lhw;
+  let c3 = min(3u, last) * lhw;
+  let c4 = min(4u, last) * lhw;
+  let c5 = min(5u, last) * lhw;
+  let c6 = min(6u, last) * lhw;
+  let c7 = min(7u, last) * lhw;
+  var acc0 = vec4f(0.0);
+  var acc1 = vec4f(0.0);
+  var acc2 = vec4f(0.0);
+  var acc3 = vec4f(0.0);
+  var acc4 = vec4f(0.0);
+  var acc5 = vec4f(0.0);
+  var acc6 = vec4f(0.0);
+  var acc7 = vec4f(0.0);
+  for (var img = 0u; img < dwu.nimg; img++) {
+    let gbase = img * dwu.gc * ghw;
+    let lbase = img * dwu.lc * lhw + lch;
+    for (var ly = 0u; ly < dwu.lh; ly++) {
+      let iy = vec4i(i32(ly) * dwu.sy - dwu.py) + khv;
+      let vy = (iy >= vec4i(0)) & (iy < vec4i(dwu.gh));
+      let lrow = lbase + ly * dwu.lw;
+      for (var lx = 0u; lx < dwu.lw; lx++) {
+        let ix = vec4i(i32(lx) * dwu.sx - dwu.px) + kwv;
+        let valid = vy & (ix >= vec4i(0)) & (ix < vec4i(dwu.gw));
+        // Out-of-range taps read a safe in-range element and are zeroed by the select.
+        let go = select(vec4u(gbase), vec4u(gbase) + gch + vec4u(iy * dwu.gw + ix), valid);
+        let gv = select(vec4f(0.0), vec4f(f32(dw_g[go.x]), f32(dw_g[go.y]), f32(dw_g[go.z]), f32(dw_g[go.w])), valid);
+        let lo = lrow + lx;
+        acc0 = fma(vec4f(f32(dw_l[lo])), gv, acc0);
+        if (CO > 1u) {
+          acc1 = fma(vec4f(f32(dw_l[lo + c1])), gv, acc1);
+        }
+        if (CO > 2u) {
+          acc2 = fma(vec4f(f32(dw_l[lo + c2])), gv, acc2);
+          acc3 = fma(vec4f(f32(dw_l[lo + c3])), gv, acc3);
+        }
+        if (CO > 4u) {
+          acc4 = fma(vec4f(f32(dw_l[lo + c4])), gv, acc4);
+          acc5 = fma(vec4f(f32(dw_l[lo + c5])), gv, acc5);
+          acc6 = fma(vec4f(f32(dw_l[lo + c6])), gv, acc6);
+          acc7 = fma(vec4f(f32(dw_l[lo + c7])), gv, acc7);
+        }
+      }
+    }
+  }
+  let row0 = grp * dwu.cog + col0;
+  store_grad_w(0u, acc0, row0, tap);
+  if (CO > 1u && last >= 1u) { store_grad_w(1u, acc1, row0, tap); }
+  if (CO > 2u && last >= 2u) { store_grad_w(2u, acc2, row0, tap); }
+  if (CO > 2u && last >= 3u) { store_grad_w(3u, acc3, row0, tap); }
+  if (CO > 4u && last >= 4u) { store_grad_w(4u, acc4, row0, tap); }
+  if (CO > 4u && last >= 5u) { store_grad_w(5u, acc5, row0, tap); }
+  if (CO > 4u && last >= 6u) { store_grad_w(6u, acc6, row0, tap); }
+  if (CO > 4u && last >= 7u) { store_grad_w(7u, acc7, row0, tap); }
+}
+
+// Weight-gradient row row0 + i (dim-0 channel), the thread's 4 taps.
+fn store_grad_w(i: u32, sums: vec4f, row0: u32, tap: vec4u) {
+  let o = (row0 + i) * dwu.taps + tap;
+  if (tap.x < dwu.taps) { dw_out[o.x] = ST(sums.x); }
+  if (tap.y < dwu.taps) { dw_out[o.y] = ST(sums.y); }
+  if (tap.z < dwu.taps) { dw_out[o.z] = ST(sums.z); }
+  if (tap.w < dwu.taps) { dw_out[o.w] = ST(sums.w); }
+}

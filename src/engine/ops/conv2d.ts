@@ -100,7 +100,8 @@ function checkInputs(name: string, x: Tensor, weight: Tensor, bias: Tensor | und
   return { name, n, cin, h, w, kh, kw, groups };
 }
 
-function record(
+/** Records one conv2d-family dispatch (exported for the backward ops, which need custom output sizes). */
+export function record(
   rec: Recorder,
   x: Tensor,
   weight: Tensor,
