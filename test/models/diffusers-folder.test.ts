@@ -4,16 +4,15 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { dirFolder } from '../../src/engine/folder-node.js';
 import { urlFolder } from '../../src/engine/folder.js';
 import { parseSafetensors, serializeSafetensors, shardSafetensors, f32Entry } from '../../src/engine/safetensors.js';
 import { openComponent } from '../../src/models/diffusers-folder.js';
 import { goldenDir } from '../helpers/golden.js';
+import { serveDir } from '../helpers/static-server.js';
 
 let dir: string;
-let server: Server;
+let server: { base: string; close: () => void };
 let base: string;
 
 beforeAll(async () => {
@@ -45,17 +44,8 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'empty/unet/config.json'), config);
   writeFileSync(join(dir, 'empty/unet/diffusion_pytorch_model.bin'), 'not a safetensors file');
 
-  server = createServer((req, res) => {
-    try {
-      const body = readFileSync(join(dir, decodeURIComponent((req.url ?? '').replace(/\.\./g, ''))));
-      res.writeHead(200, { 'content-length': body.byteLength });
-      res.end(req.method === 'HEAD' ? undefined : body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  server = await serveDir(dir);
+  base = server.base;
 });
 
 afterAll(() => {

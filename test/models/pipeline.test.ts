@@ -5,8 +5,6 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Engine } from '../../src/engine/device.js';
 import { runProgram } from '../../src/engine/recorder.js';
 import { dirFolder } from '../../src/engine/folder-node.js';
@@ -15,10 +13,11 @@ import { readSafetensorsFile } from '../../src/engine/safetensors-node.js';
 import { loadDiffusersPipeline, type PipelineProgress } from '../../src/models/pipeline.js';
 import { getEngine, expectClose } from '../helpers/engine.js';
 import { goldenDir } from '../helpers/golden.js';
+import { serveDir } from '../helpers/static-server.js';
 
 let engine: Engine;
 let root: string;
-let server: Server;
+let server: { base: string; close: () => void };
 let base: string;
 
 const SD15_SCHEDULER = {
@@ -47,16 +46,8 @@ beforeAll(async () => {
     text_encoder: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'CLIPTokenizer'], scheduler: ['diffusers', 'PNDMScheduler'],
   };
   writeFileSync(join(root, 'sd/model_index.json'), JSON.stringify(index));
-  server = createServer((req, res) => {
-    try {
-      const body = readFileSync(join(root, decodeURIComponent((req.url ?? '').replace(/\.\./g, ''))));
-      res.writeHead(200, { 'content-length': body.byteLength }).end(req.method === 'HEAD' ? undefined : body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  server = await serveDir(root);
+  base = server.base;
 });
 afterAll(() => {
   server?.close();
