@@ -9,6 +9,8 @@ import { runClipTextMini } from './clip.js';
 import { runTaef2 } from './taef2.js';
 import { runSiloCnn } from './silo_cnn.js';
 import { runSiloRg } from './silo_rg.js';
+import { runSchedulers } from './schedulers.js';
+import { runDegradations } from './degradations.js';
 
 export const RUNNERS: Record<string, CaseRunner> = {
   unet: runUNetCase,
@@ -17,6 +19,8 @@ export const RUNNERS: Record<string, CaseRunner> = {
   taesd: runTaef2,
   silo_cnn: runSiloCnn,
   silo_rg: runSiloRg,
+  schedulers: runSchedulers,
+  degradations: runDegradations,
 };
 
 const CASE_NAMES: Record<string, string> = {
@@ -26,20 +30,21 @@ const CASE_NAMES: Record<string, string> = {
   taef2: 'taesd',
   silo_cnn: 'silo_cnn',
   silo_rg: 'silo_rg',
+  schedulers: 'schedulers',
+  degradations: 'degradations',
 };
 
 /** Cases of later milestones that `silo check` recognises but cannot run yet. */
 export const PENDING_CASES: Record<string, string> = {
-  schedulers: 'schedulers (gradients/solvers milestone)',
   silo_step: 'the SILO step (gradients/solvers milestone)',
   dps_step: 'the Latent-DPS step (gradients/solvers milestone)',
-  degradations: 'image degradations (gradients/solvers milestone)',
 };
 
 export async function detectKind(files: CaseFiles, manifest: Record<string, unknown>): Promise<string | null> {
   const name = typeof manifest['case'] === 'string' ? manifest['case'] : '';
   if (CASE_NAMES[name]) return CASE_NAMES[name]!;
   if (PENDING_CASES[name]) return name;
+  if (manifest['scheduler_config_input'] || manifest['ddpm_config_resolved']) return 'schedulers';
   const fileMap = (manifest['files'] ?? {}) as Record<string, string>;
   if (fileMap['encoder_weights'] || fileMap['decoder_weights']) return 'taesd';
   if (fileMap['tokens'] || fileMap['bpe']) return 'clip';
