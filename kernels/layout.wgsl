@@ -27,3 +27,33 @@ fn copy_channels(@builtin(global_invocation_id) gid: vec3u) {
   let b = i / (cc.inner * cc.count);
   cdst[(b * cc.dst_c + cc.dst_off + c) * cc.inner + r] = csrc[(b * cc.src_c + cc.src_off + c) * cc.inner + r];
 }
+
+// ---- Backward (f32 storage only) ----
+// place_channels: the gradient of a channel slice: out [B, C, inner] holds g [B, count, inner] in
+// channels [start, start + count) and zeros elsewhere. One thread per output element (gather form,
+// so the zeros need no separate clear). Concat's backward is a set of slices (copy_channels).
+
+struct ChanPlace {
+  n: u32,        // B * C * inner
+  row: u32,
+  inner: u32,
+  c: u32,        // channels of the output
+  start: u32,
+  count: u32,
+}
+
+@group(0) @binding(3) var<storage, read> pl_g: array<ST>;
+@group(0) @binding(4) var<storage, read_write> pl_out: array<ST>;
+@group(0) @binding(5) var<uniform> pl: ChanPlace;
+
+@compute @workgroup_size(WG)
+fn place_channels(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x + gid.y * pl.row;
+  if (i >= pl.n) { return; }
+  let r = i % pl.inner;
+  let c = (i / pl.inner) % pl.c;
+  let b = i / (pl.inner * pl.c);
+  var v = 0.0;
+  if (c >= pl.start && c < pl.start + pl.count) { v = f32(pl_g[(b * pl.count + c - pl.start) * pl.inner + r]); }
+  pl_out[i] = ST(v);
+}

@@ -157,3 +157,137 @@ fn norm_apply(@builtin(global_invocation_id) gid: vec3u) {
   if (HAS_B) { y += f32(ab[ai]); }
   aout[i] = ST(activate(ACT, y, 0.0));
 }
+
+// ---- Backward (f32 storage only) ----
+// Forward per element: y = (x - mean) * rstd, z = y * w + b, out = act(z). With gz = gradOut * act'(z)
+// and gy = gz * w, the row's input gradient is dx = rstd * (gy - mean(gy) - y * mean(gy * y)).
+//   norm_bw_rows:  one workgroup per row: (sum gy, sum gy * y).
+//   norm_bw_dx:    elementwise dx from those sums.
+//   norm_bw_param: one thread per affine index: dWeight = sum gz * y, dBias = sum gz over the elements
+//                  that share it (GroupNorm: batch x spatial; LayerNorm: the rows).
+// Only SiLU (or none) is fused in the forward, so only its derivative is needed here.
+
+struct NormBw {
+  n: u32,        // elements
+  row: u32,      // threads per grid row (norm_bw_dx)
+  rows: u32,
+  len: u32,
+  adiv: u32,
+  amod: u32,
+  outer: u32,    // n / (amod * adiv): repeats of the affine pattern
+}
+
+fn norm_act_grad(v: f32) -> f32 {
+  if (ACT == 2u) { return sigmoid_f32(v) * (1.0 + v * sigmoid_f32(-v)); }
+  return 1.0;
+}
+
+// (y, gz, gy) of one element from its input, incoming gradient, row stats and affine parameters.
+fn norm_bw_terms(xv: f32, gv: f32, mu: f32, rstd: f32, wv: f32, bv: f32) -> vec3f {
+  let y = (xv - mu) * rstd;
+  var wt = 1.0;
+  if (HAS_W) { wt = wv; }
+  var z = y * wt;
+  if (HAS_B) { z += bv; }
+  let gz = gv * norm_act_grad(z);
+  return vec3f(y, gz, gz * wt);
+}
+
+@group(0) @binding(12) var<storage, read> brx: array<ST>;
+@group(0) @binding(13) var<storage, read> brg: array<ST>;
+@group(0) @binding(14) var<storage, read> brstats: array<f32>;
+@group(0) @binding(15) var<storage, read> brw: array<ST>;
+@group(0) @binding(16) var<storage, read> brb: array<ST>;
+@group(0) @binding(17) var<storage, read_write> brsum: array<f32>;
+@group(0) @binding(18) var<uniform> nbr: NormBw;
+
+@compute @workgroup_size(WG)
+fn norm_bw_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= nbr.rows) { return; } // uniform per workgroup: the barriers below stay in uniform control flow
+  let base = r * nbr.len;
+  let mu = brstats[2u * r];
+  let rstd = brstats[2u * r + 1u];
+  var tot = vec2f(0.0);
+  var part = vec2f(0.0);
+  var terms = 0u;
+  for (var k = lid; k < nbr.len; k += WG) {
+    let i = base + k;
+    let ai = (i / nbr.adiv) % nbr.amod;
+    var wv = 1.0;
+    var bv = 0.0;
+    if (HAS_W) { wv = f32(brw[ai]); }
+    if (HAS_B) { bv = f32(brb[ai]); }
+    let t = norm_bw_terms(f32(brx[i]), f32(brg[i]), mu, rstd, wv, bv);
+    part += vec2f(t.z, t.z * t.x);
+    terms++;
+    if (terms == BLOCK) { tot += part; part = vec2f(0.0); terms = 0u; }
+  }
+  let s1 = wg_sum(lid, tot.x + part.x);
+  let s2 = wg_sum(lid, tot.y + part.y);
+  if (lid == 0u) {
+    brsum[2u * r] = s1;
+    brsum[2u * r + 1u] = s2;
+  }
+}
+
+@group(0) @binding(19) var<storage, read> bdx_x: array<ST>;
+@group(0) @binding(20) var<storage, read> bdx_g: array<ST>;
+@group(0) @binding(21) var<storage, read> bdx_stats: array<f32>;
+@group(0) @binding(22) var<storage, read> bdx_w: array<ST>;
+@group(0) @binding(23) var<storage, read> bdx_b: array<ST>;
+@group(0) @binding(24) var<storage, read> bdx_sums: array<f32>;
+@group(0) @binding(25) var<storage, read_write> bdx_out: array<ST>;
+@group(0) @binding(26) var<uniform> nbd: NormBw;
+
+@compute @workgroup_size(WG)
+fn norm_bw_dx(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x + gid.y * nbd.row;
+  if (i >= nbd.n) { return; }
+  let r = i / nbd.len;
+  let ai = (i / nbd.adiv) % nbd.amod;
+  var wv = 1.0;
+  var bv = 0.0;
+  if (HAS_W) { wv = f32(bdx_w[ai]); }
+  if (HAS_B) { bv = f32(bdx_b[ai]); }
+  let rstd = bdx_stats[2u * r + 1u];
+  let t = norm_bw_terms(f32(bdx_x[i]), f32(bdx_g[i]), bdx_stats[2u * r], rstd, wv, bv);
+  let inv = 1.0 / f32(nbd.len);
+  bdx_out[i] = ST(rstd * (t.z - bdx_sums[2u * r] * inv - t.x * bdx_sums[2u * r + 1u] * inv));
+}
+
+@group(0) @binding(27) var<storage, read> bp_x: array<ST>;
+@group(0) @binding(28) var<storage, read> bp_g: array<ST>;
+@group(0) @binding(29) var<storage, read> bp_stats: array<f32>;
+@group(0) @binding(30) var<storage, read> bp_w: array<ST>;
+@group(0) @binding(31) var<storage, read> bp_b: array<ST>;
+@group(0) @binding(32) var<storage, read_write> bp_dw: array<ST>;
+@group(0) @binding(33) var<storage, read_write> bp_db: array<ST>;
+@group(0) @binding(34) var<uniform> nbp: NormBw;
+
+@compute @workgroup_size(WG)
+fn norm_bw_param(@builtin(global_invocation_id) gid: vec3u) {
+  let a = gid.x;
+  if (a >= nbp.amod) { return; }
+  var wv = 1.0;
+  var bv = 0.0;
+  if (HAS_W) { wv = f32(bp_w[a]); }
+  if (HAS_B) { bv = f32(bp_b[a]); }
+  var tot = vec2f(0.0);
+  var part = vec2f(0.0);
+  var terms = 0u;
+  for (var o = 0u; o < nbp.outer; o++) {
+    let base = (o * nbp.amod + a) * nbp.adiv;
+    for (var k = 0u; k < nbp.adiv; k++) {
+      let i = base + k;
+      let r = i / nbp.len;
+      let t = norm_bw_terms(f32(bp_x[i]), f32(bp_g[i]), bp_stats[2u * r], bp_stats[2u * r + 1u], wv, bv);
+      part += vec2f(t.y * t.x, t.y);
+      terms++;
+      if (terms == BLOCK) { tot += part; part = vec2f(0.0); terms = 0u; }
+    }
+  }
+  bp_dw[a] = ST(tot.x + part.x);
+  bp_db[a] = ST(tot.y + part.y);
+}

@@ -63,3 +63,73 @@ fn resize_bilinear(@builtin(global_invocation_id) gid: vec3u) {
   let bot = f32(bx[base + y1 * bu.iw + x0]) * (1.0 - lx) + f32(bx[base + y1 * bu.iw + x1]) * lx;
   bout[i] = ST(top * (1.0 - ly) + bot * ly);
 }
+
+// ---- Backward (f32 storage only), gather form: one thread per input element, no atomics ----
+// upsample_nearest2x_backward: dx[p, y, x] = sum of the 2x2 children g[p, 2y + a, 2x + b].
+// resize_bilinear_backward: dx[p, iy, ix] = sum over outputs of wy(oy, iy) wx(ox, ix) g[p, oy, ox],
+// where w(o, i) is the weight the forward gave tap i for output o (both taps' weights when the
+// clamp makes them the same index). The outputs touching i form a short run of o; it is bounded
+// from the inverse of the source-coordinate map with one index of slack either side, and the
+// weights inside it are recomputed exactly as the forward does (zero off the taps).
+
+@group(0) @binding(6) var<storage, read> nbg: array<ST>;
+@group(0) @binding(7) var<storage, read_write> nbout: array<ST>;
+@group(0) @binding(8) var<uniform> nbu: Nearest;
+
+@compute @workgroup_size(WG)
+fn upsample_nearest2x_backward(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x + gid.y * nbu.row;
+  if (i >= nbu.n) { return; }  // n: input elements here
+  let ix = i % nbu.iw;
+  let iy = (i / nbu.iw) % nbu.ih;
+  let p = i / (nbu.iw * nbu.ih);
+  let ow = 2u * nbu.iw;
+  let top = (p * 2u * nbu.ih + 2u * iy) * ow + 2u * ix;
+  nbout[i] = ST(f32(nbg[top]) + f32(nbg[top + 1u]) + f32(nbg[top + ow]) + f32(nbg[top + ow + 1u]));
+}
+
+@group(0) @binding(9) var<storage, read> bbg: array<ST>;
+@group(0) @binding(10) var<storage, read_write> bbout: array<ST>;
+@group(0) @binding(11) var<uniform> bbu: Bilinear;
+
+// Weight of input index `at` in output `o` along one axis (forward's taps and weights).
+fn bilinear_tap_weight(o: u32, at: u32, scale: f32, in_size: u32) -> f32 {
+  let s = max(scale * (f32(o) + 0.5) - 0.5, 0.0);
+  let i0 = min(u32(s), in_size - 1u);
+  let i1 = min(i0 + 1u, in_size - 1u);
+  let l = s - f32(i0);
+  return select(0.0, 1.0 - l, i0 == at) + select(0.0, l, i1 == at);
+}
+
+// Outputs [lo, hi] along one axis whose taps may include input index `at`: s(o) in [at - 1, at + 1).
+fn bilinear_out_range(at: u32, scale: f32, in_size: u32, out_size: u32) -> vec2u {
+  let lo_f = (f32(at) - 0.5) / scale - 0.5;
+  let hi_f = (f32(at) + 1.5) / scale - 0.5;
+  var lo = 0u;
+  if (lo_f > 1.0) { lo = u32(lo_f) - 1u; }
+  var hi = out_size - 1u;
+  if (at + 1u < in_size && hi_f >= 0.0) { hi = min(out_size - 1u, u32(hi_f) + 1u); }
+  return vec2u(min(lo, out_size - 1u), hi);
+}
+
+@compute @workgroup_size(WG)
+fn resize_bilinear_backward(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x + gid.y * bbu.row;
+  if (i >= bbu.n) { return; }  // n: input elements here
+  let ix = i % bbu.iw;
+  let iy = (i / bbu.iw) % bbu.ih;
+  let p = i / (bbu.iw * bbu.ih);
+  let ry = bilinear_out_range(iy, bbu.sh, bbu.ih, bbu.oh);
+  let rx = bilinear_out_range(ix, bbu.sw, bbu.iw, bbu.ow);
+  var acc = 0.0;
+  for (var oy = ry.x; oy <= ry.y; oy++) {
+    let wy = bilinear_tap_weight(oy, iy, bbu.sh, bbu.ih);
+    if (wy == 0.0) { continue; }
+    var rowsum = 0.0;
+    for (var ox = rx.x; ox <= rx.y; ox++) {
+      rowsum += bilinear_tap_weight(ox, ix, bbu.sw, bbu.iw) * f32(bbg[(p * bbu.oh + oy) * bbu.ow + ox]);
+    }
+    acc += wy * rowsum;
+  }
+  bbout[i] = ST(acc);
+}

@@ -75,3 +75,49 @@ fn softmax_group(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     sout[base + j] = ST(exp(sm.scale * f32(sx[base + j]) - m) * inv);
   }
 }
+
+// ---- Backward (f32 storage only) ----
+// With y = softmax(scale * x) (the forward's output) and incoming gradient g:
+//   dx = scale * y * (g - sum_j g_j y_j).
+// Same two layouts as the forward: a thread per row, or a workgroup per row with a tree sum.
+
+@group(0) @binding(3) var<storage, read> sb_y: array<ST>;
+@group(0) @binding(4) var<storage, read> sb_g: array<ST>;
+@group(0) @binding(5) var<storage, read_write> sb_out: array<ST>;
+@group(0) @binding(6) var<uniform> sbt: Softmax;
+
+@compute @workgroup_size(WG)
+fn softmax_bw_thread(@builtin(global_invocation_id) gid: vec3u) {
+  let r = gid.x + gid.y * sbt.row;
+  if (r >= sbt.rows) { return; }
+  let base = r * sbt.cols;
+  var tot = 0.0;
+  var part = 0.0;
+  for (var j = 0u; j < sbt.cols; j++) {
+    part += f32(sb_g[base + j]) * f32(sb_y[base + j]);
+    if ((j & 63u) == 63u) { tot += part; part = 0.0; } // blocked: long rows keep ~1e-7 relative error
+  }
+  let d = tot + part;
+  for (var j = 0u; j < sbt.cols; j++) {
+    sb_out[base + j] = ST(sbt.scale * f32(sb_y[base + j]) * (f32(sb_g[base + j]) - d));
+  }
+}
+
+@group(0) @binding(7) var<storage, read> sbg_y: array<ST>;
+@group(0) @binding(8) var<storage, read> sbg_g: array<ST>;
+@group(0) @binding(9) var<storage, read_write> sbg_out: array<ST>;
+@group(0) @binding(10) var<uniform> sbg: Softmax;
+
+@compute @workgroup_size(WG)
+fn softmax_bw_group(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                    @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= sbg.rows) { return; } // uniform per workgroup
+  let base = r * sbg.cols;
+  var part = 0.0;
+  for (var j = lid; j < sbg.cols; j += WG) { part += f32(sbg_g[base + j]) * f32(sbg_y[base + j]); }
+  let d = wg_reduce(lid, part, false);
+  for (var j = lid; j < sbg.cols; j += WG) {
+    sbg_out[base + j] = ST(sbg.scale * f32(sbg_y[base + j]) * (f32(sbg_g[base + j]) - d));
+  }
+}

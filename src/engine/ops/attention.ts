@@ -166,3 +166,4 @@ export function attentionNaive(rec: Recorder, q: Tensor, k: Tensor, v: Tensor, o
   scores.dispose();
   return out;
 }
+export { check as checkAttentionArgs };

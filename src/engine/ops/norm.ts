@@ -34,7 +34,7 @@ export function normChunks(rows: number, len: number): { chunks: number; chunk: 
   return { chunks: Math.ceil(len / chunk), chunk };
 }
 
-function jobGrid(engine: Engine, jobs: number): [number, number] {
+export function jobGrid(engine: Engine, jobs: number): [number, number] {
   const maxDim = engine.limits.maxComputeWorkgroupsPerDimension;
   const wx = Math.min(jobs, maxDim);
   return [wx, Math.ceil(jobs / wx)];
@@ -52,10 +52,13 @@ interface RowNorm {
   act: number;
 }
 
-function normalizeRows(rec: Recorder, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, p: RowNorm): Tensor {
+/**
+ * Records the row statistics pass(es) of a row normalisation: a new f32 tensor [rows, 2] of
+ * (mean, 1 / sqrt(biased variance + eps)) per row of `len` consecutive elements of x.
+ * Shared with the backward ops, which recompute the statistics rather than keep them.
+ */
+export function normRowStats(rec: Recorder, x: Tensor, p: { op: string; layout: NormLayout; rows: number; len: number; eps: number }): Tensor {
   const engine = rec.engine;
-  const out = engine.empty(x.shape, x.dtype, p.op);
-  if (x.size === 0) return out;
   const stats = engine.empty([p.rows, 2], 'f32', `${p.op}:stats`);
   const perThread =
     p.layout === 'thread' ||
@@ -84,6 +87,14 @@ function normalizeRows(rec: Recorder, x: Tensor, weight: Tensor | undefined, bia
     rec.dispatch(kComb, { op: p.op, bindings: { cmom: moments, cstats: stats }, uniforms: statsUniforms, workgroups: Math.ceil(p.rows / 64) });
     moments.dispose(); // later reuse is ordered after this program's reads
   }
+  return stats;
+}
+
+function normalizeRows(rec: Recorder, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, p: RowNorm): Tensor {
+  const engine = rec.engine;
+  const out = engine.empty(x.shape, x.dtype, p.op);
+  if (x.size === 0) return out;
+  const stats = normRowStats(rec, x, p);
   const wg = workgroupSize(engine);
   const kApply = engine.kernel({
     family: 'norm',
