@@ -10,7 +10,7 @@ import { assertArg } from '../errors.js';
 import { shapeSize, shapeString } from '../dtype.js';
 import { ACTIVATION_WGSL, activationCode } from './elementwise.js';
 import { grid1d, workgroupSize } from './grid.js';
-import { jobGrid, normRowStats, type NormLayout } from './norm.js';
+import { jobGrid, normRowStats, type NormLayout, type RowNorm } from './norm.js';
 
 /** Gradients of a normalisation: dWeight / dBias are present exactly when weight / bias were given. */
 export interface NormGrads {
@@ -19,15 +19,7 @@ export interface NormGrads {
   dBias?: Tensor;
 }
 
-interface RowNormBw {
-  op: string;
-  layout: NormLayout;
-  rows: number;
-  len: number;
-  adiv: number;
-  amod: number;
-  eps: number;
-  act: number;
+interface RowNormBw extends RowNorm {
   /** Shape of the affine parameters (and of their gradients). */
   paramShape: readonly number[];
 }

@@ -40,7 +40,7 @@ export function jobGrid(engine: Engine, jobs: number): [number, number] {
   return [wx, Math.ceil(jobs / wx)];
 }
 
-interface RowNorm {
+export interface RowNorm {
   op: string;
   layout: NormLayout;
   rows: number;
