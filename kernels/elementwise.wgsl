@@ -59,15 +59,21 @@ fn bin_op(va: f32, vb: f32) -> f32 {
 fn binary(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x + gid.y * p.row;
   if (i >= p.n) { return; }
-  var rem = i;
-  var ia = 0u;
-  var ib = 0u;
-  for (var d = 7i; d >= 8i - i32(p.rank); d--) {
-    let dim = p.dims[d / 4][d % 4];
-    let c = rem % dim;
-    rem = rem / dim;
-    ia += c * p.sa[d / 4][d % 4];
-    ib += c * p.sb[d / 4][d % 4];
+  var ia = i * p.sa[1].w;
+  var ib = i * p.sb[1].w;
+  // Rank 1 (same shapes, or a broadcast scalar, after the host merged dims) needs no integer
+  // division, which CPU drivers emulate per lane.
+  if (p.rank > 1u) {
+    var rem = i;
+    ia = 0u;
+    ib = 0u;
+    for (var d = 7i; d >= 8i - i32(p.rank); d--) {
+      let dim = p.dims[d / 4][d % 4];
+      let c = rem % dim;
+      rem = rem / dim;
+      ia += c * p.sa[d / 4][d % 4];
+      ib += c * p.sb[d / 4][d % 4];
+    }
   }
   o[i] = ST(activate(ACT, bin_op(f32(a[ia]), f32(b[ib])), p.alpha));
 }

@@ -135,3 +135,15 @@ describe('f16 storage', () => {
     expectClose(await result[2]!.read(), gegluRef(xr, 10, 50), F16_TOL, 'geglu f16');
   });
 });
+
+describe('collapseDims', () => {
+  it('merges dims both operands walk contiguously and drops size-1 dims', () => {
+    // same shapes: one dim
+    expect(ew.collapseDims([2, 3, 4], [12, 4, 1], [12, 4, 1])).toEqual({ dims: [24], sa: [1], sb: [1] });
+    // per-channel bias [1, C, 1, 1] on [N, C, H, W]: H and W merge, C stays, N stays
+    expect(ew.collapseDims([2, 5, 3, 4], [60, 12, 4, 1], [0, 1, 0, 0])).toEqual({ dims: [2, 5, 12], sa: [60, 12, 1], sb: [0, 1, 0] });
+    // scalar broadcast: one dim, stride 0
+    expect(ew.collapseDims([2, 3], [3, 1], [0, 0])).toEqual({ dims: [6], sa: [1], sb: [0] });
+    expect(ew.collapseDims([1, 1], [1, 1], [1, 1])).toEqual({ dims: [1], sa: [0], sb: [0] });
+  });
+});

@@ -110,6 +110,32 @@ function broadcastStrides(shape: readonly number[], outShape: readonly number[])
   return strides;
 }
 
+/**
+ * Merges neighbouring dims that both operands traverse contiguously (or both broadcast), so the
+ * kernel's per-element index loop runs over as few dims as possible: a same-shape add becomes rank 1.
+ */
+export function collapseDims(shape: readonly number[], sa: readonly number[], sb: readonly number[]): { dims: number[]; sa: number[]; sb: number[] } {
+  const dims: number[] = [];
+  const oa: number[] = [];
+  const ob: number[] = [];
+  for (let i = 0; i < shape.length; i++) {
+    const d = shape[i]!;
+    if (d === 1) continue; // size-1 dims contribute nothing to any index
+    const k = dims.length - 1;
+    if (k >= 0 && oa[k] === sa[i]! * d && ob[k] === sb[i]! * d) {
+      dims[k] = dims[k]! * d;
+      oa[k] = sa[i]!;
+      ob[k] = sb[i]!;
+    } else {
+      dims.push(d);
+      oa.push(sa[i]!);
+      ob.push(sb[i]!);
+    }
+  }
+  if (!dims.length) return { dims: [1], sa: [0], sb: [0] };
+  return { dims, sa: oa, sb: ob };
+}
+
 function pad8(v: number[], fill: number): number[] {
   return [...new Array<number>(8 - v.length).fill(fill), ...v];
 }
@@ -141,19 +167,20 @@ function binary(rec: Recorder, kind: keyof typeof BINARY_OPS, a: Tensor, b: Tens
   const out = engine.empty(shape, a.dtype, name);
   const n = out.size;
   const g = grid1d(engine, n, wg);
+  const merged = collapseDims(shape, broadcastStrides(a.shape, shape), broadcastStrides(b.shape, shape));
   rec.dispatch(k, {
     op: name,
     bindings: { a, b, o: out },
     uniforms: {
       n,
       row: g.row,
-      rank: Math.max(1, shape.length),
+      rank: merged.dims.length,
       ca: opts.ca ?? 1,
       cb: opts.cb ?? 1,
       alpha: opts.alpha ?? 0.01,
-      dims: pad8(shape.length ? shape : [1], 1),
-      sa: pad8(broadcastStrides(a.shape, shape.length ? shape : [1]), 0),
-      sb: pad8(broadcastStrides(b.shape, shape.length ? shape : [1]), 0),
+      dims: pad8(merged.dims, 1),
+      sa: pad8(merged.sa, 0),
+      sb: pad8(merged.sb, 0),
     },
     workgroups: g.workgroups,
   });
