@@ -1,5 +1,5 @@
 // Golden case `silo_cnn`: SILO's DegradationModel on input.z / input.sigma_emb, checked on `output` and
-// `debug.sigma_map`. The case folder has no config.json (SILO ships bare state dicts): the constructor
+// `debug.sigma_map`, and in f32 on `vjp_z` (the reverse pass, cnn-vjp.ts). The case folder has no config.json (SILO ships bare state dicts): the constructor
 // arguments are read off the weights' shapes, as a user's checkpoint would be loaded.
 
 import type { Engine } from '../engine/device.js';
@@ -8,6 +8,7 @@ import type { Tensor } from '../engine/tensor.js';
 import { runProgram } from '../engine/recorder.js';
 import { WeightLoader } from '../models/weights.js';
 import { DegradationModel } from '../models/silo/cnn.js';
+import { degradationModelVjp } from '../models/silo/cnn-vjp.js';
 import { inferDegradationConfig } from '../models/silo/config.js';
 import type { CaseRunner } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
@@ -62,6 +63,36 @@ export async function readCase(files: CaseFiles, manifest: Record<string, unknow
   return { weights, golden };
 }
 
+/** The manifest's gradient tolerance for `key` ({atol_relative_to_max_abs}, optionally rel_l2 / max_fraction_over_atol). */
+export function manifestGradTolerance(manifest: Record<string, unknown>, key: string): Tolerance {
+  const all = manifest['suggested_tolerance'] as Record<string, Record<string, number>> | undefined;
+  const t = all?.[key];
+  if (!t || t['atol_relative_to_max_abs'] === undefined) throw new Error(`manifest of case ${String(manifest['case'])} has no atol_relative_to_max_abs suggested_tolerance for "${key}"`);
+  const tol: Tolerance = { atolRelativeToMaxAbs: t['atol_relative_to_max_abs'] };
+  if (t['rel_l2'] !== undefined) tol.relL2 = t['rel_l2'];
+  if (t['max_fraction_over_atol'] !== undefined) tol.maxFractionOverAtol = t['max_fraction_over_atol'];
+  return tol;
+}
+
+async function checkVjp(
+  engine: Engine,
+  model: DegradationModel,
+  z: Tensor,
+  sigmaEmb: Tensor | undefined,
+  golden: SafetensorsFile,
+  manifest: Record<string, unknown>,
+): Promise<CheckItem> {
+  const cotangent = goldenInput(engine, golden, 'input.vjp_cotangent', 'f32');
+  try {
+    const { result } = await runProgram(engine, 'silo_cnn_vjp', (rec) => degradationModelVjp(rec, model, z, sigmaEmb, cotangent));
+    const actual = await result.read();
+    result.dispose();
+    return { name: 'vjp_z', actual, expected: golden.getF32('vjp_z'), tol: manifestGradTolerance(manifest, 'vjp_z') };
+  } finally {
+    cotangent.dispose();
+  }
+}
+
 export const runSiloCnn: CaseRunner = async (engine, files, manifest, opts) => {
   const dtype = opts.dtype ?? 'f32';
   const { weights, golden } = await readCase(files, manifest);
@@ -79,6 +110,8 @@ export const runSiloCnn: CaseRunner = async (engine, files, manifest, opts) => {
     if (result.sigmaMap) items.push({ name: 'debug.sigma_map', actual: await result.sigmaMap.read(), expected: golden.getF32('debug.sigma_map'), tol });
     result.output.dispose();
     result.sigmaMap?.dispose();
+    // The backward ops are f32 only: an f16 run checks the forward alone.
+    if (dtype === 'f32') items.push(await checkVjp(engine, model, z, sigmaEmb, golden, manifest));
     return items;
   } finally {
     z.dispose();

@@ -49,15 +49,18 @@ describe('SILO DegradationModel (silo_cnn golden)', () => {
     expect(sigmaTimestep(0.02)).toBeCloseTo(199.8, 10);
   });
 
-  it('output and debug.sigma_map in f32 (manifest tolerance 1e-4 / 1e-3)', async () => {
+  it('output and debug.sigma_map (manifest tolerance 1e-4 / 1e-3) and vjp_z (atol 1e-3 max|ref|) in f32', async () => {
+    const live = engine.pool.stats.liveBytes;
     const items = await runSiloCnn(engine, goldenFiles('silo_cnn'), goldenManifest('silo_cnn'), { log: console.log });
-    expect(items.map((i) => i.name)).toEqual(['output', 'debug.sigma_map']);
+    expect(items.map((i) => i.name)).toEqual(['output', 'debug.sigma_map', 'vjp_z']);
+    expect(engine.pool.stats.liveBytes, 'forward + vjp leave no tensor live').toBe(live);
     expectAllPass(items, 'silo_cnn f32');
   });
 
   it('output and debug.sigma_map with f16 storage (atol 1e-2, rtol 1e-2)', async (ctx) => {
     if (!engine.hasF16) ctx.skip();
     const items = await runSiloCnn(engine, goldenFiles('silo_cnn'), goldenManifest('silo_cnn'), { dtype: 'f16' });
+    expect(items.map((i) => i.name)).toEqual(['output', 'debug.sigma_map']); // no f16 backward
     expectAllPass(items, 'silo_cnn f16');
   });
 
