@@ -1,8 +1,9 @@
 // Golden case `vae_mini` (diffusers AutoencoderKL): encode input.image and compare enc.moments /
 // enc.mean / enc.logvar / enc.std, enc.latent_sample = mean + std * input.posterior_noise, decode input.z
 // and compare dec.sample, plus every debug.* intermediate (debug.enc.X = encoder module X, debug.dec.X =
-// decoder module X, debug.post_quant_conv). The VJP tensors are not checked here. Any tensor of the
-// golden file that is missing or shaped differently from what the model produces is an error naming
+// decoder module X, debug.post_quant_conv), and in f32 the VJPs dec.vjp_z (d/dz of
+// sum(input.vjp_cotangent_dec * decode(z))) and enc.vjp_image_of_mean (d/d image of
+// sum(input.vjp_cotangent_mean * mean)), untiled. Any tensor of the golden file that is missing or shaped differently from what the model produces is an error naming
 // the file and the tensor.
 
 import type { Engine } from '../engine/device.js';
@@ -14,6 +15,7 @@ import { runProgram } from '../engine/recorder.js';
 import { WeightLoader } from '../models/weights.js';
 import { AutoencoderKL } from '../models/vae/autoencoder.js';
 import { parseVaeConfig } from '../models/vae/config.js';
+import { decodeVjp, encodeMeanVjp } from '../models/vae/vjp.js';
 import type { Taps } from '../models/vae/encoder.js';
 import type { CaseRunner } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
@@ -44,6 +46,18 @@ export function vaeTolerance(manifest: Record<string, unknown>, name: string): T
   const t = all[key];
   if (!t || t.atol === undefined) throw new GoldenFileError(`manifest of case ${String(manifest['case'])} has no suggested_tolerance for "${name}" (looked up "${key}")`);
   return { atol: t.atol, rtol: t.rtol ?? 0 };
+}
+
+/**
+ * The manifest's rule for a VJP tensor: the suggested_tolerance key listing it among " / "-separated
+ * names, with atol_relative_to_max_abs (gradients of arbitrary scale).
+ */
+export function vaeVjpTolerance(manifest: Record<string, unknown>, name: string): Tolerance {
+  const all = (manifest['suggested_tolerance'] ?? {}) as Record<string, { atol_relative_to_max_abs?: number }>;
+  const key = Object.keys(all).find((k) => k.split('/').map((s) => s.trim()).includes(name));
+  const rel = key === undefined ? undefined : all[key]!.atol_relative_to_max_abs;
+  if (rel === undefined) throw new GoldenFileError(`manifest of case ${String(manifest['case'])} has no atol_relative_to_max_abs for "${name}"`);
+  return { atolRelativeToMaxAbs: rel };
 }
 
 function goldenShape(golden: SafetensorsFile, name: string): number[] {
@@ -122,6 +136,20 @@ export const runVae: CaseRunner = async (engine: Engine, files, manifest, opts) 
       });
     }
     for (const t of [...Object.values(outputs), ...Object.values(encTaps), ...Object.values(decTaps)]) t.dispose();
+    if (dtype === 'f32') {
+      // The backward ops are f32 only: the VJP items are skipped in f16.
+      const gDec = upload('input.vjp_cotangent_dec', [n, cfg.outChannels, z.shape[2]! * f, z.shape[3]! * f]);
+      const gMean = upload('input.vjp_cotangent_mean', latentShape);
+      const vjps: [string, (rec: Parameters<typeof decodeVjp>[0]) => Tensor][] = [
+        ['dec.vjp_z', (rec) => decodeVjp(rec, vae, z, gDec)],
+        ['enc.vjp_image_of_mean', (rec) => encodeMeanVjp(rec, vae, image, gMean)],
+      ];
+      for (const [name, run] of vjps) {
+        const { result } = await runProgram(engine, `vae_mini/${name}`, run);
+        items.push({ name, actual: await result.read(), expected: goldenValues(golden, name, result.shape), tol: vaeVjpTolerance(manifest, name) });
+        result.dispose();
+      }
+    }
     return items;
   } finally {
     for (const t of owned) t.dispose();

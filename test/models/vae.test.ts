@@ -58,10 +58,13 @@ function rewrite(src: SafetensorsFile, edit: (name: string, shape: number[]) => 
 }
 
 describe('AutoencoderKL vs vae_mini golden', () => {
-  it('f32: enc.*, dec.sample and debug.* within the manifest tolerance (atol 2e-4, rtol 1e-3)', async () => {
+  it('f32: enc.*, dec.sample and debug.* within the manifest tolerance (atol 2e-4, rtol 1e-3), the VJPs dec.vjp_z / enc.vjp_image_of_mean within 1e-3 * max|ref|', async () => {
     const items = await runVae(engine, files, manifest, { dtype: 'f32', log: console.log });
     const names = items.map((i) => i.name);
-    expect(names).toEqual(expect.arrayContaining(['enc.moments', 'enc.mean', 'enc.logvar', 'enc.std', 'enc.latent_sample', 'dec.sample']));
+    expect(names).toEqual(
+      expect.arrayContaining(['enc.moments', 'enc.mean', 'enc.logvar', 'enc.std', 'enc.latent_sample', 'dec.sample', 'dec.vjp_z', 'enc.vjp_image_of_mean']),
+    );
+    expect(items.find((i) => i.name === 'dec.vjp_z')!.tol).toEqual({ atolRelativeToMaxAbs: 1e-3 });
     expect(names.filter((n) => n.startsWith('debug.')).length).toBe(golden.names().filter((n) => n.startsWith('debug.')).length);
     expectAllPass(items, 'vae_mini f32');
   });
@@ -69,10 +72,11 @@ describe('AutoencoderKL vs vae_mini golden', () => {
   it(`f16 storage (skipped without shader-f16): within atol ${VAE_F16_TOLERANCE.atol}, rtol ${VAE_F16_TOLERANCE.rtol}`, async (ctx) => {
     if (!engine.hasF16) ctx.skip();
     const items = await runVae(engine, files, manifest, { dtype: 'f16' });
+    expect(items.some((i) => i.name.includes('vjp'))).toBe(false); // the backward ops are f32 only
     expectAllPass(items, 'vae_mini f16');
   });
 
-  it("old SD-1.x attention names (query/key/value/proj_attn), 1x1-conv-shaped in the encoder, give the golden outputs", async () => {
+  it("old SD-1.x attention names (query/key/value/proj_attn), 1x1-conv-shaped in the encoder, give the golden outputs and VJPs", async () => {
     const old: Record<string, string> = { to_q: 'query', to_k: 'key', to_v: 'value', 'to_out.0': 'proj_attn' };
     const bytes = rewrite(weights, (name, shape) => {
       const m = /^(encoder|decoder)\.mid_block\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.(weight|bias)$/.exec(name);
@@ -83,7 +87,7 @@ describe('AutoencoderKL vs vae_mini golden', () => {
     expect(parseSafetensors(bytes, 'x').names().some((n) => n.endsWith('proj_attn.weight'))).toBe(true);
     const items = await runVae(engine, replaced('diffusion_pytorch_model.safetensors', bytes), manifest, { dtype: 'f32' });
     expectAllPass(
-      items.filter((i) => ['enc.mean', 'enc.logvar', 'dec.sample'].includes(i.name)),
+      items.filter((i) => ['enc.mean', 'enc.logvar', 'dec.sample', 'dec.vjp_z', 'enc.vjp_image_of_mean'].includes(i.name)),
       'vae_mini old names',
     );
   });

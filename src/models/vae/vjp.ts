@@ -1,0 +1,233 @@
+// Vector-Jacobian products of AutoencoderKL (untiled passes only, f32):
+//   decodeVjp: d/dz of sum(gradOut * decode(z))   (Latent-DPS / PSLD data terms)
+//   encodeMeanVjp: d/d image of sum(gradMean * posterior mean)
+// There is no autograd tape: each model is flattened into a chain of stages (convs, resnets, the
+// attention, up/down samplers). The forward keeps only each stage's input; the backward walks the
+// chain in reverse, and each stage re-runs its own internals from its input before applying the
+// backward ops (per-stage checkpointing: peak memory is the stage inputs plus one stage's internals).
+
+import type { Recorder } from '../../engine/recorder.js';
+import type { Tensor } from '../../engine/tensor.js';
+import { assertArg } from '../../engine/errors.js';
+import { shapeString } from '../../engine/dtype.js';
+import { add, scale } from '../../engine/ops/elementwise.js';
+import { attention, MAX_HEAD_DIM } from '../../engine/ops/attention.js';
+import { upsampleNearest2x } from '../../engine/ops/resample.js';
+import { conv2dBackward } from '../../engine/ops/conv2d-backward.js';
+import { groupNormBackward } from '../../engine/ops/norm-backward.js';
+import { matmulBackward } from '../../engine/ops/matmul-backward.js';
+import { attentionBackward } from '../../engine/ops/attention-backward.js';
+import { upsampleNearest2xBackward } from '../../engine/ops/resample-backward.js';
+import { sliceChannelsBackward } from '../../engine/ops/layout-backward.js';
+import type { Conv2d, GroupNorm } from '../layers.js';
+import type { ResnetBlock2D } from '../resnet.js';
+import type { AutoencoderKL } from './autoencoder.js';
+import type { VaeAttention } from './attention.js';
+import type { Downsample2D, Upsample2D, VaeMidBlock } from './blocks.js';
+
+/** One link of the chain: its forward, and the gradient of its input given its input and output gradient. */
+interface Stage {
+  name: string;
+  forward(rec: Recorder, x: Tensor): Tensor;
+  vjp(rec: Recorder, x: Tensor, gradOut: Tensor): Tensor;
+}
+
+/** dx of a Conv2d layer (weight gradient not computed). */
+function convGradX(rec: Recorder, conv: Conv2d, x: Tensor, g: Tensor, padEnd?: number): Tensor {
+  const o = conv.opts;
+  return conv2dBackward(rec, x, conv.weight, g, { stride: o.stride, padding: o.padding, groups: o.groups, padEnd, needs: { x: true, weight: false } }).gradX!;
+}
+
+function normGradX(rec: Recorder, norm: GroupNorm, x: Tensor, g: Tensor, act: 'silu' | 'none'): Tensor {
+  return groupNormBackward(rec, x, g, norm.groups, norm.weight, norm.bias, { eps: norm.eps, act }).dx;
+}
+
+function convStage(name: string, conv: Conv2d): Stage {
+  return { name, forward: (rec, x) => conv.forward(rec, x), vjp: (rec, x, g) => convGradX(rec, conv, x, g) };
+}
+
+function resnetStage(name: string, r: ResnetBlock2D): Stage {
+  assertArg(!r.timeEmbProj, `${name}: VJP of a resnet with a time embedding is not supported here`);
+  return {
+    name,
+    forward: (rec, x) => r.forward(rec, x).out,
+    vjp: (rec, x, gradOut) => {
+      const g = r.outputScaleFactor !== 1 ? scale(rec, gradOut, 1 / r.outputScaleFactor) : gradOut;
+      const s1 = r.norm1.forward(rec, x, 'silu');
+      const h = r.conv1.forward(rec, s1);
+      const s2 = r.norm2.forward(rec, h, 'silu');
+      const ds2 = convGradX(rec, r.conv2, s2, g);
+      s2.dispose();
+      const dh = normGradX(rec, r.norm2, h, ds2, 'silu');
+      h.dispose();
+      ds2.dispose();
+      const ds1 = convGradX(rec, r.conv1, s1, dh);
+      s1.dispose();
+      dh.dispose();
+      const dx = normGradX(rec, r.norm1, x, ds1, 'silu');
+      const skip = r.convShortcut ? convGradX(rec, r.convShortcut, x, g) : g;
+      return add(rec, dx, skip);
+    },
+  };
+}
+
+/**
+ * The mid-block attention on its flash path (head dim <= the flash kernel's limit): the forward is
+ * recomputed here with the same ops as VaeAttention.forward so q, k, v are at hand for the backward.
+ */
+function attentionStage(name: string, a: VaeAttention): Stage {
+  const d = a.channels / a.heads;
+  assertArg(d <= MAX_HEAD_DIM, `${name}: VJP of attention with head dim ${d} (> ${MAX_HEAD_DIM}) is not supported`);
+  return {
+    name,
+    forward: (rec, x) => a.forward(rec, x),
+    vjp: (rec, x, gradOut) => {
+      const [n, c, hh, ww] = x.shape as [number, number, number, number];
+      const hw = hh * ww;
+      const g = (a.rescale !== 1 ? scale(rec, gradOut, 1 / a.rescale) : gradOut).reshape([n, c, hw]);
+      const tokensT = a.groupNorm.forward(rec, x).reshape([n, c, hw]);
+      const q = a.q.tokens(rec, tokensT, 'to_q');
+      const k = a.k.tokens(rec, tokensT, 'to_k');
+      const v = a.v.tokens(rec, tokensT, 'to_v');
+      const att = attention(rec, q, k, v, { heads: a.heads });
+      // o = Wo att^T + b ([N, C, HW]): d att from matmul(Wo, att, transB).
+      const dAtt = matmulBackward(rec, a.out.matrix(), att, g, { transB: true, needs: { a: false, b: true } }).gradB!;
+      att.dispose();
+      const { dq, dk, dv } = attentionBackward(rec, q, k, v, dAtt, { heads: a.heads });
+      // Each projection is matmul(tokensT, W, transA, transB): its gradient lands in tokensT's layout.
+      const proj = (p: VaeAttention['q'], d: Tensor) =>
+        matmulBackward(rec, tokensT, p.matrix(), d, { transA: true, transB: true, needs: { a: true, b: false } }).gradA!;
+      const dT = add(rec, add(rec, proj(a.q, dq), proj(a.k, dk)), proj(a.v, dv));
+      const dx = normGradX(rec, a.groupNorm, x, dT.reshape([n, c, hh, ww]), 'none');
+      return add(rec, dx, g.reshape([n, c, hh, ww]));
+    },
+  };
+}
+
+function upsampleStage(name: string, u: Upsample2D): Stage {
+  return {
+    name,
+    forward: (rec, x) => u.forward(rec, x),
+    vjp: (rec, x, g) => {
+      const up = upsampleNearest2x(rec, x);
+      const dUp = convGradX(rec, u.conv, up, g);
+      return upsampleNearest2xBackward(rec, dUp, x.shape);
+    },
+  };
+}
+
+function downsampleStage(name: string, d: Downsample2D): Stage {
+  // Downsample2D pads the right / bottom by one (padEnd) before its stride-2 conv.
+  return { name, forward: (rec, x) => d.forward(rec, x), vjp: (rec, x, g) => convGradX(rec, d.conv, x, g, 1) };
+}
+
+function midStages(prefix: string, m: VaeMidBlock): Stage[] {
+  const s = [resnetStage(`${prefix}.resnets.0`, m.resnets[0]!)];
+  if (m.attention) s.push(attentionStage(`${prefix}.attentions.0`, m.attention));
+  s.push(resnetStage(`${prefix}.resnets.1`, m.resnets[1]!));
+  return s;
+}
+
+/** GroupNorm + SiLU then conv_out, as one stage. */
+function headStage(name: string, norm: GroupNorm, conv: Conv2d): Stage {
+  return {
+    name,
+    forward: (rec, x) => rec.engine.tidy(() => conv.forward(rec, norm.forward(rec, x, 'silu'))),
+    vjp: (rec, x, g) => {
+      const s = norm.forward(rec, x, 'silu');
+      const ds = convGradX(rec, conv, s, g);
+      s.dispose();
+      return normGradX(rec, norm, x, ds, 'silu');
+    },
+  };
+}
+
+function decoderStages(vae: AutoencoderKL): Stage[] {
+  const d = vae.decoder;
+  const s: Stage[] = [];
+  if (vae.postQuantConv) s.push(convStage('post_quant_conv', vae.postQuantConv));
+  s.push(convStage('decoder.conv_in', d.convIn), ...midStages('decoder.mid_block', d.midBlock));
+  d.upBlocks.forEach((b, i) => {
+    b.resnets.forEach((r, j) => s.push(resnetStage(`decoder.up_blocks.${i}.resnets.${j}`, r)));
+    if (b.upsampler) s.push(upsampleStage(`decoder.up_blocks.${i}.upsamplers.0`, b.upsampler));
+  });
+  s.push(headStage('decoder.conv_out', d.convNormOut, d.convOut));
+  return s;
+}
+
+function encoderStages(vae: AutoencoderKL): Stage[] {
+  const e = vae.encoder;
+  const s: Stage[] = [convStage('encoder.conv_in', e.convIn)];
+  e.downBlocks.forEach((b, i) => {
+    b.resnets.forEach((r, j) => s.push(resnetStage(`encoder.down_blocks.${i}.resnets.${j}`, r)));
+    if (b.downsampler) s.push(downsampleStage(`encoder.down_blocks.${i}.downsamplers.0`, b.downsampler));
+  });
+  s.push(...midStages('encoder.mid_block', e.midBlock), headStage('encoder.conv_out', e.convNormOut, e.convOut));
+  if (vae.quantConv) s.push(convStage('quant_conv', vae.quantConv));
+  return s;
+}
+
+/** Forward through the stages keeping their inputs, then the backward in reverse: the gradient of x. */
+function chainVjp(rec: Recorder, stages: Stage[], x: Tensor, gradOut: Tensor): Tensor {
+  const engine = rec.engine;
+  return engine.tidy(() => {
+    const inputs: Tensor[] = [x];
+    for (const st of stages.slice(0, -1)) {
+      const prev = inputs[inputs.length - 1]!;
+      inputs.push(rec.scope(st.name, () => engine.tidy(() => st.forward(rec, prev))));
+    }
+    let g = gradOut;
+    for (let i = stages.length - 1; i >= 0; i--) {
+      const st = stages[i]!;
+      const gi = rec.scope(`${st.name}/vjp`, () => engine.tidy(() => st.vjp(rec, inputs[i]!, g)));
+      // Recorded their last reads: the buffers can serve the next stages.
+      if (g !== gradOut) g.dispose();
+      if (inputs[i] !== x) inputs[i]!.dispose();
+      g = gi;
+    }
+    return g;
+  });
+}
+
+function checkF32(what: string, ...ts: Tensor[]): void {
+  for (const t of ts) assertArg(t.dtype === 'f32', `${what}: f32 only (gradients), got ${t.dtype} ${shapeString(t.shape)}`);
+}
+
+/**
+ * d/dz of sum(gradOut * vae.decode(z)) for z [N, latent, h, w] (already divided by scalingFactor) and
+ * gradOut shaped like the decoded image. Untiled: the whole decode must fit one pass.
+ */
+export function decodeVjp(rec: Recorder, vae: AutoencoderKL, z: Tensor, gradOut: Tensor): Tensor {
+  checkF32('AutoencoderKL decodeVjp', z, gradOut);
+  const f = vae.downFactor;
+  const [n, c, h, w] = z.shape as [number, number, number, number];
+  const want = [n, vae.config.outChannels, h * f, w * f];
+  assertArg(
+    z.rank === 4 && c === vae.config.latentChannels && gradOut.shape.length === 4 && gradOut.shape.every((d, i) => d === want[i]),
+    `AutoencoderKL decodeVjp: z ${shapeString(z.shape)} and gradOut ${shapeString(gradOut.shape)} (want ${shapeString(want)}) do not match`,
+  );
+  return rec.scope('vae_decode_vjp', () => chainVjp(rec, decoderStages(vae), z, gradOut));
+}
+
+/**
+ * d/d image of sum(gradMean * posterior mean) for image [N, in_channels, H, W] and gradMean
+ * [N, latent, H / f, W / f]. Untiled.
+ */
+export function encodeMeanVjp(rec: Recorder, vae: AutoencoderKL, image: Tensor, gradMean: Tensor): Tensor {
+  checkF32('AutoencoderKL encodeMeanVjp', image, gradMean);
+  const f = vae.downFactor;
+  const l = vae.config.latentChannels;
+  const [n, c, hh, ww] = image.shape as [number, number, number, number];
+  const want = [n, l, Math.floor(hh / f), Math.floor(ww / f)];
+  assertArg(
+    image.rank === 4 && c === vae.config.inChannels && gradMean.shape.length === 4 && gradMean.shape.every((d, i) => d === want[i]),
+    `AutoencoderKL encodeMeanVjp: image ${shapeString(image.shape)} and gradMean ${shapeString(gradMean.shape)} (want ${shapeString(want)}) do not match`,
+  );
+  return rec.scope('vae_encode_mean_vjp', () =>
+    rec.engine.tidy(() => {
+      // mean = moments[:, :L]: its gradient is gradMean in the first L channels, zero in the logvar half.
+      const gMoments = sliceChannelsBackward(rec, gradMean, [n, 2 * l, want[2]!, want[3]!], 0);
+      return chainVjp(rec, encoderStages(vae), image, gMoments);
+    }),
+  );
+}
