@@ -9,6 +9,7 @@ import { f32Entry, parseSafetensors, serializeSafetensors } from '../../src/engi
 import { WeightLoader, WeightError } from '../../src/models/weights.js';
 import { AggregationNetwork } from '../../src/models/silo/readout.js';
 import { aggregationConfig, sd15AggregationArgs, type AggregationNetworkConfig } from '../../src/models/silo/config.js';
+import { aggregationVjp } from '../../src/models/silo/readout-vjp.js';
 import { runSiloRg } from '../../src/check/silo_rg.js';
 import { getEngine, randomData, expectClose } from '../helpers/engine.js';
 import { expectAllPass, goldenFiles, goldenManifest } from '../helpers/golden.js';
@@ -24,10 +25,11 @@ beforeAll(async () => {
 });
 
 describe('SILO AggregationNetwork (silo_rg golden)', () => {
-  it('output and debug.* in f32 (manifest tolerance 1e-4 / 1e-3)', async () => {
+  it('output and debug.* (manifest tolerance 1e-4 / 1e-3) and the 12 feature VJPs (relL2 1e-2, <= 5% over 1e-3 max|ref|) in f32', async () => {
     const items = await runSiloRg(engine, goldenFiles('silo_rg'), goldenManifest('silo_rg'), { log: console.log });
+    const vjps = Array.from({ length: 12 }, (_, i) => `vjp_readout_hidden_${String(i).padStart(2, '0')}`);
     expect(items.map((i) => i.name).sort()).toEqual(
-      ['output', 'debug.sigma_map', 'debug.resized_00', 'debug.resized_03', 'debug.resized_06', 'debug.resized_09', 'debug.aggregated', 'debug.mixing_softmax'].sort(),
+      ['output', 'debug.sigma_map', 'debug.resized_00', 'debug.resized_03', 'debug.resized_06', 'debug.resized_09', 'debug.aggregated', 'debug.mixing_softmax', ...vjps].sort(),
     );
     expectAllPass(items, 'silo_rg f32');
   });
@@ -189,6 +191,38 @@ describe('SILO AggregationNetwork options (CPU reference, random weights)', () =
     const { result } = await runProgram(engine, 'rg-small', (rec) => model.forward(rec, t.feats, t.emb, t.mask));
     expect(result.shape).toEqual([batch, 3, 8, 8]);
     expectClose(await result.read(), aggregationRef(c, w, d.feats, d.emb, d.mask, batch), { atol: 1e-5, rtol: 1e-4 }, 'rg output');
+  });
+
+  it('VJP with respect to the features matches central differences of sum(r * output) (same options, batch 2)', async () => {
+    const w = smallWeights(c, 12);
+    const model = WeightLoader.build(engine, file(w, 'rg-vjp.safetensors'), {}, (l) => new AggregationNetwork(l, c));
+    const d = inputs();
+    const t = upload(d);
+    const r = randomData(batch * 3 * 64, 500, -1, 1);
+    const cot = engine.tensor(r, [batch, 3, 8, 8]);
+    const { result } = await runProgram(engine, 'rg-vjp', (rec) => aggregationVjp(rec, model, t.feats, t.emb, cot, t.mask));
+    const out = await result.output.read();
+    expectClose(out, aggregationRef(c, w, d.feats, d.emb, d.mask, batch), { atol: 1e-5, rtol: 1e-4 }, 'vjp output');
+    const grads = await Promise.all(result.gradFeatures.map((g) => g.read()));
+    result.gradFeatures.forEach((g, i) => expect(g.shape).toEqual(t.feats[i]!.shape));
+    const dirs = (i: number) => randomData(d.feats[i]!.length, 600 + i, -1, 1);
+    // Per feature, the directional derivative along a random direction against a central difference of the
+    // CPU reference (step 1e-4). That reference rounds every layer to f32 and the ~70k ReLUs can flip, which
+    // limits the difference quotient to ~0.5% here; tolerance 2% of the largest term (a wrong branch -
+    // tanh head, mask channel, shortcut-free block, shared blocks, batch, resize - is off by far more).
+    const h = 1e-4;
+    const terms = grads.map((g, i) => g.reduce((s, v, k) => s + v * dirs(i)[k]!, 0));
+    const largest = Math.max(...terms.map(Math.abs));
+    d.feats.forEach((_, i) => {
+      const loss = (eps: number) => {
+        const feats = d.feats.map((f, j) => (j === i ? f.map((v, k) => v + eps * dirs(i)[k]!) : f));
+        return aggregationRef(c, w, feats, d.emb, d.mask, batch).reduce((s, v, k) => s + v * r[k]!, 0);
+      };
+      const fd = (loss(h) - loss(-h)) / (2 * h);
+      console.log(`rg vjp feature ${i}: <grad, dir> ${terms[i]!.toExponential(5)}, central difference ${fd.toExponential(5)}`);
+      expect(Math.abs(terms[i]! - fd), `feature ${i}`).toBeLessThan(2e-2 * largest);
+    });
+    for (const x of [cot, result.output, ...result.gradFeatures, ...t.feats, t.emb, t.mask]) x.dispose();
   });
 
   it('loads checkpoints with or without the unused emb_layers, and names wrong tensors', () => {

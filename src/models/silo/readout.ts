@@ -152,7 +152,8 @@ export class AggregationNetwork {
     return this.run(rec, features, sigmaEmb, mask, true).debug!;
   }
 
-  private check(features: Tensor[], sigmaEmb: Tensor | undefined, mask: Tensor | undefined): number {
+  /** Validates forward's arguments; returns the batch size (also used by readout-vjp.ts). */
+  check(features: Tensor[], sigmaEmb: Tensor | undefined, mask: Tensor | undefined): number {
     const c = this.config;
     assertArg(features.length === this.groups, `AggregationNetwork: expected ${this.groups} readout features, got ${features.length}`);
     const b = features[0]!.shape[0]!;
