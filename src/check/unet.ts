@@ -2,7 +2,7 @@
 // (config.json + diffusion_pytorch_model.safetensors) and golden.safetensors with the inputs
 // (input.sample, input.timestep, input.encoder_hidden_states), `eps`, the SILO readout features
 // `readout_hidden_XX`, `temb.time_embedding` at `temb.timesteps`, and `debug.*` module outputs.
-// `vjp_sample` needs the backward pass and is not compared here.
+// In f32 also `vjp_sample` = d/d sample of sum(input.vjp_cotangent * eps) (the backward ops are f32 only).
 
 import type { Engine } from '../engine/device.js';
 import { runProgram } from '../engine/recorder.js';
@@ -10,6 +10,7 @@ import type { Tensor } from '../engine/tensor.js';
 import { WeightLoader } from '../models/weights.js';
 import { parseUNetConfig } from '../models/unet/config.js';
 import { UNet2DConditionModel } from '../models/unet/unet.js';
+import { sampleVjp } from '../models/unet/vjp.js';
 import type { CaseRunner, CaseOptions } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
 import { readJson, readSafetensors, type CaseFiles } from './files.js';
@@ -27,6 +28,15 @@ function tolerance(manifest: Record<string, unknown>, key: string, dtype: CaseOp
   const t = all[key];
   if (!t) throw new Error(`unet case manifest has no suggested_tolerance["${key}"]`);
   return { atol: t.atol ?? 0, rtol: t.rtol ?? 0 };
+}
+
+/**
+ * vjp_sample: the golden README's rule, atol = 1e-3 x max|ref| (a gradient of arbitrary scale; the
+ * manifest's note says its atol is to be scaled by max|ref|) with the manifest's rtol.
+ */
+function vjpTolerance(manifest: Record<string, unknown>): Tolerance {
+  const t = ((manifest['suggested_tolerance'] ?? {}) as Record<string, { rtol?: number }>)['vjp_sample'];
+  return { atolRelativeToMaxAbs: 1e-3, rtol: t?.rtol ?? 2e-3 };
 }
 
 /** Builds the folder's UNet; the caller disposes the returned loader's tensors with `disposeAll()`. */
@@ -87,6 +97,16 @@ export const runUNetCase: CaseRunner = async (engine, files, manifest, opts) => 
     await add('temb.time_embedding', result.temb, 'temb.time_embedding');
     for (const [k, t] of Object.entries(result.debug!)) {
       if (golden.has(`debug.${k}`)) await add(`debug.${k}`, t, 'debug.*');
+    }
+    if (dtype === 'f32') {
+      const cotangent = upload('input.vjp_cotangent');
+      const t1 = performance.now();
+      const { result: grad } = await runProgram(engine, 'unet-vjp', (rec) =>
+        sampleVjp(rec, model, sample, timestep.length === 1 ? timestep[0]! : timestep, context, cotangent),
+      );
+      outputs.push(grad);
+      items.push({ name: 'vjp_sample', actual: await grad.read(), expected: golden.getF32('vjp_sample'), tol: vjpTolerance(manifest) });
+      opts.log?.(`unet sample VJP ran in ${(performance.now() - t1).toFixed(0)} ms`);
     }
     return items;
   } finally {

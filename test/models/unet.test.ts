@@ -187,6 +187,7 @@ describe('UNet2DConditionModel vs diffusers (unet_mini)', () => {
     const names = items.map((i) => i.name);
     expect(names).toContain('eps');
     expect(names).toContain('temb.time_embedding');
+    expect(names).toContain('vjp_sample');
     expect(names.filter((n) => n.startsWith('readout_hidden_'))).toHaveLength(12);
     expect(names.filter((n) => n.startsWith('debug.')).sort()).toEqual(
       ['conv_in', 'temb', 'down_block_0', 'down_block_1', 'down_block_2', 'down_block_3', 'mid_block', 'up_block_0', 'up_block_1', 'up_block_2', 'up_block_3', 'conv_norm_out']
