@@ -3,12 +3,8 @@
 // (DPS-style guidance through the denoiser). The timestep and the text context are constants: no
 // gradient flows into them, so a ResNet's time_emb_proj(silu(temb)) is a per-channel bias (identity
 // backward) and cross-attention only needs dQ.
-// As in the VAE's VJP (../vae/vjp.ts) there is no tape: the UNet is flattened into a chain of stages
-// (conv_in, resnets, transformers, samplers, head). The forward keeps each stage's input; the backward
-// re-runs a stage's internals from its input and applies the backward ops. The skip connections are the
-// one addition: a down stage may leave its output on the skip stack, an up ResNet concatenates one back
-// onto its input, and in the backward the skip's share of the concat gradient is added to the gradient
-// of the stage that produced it.
+// The UNet is flattened into a chain of stages (conv_in, resnets, transformers, samplers, head) run by
+// ../vjp-stages.ts; down stages push skips that the up ResNets concatenate back.
 
 import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
@@ -16,47 +12,23 @@ import { assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
 import { add, scale, silu } from '../../engine/ops/elementwise.js';
 import { matmul, transposeLast2 } from '../../engine/ops/matmul.js';
-import { concatChannels } from '../../engine/ops/layout.js';
 import { upsampleNearest2x } from '../../engine/ops/resample.js';
-import { conv2dBackward } from '../../engine/ops/conv2d-backward.js';
-import { groupNormBackward, layerNormBackward } from '../../engine/ops/norm-backward.js';
+import { layerNormBackward } from '../../engine/ops/norm-backward.js';
 import { matmulBackward } from '../../engine/ops/matmul-backward.js';
 import { attentionBackward } from '../../engine/ops/attention-backward.js';
 import { gegluBackward } from '../../engine/ops/elementwise-backward.js';
 import { upsampleNearest2xBackward } from '../../engine/ops/resample-backward.js';
-import { concatChannelsBackward } from '../../engine/ops/layout-backward.js';
-import type { Conv2d, GroupNorm, LayerNorm } from '../layers.js';
-import type { ResnetBlock2D } from '../resnet.js';
+import type { LayerNorm } from '../layers.js';
 import type { Timestep } from './embeddings.js';
 import type { Attention, BasicTransformerBlock, FeedForward, Transformer2DModel } from './transformer.js';
 import type { Downsample2D, Upsample2D } from './blocks.js';
 import type { UNet2DConditionModel } from './unet.js';
-
-/**
- * One link of the chain. `pushSkip`: its output is also a skip for the up path. `popSkip`: its input is
- * concat(previous output, the last pushed skip) along channels.
- */
-interface Stage {
-  name: string;
-  forward(rec: Recorder, x: Tensor): Tensor;
-  vjp(rec: Recorder, x: Tensor, gradOut: Tensor): Tensor;
-  pushSkip?: boolean;
-  popSkip?: boolean;
-}
+import { chainVjp, convGradX, groupNormGradX, resnetStage, type Stage } from '../vjp-stages.js';
 
 /** The constants every stage closes over: silu(temb) [T, temb] and the text context [N, L, D]. */
 interface Consts {
   tembSilu: Tensor;
   context: Tensor;
-}
-
-function convGradX(rec: Recorder, conv: Conv2d, x: Tensor, g: Tensor): Tensor {
-  const o = conv.opts;
-  return conv2dBackward(rec, x, conv.weight, g, { stride: o.stride, padding: o.padding, groups: o.groups, needs: { x: true, weight: false } }).gradX!;
-}
-
-function groupNormGradX(rec: Recorder, norm: GroupNorm, x: Tensor, g: Tensor, act: 'silu' | 'none'): Tensor {
-  return groupNormBackward(rec, x, g, norm.groups, norm.weight, norm.bias, { eps: norm.eps, act }).dx;
 }
 
 function layerNormGradX(rec: Recorder, norm: LayerNorm, x: Tensor, g: Tensor): Tensor {
@@ -68,35 +40,6 @@ function linearGradX(rec: Recorder, weight: Tensor, g: Tensor): Tensor {
   return matmul(rec, g, weight, { op: 'linear_grad_x' });
 }
 
-function resnetStage(name: string, r: ResnetBlock2D, k: Consts, skip: Pick<Stage, 'pushSkip' | 'popSkip'> = {}): Stage {
-  return {
-    name,
-    ...skip,
-    forward: (rec, x) => r.forward(rec, x, k.tembSilu).out,
-    vjp: (rec, x, gradOut) => {
-      const g = r.outputScaleFactor !== 1 ? scale(rec, gradOut, 1 / r.outputScaleFactor) : gradOut;
-      const s1 = r.norm1.forward(rec, x, 'silu');
-      let h = r.conv1.forward(rec, s1);
-      if (r.timeEmbProj) {
-        // A constant per-channel bias: it shifts norm2's input (needed to recompute it), no gradient.
-        const t = r.timeEmbProj.forward(rec, k.tembSilu);
-        h = add(rec, h, t.reshape([t.shape[0]!, t.shape[1]!, 1, 1]));
-      }
-      const s2 = r.norm2.forward(rec, h, 'silu');
-      const ds2 = convGradX(rec, r.conv2, s2, g);
-      s2.dispose();
-      const dh = groupNormGradX(rec, r.norm2, h, ds2, 'silu');
-      h.dispose();
-      ds2.dispose();
-      const ds1 = convGradX(rec, r.conv1, s1, dh);
-      s1.dispose();
-      dh.dispose();
-      const dx = groupNormGradX(rec, r.norm1, x, ds1, 'silu');
-      const short = r.convShortcut ? convGradX(rec, r.convShortcut, x, g) : g;
-      return add(rec, dx, short);
-    },
-  };
-}
 
 /** d query (and, for self-attention, d context = d query input) of Attention given d out. */
 function attentionGrad(rec: Recorder, a: Attention, x: Tensor, context: Tensor | undefined, g: Tensor): Tensor {
@@ -183,20 +126,20 @@ function unetStages(m: UNet2DConditionModel, k: Consts): Stage[] {
   m.downBlocks.forEach((b, i) => {
     const p = `down_blocks.${i}`;
     b.resnets.forEach((r, j) => {
-      s.push(resnetStage(`${p}.resnets.${j}`, r, k, { pushSkip: !b.crossAttention }));
+      s.push(resnetStage(`${p}.resnets.${j}`, r, k.tembSilu, { pushSkip: !b.crossAttention }));
       if (b.crossAttention) s.push({ ...transformerStage(`${p}.attentions.${j}`, b.attentions[j]!, k), pushSkip: true });
     });
     if (b.downsampler) s.push(downsampleStage(`${p}.downsamplers.0`, b.downsampler));
   });
   const mid = m.midBlock;
-  s.push(resnetStage('mid_block.resnets.0', mid.resnets[0]!, k));
+  s.push(resnetStage('mid_block.resnets.0', mid.resnets[0]!, k.tembSilu));
   mid.attentions.forEach((a, i) => {
-    s.push(transformerStage(`mid_block.attentions.${i}`, a, k), resnetStage(`mid_block.resnets.${i + 1}`, mid.resnets[i + 1]!, k));
+    s.push(transformerStage(`mid_block.attentions.${i}`, a, k), resnetStage(`mid_block.resnets.${i + 1}`, mid.resnets[i + 1]!, k.tembSilu));
   });
   m.upBlocks.forEach((b, i) => {
     const p = `up_blocks.${i}`;
     b.resnets.forEach((r, j) => {
-      s.push(resnetStage(`${p}.resnets.${j}`, r, k, { popSkip: true }));
+      s.push(resnetStage(`${p}.resnets.${j}`, r, k.tembSilu, { popSkip: true }));
       if (b.crossAttention) s.push(transformerStage(`${p}.attentions.${j}`, b.attentions[j]!, k));
     });
     if (b.upsampler) s.push(upsampleStage(`${p}.upsamplers.0`, b.upsampler));
@@ -214,64 +157,6 @@ function unetStages(m: UNet2DConditionModel, k: Consts): Stage[] {
   return s;
 }
 
-/** Forward keeping each stage's input (an up ResNet's is its concat), then the reverse walk. */
-function chainVjp(rec: Recorder, stages: Stage[], x: Tensor, gradOut: Tensor): Tensor {
-  const engine = rec.engine;
-  return engine.tidy(() => {
-    const inputs: Tensor[] = [];
-    /** Stage index whose output each up ResNet concatenated, and the widths of its two parts. */
-    const skipFrom = new Map<number, { producer: number; channels: [number, number] }>();
-    const stack: { producer: number; t: Tensor }[] = [];
-    let h = x;
-    stages.forEach((st, i) => {
-      let input = h;
-      if (st.popSkip) {
-        const skip = stack.pop();
-        assertArg(skip !== undefined, `UNet sampleVjp: ${st.name} found no skip`);
-        input = concatChannels(rec, [h, skip.t]);
-        skipFrom.set(i, { producer: skip.producer, channels: [h.shape[1]!, skip.t.shape[1]!] });
-        h.dispose(); // an up path tensor: nothing else holds it (recorded reads come first)
-      }
-      inputs.push(input);
-      if (i === stages.length - 1) return;
-      h = rec.scope(st.name, () => engine.tidy(() => st.forward(rec, input)));
-      if (st.pushSkip) stack.push({ producer: i, t: h });
-    });
-    assertArg(stack.length === 0, `UNet sampleVjp: ${stack.length} skips left unused`);
-
-    const skipGrads = new Map<number, Tensor>();
-    let g = gradOut;
-    for (let i = stages.length - 1; i >= 0; i--) {
-      const st = stages[i]!;
-      const fromSkip = skipGrads.get(i);
-      if (fromSkip) {
-        const sum = add(rec, g, fromSkip);
-        fromSkip.dispose();
-        skipGrads.delete(i);
-        if (g !== gradOut) g.dispose();
-        g = sum;
-      }
-      let gi = rec.scope(`${st.name}/vjp`, () => engine.tidy(() => st.vjp(rec, inputs[i]!, g)));
-      if (g !== gradOut) g.dispose();
-      if (inputs[i] !== x) inputs[i]!.dispose();
-      const cat = skipFrom.get(i);
-      if (cat) {
-        const [dh, dSkip] = concatChannelsBackward(rec, gi, cat.channels) as [Tensor, Tensor];
-        gi.dispose();
-        const prev = skipGrads.get(cat.producer);
-        skipGrads.set(cat.producer, prev ? add(rec, prev, dSkip) : dSkip);
-        if (prev) {
-          prev.dispose();
-          dSkip.dispose();
-        }
-        gi = dh;
-      }
-      g = gi;
-    }
-    assertArg(skipGrads.size === 0, 'UNet sampleVjp: a skip gradient found no producer');
-    return g;
-  });
-}
 
 /**
  * d/d sample of sum(gradEps * unet(sample, timestep, encoderHiddenStates).eps) for sample [N, in, H, W]

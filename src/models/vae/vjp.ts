@@ -1,10 +1,8 @@
 // Vector-Jacobian products of AutoencoderKL (untiled passes only, f32):
 //   decodeVjp: d/dz of sum(gradOut * decode(z))   (Latent-DPS / PSLD data terms)
 //   encodeMeanVjp: d/d image of sum(gradMean * posterior mean)
-// There is no autograd tape: each model is flattened into a chain of stages (convs, resnets, the
-// attention, up/down samplers). The forward keeps only each stage's input; the backward walks the
-// chain in reverse, and each stage re-runs its own internals from its input before applying the
-// backward ops (per-stage checkpointing: peak memory is the stage inputs plus one stage's internals).
+// Each model is flattened into a chain of stages (convs, resnets, the attention, up/down samplers)
+// run by ../vjp-stages.ts (per-stage recomputation).
 
 import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
@@ -13,63 +11,20 @@ import { shapeString } from '../../engine/dtype.js';
 import { add, scale } from '../../engine/ops/elementwise.js';
 import { attention, MAX_HEAD_DIM } from '../../engine/ops/attention.js';
 import { upsampleNearest2x } from '../../engine/ops/resample.js';
-import { conv2dBackward } from '../../engine/ops/conv2d-backward.js';
-import { groupNormBackward } from '../../engine/ops/norm-backward.js';
 import { matmulBackward } from '../../engine/ops/matmul-backward.js';
 import { attentionBackward } from '../../engine/ops/attention-backward.js';
 import { upsampleNearest2xBackward } from '../../engine/ops/resample-backward.js';
 import { sliceChannelsBackward } from '../../engine/ops/layout-backward.js';
 import type { Conv2d, GroupNorm } from '../layers.js';
-import type { ResnetBlock2D } from '../resnet.js';
 import type { AutoencoderKL } from './autoencoder.js';
 import type { VaeAttention } from './attention.js';
 import type { Downsample2D, Upsample2D, VaeMidBlock } from './blocks.js';
-
-/** One link of the chain: its forward, and the gradient of its input given its input and output gradient. */
-interface Stage {
-  name: string;
-  forward(rec: Recorder, x: Tensor): Tensor;
-  vjp(rec: Recorder, x: Tensor, gradOut: Tensor): Tensor;
-}
-
-/** dx of a Conv2d layer (weight gradient not computed). */
-function convGradX(rec: Recorder, conv: Conv2d, x: Tensor, g: Tensor, padEnd?: number): Tensor {
-  const o = conv.opts;
-  return conv2dBackward(rec, x, conv.weight, g, { stride: o.stride, padding: o.padding, groups: o.groups, padEnd, needs: { x: true, weight: false } }).gradX!;
-}
-
-function normGradX(rec: Recorder, norm: GroupNorm, x: Tensor, g: Tensor, act: 'silu' | 'none'): Tensor {
-  return groupNormBackward(rec, x, g, norm.groups, norm.weight, norm.bias, { eps: norm.eps, act }).dx;
-}
+import { chainVjp, convGradX, groupNormGradX, resnetStage, type Stage } from '../vjp-stages.js';
 
 function convStage(name: string, conv: Conv2d): Stage {
   return { name, forward: (rec, x) => conv.forward(rec, x), vjp: (rec, x, g) => convGradX(rec, conv, x, g) };
 }
 
-function resnetStage(name: string, r: ResnetBlock2D): Stage {
-  assertArg(!r.timeEmbProj, `${name}: VJP of a resnet with a time embedding is not supported here`);
-  return {
-    name,
-    forward: (rec, x) => r.forward(rec, x).out,
-    vjp: (rec, x, gradOut) => {
-      const g = r.outputScaleFactor !== 1 ? scale(rec, gradOut, 1 / r.outputScaleFactor) : gradOut;
-      const s1 = r.norm1.forward(rec, x, 'silu');
-      const h = r.conv1.forward(rec, s1);
-      const s2 = r.norm2.forward(rec, h, 'silu');
-      const ds2 = convGradX(rec, r.conv2, s2, g);
-      s2.dispose();
-      const dh = normGradX(rec, r.norm2, h, ds2, 'silu');
-      h.dispose();
-      ds2.dispose();
-      const ds1 = convGradX(rec, r.conv1, s1, dh);
-      s1.dispose();
-      dh.dispose();
-      const dx = normGradX(rec, r.norm1, x, ds1, 'silu');
-      const skip = r.convShortcut ? convGradX(rec, r.convShortcut, x, g) : g;
-      return add(rec, dx, skip);
-    },
-  };
-}
 
 /**
  * The mid-block attention on its flash path (head dim <= the flash kernel's limit): the forward is
@@ -98,7 +53,7 @@ function attentionStage(name: string, a: VaeAttention): Stage {
       const proj = (p: VaeAttention['q'], d: Tensor) =>
         matmulBackward(rec, tokensT, p.matrix(), d, { transA: true, transB: true, needs: { a: true, b: false } }).gradA!;
       const dT = add(rec, add(rec, proj(a.q, dq), proj(a.k, dk)), proj(a.v, dv));
-      const dx = normGradX(rec, a.groupNorm, x, dT.reshape([n, c, hh, ww]), 'none');
+      const dx = groupNormGradX(rec, a.groupNorm, x, dT.reshape([n, c, hh, ww]), 'none');
       return add(rec, dx, g.reshape([n, c, hh, ww]));
     },
   };
@@ -137,7 +92,7 @@ function headStage(name: string, norm: GroupNorm, conv: Conv2d): Stage {
       const s = norm.forward(rec, x, 'silu');
       const ds = convGradX(rec, conv, s, g);
       s.dispose();
-      return normGradX(rec, norm, x, ds, 'silu');
+      return groupNormGradX(rec, norm, x, ds, 'silu');
     },
   };
 }
@@ -167,27 +122,6 @@ function encoderStages(vae: AutoencoderKL): Stage[] {
   return s;
 }
 
-/** Forward through the stages keeping their inputs, then the backward in reverse: the gradient of x. */
-function chainVjp(rec: Recorder, stages: Stage[], x: Tensor, gradOut: Tensor): Tensor {
-  const engine = rec.engine;
-  return engine.tidy(() => {
-    const inputs: Tensor[] = [x];
-    for (const st of stages.slice(0, -1)) {
-      const prev = inputs[inputs.length - 1]!;
-      inputs.push(rec.scope(st.name, () => engine.tidy(() => st.forward(rec, prev))));
-    }
-    let g = gradOut;
-    for (let i = stages.length - 1; i >= 0; i--) {
-      const st = stages[i]!;
-      const gi = rec.scope(`${st.name}/vjp`, () => engine.tidy(() => st.vjp(rec, inputs[i]!, g)));
-      // Recorded their last reads: the buffers can serve the next stages.
-      if (g !== gradOut) g.dispose();
-      if (inputs[i] !== x) inputs[i]!.dispose();
-      g = gi;
-    }
-    return g;
-  });
-}
 
 function checkF32(what: string, ...ts: Tensor[]): void {
   for (const t of ts) assertArg(t.dtype === 'f32', `${what}: f32 only (gradients), got ${t.dtype} ${shapeString(t.shape)}`);
