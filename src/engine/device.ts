@@ -180,6 +180,15 @@ export class Engine {
     return t;
   }
 
+  /**
+   * Exempts `t` from every enclosing tidy() frame: for constants an object creates lazily while a
+   * caller's tidy() is open (operator kernels, masks) and frees itself later.
+   */
+  keep(t: Tensor): Tensor {
+    for (const frame of this.tidyStack) frame.delete(t);
+    return t;
+  }
+
   /** Registers a tensor (or view) with the innermost tidy() frame, if any. */
   track(t: Tensor): void {
     this.tidyStack[this.tidyStack.length - 1]?.add(t);

@@ -8,8 +8,9 @@ import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
-import { conv2d } from '../../engine/ops/conv2d.js';
+import { conv2d, convTranspose2d } from '../../engine/ops/conv2d.js';
 import { pad2d } from '../../engine/ops/pad.js';
+import { pad2dBackward } from '../../engine/ops/pad-backward.js';
 import type { Degradation } from './types.js';
 
 /** scipy.ndimage's 1-D Gaussian: exp(-x^2 / (2 sigma^2)) for |x| <= int(truncate sigma + 0.5), normalised to sum 1. */
@@ -53,8 +54,13 @@ export interface BlurOptions {
   size?: number;
   /** Gaussian std in pixels; default 3.0 (SILO). */
   std?: number;
-  /** An explicit odd size x size kernel (row-major) instead of the Gaussian (motion blur etc.). */
+  /**
+   * An explicit odd size x size kernel (row-major) instead of the Gaussian (motion blur etc.), used
+   * as torch's Conv2d weight (a correlation, as DPS's Blurkernel); taken as given, not normalised.
+   */
   kernel?: ArrayLike<number>;
+  /** The operator's name (default 'gaussian_blur', or 'blur' with an explicit kernel). */
+  name?: string;
 }
 
 /**
@@ -80,7 +86,7 @@ export class BlurOperator implements Degradation {
     this.size = size;
     if (opts.kernel) assertArg(opts.kernel.length === size * size, `BlurOperator: kernel has ${opts.kernel.length} values, expected ${size}x${size}`);
     this.kernel = Float32Array.from(opts.kernel ?? gaussianBlurKernel(size, opts.std ?? 3.0));
-    this.name = opts.kernel ? 'blur' : 'gaussian_blur';
+    this.name = opts.name ?? (opts.kernel ? 'blur' : 'gaussian_blur');
     const r = kernelSupportRadius(this.kernel, size);
     const c = (size - 1) / 2;
     const s = 2 * r + 1;
@@ -97,7 +103,7 @@ export class BlurOperator implements Degradation {
       const s = 2 * this.radius + 1;
       const data = new Float32Array(channels * s * s);
       for (let ch = 0; ch < channels; ch++) data.set(this.support, ch * s * s);
-      w = this.engine.tensor(data, [channels, 1, s, s], dtype, 'blur_kernel');
+      w = this.engine.keep(this.engine.tensor(data, [channels, 1, s, s], dtype, 'blur_kernel'));
       this.weights.set(key, w);
     }
     return w;
@@ -111,6 +117,29 @@ export class BlurOperator implements Degradation {
     const y = conv2d(rec, padded, w, undefined, { groups: x.shape[1]!, op: this.name });
     padded.dispose();
     return y;
+  }
+
+  /**
+   * A^T g: the conv's adjoint is the transposed conv with the same weight (a correlation with the
+   * flipped kernel, so non-symmetric motion kernels come out right), giving the gradient of the
+   * reflect-padded image; pad2dBackward then folds its border back onto the mirrored interior pixels.
+   * f32 only (as the engine's backward ops).
+   */
+  adjoint(rec: Recorder, gradY: Tensor, inputShape: readonly number[]): Tensor {
+    const op = `${this.name}_adjoint`;
+    assertArg(inputShape.length === 4, `${op}: input shape ${shapeString(inputShape)} is not NCHW`);
+    assertArg(
+      gradY.rank === 4 && gradY.shape.every((d, i) => d === inputShape[i]),
+      `${op}: gradY ${shapeString(gradY.shape)} must have the input's shape ${shapeString(inputShape)} (blur keeps the size)`,
+    );
+    assertArg(gradY.dtype === 'f32', `${op}: takes f32 gradients, got ${gradY.dtype}`);
+    const channels = gradY.shape[1]!;
+    const w = this.weight(channels, gradY.dtype);
+    const gradPadded = convTranspose2d(rec, gradY, w, undefined, { groups: channels, op });
+    if (this.radius === 0) return gradPadded;
+    const gx = pad2dBackward(rec, gradPadded, inputShape, this.radius, 'reflect');
+    gradPadded.dispose();
+    return gx;
   }
 
   dispose(): void {

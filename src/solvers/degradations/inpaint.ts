@@ -73,7 +73,7 @@ export class InpaintingOperator implements Degradation {
   maskTensor(dtype: DType = 'f32'): Tensor {
     let t = this.tensors.get(dtype);
     if (!t) {
-      t = this.engine.tensor(this.mask, [1, 1, this.height, this.width], dtype, 'inpaint_mask');
+      t = this.engine.keep(this.engine.tensor(this.mask, [1, 1, this.height, this.width], dtype, 'inpaint_mask'));
       this.tensors.set(dtype, t);
     }
     return t;
@@ -85,6 +85,15 @@ export class InpaintingOperator implements Degradation {
       `${this.name}: mask is ${this.height}x${this.width}, input is ${shapeString(x.shape)}`,
     );
     return mul(rec, x, this.maskTensor(x.dtype), { op: this.name });
+  }
+
+  /** The mask multiply is diagonal, so A^T = A: g * mask (gradY has the input's shape). */
+  adjoint(rec: Recorder, gradY: Tensor, inputShape: readonly number[]): Tensor {
+    assertArg(
+      gradY.rank === 4 && inputShape.length === 4 && gradY.shape.every((d, i) => d === inputShape[i]),
+      `${this.name}_adjoint: gradY ${shapeString(gradY.shape)} must have the input's shape ${shapeString(inputShape)}`,
+    );
+    return this.apply(rec, gradY);
   }
 
   dispose(): void {

@@ -96,10 +96,12 @@ function transpose(m: ArrayLike<number>, rows: number, cols: number): Float32Arr
 
 /**
  * A separable linear resize y[p] = M_h x[p] M_w^T for every plane p of an NCHW tensor, its matrices
- * uploaded once per dtype (float32, as SILO's Resizer stores its weights).
+ * uploaded once per dtype (float32, as SILO's Resizer stores its weights); `adjoint` applies the
+ * transposed matrices, x[p] = M_h^T y[p] M_w (uploaded on first use).
  */
-class SeparableResize {
+export class SeparableResize {
   private readonly mats = new Map<DType, { mh: Tensor; mwT: Tensor }>();
+  private readonly adjointMats = new Map<DType, { mhT: Tensor; mw: Tensor }>();
   constructor(
     private readonly engine: Engine,
     readonly inH: number,
@@ -120,8 +122,8 @@ class SeparableResize {
     let m = this.mats.get(x.dtype);
     if (!m) {
       m = {
-        mh: this.engine.tensor(Float32Array.from(this.mh), [this.outH, this.inH], x.dtype, `${this.op}_mh`),
-        mwT: this.engine.tensor(transpose(this.mw, this.outW, this.inW), [this.inW, this.outW], x.dtype, `${this.op}_mwT`),
+        mh: this.engine.keep(this.engine.tensor(Float32Array.from(this.mh), [this.outH, this.inH], x.dtype, `${this.op}_mh`)),
+        mwT: this.engine.keep(this.engine.tensor(transpose(this.mw, this.outW, this.inW), [this.inW, this.outW], x.dtype, `${this.op}_mwT`)),
       };
       this.mats.set(x.dtype, m);
     }
@@ -138,12 +140,45 @@ class SeparableResize {
     return out;
   }
 
+  /** M_h^T g[p] M_w for g [N, C, outH, outW]: [N, C, inH, inW]. */
+  adjoint(rec: Recorder, g: Tensor): Tensor {
+    const op = `${this.op}_adjoint`;
+    assertArg(
+      g.rank === 4 && g.shape[2] === this.outH && g.shape[3] === this.outW,
+      `${op}: takes [N, C, ${this.outH}, ${this.outW}] gradients (the output of a ${this.inH}x${this.inW} input), got ${shapeString(g.shape)}`,
+    );
+    let m = this.adjointMats.get(g.dtype);
+    if (!m) {
+      m = {
+        mhT: this.engine.keep(this.engine.tensor(transpose(this.mh, this.outH, this.inH), [this.inH, this.outH], g.dtype, `${this.op}_mhT`)),
+        mw: this.engine.keep(this.engine.tensor(Float32Array.from(this.mw), [this.outW, this.inW], g.dtype, `${this.op}_mw`)),
+      };
+      this.adjointMats.set(g.dtype, m);
+    }
+    const [n, c] = g.shape as [number, number];
+    const rows = g.reshape([n * c * this.outH, this.outW]);
+    const alongW = matmul(rec, rows, m.mw, { op: `${op}/w` }); // [N C outH, inW]
+    rows.dispose();
+    const planes = alongW.reshape([n * c, this.outH, this.inW]);
+    alongW.dispose();
+    const x = matmul(rec, m.mhT, planes, { op: `${op}/h` }); // [N C, inH, inW]
+    planes.dispose();
+    const out = x.reshape([n, c, this.inH, this.inW], op);
+    x.dispose();
+    return out;
+  }
+
   dispose(): void {
     for (const m of this.mats.values()) {
       m.mh.dispose();
       m.mwT.dispose();
     }
     this.mats.clear();
+    for (const m of this.adjointMats.values()) {
+      m.mhT.dispose();
+      m.mw.dispose();
+    }
+    this.adjointMats.clear();
   }
 }
 
@@ -184,6 +219,15 @@ export class SuperResolutionOperator implements Degradation {
 
   apply(rec: Recorder, x: Tensor): Tensor {
     return this.down.apply(rec, x);
+  }
+
+  /** A^T g = M_h^T g M_w per plane (g [N, C, outH, outW]); inputShape must be [N, C, height, width]. */
+  adjoint(rec: Recorder, gradY: Tensor, inputShape: readonly number[]): Tensor {
+    assertArg(
+      inputShape.length === 4 && inputShape[2] === this.height && inputShape[3] === this.width && gradY.shape[0] === inputShape[0] && gradY.shape[1] === inputShape[1],
+      `${this.name}_adjoint: built for [N, C, ${this.height}, ${this.width}] inputs, got input shape ${shapeString(inputShape)} with gradY ${shapeString(gradY.shape)}`,
+    );
+    return this.down.adjoint(rec, gradY);
   }
 
   upsampleMeasurement(rec: Recorder, y: Tensor): Tensor {

@@ -14,6 +14,12 @@ export interface Degradation {
    * only operators that change the size (super-resolution) define it.
    */
   upsampleMeasurement?(rec: Recorder, y: Tensor): Tensor;
+  /**
+   * The adjoint A^T g for g shaped like A(x) (the VJP of a linear A; Latent-DPS and PSLD back-propagate
+   * the pixel residual through it). `inputShape` is x's shape. Operators that are not linear document
+   * the surrogate they use (JPEG: straight-through rounding).
+   */
+  adjoint(rec: Recorder, gradY: Tensor, inputShape: readonly number[]): Tensor;
   /** Frees the operator's GPU constants (kernels, matrices, masks). */
   dispose(): void;
 }
