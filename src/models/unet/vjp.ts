@@ -26,7 +26,7 @@ import type { UNet2DConditionModel } from './unet.js';
 import { chainVjp, convGradX, groupNormGradX, resnetStage, type Stage } from '../vjp-stages.js';
 
 /** The constants every stage closes over: silu(temb) [T, temb] and the text context [N, L, D]. */
-interface Consts {
+export interface Consts {
   tembSilu: Tensor;
   context: Tensor;
 }
@@ -121,7 +121,8 @@ function upsampleStage(name: string, u: Upsample2D): Stage {
   };
 }
 
-function unetStages(m: UNet2DConditionModel, k: Consts): Stage[] {
+/** The UNet as a chain of stages (input: the possibly centred sample; output: eps). */
+export function unetStages(m: UNet2DConditionModel, k: Consts): Stage[] {
   const s: Stage[] = [{ name: 'conv_in', pushSkip: true, forward: (rec, x) => m.convIn.forward(rec, x), vjp: (rec, x, g) => convGradX(rec, m.convIn, x, g) }];
   m.downBlocks.forEach((b, i) => {
     const p = `down_blocks.${i}`;
