@@ -21,3 +21,20 @@ export async function readSafetensors(files: CaseFiles, name: string): Promise<S
 
 /** A case folder served over HTTP (browser). */
 export const urlCaseFiles = (baseUrl: string): CaseFiles => urlFolder(baseUrl);
+
+/** A folder named relative to a case folder (manifests point at shared models as "../unet_mini"). */
+export function subFolder(files: CaseFiles, rel: string): CaseFiles {
+  const prefix = rel.replace(/\/+$/, '');
+  return {
+    location: `${files.location}/${prefix}`,
+    bytes: (name, onProgress) => files.bytes(`${prefix}/${name}`, onProgress),
+    text: (name) => files.text(`${prefix}/${name}`),
+    exists: (name) => files.exists(`${prefix}/${name}`),
+  };
+}
+
+/** A file path relative to a case folder, split into its folder and file name. */
+export function relativeFile(files: CaseFiles, rel: string): { folder: CaseFiles; name: string } {
+  const i = rel.lastIndexOf('/');
+  return i < 0 ? { folder: files, name: rel } : { folder: subFolder(files, rel.slice(0, i)), name: rel.slice(i + 1) };
+}

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { SiloError } from '../engine/errors.js';
 import { convertCheckpoint, type FloatTarget } from './convert.js';
 import { runCheck } from './check.js';
+import { parseRestoreArgs, runRestore, RESTORE_OPTIONS, RESTORE_USAGE } from './restore.js';
 
 export interface CliIO {
   out(line: string): void;
@@ -38,7 +39,7 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
   check: {
     summary: 'run golden case folders and compare every output tensor with its tolerance',
     usage: [
-      'silo check <case-dir>... [--dtype f32|f16] [--kind unet|vae|clip|taesd|silo_cnn|silo_rg] [--verbose]',
+      'silo check <case-dir>... [--dtype f32|f16] [--kind unet|vae|clip|taesd|silo_cnn|silo_rg|schedulers|degradations|silo_step|dps_step] [--verbose]',
       '  case folders in ../shared/golden format (manifest.json, config, weights, golden.safetensors)',
       '  --dtype    run weights and activations in f16 (needs shader-f16; looser tolerances)',
       '  --kind     which module the folder tests, when it cannot be recognised',
@@ -53,6 +54,25 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
       if (!positionals.length) throw new UsageError('expected at least one case folder');
       if (values.dtype !== undefined && values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
       return runCheck(positionals, { dtype: values.dtype as 'f32' | 'f16' | undefined, kind: values.kind, verbose: values.verbose }, io);
+    },
+  },
+  restore: {
+    summary: 'restore a degraded image with SILO (CNN or readout operator), Latent-DPS or PSLD',
+    usage: RESTORE_USAGE,
+    async run(args, io) {
+      const { values, positionals } = options(args, RESTORE_OPTIONS);
+      if (values.help) {
+        io.out(SUBCOMMANDS.restore!.usage);
+        return 0;
+      }
+      if (positionals.length) throw new UsageError(`unexpected argument(s) ${positionals.join(' ')}`);
+      let parsed;
+      try {
+        parsed = parseRestoreArgs(values);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      return runRestore(parsed, io);
     },
   },
   convert: {

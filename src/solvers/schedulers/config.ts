@@ -110,3 +110,22 @@ export function parseSchedulerConfig(json: Json, kind: SchedulerKind): Scheduler
   if (json['rescale_betas_zero_snr'] === true) throw new SchedulerConfigError('scheduler config: rescale_betas_zero_snr is not supported');
   return cfg;
 }
+
+/**
+ * Stable Diffusion 1.5's scheduler/scheduler_config.json (runwayml/stable-diffusion-v1-5): scaled_linear
+ * betas 0.00085..0.012, 1000 training steps, leading spacing with steps_offset 1, no clipping.
+ */
+export const SD15_SCHEDULER_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
+  num_train_timesteps: 1000,
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  trained_betas: null,
+  steps_offset: 1,
+  timestep_spacing: 'leading',
+  prediction_type: 'epsilon',
+  clip_sample: false,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  variance_type: 'fixed_small',
+});

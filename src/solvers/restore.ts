@@ -1,0 +1,304 @@
+// The whole restoration: measurement -> (SILO: encode once) -> N guided DDPM steps -> decode once.
+// Each sampling step is one recorded program with no read-back; the loop waits for it only to report
+// progress, to honour an AbortSignal between steps and to time it. Methods:
+//   silo-cnn / silo-rg  the latent operator compares E(y) with H(x0) or R(features): no autoencoder in the loop;
+//   latent-dps / psld   the residual lives in pixel space: decoder (and PSLD's encoder) in every step.
+// The report counts dispatches per phase, and autoencoder dispatches inside the loop separately, so
+// SILO's claim (zero) is measured, not asserted.
+
+import type { Engine } from '../engine/device.js';
+import type { Tensor } from '../engine/tensor.js';
+import type { ProgramReport } from '../engine/recorder.js';
+import { runProgram } from '../engine/recorder.js';
+import { ArgumentError, SiloError, assertArg } from '../engine/errors.js';
+import { shapeString } from '../engine/dtype.js';
+import { clamp, scale } from '../engine/ops/elementwise.js';
+import { randomNormal } from '../engine/ops/random.js';
+import type { UNet2DConditionModel } from '../models/unet/unet.js';
+import type { AutoencoderKL } from '../models/vae/autoencoder.js';
+import type { DegradationModel } from '../models/silo/cnn.js';
+import type { AggregationNetwork } from '../models/silo/readout.js';
+import { sigmaTimestep } from '../models/silo/config.js';
+import type { DDPMScheduler } from './schedulers/ddpm.js';
+import type { Degradation } from './degradations/types.js';
+import type { DiffusionPrior } from './samplers/denoiser.js';
+import { siloStep, type SiloOperator } from './samplers/silo.js';
+import type { GuidedStep } from './samplers/guided.js';
+import { unetEpsModel } from './samplers/eps-model.js';
+import { latentDpsStep, psldStep } from './samplers/pixel.js';
+
+export type RestoreMethod = 'silo-cnn' | 'silo-rg' | 'latent-dps' | 'psld';
+export const RESTORE_METHODS: readonly RestoreMethod[] = ['silo-cnn', 'silo-rg', 'latent-dps', 'psld'];
+
+export class RestoreAbortedError extends SiloError {}
+
+export interface RestoreModels {
+  unet: UNet2DConditionModel;
+  vae: AutoencoderKL;
+  /** DDPM with the model's scheduler config (set_timesteps is called here). */
+  scheduler: DDPMScheduler;
+  /** Prompt embedding [1, L, D]; `uncond` the negative prompt's, for guidanceScale != 1. */
+  text: Tensor;
+  uncond?: Tensor;
+  /** silo-cnn's operator. */
+  cnn?: DegradationModel;
+  /** silo-rg's operator. */
+  readout?: AggregationNetwork;
+  /** cond_inpaint readout networks: the mask at latent resolution [1, 1, h, w]. */
+  readoutMask?: Tensor;
+  /**
+   * e_sigma for sigma-conditioned operators. Default: the UNet's time embedding at SILO's pseudo-timestep
+   * (sigma / 0.1) * 999, as SILO computes it; a UNet whose embedding width differs from the operator's
+   * (the tiny test UNets) needs it supplied.
+   */
+  sigmaEmb?: Tensor;
+}
+
+export interface RestoreProgress {
+  /** Steps done (1-based) of total. */
+  step: number;
+  total: number;
+  t: number;
+  elapsedMs: number;
+  /** Residual norm of the step just done, when it was read back (every `residualEvery` steps). */
+  residual?: number;
+}
+
+export interface RestoreOptions {
+  method: RestoreMethod;
+  /** DDPM inference steps (SILO: 999). */
+  steps: number;
+  /** Random seed for z_T, the DDPM noise and the posterior sample of E(y). */
+  seed: number;
+  /** SILO's step size eta (0.5 blur/SR/JPEG, 1.0 inpainting); Latent-DPS's scale. */
+  eta?: number;
+  /** Measurement noise sigma (images in [-1, 1]); conditions SILO's operators. Default 0.02. */
+  sigma?: number;
+  /** SILO's --clamp: w = clamp(E(y), -4, 4). Default true. */
+  clampW?: boolean;
+  /** SILO's element-wise gradient clamp (default 1). */
+  gradClamp?: number;
+  guidanceScale?: number;
+  cfgFix?: boolean;
+  /** PSLD weights (default omega 1, gamma 0.1). */
+  psldOmega?: number;
+  psldGamma?: number;
+  /** Read the residual norm back every k steps for progress (0: never; default 0). */
+  residualEvery?: number;
+  /** The restored image's [H, W] when A changes the size (super-resolution); default y's size. */
+  imageSize?: [number, number];
+  onProgress?: (p: RestoreProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface PhaseReport {
+  ms: number;
+  dispatches: number;
+  /** Dispatches inside vae_* / taesd_* scopes. */
+  autoencoderDispatches: number;
+  peakLiveBytes: number;
+}
+
+export interface RestoreReport {
+  method: RestoreMethod;
+  steps: number;
+  timesteps: [number, number];
+  encode: PhaseReport;
+  loop: PhaseReport & { perStepMs: number; perStepDispatches: number };
+  decode: PhaseReport;
+  /** Residual norms read back (step index, value). */
+  residuals: [number, number][];
+  finalResidual: number;
+}
+
+export interface RestoreResult {
+  /** D(z_0 / s) clamped to [-1, 1], [1, 3, H, W]. */
+  image: Tensor;
+  latent: Tensor;
+  report: RestoreReport;
+}
+
+const AUTOENCODER_SCOPE = /(^|\/)(vae_|taesd_)/;
+
+/** Dispatches a program recorded inside autoencoder scopes (encode, decode and their VJPs). */
+export function autoencoderDispatches(report: ProgramReport): number {
+  let n = 0;
+  for (const [path, s] of Object.entries(report.ops)) if (AUTOENCODER_SCOPE.test(path)) n += s.dispatches;
+  return n;
+}
+
+function phase(report: ProgramReport, ms: number): PhaseReport {
+  return { ms, dispatches: report.dispatches, autoencoderDispatches: autoencoderDispatches(report), peakLiveBytes: report.peakLiveBytes };
+}
+
+/** Random streams of one restoration (Philox offsets under the seed). */
+const STREAM_ZT = 0;
+const STREAM_POSTERIOR = 2 ** 40;
+
+function defaultEta(method: RestoreMethod): number {
+  return method === 'latent-dps' ? 1 : 0.5;
+}
+
+function checkModels(m: RestoreModels, o: RestoreOptions): void {
+  assertArg(RESTORE_METHODS.includes(o.method), `restore: unknown method "${o.method}" (known: ${RESTORE_METHODS.join(', ')})`);
+  assertArg(Number.isInteger(o.steps) && o.steps >= 1, `restore: steps must be a positive integer, got ${o.steps}`);
+  assertArg(Number.isSafeInteger(o.seed) && o.seed >= 0, `restore: seed must be a non-negative integer, got ${o.seed}`);
+  if (o.method === 'silo-cnn') assertArg(m.cnn, 'restore: method silo-cnn needs the CNN operator (models.cnn)');
+  if (o.method === 'silo-rg') assertArg(m.readout, 'restore: method silo-rg needs the readout operator (models.readout)');
+  const sigma = o.sigma ?? 0.02;
+  assertArg(Number.isFinite(sigma) && sigma >= 0, `restore: sigma must be >= 0, got ${sigma}`);
+}
+
+/**
+ * Restores `y` (the measurement A(x) + noise, [1, 3, h, w] in [-1, 1]) degraded by `A`. The result's
+ * tensors belong to the caller.
+ */
+export async function restore(engine: Engine, models: RestoreModels, A: Degradation, y: Tensor, opts: RestoreOptions): Promise<RestoreResult> {
+  checkModels(models, opts);
+  assertArg(y.rank === 4 && y.shape[0] === 1, `restore: the measurement must be [1, C, h, w], got ${shapeString(y.shape)}`);
+  const { unet, vae, scheduler } = models;
+  const s = vae.scalingFactor;
+  const sigma = opts.sigma ?? 0.02;
+  const eta = opts.eta ?? defaultEta(opts.method);
+  const isSilo = opts.method === 'silo-cnn' || opts.method === 'silo-rg';
+  scheduler.setTimesteps(opts.steps);
+  const timesteps = scheduler.timesteps.slice();
+  const prior: DiffusionPrior = { model: unetEpsModel(unet), scheduler, text: models.text, uncond: models.uncond, guidanceScale: opts.guidanceScale, cfgFix: opts.cfgFix };
+
+  const owned: Tensor[] = [];
+  const keep = <T extends Tensor>(t: T) => (owned.push(t), t);
+  try {
+    // Phase 1: the latent measurement w = E(y) * s (SILO), the sigma embedding and z_T.
+    const t0 = performance.now();
+    const enc = await runProgram(
+      engine,
+      'restore/encode',
+      (rec) => {
+        let w: Tensor | undefined;
+        let sigmaEmb = models.sigmaEmb;
+        if (isSilo) {
+          w = rec.engine.tidy(() => {
+            const full = A.upsampleMeasurement ? A.upsampleMeasurement(rec, y) : y;
+            const post = vae.encode(rec, full);
+            const z = vae.sample(rec, post, randomNormal(rec, post.mean.shape, opts.seed, { offset: STREAM_POSTERIOR, name: 'posterior_noise' }));
+            const scaled = scale(rec, z, s);
+            return opts.clampW === false ? scaled : clamp(rec, scaled, -4, 4);
+          });
+          const op = opts.method === 'silo-cnn' ? models.cnn!.config : models.readout!.config;
+          if (op.sigmaCondition && !sigmaEmb) sigmaEmb = unet.timeEmbedding(rec, sigmaTimestep(sigma));
+        }
+        const latentShape = w ? w.shape : latentShapeFor(A, y, vae, unet, opts.imageSize);
+        const zT = randomNormal(rec, latentShape, opts.seed, { offset: STREAM_ZT, name: 'z_T' });
+        return { w, sigmaEmb, zT };
+      },
+      { wait: true },
+    );
+    const { w, zT } = enc.result;
+    if (w) keep(w);
+    if (enc.result.sigmaEmb && enc.result.sigmaEmb !== models.sigmaEmb) keep(enc.result.sigmaEmb);
+    const sigmaEmb = enc.result.sigmaEmb;
+    const encodeReport = phase(enc.report, performance.now() - t0);
+
+    const operator: SiloOperator | undefined =
+      opts.method === 'silo-cnn'
+        ? { kind: 'cnn', model: models.cnn!, sigmaEmb: models.cnn!.config.sigmaCondition ? checkSigmaEmb(sigmaEmb, models.cnn!.config.sigmaEmbDim) : undefined }
+        : opts.method === 'silo-rg'
+          ? {
+              kind: 'readout',
+              model: models.readout!,
+              sigmaEmb: models.readout!.config.sigmaCondition ? checkSigmaEmb(sigmaEmb, models.readout!.config.sigmaEmbDim) : undefined,
+              mask: models.readoutMask,
+            }
+          : undefined;
+
+    // Phase 2: the guided DDPM loop, one program per step.
+    let z = zT;
+    const loopStart = performance.now();
+    let loopDispatches = 0;
+    let loopAutoencoder = 0;
+    let loopPeak = 0;
+    const residuals: [number, number][] = [];
+    let lastNorm: Tensor | undefined;
+    for (let i = 0; i < timesteps.length; i++) {
+      if (opts.signal?.aborted) throw new RestoreAbortedError(`restore: stopped after ${i} of ${timesteps.length} steps`);
+      const t = timesteps[i]!;
+      const { result, report } = await runProgram(
+        engine,
+        `restore/step_${i}`,
+        (rec) => {
+          const noise = scheduler.stepCoefficients(t).noiseStd !== 0 ? randomNormal(rec, z.shape, opts.seed, { offset: i + 1, name: 'ddpm_noise' }) : undefined;
+          let step: GuidedStep;
+          if (operator) step = siloStep(rec, prior, operator, w!, z, t, noise, { eta, gradClamp: opts.gradClamp });
+          else if (opts.method === 'latent-dps') step = latentDpsStep(rec, prior, vae, A, y, z, t, noise, { scale: eta });
+          else step = psldStep(rec, prior, vae, A, y, z, t, noise, { omega: opts.psldOmega ?? 1, gamma: opts.psldGamma ?? 0.1 });
+          noise?.dispose();
+          return step;
+        },
+        { wait: true },
+      );
+      for (const x of [result.eps, result.x0, result.prev, result.estimate, result.grad, ...Object.values(result.extras), (result as { glueNorm?: Tensor }).glueNorm]) x?.dispose();
+      z.dispose();
+      z = result.zPrev;
+      lastNorm?.dispose();
+      lastNorm = result.residualNorm;
+      loopDispatches += report.dispatches;
+      loopAutoencoder += autoencoderDispatches(report);
+      loopPeak = Math.max(loopPeak, report.peakLiveBytes);
+      const every = opts.residualEvery ?? 0;
+      let residual: number | undefined;
+      if (every > 0 && ((i + 1) % every === 0 || i === timesteps.length - 1)) {
+        residual = (await result.residualNorm.read())[0]!;
+        residuals.push([i, residual]);
+        if (!Number.isFinite(residual)) throw new SiloError(`restore: the residual norm became ${residual} at step ${i} (t=${t}); the sampler diverged`);
+      }
+      opts.onProgress?.({ step: i + 1, total: timesteps.length, t, elapsedMs: performance.now() - loopStart, residual });
+    }
+    const loopMs = performance.now() - loopStart;
+    const finalResidual = lastNorm ? (await lastNorm.read())[0]! : NaN;
+    lastNorm?.dispose();
+    keep(z);
+
+    // Phase 3: decode once.
+    const t2 = performance.now();
+    const dec = await runProgram(engine, 'restore/decode', (rec) => rec.engine.tidy(() => clamp(rec, vae.decode(rec, scale(rec, z, 1 / s)), -1, 1)), { wait: true });
+    const decodeReport = phase(dec.report, performance.now() - t2);
+    owned.splice(owned.indexOf(z), 1);
+    const n = timesteps.length;
+    return {
+      image: dec.result,
+      latent: z,
+      report: {
+        method: opts.method,
+        steps: n,
+        timesteps: [timesteps[0]!, timesteps[n - 1]!],
+        encode: encodeReport,
+        loop: { ms: loopMs, dispatches: loopDispatches, autoencoderDispatches: loopAutoencoder, peakLiveBytes: loopPeak, perStepMs: loopMs / n, perStepDispatches: loopDispatches / n },
+        decode: decodeReport,
+        residuals,
+        finalResidual,
+      },
+    };
+  } finally {
+    for (const t of owned) t.dispose();
+  }
+}
+
+function checkSigmaEmb(e: Tensor | undefined, width: number): Tensor {
+  if (!e) throw new ArgumentError('restore: the operator is sigma-conditioned and no sigma embedding was given');
+  if (e.shape[e.rank - 1] !== width) {
+    throw new ArgumentError(
+      `restore: the operator's sigma branch takes a ${width}-d embedding (SD-1.5's time embedding) but got ${shapeString(e.shape)}; ` +
+        `a UNet with another time-embedding width needs the embedding supplied (models.sigmaEmb / --sigma-emb)`,
+    );
+  }
+  return e;
+}
+
+/** The latent shape for pixel-space methods: the full image size (A's input) over the VAE factor. */
+function latentShapeFor(A: Degradation, y: Tensor, vae: AutoencoderKL, unet: UNet2DConditionModel, size?: [number, number]): number[] {
+  const f = vae.downFactor;
+  assertArg(size || !A.upsampleMeasurement, `restore: ${A.name} changes the image size: pass imageSize (the restored image's [H, W])`);
+  const [h, w] = size ?? [y.shape[2]!, y.shape[3]!];
+  assertArg(h % f === 0 && w % f === 0, `restore: the image size ${h}x${w} must be a multiple of the VAE factor ${f}`);
+  return [1, unet.config.inChannels, h / f, w / f];
+}

@@ -1,0 +1,38 @@
+// Golden cases `silo_step` (SILO-CNN guidance step at t = 500 and t = 999 on a 64x64 latent) and
+// `dps_step` (Latent-DPS through the VAE decoder on a 16x16 latent), each recorded as one program by
+// src/solvers/samplers and compared on eps, x0_hat, prev_sample, the estimate, the residual norm, the
+// gradient and z_prev with the manifests' tolerances.
+import { describe, it, expect, beforeAll } from 'vitest';
+import type { Engine } from '../../src/engine/device.js';
+import { detectKind, RUNNERS } from '../../src/check/registry.js';
+import { getEngine } from '../helpers/engine.js';
+import { expectAllPass, goldenFiles, goldenManifest } from '../helpers/golden.js';
+
+let engine: Engine;
+beforeAll(async () => {
+  engine = await getEngine();
+});
+
+describe('guided step golden cases', () => {
+  it('silo_step: both steps match (f32, with gradients)', async () => {
+    const files = goldenFiles('silo_step');
+    const manifest = goldenManifest('silo_step');
+    const kind = await detectKind(files, manifest);
+    expect(kind).toBe('silo_step');
+    const items = await RUNNERS[kind!]!(engine, files, manifest, { log: (l) => console.log(l) });
+    for (const p of ['step0.', 'step1.']) {
+      expect(items.map((i) => i.name)).toEqual(expect.arrayContaining(['eps', 'x0_hat', 'prev_sample_unguided', 'w_hat', 'residual_norm', 'grad', 'z_prev'].map((n) => p + n)));
+    }
+    expectAllPass(items, 'silo_step');
+  }, 600_000);
+
+  it('dps_step: matches through the VAE decoder (f32, with gradients)', async () => {
+    const files = goldenFiles('dps_step');
+    const manifest = goldenManifest('dps_step');
+    const kind = await detectKind(files, manifest);
+    expect(kind).toBe('dps_step');
+    const items = await RUNNERS[kind!]!(engine, files, manifest, { log: (l) => console.log(l) });
+    expect(items.map((i) => i.name)).toEqual(expect.arrayContaining(['eps', 'x0_hat', 'decoded_x0_hat', 'y_hat', 'residual_norm', 'grad', 'z_prev']));
+    expectAllPass(items, 'dps_step');
+  }, 600_000);
+});
