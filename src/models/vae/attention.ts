@@ -10,8 +10,8 @@
 //
 // The NCHW <-> token transposes are folded into the projections: q = (h^T) Wq^T is a matmul with a
 // transposed A, and the output projection Wo a^T lands directly in [N, C, HW]. A head dim above the
-// flash kernel's register limit (SD's VAE: one head of 512) runs as scores -> softmax -> P V in
-// query chunks whose score block fits one storage binding.
+// flash kernel's register limit (SD's VAE: one head of 512) runs as scores -> softmax -> P V per head,
+// in query chunks whose score block fits one storage binding (its VJP: ./attention-vjp.ts).
 
 import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
@@ -20,7 +20,8 @@ import { matmul } from '../../engine/ops/matmul.js';
 import { softmax } from '../../engine/ops/softmax.js';
 import { add, scale } from '../../engine/ops/elementwise.js';
 import { concatChannels, sliceChannels } from '../../engine/ops/layout.js';
-import { bytesPerElement } from '../../engine/dtype.js';
+import { bytesPerElement, type DType } from '../../engine/dtype.js';
+import type { Engine } from '../../engine/device.js';
 import { GroupNorm } from '../layers.js';
 import { assertArg } from '../../engine/errors.js';
 import type { WeightLoader } from '../weights.js';
@@ -104,29 +105,91 @@ export class VaeAttention {
     });
   }
 
+  /** Head dim d = C / heads. */
+  get headDim(): number {
+    return this.channels / this.heads;
+  }
+
+  /** Whether this attention runs (and differentiates) with explicit score blocks instead of the flash kernel. */
+  get explicitScores(): boolean {
+    return this.forceMatmul || this.headDim > MAX_HEAD_DIM;
+  }
+
+  /**
+   * Query rows per chunk of the explicit path for n batches of l tokens: the largest divisor of l (at most
+   * chunkRows when set) whose [n, rows, l] score block fits one storage binding and one buffer.
+   */
+  queryChunkRows(engine: Engine, n: number, l: number, dtype: DType): number {
+    const limit = Math.min(engine.limits.maxStorageBufferBindingSize, engine.limits.maxBufferSize);
+    let rows = Math.min(this.chunkRows ?? l, Math.max(1, Math.floor(limit / (n * l * bytesPerElement(dtype)))), l);
+    while (l % rows !== 0) rows--;
+    return rows;
+  }
+
   /** softmax(q k^T / sqrt(d)) v per head -> [N, HW, C]. */
   private core(rec: Recorder, tokensT: Tensor): Tensor {
-    const d = this.channels / this.heads;
     const q = this.q.tokens(rec, tokensT, 'to_q');
     const v = this.v.tokens(rec, tokensT, 'to_v');
-    if (d <= MAX_HEAD_DIM && !this.forceMatmul) return attention(rec, q, this.k.tokens(rec, tokensT, 'to_k'), v, { heads: this.heads });
-    assertArg(this.heads === 1, `VAE attention: ${this.heads} heads of width ${d} (> ${MAX_HEAD_DIM}) are not supported`);
+    if (!this.explicitScores) return attention(rec, q, this.k.tokens(rec, tokensT, 'to_k'), v, { heads: this.heads });
     const engine = rec.engine;
     const kT = this.k.channels(rec, tokensT, 'to_k'); // [N, C, L]: scores = q kT without a transpose
-    const [n, l, c] = q.shape as [number, number, number];
-    // Rows per chunk: the [N, rows, L] score block must fit one binding; rows divides L.
-    const limit = Math.min(engine.limits.maxStorageBufferBindingSize, engine.limits.maxBufferSize);
-    let rows = Math.min(this.chunkRows ?? l, Math.max(1, Math.floor(limit / (n * l * bytesPerElement(q.dtype)))), l);
-    while (l % rows !== 0) rows--;
-    const s = 1 / Math.sqrt(d);
-    const block = (qi: Tensor) => matmul(rec, softmax(rec, matmul(rec, qi, kT, { scale: s, op: 'scores' })), v, { op: 'attn_v' });
-    if (rows === l) return block(q);
-    const chunks = l / rows;
-    const q4 = q.reshape([n, chunks, rows, c]);
-    const parts: Tensor[] = [];
-    for (let i = 0; i < chunks; i++) {
-      parts.push(engine.tidy(() => block(sliceChannels(rec, q4, i, 1).reshape([n, rows, c])).reshape([n, 1, rows, c])));
+    const [n, l] = q.shape as [number, number, number];
+    const rows = this.queryChunkRows(engine, n, l, q.dtype);
+    const s = 1 / Math.sqrt(this.headDim);
+    const perHead: Tensor[] = [];
+    for (let h = 0; h < this.heads; h++) {
+      perHead.push(
+        engine.tidy(() => {
+          const kTh = channelsHead(rec, kT, this.heads, h);
+          const vh = tokensHead(rec, v, this.heads, h);
+          const qh = tokensHead(rec, q, this.heads, h);
+          const chunks: Tensor[] = [];
+          for (let i = 0; i < l / rows; i++) {
+            chunks.push(engine.tidy(() => matmul(rec, softmax(rec, matmul(rec, queryChunk(rec, qh, rows, i), kTh, { scale: s, op: 'scores' })), vh, { op: 'attn_v' })));
+          }
+          return joinQueryChunks(rec, chunks);
+        }),
+      );
     }
-    return concatChannels(rec, parts).reshape([n, l, c]);
+    return joinTokenHeads(rec, perHead);
   }
+}
+
+// Layout helpers of the explicit path (shared with its VJP in ./attention-vjp.ts). Heads are interleaved in
+// the channel dim (head h = channels [h d, (h + 1) d)); with one head every helper is the identity.
+
+/** Head h of tokens [N, L, C] as [N, L, d] (a copy; x itself for one head). */
+export function tokensHead(rec: Recorder, x: Tensor, heads: number, h: number): Tensor {
+  if (heads === 1) return x;
+  const [n, l, c] = x.shape as [number, number, number];
+  const d = c / heads;
+  return sliceChannels(rec, x.reshape([n * l, heads, d]), h, 1).reshape([n, l, d]);
+}
+
+/** Head h of channels-first [N, C, L] as [N, d, L] (a copy; x itself for one head). */
+export function channelsHead(rec: Recorder, x: Tensor, heads: number, h: number): Tensor {
+  if (heads === 1) return x;
+  const d = x.shape[1]! / heads;
+  return sliceChannels(rec, x, h * d, d);
+}
+
+/** Per-head tokens [N, L, d] back to [N, L, heads d]. */
+export function joinTokenHeads(rec: Recorder, parts: Tensor[]): Tensor {
+  if (parts.length === 1) return parts[0]!;
+  const [n, l, d] = parts[0]!.shape as [number, number, number];
+  return concatChannels(rec, parts.map((p) => p.reshape([n * l, 1, d]))).reshape([n, l, parts.length * d]);
+}
+
+/** Query rows [i rows, (i + 1) rows) of x [N, L, d] as [N, rows, d] (a copy; x itself for one chunk). */
+export function queryChunk(rec: Recorder, x: Tensor, rows: number, i: number): Tensor {
+  const [n, l, d] = x.shape as [number, number, number];
+  if (rows === l) return x;
+  return sliceChannels(rec, x.reshape([n, l / rows, rows, d]), i, 1).reshape([n, rows, d]);
+}
+
+/** Chunks [N, rows, d] (in order) back to [N, L, d]. */
+export function joinQueryChunks(rec: Recorder, parts: Tensor[]): Tensor {
+  if (parts.length === 1) return parts[0]!;
+  const [n, rows, d] = parts[0]!.shape as [number, number, number];
+  return concatChannels(rec, parts.map((p) => p.reshape([n, 1, rows, d]))).reshape([n, parts.length * rows, d]);
 }

@@ -8,16 +8,13 @@ import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
-import { add, scale } from '../../engine/ops/elementwise.js';
-import { attention, MAX_HEAD_DIM } from '../../engine/ops/attention.js';
 import { upsampleNearest2x } from '../../engine/ops/resample.js';
-import { matmulBackward } from '../../engine/ops/matmul-backward.js';
-import { attentionBackward } from '../../engine/ops/attention-backward.js';
 import { upsampleNearest2xBackward } from '../../engine/ops/resample-backward.js';
 import { sliceChannelsBackward } from '../../engine/ops/layout-backward.js';
 import type { Conv2d, GroupNorm } from '../layers.js';
 import type { AutoencoderKL } from './autoencoder.js';
 import type { VaeAttention } from './attention.js';
+import { vaeAttentionVjp } from './attention-vjp.js';
 import type { Downsample2D, Upsample2D, VaeMidBlock } from './blocks.js';
 import { chainVjp, convGradX, groupNormGradX, resnetStage, type Stage } from '../vjp-stages.js';
 
@@ -26,37 +23,9 @@ function convStage(name: string, conv: Conv2d): Stage {
 }
 
 
-/**
- * The mid-block attention on its flash path (head dim <= the flash kernel's limit): the forward is
- * recomputed here with the same ops as VaeAttention.forward so q, k, v are at hand for the backward.
- */
+/** The mid-block attention (flash or explicit-scores backward, see ./attention-vjp.ts). */
 function attentionStage(name: string, a: VaeAttention): Stage {
-  const d = a.channels / a.heads;
-  assertArg(d <= MAX_HEAD_DIM, `${name}: VJP of attention with head dim ${d} (> ${MAX_HEAD_DIM}) is not supported`);
-  return {
-    name,
-    forward: (rec, x) => a.forward(rec, x),
-    vjp: (rec, x, gradOut) => {
-      const [n, c, hh, ww] = x.shape as [number, number, number, number];
-      const hw = hh * ww;
-      const g = (a.rescale !== 1 ? scale(rec, gradOut, 1 / a.rescale) : gradOut).reshape([n, c, hw]);
-      const tokensT = a.groupNorm.forward(rec, x).reshape([n, c, hw]);
-      const q = a.q.tokens(rec, tokensT, 'to_q');
-      const k = a.k.tokens(rec, tokensT, 'to_k');
-      const v = a.v.tokens(rec, tokensT, 'to_v');
-      const att = attention(rec, q, k, v, { heads: a.heads });
-      // o = Wo att^T + b ([N, C, HW]): d att from matmul(Wo, att, transB).
-      const dAtt = matmulBackward(rec, a.out.matrix(), att, g, { transB: true, needs: { a: false, b: true } }).gradB!;
-      att.dispose();
-      const { dq, dk, dv } = attentionBackward(rec, q, k, v, dAtt, { heads: a.heads });
-      // Each projection is matmul(tokensT, W, transA, transB): its gradient lands in tokensT's layout.
-      const proj = (p: VaeAttention['q'], d: Tensor) =>
-        matmulBackward(rec, tokensT, p.matrix(), d, { transA: true, transB: true, needs: { a: true, b: false } }).gradA!;
-      const dT = add(rec, add(rec, proj(a.q, dq), proj(a.k, dk)), proj(a.v, dv));
-      const dx = groupNormGradX(rec, a.groupNorm, x, dT.reshape([n, c, hh, ww]), 'none');
-      return add(rec, dx, g.reshape([n, c, hh, ww]));
-    },
-  };
+  return { name, forward: (rec, x) => a.forward(rec, x), vjp: (rec, x, g) => vaeAttentionVjp(rec, a, x, g) };
 }
 
 function upsampleStage(name: string, u: Upsample2D): Stage {
