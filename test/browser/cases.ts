@@ -16,6 +16,7 @@ import { compare, type CheckItem } from '../../src/check/compare.js';
 import { urlCaseFiles } from '../../src/check/files.js';
 import { runUNetCase } from '../../src/check/unet.js';
 import { runClipTextMini } from '../../src/check/clip.js';
+import { runDpsStep } from '../../src/check/steps.js';
 import { resizeBilinear, upsampleNearest2x } from '../../src/engine/ops/resample.js';
 import { concatChannels } from '../../src/engine/ops/layout.js';
 import { timestepEmbedding } from '../../src/engine/ops/embedding.js';
@@ -361,6 +362,12 @@ CASES.push(
     atol: 0,
     rtol: 0,
     run: (engine) => goldenCase(engine, 'clip_text_mini', runClipTextMini),
+  },
+  {
+    name: 'golden dps_step: one Latent-DPS step (UNet, DDPM, VAE decoder and their VJPs) as one program',
+    atol: 0,
+    rtol: 0,
+    run: (engine) => goldenCase(engine, 'dps_step', runDpsStep),
   },
 );
 

@@ -218,6 +218,14 @@ describe('makeDegradation', () => {
     const b = makeDegradation(engine, 'inpaint_random', 256, 256, { seed: 9 }).operator as InpaintingOperator;
     expect(a.box).toEqual(b.box);
     expect(a.box.h).toBe(128);
+    // The margins scale with the image like the box (16 at 512: 8 at 256, 2 at 64), so small images work.
+    expect(a.box.top).toBeGreaterThanOrEqual(8);
+    expect(a.box.top + a.box.h).toBeLessThanOrEqual(256 - 8);
+    const small = makeDegradation(engine, 'inpaint_random', 64, 64, { seed: 9 }).operator as InpaintingOperator;
+    expect(small.box.h).toBe(32);
+    expect(small.box.top).toBeGreaterThanOrEqual(2);
+    expect(small.box.left + small.box.w).toBeLessThanOrEqual(62);
+    small.dispose();
     const o = makeDegradation(engine, 'sr4', 32, 32, { sigma: 0.05, eta: 2 });
     expect([o.sigma, o.eta]).toEqual([0.05, 2]);
     for (const op of [blur, sr8, box, a, b, o.operator]) op.dispose();

@@ -28,7 +28,7 @@ export interface DegradationTaskOptions {
   motionKernel?: BlurKernel;
   /** inpaint_*: box side (default floor(H / 2)). */
   boxSide?: number;
-  /** inpaint_random: the Philox seed of the box position (default 0) and the margins (default 16, 16). */
+  /** inpaint_random: the Philox seed of the box position (default 0) and the margins (default 16, 16 at 512x512, scaled with the image size like the box). */
   seed?: U64;
   margin?: [number, number];
   /** Measurement noise sigma in [-1, 1] units (default SILO's 0.02). */
@@ -106,7 +106,7 @@ export function makeDegradation(engine: Engine, task: DegradationTask, height: n
     }
     case 'inpaint_random': {
       const seed = opts.seed ?? 0;
-      const op = InpaintingOperator.random(engine, height, width, seed, side, opts.margin ?? [16, 16]);
+      const op = InpaintingOperator.random(engine, height, width, seed, side, opts.margin ?? [Math.round((16 * height) / 512), Math.round((16 * width) / 512)]);
       operator = op;
       description = `inpainting, ${side}x${side} box at (${op.box.top}, ${op.box.left}) drawn with seed ${String(seed)}`;
       break;
