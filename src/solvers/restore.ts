@@ -23,7 +23,6 @@ import type { DDPMScheduler } from './schedulers/ddpm.js';
 import type { Degradation } from './degradations/types.js';
 import type { DiffusionPrior } from './samplers/denoiser.js';
 import { siloStep, type SiloOperator } from './samplers/silo.js';
-import type { GuidedStep } from './samplers/guided.js';
 import { unetEpsModel } from './samplers/eps-model.js';
 import { latentDpsStep, psldStep } from './samplers/pixel.js';
 
@@ -167,6 +166,14 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
 
   const owned: Tensor[] = [];
   const keep = <T extends Tensor>(t: T) => (owned.push(t), t);
+  // The loop's latent and last residual norm stay owned too, so an abort or error mid-loop frees them.
+  const replace = <T extends Tensor>(old: Tensor | undefined, next: T): T => {
+    old?.dispose();
+    const i = old ? owned.indexOf(old) : -1;
+    if (i >= 0) owned[i] = next;
+    else owned.push(next);
+    return next;
+  };
   try {
     // Phase 1: the latent measurement w = E(y) * s (SILO), the sigma embedding and z_T.
     const t0 = performance.now();
@@ -195,6 +202,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
     );
     const { w, zT } = enc.result;
     if (w) keep(w);
+    keep(zT);
     if (enc.result.sigmaEmb && enc.result.sigmaEmb !== models.sigmaEmb) keep(enc.result.sigmaEmb);
     const sigmaEmb = enc.result.sigmaEmb;
     const encodeReport = phase(enc.report, performance.now() - t0);
@@ -227,20 +235,20 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
         `restore/step_${i}`,
         (rec) => {
           const noise = scheduler.stepCoefficients(t).noiseStd !== 0 ? randomNormal(rec, z.shape, opts.seed, { offset: i + 1, name: 'ddpm_noise' }) : undefined;
-          let step: GuidedStep;
-          if (operator) step = siloStep(rec, prior, operator, w!, z, t, noise, { eta, gradClamp: opts.gradClamp });
-          else if (opts.method === 'latent-dps') step = latentDpsStep(rec, prior, vae, A, y, z, t, noise, { scale: eta });
-          else step = psldStep(rec, prior, vae, A, y, z, t, noise, { omega: opts.psldOmega ?? 1, gamma: opts.psldGamma ?? 0.1 });
-          noise?.dispose();
-          return step;
+          // The noise is freed even when the step throws (a bad option found while recording).
+          try {
+            if (operator) return siloStep(rec, prior, operator, w!, z, t, noise, { eta, gradClamp: opts.gradClamp });
+            if (opts.method === 'latent-dps') return latentDpsStep(rec, prior, vae, A, y, z, t, noise, { scale: eta });
+            return psldStep(rec, prior, vae, A, y, z, t, noise, { omega: opts.psldOmega ?? 1, gamma: opts.psldGamma ?? 0.1 });
+          } finally {
+            noise?.dispose();
+          }
         },
         { wait: true },
       );
       for (const x of [result.eps, result.x0, result.prev, result.estimate, result.grad, ...Object.values(result.extras), (result as { glueNorm?: Tensor }).glueNorm]) x?.dispose();
-      z.dispose();
-      z = result.zPrev;
-      lastNorm?.dispose();
-      lastNorm = result.residualNorm;
+      z = replace(z, result.zPrev);
+      lastNorm = replace(lastNorm, result.residualNorm);
       loopDispatches += report.dispatches;
       loopAutoencoder += autoencoderDispatches(report);
       loopPeak = Math.max(loopPeak, report.peakLiveBytes);
@@ -256,7 +264,6 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
     const loopMs = performance.now() - loopStart;
     const finalResidual = lastNorm ? (await lastNorm.read())[0]! : NaN;
     lastNorm?.dispose();
-    keep(z);
 
     // Phase 3: decode once.
     const t2 = performance.now();

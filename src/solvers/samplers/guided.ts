@@ -46,11 +46,17 @@ export interface GuidedStep {
   extras: Record<string, Tensor>;
 }
 
-/** z_{t-1} = prev - eta * clamp(grad, -c, c). */
-export function guidedUpdate(rec: Recorder, prev: Tensor, grad: Tensor, opts: GuidedStepOptions): Tensor {
+/** Validates the update's options; steps call it before recording anything, so a bad option costs no work. */
+export function checkGuidedOptions(opts: GuidedStepOptions): void {
   const c = opts.gradClamp ?? 1;
   assertArg(c > 0, `guided step: gradClamp must be positive, got ${c}`);
   assertArg(Number.isFinite(opts.eta), `guided step: eta must be finite, got ${opts.eta}`);
+}
+
+/** z_{t-1} = prev - eta * clamp(grad, -c, c). */
+export function guidedUpdate(rec: Recorder, prev: Tensor, grad: Tensor, opts: GuidedStepOptions): Tensor {
+  checkGuidedOptions(opts);
+  const c = opts.gradClamp ?? 1;
   return rec.engine.tidy(() => {
     const g = Number.isFinite(c) ? clamp(rec, grad, -c, c) : grad;
     return scaleAdd(rec, prev, 1, g, -opts.eta, { op: 'guided_update' });
@@ -67,6 +73,7 @@ export function guidedStep(
   noise: Tensor | undefined,
   opts: GuidedStepOptions,
 ): GuidedStep {
+  checkGuidedOptions(opts);
   return rec.scope(`${m.name}_step`, () =>
     rec.engine.tidy(() => {
       const d = denoise(rec, prior, zt, t, noise);

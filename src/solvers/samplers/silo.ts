@@ -12,7 +12,7 @@ import { degradationModelVjp } from '../../models/silo/cnn-vjp.js';
 import type { AggregationNetwork } from '../../models/silo/readout.js';
 import { aggregationVjp } from '../../models/silo/readout-vjp.js';
 import { denoise, disposeDenoised, readoutVjp, type DiffusionPrior } from './denoiser.js';
-import { guidedStep, guidedUpdate, type GuidedStep, type GuidedStepOptions, type LatentMeasurement } from './guided.js';
+import { checkGuidedOptions, guidedStep, guidedUpdate, type GuidedStep, type GuidedStepOptions, type LatentMeasurement } from './guided.js';
 import { residualNorm } from './residual.js';
 
 export interface SiloCnnOperator {
@@ -52,6 +52,7 @@ export function siloStep(
   opts: GuidedStepOptions,
 ): GuidedStep {
   if (operator.kind === 'cnn') return guidedStep(rec, prior, cnnMeasurement(operator), w, zt, t, noise, opts);
+  checkGuidedOptions(opts);
   return rec.scope('silo_rg_step', () => rec.engine.tidy(() => readoutStep(rec, prior, operator, w, zt, t, noise, opts)));
 }
 
