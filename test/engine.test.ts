@@ -283,4 +283,21 @@ describe('tidy and views', () => {
     });
     expect(engine.pool.stats.liveBytes).toBe(live);
   });
+
+  it('frees what a throwing tidy() allocated (nested frames too) and rethrows', () => {
+    const live = engine.pool.stats.liveBytes;
+    const outer = engine.zeros([16]);
+    expect(() =>
+      engine.tidy(() => {
+        engine.zeros([256]);
+        engine.tidy(() => {
+          engine.zeros([32]).reshape([4, 8]);
+          throw new Error('boom while recording');
+        });
+      }),
+    ).toThrow('boom while recording');
+    expect(outer.buffer).toBeDefined(); // a tensor made outside the throwing frames stays alive
+    outer.dispose();
+    expect(engine.pool.stats.liveBytes).toBe(live);
+  });
 });

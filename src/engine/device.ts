@@ -205,9 +205,13 @@ export class Engine {
     let result: T;
     try {
       result = fn();
-    } finally {
+    } catch (e) {
+      // A failed recording must not strand what it allocated: free it all, then rethrow.
       this.tidyStack.pop();
+      for (const t of created) t.dispose();
+      throw e;
     }
+    this.tidyStack.pop();
     const kept = new Set<Tensor>();
     const walk = (v: unknown): void => {
       if (v instanceof Tensor) kept.add(v);
