@@ -1,9 +1,10 @@
-// `npm run bench [-- suite] [--quick] [--filter text]`: runs a benchmark suite on the current adapter,
+// `npm run bench [-- suite] [--quick] [--filter text] [suite flags]`: runs a benchmark suite on the current adapter,
 // prints a table and writes JSON to bench/results/.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Engine } from '../src/engine/device.js';
 import { runKernelBench } from './kernels.js';
 import { runModelBench } from './models.js';
+import { runSolverBench } from './solvers.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -16,7 +17,8 @@ async function main(): Promise<void> {
   let payload: unknown;
   if (suite === 'kernels') payload = await runKernelBench(engine, { quick, filter });
   else if (suite === 'models') payload = await runModelBench(engine, { filter });
-  else throw new Error(`unknown benchmark suite "${suite}" (available: kernels, models)`);
+  else if (suite === 'solvers') payload = await runSolverBench(engine, { filter, args });
+  else throw new Error(`unknown benchmark suite "${suite}" (available: kernels, models, solvers)`);
   const adapter = (engine.info.description || engine.info.architecture || engine.info.vendor || 'adapter').split(/[\s:(]/)[0]!.toLowerCase();
   mkdirSync('bench/results', { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
