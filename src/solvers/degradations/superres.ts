@@ -28,9 +28,10 @@ export function cubicKernel(x: number): number {
  * at input coordinate u = (o - (outLen - inLen scale) / 2) / scale + (1 - 1/scale) / 2; taps
  * floor(u - width/2) - 1 + [0, ceil(width) + 2) with width = 4 / scale when antialiasing (scale < 1),
  * weights scale * cubic(scale (u - tap - 1)) normalised to sum 1, taps outside [0, inLen) mirrored
- * with the edge repeated (index -1 -> 0).
+ * with the edge repeated (index -1 -> 0). `border: 'replicate'` clamps them to the edge instead, which
+ * is what MATLAB's imresize does (the Set5 x4 LR images are reproduced exactly with it).
  */
-export function resizerMatrix(inLen: number, outLen: number, scale: number, antialias = true): Float64Array {
+export function resizerMatrix(inLen: number, outLen: number, scale: number, antialias = true, border: 'mirror' | 'replicate' = 'mirror'): Float64Array {
   assertArg(Number.isInteger(inLen) && inLen >= 1 && Number.isInteger(outLen) && outLen >= 1, `resizerMatrix: lengths must be positive integers (${inLen} -> ${outLen})`);
   assertArg(scale > 0, `resizerMatrix: scale must be > 0, got ${scale}`);
   const aa = antialias && scale < 1;
@@ -47,8 +48,12 @@ export function resizerMatrix(inLen: number, outLen: number, scale: number, anti
     for (let k = 0; k < taps; k++) sum += w[k] = kernel(u - (left + k - 1) - 1);
     if (sum === 0) sum = 1;
     for (let k = 0; k < taps; k++) {
-      const j = (((left + k - 1) % period) + period) % period;
-      const src = j < inLen ? j : period - 1 - j;
+      let src: number;
+      if (border === 'replicate') src = Math.min(inLen - 1, Math.max(0, left + k - 1));
+      else {
+        const j = (((left + k - 1) % period) + period) % period;
+        src = j < inLen ? j : period - 1 - j;
+      }
       m[o * inLen + src]! += w[k]! / sum;
     }
   }
@@ -185,6 +190,8 @@ export class SeparableResize {
 export interface SuperResolutionOptions {
   /** Down-sampling factor (4 or 8 in SILO); default 4. */
   factor?: number;
+  /** Borders: 'mirror' as DPS/SILO's Resizer (default), 'replicate' as MATLAB's imresize. */
+  border?: 'mirror' | 'replicate';
 }
 
 /**
@@ -209,7 +216,7 @@ export class SuperResolutionOperator implements Degradation {
     this.outW = Math.ceil(width * scale);
     this.down = new SeparableResize(
       engine, height, width, this.outH, this.outW,
-      resizerMatrix(height, this.outH, scale), resizerMatrix(width, this.outW, scale), this.name,
+      resizerMatrix(height, this.outH, scale, true, opts.border), resizerMatrix(width, this.outW, scale, true, opts.border), this.name,
     );
     this.up = new SeparableResize(
       engine, this.outH, this.outW, height, width,
