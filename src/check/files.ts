@@ -1,8 +1,11 @@
 // Access to a golden case folder from Node (file system) or the browser (HTTP), so the same case
 // runners serve `silo check`, the Node test suite and the browser tests.
 
+import { SiloError } from '../engine/errors.js';
 import { parseSafetensors, type SafetensorsFile } from '../engine/safetensors.js';
-import { urlFolder, type FolderAccess } from '../engine/folder.js';
+import { subFolder, urlFolder, type FolderAccess } from '../engine/folder.js';
+
+export { subFolder };
 
 export type CaseFiles = FolderAccess;
 
@@ -11,7 +14,7 @@ export async function readJson<T = unknown>(files: CaseFiles, name: string): Pro
   try {
     return JSON.parse(text) as T;
   } catch (e) {
-    throw new Error(`${files.location}/${name}: not valid JSON: ${(e as Error).message}`);
+    throw new SiloError(`${files.location}/${name}: not valid JSON: ${(e as Error).message}`);
   }
 }
 
@@ -21,17 +24,6 @@ export async function readSafetensors(files: CaseFiles, name: string): Promise<S
 
 /** A case folder served over HTTP (browser). */
 export const urlCaseFiles = (baseUrl: string): CaseFiles => urlFolder(baseUrl);
-
-/** A folder named relative to a case folder (manifests point at shared models as "../unet_mini"). */
-export function subFolder(files: CaseFiles, rel: string): CaseFiles {
-  const prefix = rel.replace(/\/+$/, '');
-  return {
-    location: `${files.location}/${prefix}`,
-    bytes: (name, onProgress) => files.bytes(`${prefix}/${name}`, onProgress),
-    text: (name) => files.text(`${prefix}/${name}`),
-    exists: (name) => files.exists(`${prefix}/${name}`),
-  };
-}
 
 /** A file path relative to a case folder, split into its folder and file name. */
 export function relativeFile(files: CaseFiles, rel: string): { folder: CaseFiles; name: string } {

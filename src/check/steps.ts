@@ -26,7 +26,7 @@ import type { CaseRunner } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
 import { readJson, readSafetensors, relativeFile, subFolder, type CaseFiles } from './files.js';
 import { loadUNetFolder, UNET_F16_TOLERANCE } from './unet.js';
-import { caseFileName } from './silo_cnn.js';
+import { caseFileName, goldenInput } from './silo_cnn.js';
 
 type Json = Record<string, unknown>;
 
@@ -50,7 +50,7 @@ function tolerances(manifest: Json): { forward: Tolerance; norm: Tolerance; grad
 }
 
 function upload(engine: Engine, golden: SafetensorsFile, name: string, dtype: 'f32' | 'f16', owned: Tensor[]): Tensor {
-  const t = engine.tensor(golden.getF32(name), golden.info(name).shape, dtype, name);
+  const t = goldenInput(engine, golden, name, dtype);
   owned.push(t);
   return t;
 }

@@ -6,8 +6,8 @@ import type { Engine } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
 import { SiloError } from '../engine/errors.js';
 import { dirFolder } from '../engine/folder-node.js';
-import type { FolderAccess } from '../engine/folder.js';
-import { parseSafetensors, type SafetensorsFile } from '../engine/safetensors.js';
+import type { SafetensorsFile } from '../engine/safetensors.js';
+import { readJson as readJsonAny, readSafetensors } from '../check/files.js';
 import { runProgram } from '../engine/recorder.js';
 import { WeightLoader } from '../models/weights.js';
 import { UNet2DConditionModel } from '../models/unet/unet.js';
@@ -26,6 +26,8 @@ import { SD15_SCHEDULER_CONFIG } from '../solvers/schedulers/config.js';
 import type { RestoreMethod, RestoreModels } from '../solvers/restore.js';
 
 type Json = Record<string, unknown>;
+
+const readJson = (folder: Parameters<typeof readJsonAny>[0], name: string) => readJsonAny<Json>(folder, name);
 
 export interface ModelSource {
   /** A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/). */
@@ -51,19 +53,6 @@ export interface LoadedRestoreModels {
   /** The latent side the operator is built for (SILO's operators fix 64), when there is one. */
   operatorLatentSize?: number;
   dispose(): void;
-}
-
-async function readSt(folder: FolderAccess, name: string): Promise<SafetensorsFile> {
-  return parseSafetensors(await folder.bytes(name), `${folder.location}/${name}`);
-}
-
-async function readJson(folder: FolderAccess, name: string): Promise<Json> {
-  const text = await folder.text(name);
-  try {
-    return JSON.parse(text) as Json;
-  } catch (e) {
-    throw new SiloError(`${folder.location}/${name}: not valid JSON (${(e as Error).message})`);
-  }
 }
 
 function splitPath(p: string): { dir: string; name: string } {
@@ -106,16 +95,16 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
       const clipDir = dirFolder(`${src.golden}/clip_text_mini`);
       if (!(await root.exists('unet_mini/config.json'))) throw new SiloError(`${src.golden}: not the golden folder (no unet_mini/config.json)`);
       const unetCfg = parseUNetConfig(await readJson(unetDir, 'config.json'), `${unetDir.location}/config.json`);
-      unet = build(await readSt(unetDir, 'diffusion_pytorch_model.safetensors'), (w) => new UNet2DConditionModel(w, unetCfg));
+      unet = build(await readSafetensors(unetDir, 'diffusion_pytorch_model.safetensors'), (w) => new UNet2DConditionModel(w, unetCfg));
       const vaeCfg = parseVaeConfig(await readJson(vaeDir, 'config.json'));
-      vae = build(await readSt(vaeDir, 'diffusion_pytorch_model.safetensors'), (w) => new AutoencoderKL(w, vaeCfg));
+      vae = build(await readSafetensors(vaeDir, 'diffusion_pytorch_model.safetensors'), (w) => new AutoencoderKL(w, vaeCfg));
       const tokens = await readJson(clipDir, 'tokens.json');
       tokenizer = await ClipTokenizer.fromBpeGzip(await clipDir.bytes('bpe_simple_vocab_16e6.txt.gz'), {
         padTokenId: tokens['pad'] as number,
         contextLength: tokens['context_length'] as number,
       });
       const clipCfg = parseClipTextConfig(await readJson(clipDir, 'config.json'), `${clipDir.location}/config.json`);
-      encoder = build(await readSt(clipDir, 'model.safetensors'), (w) => new ClipTextModel(w, clipCfg));
+      encoder = build(await readSafetensors(clipDir, 'model.safetensors'), (w) => new ClipTextModel(w, clipCfg));
       notes.push(`tiny golden models from ${src.golden}: unet_mini, vae_mini, clip_text_mini; SD-1.5 DDPM scheduler config`);
       goldenSigma = `${src.golden}/silo_cnn/golden.safetensors:input.sigma_emb`;
     } else if (src.model) {
@@ -147,7 +136,7 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
       if (!path) throw new SiloError('restore: method silo-cnn needs --operator <cnn weights.safetensors>');
       if (!path.endsWith('.safetensors')) throw new SiloError(`${path}: operators are read from .safetensors; convert a PyTorch checkpoint first with 'silo convert ${path} out.safetensors'`);
       const { dir, name } = splitPath(path);
-      const weights = await readSt(dirFolder(dir), name);
+      const weights = await readSafetensors(dirFolder(dir), name);
       const cfg = inferDegradationConfig(weights);
       models.cnn = build(weights, (w) => new DegradationModel(w, cfg));
       notes.push(`CNN operator ${path} (sigma_condition ${cfg.sigmaCondition})`);
@@ -155,7 +144,7 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
       if (!src.operator) throw new SiloError('restore: method silo-rg needs --operator <folder with config.json and weights.safetensors>');
       const folder = dirFolder(src.operator);
       const cfg = aggregationConfig(await readJson(folder, 'config.json'));
-      models.readout = build(await readSt(folder, 'weights.safetensors'), (w) => new AggregationNetwork(w, cfg));
+      models.readout = build(await readSafetensors(folder, 'weights.safetensors'), (w) => new AggregationNetwork(w, cfg));
       notes.push(`readout operator ${src.operator}`);
     }
 
@@ -165,7 +154,7 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
     if (sigmaPath && opCfg?.sigmaCondition) {
       const [file, tensorName] = sigmaPath.split(':') as [string, string | undefined];
       const { dir, name } = splitPath(file);
-      const st = await readSt(dirFolder(dir), name);
+      const st = await readSafetensors(dirFolder(dir), name);
       const key = tensorName ?? st.names().find((n) => st.info(n).shape.length === 2);
       if (!key || !st.has(key)) throw new SiloError(`${file}: no tensor "${tensorName ?? '[1, D]'}" for the sigma embedding`);
       const shape = st.info(key).shape;

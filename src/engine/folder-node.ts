@@ -1,4 +1,5 @@
 // A folder on disk (Node only; node: modules are imported lazily so bundles stay browser-safe).
+import { SiloError } from './errors.js';
 import type { FolderAccess } from './folder.js';
 
 export function dirFolder(dir: string): FolderAccess {
@@ -12,7 +13,7 @@ export function dirFolder(dir: string): FolderAccess {
         onProgress?.(b.byteLength, b.byteLength);
         return b;
       } catch (e) {
-        throw new Error(`${path(name)}: ${(e as Error).message}`);
+        throw new SiloError(`${path(name)}: ${(e as Error).message}`);
       }
     },
     async text(name) {
@@ -20,7 +21,7 @@ export function dirFolder(dir: string): FolderAccess {
       try {
         return await readFile(path(name), 'utf8');
       } catch (e) {
-        throw new Error(`${path(name)}: ${(e as Error).message}`);
+        throw new SiloError(`${path(name)}: ${(e as Error).message}`);
       }
     },
     async exists(name) {

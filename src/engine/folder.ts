@@ -1,6 +1,8 @@
 // Read access to a folder of model files, on disk (Node: folder-node.ts) or behind a base URL
 // (browser), with byte progress for large downloads. Every error names the full path or URL.
 
+import { SiloError } from './errors.js';
+
 export type ByteProgress = (loaded: number, total: number | null) => void;
 
 export interface FolderAccess {
@@ -20,9 +22,9 @@ export function urlFolder(baseUrl: string, init?: RequestInit): FolderAccess {
     try {
       res = await fetch(url, init);
     } catch (e) {
-      throw new Error(`${url}: ${(e as Error).message}`);
+      throw new SiloError(`${url}: ${(e as Error).message}`);
     }
-    if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`.trim());
+    if (!res.ok) throw new SiloError(`${url}: HTTP ${res.status} ${res.statusText}`.trim());
     return res;
   };
   return {
@@ -57,5 +59,16 @@ export function urlFolder(baseUrl: string, init?: RequestInit): FolderAccess {
         return false;
       }
     },
+  };
+}
+
+/** A folder named relative to another (a pipeline's "unet/", a case manifest's "../unet_mini"). */
+export function subFolder(folder: FolderAccess, rel: string): FolderAccess {
+  const prefix = rel.replace(/\/+$/, '');
+  return {
+    location: `${folder.location}/${prefix}`,
+    bytes: (name, onProgress) => folder.bytes(`${prefix}/${name}`, onProgress),
+    text: (name) => folder.text(`${prefix}/${name}`),
+    exists: (name) => folder.exists(`${prefix}/${name}`),
   };
 }

@@ -5,7 +5,7 @@
 import type { Engine } from '../engine/device.js';
 import type { DType } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
-import type { FolderAccess } from '../engine/folder.js';
+import { subFolder, type FolderAccess } from '../engine/folder.js';
 import { openComponent, readJsonFile, readModelIndex } from './diffusers-folder.js';
 import { WeightLoader, type LoadedModel } from './weights.js';
 import { UNet2DConditionModel } from './unet/unet.js';
@@ -49,15 +49,6 @@ export interface DiffusersPipeline {
 }
 
 const ALL: Component[] = ['unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'];
-
-function subFolder(folder: FolderAccess, sub: string): FolderAccess {
-  return {
-    location: `${folder.location}/${sub}`,
-    bytes: (n, p) => folder.bytes(`${sub}/${n}`, p),
-    text: (n) => folder.text(`${sub}/${n}`),
-    exists: (n) => folder.exists(`${sub}/${n}`),
-  };
-}
 
 export async function loadDiffusersPipeline(engine: Engine, folder: FolderAccess, opts: PipelineOptions = {}): Promise<DiffusersPipeline> {
   const modelIndex = await readModelIndex(folder);
