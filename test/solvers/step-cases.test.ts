@@ -8,19 +8,25 @@ import { detectKind, RUNNERS } from '../../src/check/registry.js';
 import { getEngine } from '../helpers/engine.js';
 import { expectAllPass, goldenFiles, goldenManifest } from '../helpers/golden.js';
 
+const SWIFTSHADER = /swiftshader/i.test(process.env['VK_ICD_FILENAMES'] ?? '');
+
 let engine: Engine;
 beforeAll(async () => {
   engine = await getEngine();
 });
 
 describe('guided step golden cases', () => {
-  it('silo_step: both steps match (f32, with gradients)', async () => {
+  it('silo_step: the steps match (f32, with gradients)', async () => {
     const files = goldenFiles('silo_step');
-    const manifest = goldenManifest('silo_step');
-    const kind = await detectKind(files, manifest);
+    const full = goldenManifest('silo_step');
+    const kind = await detectKind(files, full);
     expect(kind).toBe('silo_step');
+    // SwiftShader takes many minutes per 64x64 guided step of the mini UNet: it checks step0 (t = 500)
+    // only; lavapipe checks both (t = 500 and t = 999).
+    const steps = SWIFTSHADER ? (full['steps'] as unknown[]).slice(0, 1) : (full['steps'] as unknown[]);
+    const manifest = { ...full, steps };
     const items = await RUNNERS[kind!]!(engine, files, manifest, { log: (l) => console.log(l) });
-    for (const p of ['step0.', 'step1.']) {
+    for (const p of SWIFTSHADER ? ['step0.'] : ['step0.', 'step1.']) {
       expect(items.map((i) => i.name)).toEqual(expect.arrayContaining(['eps', 'x0_hat', 'prev_sample_unguided', 'w_hat', 'residual_norm', 'grad', 'z_prev'].map((n) => p + n)));
     }
     expectAllPass(items, 'silo_step');
