@@ -30,7 +30,7 @@ describe('guided step golden cases', () => {
       expect(items.map((i) => i.name)).toEqual(expect.arrayContaining(['eps', 'x0_hat', 'prev_sample_unguided', 'w_hat', 'residual_norm', 'grad', 'z_prev'].map((n) => p + n)));
     }
     expectAllPass(items, 'silo_step');
-  }, 600_000);
+  }, 1_800_000);
 
   it('dps_step: matches through the VAE decoder (f32, with gradients)', async () => {
     const files = goldenFiles('dps_step');
