@@ -115,7 +115,7 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
 
     // The image size: the operator's latent size fixes it for SILO; else --size or the input's own.
     const opSize = loaded.operatorLatentSize ? loaded.operatorLatentSize * f : undefined;
-    const srFactor = o.task === 'sr4' ? 4 : o.task === 'sr8' ? 8 : 1;
+    const srFactor = o.task === 'sr4' || o.task === 'avgpool4' ? 4 : o.task === 'sr8' ? 8 : 1;
     let size = o.size ?? opSize;
     const gtImage = o.groundTruth ? await readImageFile(o.groundTruth) : undefined;
     const inImage = o.input ? await readImageFile(o.input) : undefined;

@@ -247,6 +247,19 @@ describe('makeDegradation', () => {
     d.operator.dispose();
   });
 
+  it('avgpool4 brings its measurement back to full size like SR (SILO encodes E(y) at full size)', async () => {
+    const pool = makeDegradation(engine, 'avgpool4', 40, 24).operator;
+    const sr = makeDegradation(engine, 'sr4', 40, 24).operator;
+    const y = engine.tensor(randomData(2 * 3 * 10 * 6, 21), [2, 3, 10, 6], 'f32', 'y');
+    const { result } = await runProgram(engine, 'upsample', (rec) => [pool.upsampleMeasurement!(rec, y), sr.upsampleMeasurement!(rec, y)] as const);
+    expect(result[0].shape).toEqual([2, 3, 40, 24]);
+    // The same torchvision bicubic-antialias matrices as the SR operator's upsampler.
+    expectClose(await result[0].read(), await result[1].read(), { atol: 1e-6, rtol: 0 }, 'avgpool4 upsample vs sr4 upsample');
+    for (const t of [y, result[0], result[1]]) t.dispose();
+    pool.dispose();
+    sr.dispose();
+  });
+
   it('rejects motion_blur without a kernel file and unknown tasks', () => {
     expect(() => makeDegradation(engine, 'motion_blur', 64, 64)).toThrow(/task 'motion_blur' needs opts\.motionKernel/);
     expect(() => makeDegradation(engine, 'jpeg5' as DegradationTask, 64, 64)).toThrow(/unknown task 'jpeg5' \(known: gaussian_blur, motion_blur/);

@@ -9,7 +9,7 @@ import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
-import { SeparableResize } from './superres.js';
+import { SeparableResize, bicubicAAMatrix } from './superres.js';
 import type { Degradation } from './types.js';
 
 /** The 1-D pooling matrix [floor(inLen / factor), inLen]: row o averages inputs [o f, o f + f). */
@@ -26,6 +26,7 @@ export function avgPoolMatrix(inLen: number, factor: number): Float64Array {
 export class AvgPoolOperator implements Degradation {
   readonly name: string;
   private readonly pools = new Map<string, SeparableResize>();
+  private readonly ups = new Map<string, SeparableResize>();
 
   constructor(
     private readonly engine: Engine,
@@ -73,8 +74,26 @@ export class AvgPoolOperator implements Degradation {
     return this.pool(h, w).adjoint(rec, gradY);
   }
 
+  /**
+   * y brought back to factor x its size with the antialiased bicubic SILO applies to SR measurements
+   * before encoding them (the pooled image is SR-like: SILO encodes E(y) at full size).
+   */
+  upsampleMeasurement(rec: Recorder, y: Tensor): Tensor {
+    assertArg(y.rank === 4, `${this.name}: expected an NCHW measurement, got ${shapeString(y.shape)}`);
+    const [h, w] = [y.shape[2]!, y.shape[3]!];
+    const key = `${h}x${w}`;
+    let u = this.ups.get(key);
+    if (!u) {
+      const [H, W] = [h * this.factor, w * this.factor];
+      u = new SeparableResize(this.engine, h, w, H, W, bicubicAAMatrix(h, H), bicubicAAMatrix(w, W), `${this.name}_upsample`);
+      this.ups.set(key, u);
+    }
+    return u.apply(rec, y);
+  }
+
   dispose(): void {
-    for (const p of this.pools.values()) p.dispose();
+    for (const p of [...this.pools.values(), ...this.ups.values()]) p.dispose();
     this.pools.clear();
+    this.ups.clear();
   }
 }
