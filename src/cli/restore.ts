@@ -11,6 +11,7 @@ import { runProgram } from '../engine/recorder.js';
 import { readImageFile, writePng } from '../io/image-node.js';
 import { chwToRgb8, imageToCHW, resizeAndCenterCrop, toRgb8 } from '../io/image.js';
 import type { Image8 } from '../io/types.js';
+import type { Degradation } from '../solvers/degradations/types.js';
 import { isDegradationTask, makeDegradation, DEGRADATION_TASKS, type DegradationTask } from '../solvers/degradations/tasks.js';
 import { loadBlurKernel } from '../solvers/degradations/kernel-file.js';
 import { addMeasurementNoise } from '../solvers/degradations/noise.js';
@@ -188,7 +189,7 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
       metrics['psnr'] = psnr(out, gt, 2);
       metrics['psnr_y'] = psnrY(u, v, shape);
       metrics['ssim'] = ssim(u, v, shape);
-      metrics['ms_ssim'] = Math.min(size, size) >= 176 ? msSsim(u, v, shape) : null;
+      metrics['ms_ssim'] = size >= 176 ? msSsim(u, v, shape) : null;
       metrics['consistency_psnr'] = await consistencyPsnr(A, result.image, x);
     }
     for (const [k, v] of Object.entries(metrics)) io.out(`${k}: ${v === null ? 'n/a (image too small)' : v.toFixed(3)}`);
@@ -232,7 +233,7 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
 }
 
 /** PSNR of A(output) against the measurement itself (what a user without ground truth can check). */
-async function measurementPsnr(engine: Engine, A: { apply: Parameters<typeof consistencyPsnr>[0]['apply'] }, image: Tensor, y: Tensor): Promise<number> {
+async function measurementPsnr(engine: Engine, A: Degradation, image: Tensor, y: Tensor): Promise<number> {
   const { result } = await runProgram(engine, 'measurement_psnr', (rec) => A.apply(rec, image));
   try {
     return psnr(await result.read(), await y.read(), 2);
