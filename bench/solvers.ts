@@ -46,7 +46,8 @@ import { SD15_SCHEDULER_CONFIG } from '../src/solvers/schedulers/config.js';
 import { makeDegradation } from '../src/solvers/degradations/tasks.js';
 import type { Degradation } from '../src/solvers/degradations/types.js';
 import type { DiffusionPrior } from '../src/solvers/samplers/denoiser.js';
-import { unetEpsModel } from '../src/solvers/samplers/eps-model.js';
+import { unetEpsModel, type ForwardMode } from '../src/solvers/samplers/eps-model.js';
+import { unetTapeBytes } from '../src/models/unet/tape-bytes.js';
 import type { GuidedStep } from '../src/solvers/samplers/guided.js';
 import { siloStep } from '../src/solvers/samplers/silo.js';
 import { latentDpsStep, psldStep } from '../src/solvers/samplers/pixel.js';
@@ -55,7 +56,6 @@ import { printTable, type Row } from './harness.js';
 import { sd15UNetConfig, sdVaeConfig } from './models.js';
 import { readFileSync } from 'node:fs';
 
-export type ForwardMode = 'reuse' | 'recompute';
 export const FORWARD_MODES: readonly ForwardMode[] = ['reuse', 'recompute'];
 export type PixelTask = 'sr4' | 'gaussian_blur';
 const PIXEL_TASKS: readonly PixelTask[] = ['sr4', 'gaussian_blur'];
@@ -141,6 +141,8 @@ export interface SolverResult {
   stepPeakBytes?: number;
   /** The pool's peak allocated bytes during the step (live + cached free buffers). */
   peakAllocatedBytes?: number;
+  /** UNet activations kept from the forward for the VJP (reuse; 0 for recompute). */
+  unetKeptBytes?: number;
 }
 
 export interface RatioRow extends SolverResult {
@@ -313,7 +315,7 @@ async function benchMethod(engine: Engine, m: Models, inp: Inputs, method: Resto
     }
     return { sample: { ms, gpuWallMs: report.gpuWallMs }, report, before, peakAllocated };
   };
-  const res: SolverResult = { method, mode, steps: [] };
+  const res: SolverResult = { method, mode, steps: [], unetKeptBytes: mode === 'reuse' ? unetTapeBytes(m.unet.config, inp.zt.shape) : 0 };
   try {
     for (let i = 0; i < a.warmup; i++) await once(-1 - i);
     let last: Awaited<ReturnType<typeof once>> | undefined;
@@ -378,6 +380,7 @@ export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = 
     'step peak MiB': r.stepPeakBytes !== undefined ? mib(r.stepPeakBytes) : null,
     'x cnn ': r.memRatio ?? null,
     'peak alloc MiB': r.peakAllocatedBytes !== undefined ? mib(r.peakAllocatedBytes) : null,
+    'UNet kept MiB': r.unetKeptBytes !== undefined ? mib(r.unetKeptBytes) : null,
   }));
   printTable(`solver steps on ${engine.summary()} (${a.tiny ? 'TINY widths' : 'SD-1.5 architecture'}, ${a.latent}x${a.latent} latent)`, rows);
   for (const r of results) if (r.error) console.log(`  ${r.method} (${r.mode}) error: ${r.error}`);
@@ -402,5 +405,6 @@ const NOTES = [
   'ms/step: record + submit + GPU done of one step program (median over the timed steps); x cnn: ratio to silo-cnn in the same mode.',
   'reuse: one UNet forward per step, its stage inputs kept for the VJP; recompute: the VJP re-runs the UNet forward (two forwards per step). Either way every UNet/VAE stage recomputes its internals from its input inside the VJP (stage checkpointing).',
   "SILO's operators are built with latent_size = the bench latent (SILO hard-codes 64): LayerNorm([C, 32, 32]) and Linear(. -> 32*32); the readout features are resized to 32x32.",
+  'UNet kept: the UNet stage inputs a reuse step holds from its forward to its VJP (unetTapeBytes); restore() picks reuse when they fit its activation budget (1 GiB by default).',
   'peak live: every resident model included; step peak: above what was live when the step started; peak alloc: the pool (live + cached free buffers), trimmed before each method.',
 ];

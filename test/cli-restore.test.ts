@@ -35,6 +35,7 @@ interface Report {
   peak_gpu_bytes: Record<string, number>;
   timings_ms: Record<string, number>;
   settings: Record<string, unknown>;
+  unet_forward: { mode: string; kept_activation_bytes: number };
 }
 
 async function run(method: string, task: string, extra: string[] = []): Promise<{ report: Report; png: Awaited<ReturnType<typeof decodePng>>; io: ReturnType<typeof capture> }> {
@@ -56,7 +57,10 @@ describe('silo restore with the tiny golden models', () => {
   for (const method of ['latent-dps', 'psld']) {
     it(`${method}: every task on a 64x64 crop of a real face, 1 step`, async () => {
       for (const task of TASKS) {
-        const { report, png } = await run(method, task, ['--size', '64', '--steps', '1']);
+        // psld also exercises --forward recompute (the VJP re-runs the UNet forward).
+        const { report, png } = await run(method, task, ['--size', '64', '--steps', '1', ...(method === 'psld' ? ['--forward', 'recompute'] : [])]);
+        expect(report.unet_forward.mode).toBe(method === 'psld' ? 'recompute' : 'reuse');
+        expect(report.unet_forward.kept_activation_bytes).toBeGreaterThan(0);
         expect([png.width, png.height, png.channels]).toEqual([64, 64, 3]);
         // The pixel-space baselines decode (and PSLD encodes) inside every step.
         expect(report.dispatches.autoencoder_in_loop, `${method} ${task}`).toBeGreaterThan(0);
@@ -96,6 +100,10 @@ describe('silo restore with the tiny golden models', () => {
     expect(io.errors.join('\n')).toMatch(/--task deblur: expected one of gaussian_blur/);
     expect(await main(['restore', '--golden', GOLDEN_ROOT, '--steps', '1000'], io)).toBe(2);
     expect(io.errors.join('\n')).toMatch(/--steps 1000: expected 1\.\.999/);
+    expect(await main(['restore', '--golden', GOLDEN_ROOT, '--forward', 'keep'], io)).toBe(2);
+    expect(io.errors.join('\n')).toMatch(/--forward keep: expected auto, reuse or recompute/);
+    expect(await main(['restore', '--golden', GOLDEN_ROOT, '--activation-budget=-5'], io)).toBe(2);
+    expect(io.errors.join('\n')).toMatch(/--activation-budget -5/);
     expect(await main(['restore', '--golden', GOLDEN_ROOT, '--task', 'motion_blur', '--ground-truth', PHOTO], io)).toBe(2);
     expect(io.errors.join('\n')).toMatch(/motion_blur needs --kernel/);
     const notImage = join(tmp, 'not-an-image.png');

@@ -18,6 +18,7 @@ import { addMeasurementNoise } from '../solvers/degradations/noise.js';
 import { jpegRoundTrip } from '../solvers/degradations/jpeg.js';
 import { consistencyPsnr, msSsim, psnr, psnrY, ssim, unitFromSigned } from '../solvers/metrics.js';
 import { restore, RESTORE_METHODS, RestoreAbortedError, type RestoreMethod, type RestoreReport } from '../solvers/restore.js';
+import type { ForwardMode } from '../solvers/samplers/eps-model.js';
 import { loadRestoreModels } from './restore-models.js';
 import type { CliIO } from './silo.js';
 
@@ -41,6 +42,9 @@ export interface RestoreCliOptions {
   cfg: number;
   cfgFix: boolean;
   clampW: boolean;
+  forward: ForwardMode | 'auto';
+  /** MiB of UNet activations 'auto' may keep per step. */
+  activationBudgetMiB?: number;
   out: string;
   report?: string;
   measurementOut?: string;
@@ -169,6 +173,8 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
       clampW: o.clampW,
       guidanceScale: o.cfg,
       cfgFix: o.cfgFix,
+      forward: o.forward,
+      activationBudget: o.activationBudgetMiB !== undefined ? o.activationBudgetMiB * 2 ** 20 : undefined,
       imageSize: [size, size],
       residualEvery: Math.max(1, Math.floor(o.steps / 20)),
       onProgress: progressPrinter(io, o.quiet),
@@ -209,6 +215,7 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
           decode: result.report.decode.dispatches,
         },
         peak_gpu_bytes: { encode: result.report.encode.peakLiveBytes, loop_step: result.report.loop.peakLiveBytes, decode: result.report.decode.peakLiveBytes, pool_live: engine.pool.stats.peakLiveBytes, pool_allocated: engine.pool.stats.peakAllocatedBytes },
+        unet_forward: { mode: result.report.forwardMode, kept_activation_bytes: result.report.unetTapeBytes },
         residuals: result.report.residuals,
         final_residual: result.report.finalResidual,
         metrics,
@@ -249,6 +256,7 @@ function printPhases(io: CliIO, r: RestoreReport, loadMs: number): void {
     `loop ${r.steps} steps in ${(r.loop.ms / 1000).toFixed(1)} s (${r.loop.perStepMs.toFixed(0)} ms/step, ${r.loop.perStepDispatches.toFixed(0)} dispatches/step, ` +
       `${r.loop.autoencoderDispatches} autoencoder dispatches in the loop, peak ${mib(r.loop.peakLiveBytes)})`,
   );
+  io.out(`UNet forward mode: ${r.forwardMode} (a reuse step keeps ${mib(r.unetTapeBytes)} of activations)`);
   io.out(`decode ${r.decode.ms.toFixed(0)} ms (${r.decode.dispatches} dispatches, peak ${mib(r.decode.peakLiveBytes)})`);
 }
 
@@ -266,6 +274,10 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   const task = str('task') ?? 'gaussian_blur';
   if (!isDegradationTask(task)) throw new SiloError(`--task ${task}: expected one of ${DEGRADATION_TASKS.join(', ')}`);
   if (task === 'motion_blur' && !str('kernel')) throw new SiloError('--task motion_blur needs --kernel <file> (.npy, text, .safetensors or PNG)');
+  const forward = str('forward') ?? 'auto';
+  if (forward !== 'auto' && forward !== 'reuse' && forward !== 'recompute') throw new SiloError(`--forward ${forward}: expected auto, reuse or recompute`);
+  const budget = num('activation-budget');
+  if (budget !== undefined && budget < 0) throw new SiloError(`--activation-budget ${budget}: expected a non-negative number of MiB`);
   const steps = num('steps', 999, true)!;
   if (steps < 1 || steps > 999) throw new SiloError(`--steps ${steps}: expected 1..999 (DDPM with SD-1.5's leading spacing cannot step 1000)`);
   return {
@@ -288,6 +300,8 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
     cfg: num('cfg', 1)!,
     cfgFix: values['cfg-fix'] === true,
     clampW: values['no-clamp'] !== true,
+    forward,
+    activationBudgetMiB: budget,
     out: str('out') ?? 'restored.png',
     report: str('report'),
     measurementOut: str('measurement-out'),
@@ -315,6 +329,8 @@ export const RESTORE_OPTIONS = {
   cfg: { type: 'string' },
   'cfg-fix': { type: 'boolean' },
   'no-clamp': { type: 'boolean' },
+  forward: { type: 'string' },
+  'activation-budget': { type: 'string' },
   out: { type: 'string', short: 'o' },
   report: { type: 'string' },
   'measurement-out': { type: 'string' },
@@ -335,6 +351,8 @@ export const RESTORE_USAGE = [
   '  --eta          guidance step size (default SILO\'s for the task; latent-dps: 1.0)',
   '  --prompt, --negative-prompt, --cfg, --cfg-fix   text conditioning and classifier-free guidance (SILO default cfg 1)',
   '  --no-clamp     do not clamp w = E(y) to [-4, 4]',
+  '  --forward      auto|reuse|recompute: keep the UNet activations of a step for its VJP, or recompute them (auto: reuse',
+  '                 when they fit --activation-budget MiB, default 1024)',
   '  --measurement-out   also save the measurement y as a PNG',
   '  Ctrl-C stops between steps (exit 130).',
 ].join('\n');

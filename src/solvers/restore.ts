@@ -21,9 +21,10 @@ import type { AggregationNetwork } from '../models/silo/readout.js';
 import { sigmaTimestep } from '../models/silo/config.js';
 import type { DDPMScheduler } from './schedulers/ddpm.js';
 import type { Degradation } from './degradations/types.js';
-import type { DiffusionPrior } from './samplers/denoiser.js';
+import { usesCfg, type DiffusionPrior } from './samplers/denoiser.js';
 import { siloStep, type SiloOperator } from './samplers/silo.js';
-import { unetEpsModel } from './samplers/eps-model.js';
+import { unetEpsModel, unetForwardMode, type ForwardMode, type UNetEpsOptions } from './samplers/eps-model.js';
+import { unetTapeBytes } from '../models/unet/tape-bytes.js';
 import { latentDpsStep, psldStep } from './samplers/pixel.js';
 
 export type RestoreMethod = 'silo-cnn' | 'silo-rg' | 'latent-dps' | 'psld';
@@ -86,6 +87,10 @@ export interface RestoreOptions {
   residualEvery?: number;
   /** The restored image's [H, W] when A changes the size (super-resolution); default y's size. */
   imageSize?: [number, number];
+  /** The UNet's forward mode in a guided step (default 'auto': keep its activations when they fit the budget). */
+  forward?: ForwardMode | 'auto';
+  /** Bytes of UNet activations 'auto' may keep per step (default DEFAULT_ACTIVATION_BUDGET, 1 GiB). */
+  activationBudget?: number;
   onProgress?: (p: RestoreProgress) => void;
   signal?: AbortSignal;
 }
@@ -108,6 +113,10 @@ export interface RestoreReport {
   /** Residual norms read back (step index, value). */
   residuals: [number, number][];
   finalResidual: number;
+  /** Whether each step's UNet forward kept its activations for the VJP or the VJP recomputed them. */
+  forwardMode: ForwardMode;
+  /** Bytes of UNet activations a 'reuse' step keeps (unetTapeBytes of the step's UNet batch). */
+  unetTapeBytes: number;
 }
 
 export interface RestoreResult {
@@ -162,7 +171,8 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
   const isSilo = opts.method === 'silo-cnn' || opts.method === 'silo-rg';
   scheduler.setTimesteps(opts.steps);
   const timesteps = scheduler.timesteps.slice();
-  const prior: DiffusionPrior = { model: unetEpsModel(unet), scheduler, text: models.text, uncond: models.uncond, guidanceScale: opts.guidanceScale, cfgFix: opts.cfgFix };
+  const epsOpts: UNetEpsOptions = { forward: opts.forward, activationBudget: opts.activationBudget };
+  const prior: DiffusionPrior = { model: unetEpsModel(unet, epsOpts), scheduler, text: models.text, uncond: models.uncond, guidanceScale: opts.guidanceScale, cfgFix: opts.cfgFix };
 
   const owned: Tensor[] = [];
   const keep = <T extends Tensor>(t: T) => (owned.push(t), t);
@@ -271,6 +281,8 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
     const decodeReport = phase(dec.report, performance.now() - t2);
     owned.splice(owned.indexOf(z), 1);
     const n = timesteps.length;
+    // The UNet batch is 2 under classifier-free guidance.
+    const batchShape = [usesCfg(prior) ? 2 : 1, ...z.shape.slice(1)];
     return {
       image: dec.result,
       latent: z,
@@ -283,6 +295,8 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
         decode: decodeReport,
         residuals,
         finalResidual,
+        forwardMode: unetForwardMode(unet, batchShape, epsOpts),
+        unetTapeBytes: unetTapeBytes(unet.config, batchShape),
       },
     };
   } finally {

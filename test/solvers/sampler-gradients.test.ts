@@ -25,7 +25,8 @@ import { DDPMScheduler } from '../../src/solvers/schedulers/ddpm.js';
 import { SD15_SCHEDULER_CONFIG } from '../../src/solvers/schedulers/config.js';
 import { makeDegradation } from '../../src/solvers/degradations/tasks.js';
 import type { Degradation } from '../../src/solvers/degradations/types.js';
-import { unetEpsModel } from '../../src/solvers/samplers/eps-model.js';
+import { unetEpsModel, unetForwardMode, type UNetEpsOptions } from '../../src/solvers/samplers/eps-model.js';
+import { unetTapeBytes } from '../../src/models/unet/tape-bytes.js';
 import type { DiffusionPrior } from '../../src/solvers/samplers/denoiser.js';
 import type { GuidedStep } from '../../src/solvers/samplers/guided.js';
 import { siloStep, type SiloOperator } from '../../src/solvers/samplers/silo.js';
@@ -379,6 +380,32 @@ describe('guided step gradients against finite differences', () => {
     expect(miss, 'dropping the UNet VJP is detectable').toBeGreaterThan(3 * SILO_FD.tol);
   }, 300_000);
 
+  it("UNet forward modes: 'recompute' and 'auto' over its budget give reuse's step; the pass says which mode ran", async () => {
+    const base = await unguidedCnn();
+    const tape = unetTapeBytes(unet.config, [1, 4, LATENT, LATENT]);
+    const variants: [UNetEpsOptions, 'reuse' | 'recompute'][] = [
+      [{ forward: 'recompute' }, 'recompute'],
+      [{ activationBudget: tape - 1 }, 'recompute'],
+      [{ activationBudget: tape }, 'reuse'],
+      [{ forward: 'reuse', activationBudget: 0 }, 'reuse'],
+    ];
+    for (const [o, want] of variants) {
+      expect(unetForwardMode(unet, [1, 4, LATENT, LATENT], o), JSON.stringify(o)).toBe(want);
+      const p: DiffusionPrior = { ...prior, model: unetEpsModel(unet, o) };
+      let seen: string | undefined;
+      const spy: DiffusionPrior = {
+        ...p,
+        model: { ...p.model, forward: (rec, ...args) => { const pass = p.model.forward(rec, ...args); seen = pass.forwardMode; return pass; } },
+      };
+      const v = await runStep((rec, zt) => siloStep(rec, spy, cnnOp(), w, zt, T, noise, { eta: 0.5, gradClamp: Infinity }), z);
+      expect(seen, JSON.stringify(o)).toBe(want);
+      expect(relL2(v.grad, base.grad), `grad, ${JSON.stringify(o)}`).toBeLessThan(1e-5);
+      expect(relL2(v.zPrev, base.zPrev), `z_prev, ${JSON.stringify(o)}`).toBeLessThan(1e-6);
+    }
+    expect(() => unetEpsModel(unet, { forward: 'keep' as 'reuse' })).toThrow(/forward must be 'auto', 'reuse' or 'recompute'/);
+    expect(() => unetEpsModel(unet, { activationBudget: -1 })).toThrow(/activationBudget/);
+  }, 300_000);
+
   it('SILO-CNN with CFG 3: the guided x0 (cfgFix off) matches FD; cfgFix reads the text branch alone', async () => {
     const eta = 0.5;
     const base = await unguidedCnn();
@@ -522,6 +549,8 @@ describe('restore() end to end (2 steps, 64x64)', () => {
     for (const p of [r.encode, r.loop, r.decode]) expect(p.ms).toBeGreaterThanOrEqual(0);
     expect(r.loop.peakLiveBytes).toBeGreaterThan(0);
     expect(Number.isFinite(r.finalResidual) && r.finalResidual > 0).toBe(true);
+    expect(r.unetTapeBytes).toBe(unetTapeBytes(unet.config, [1, 4, LATENT, LATENT]));
+    expect(r.forwardMode).toBe('reuse'); // the mini UNet's activations fit the default budget
   }
 
   it('silo-cnn: report, progress and residuals; the same seed repeats, another seed differs; nothing leaks', async () => {
@@ -544,11 +573,16 @@ describe('restore() end to end (2 steps, 64x64)', () => {
     expect(live()).toBe(start);
   }, 300_000);
 
-  it('silo-rg: no autoencoder in the loop either', async () => {
+  it("silo-rg: no autoencoder in the loop either; forward 'recompute' restores the same image", async () => {
     const start = live();
     const r = await restore(engine, models({ readout }), inpaint, yInpaint, { method: 'silo-rg', steps: STEPS, seed: 4 });
     expectReport(r.report, 'silo-rg', true);
-    await imageOf(r);
+    const reused = await imageOf(r);
+    expect(live()).toBe(start);
+    const rc = await restore(engine, models({ readout }), inpaint, yInpaint, { method: 'silo-rg', steps: STEPS, seed: 4, forward: 'recompute' });
+    expect(rc.report.forwardMode).toBe('recompute');
+    expect(rc.report.loop.perStepDispatches, 'recompute runs the UNet forward twice').toBeGreaterThan(r.report.loop.perStepDispatches);
+    expect(relL2(await imageOf(rc), reused)).toBeLessThan(1e-5);
     expect(live()).toBe(start);
   }, 300_000);
 

@@ -7,6 +7,8 @@ import type { Tensor } from '../../engine/tensor.js';
 import type { UNet2DConditionModel } from '../../models/unet/unet.js';
 import { sampleVjp } from '../../models/unet/vjp.js';
 import { readoutForward, readoutSampleVjp } from '../../models/unet/readout-vjp.js';
+import { unetTapeBytes } from '../../models/unet/tape-bytes.js';
+import { assertArg } from '../../engine/errors.js';
 
 /**
  * One forward call; `vjp` differentiates it with respect to the sample (at most once). A pass is a
@@ -21,7 +23,11 @@ export interface EpsPass {
   /** Frees the saved state when no reverse pass follows. */
   discard(): void;
   saved?: unknown;
+  /** How a differentiable pass was recorded: its activations kept ('reuse') or rebuilt by the VJP. */
+  forwardMode?: ForwardMode;
 }
+
+export type ForwardMode = 'reuse' | 'recompute';
 
 export interface EpsModel {
   readonly name: string;
@@ -30,23 +36,41 @@ export interface EpsModel {
   forward(rec: Recorder, sample: Tensor, t: number, context: Tensor, opts?: { readout?: boolean; grad?: boolean }): EpsPass;
 }
 
+/** Default ceiling on the activations a 'reuse' pass may keep: 1 GiB (SD-1.5 64x64 keeps ~0.13 GiB per sample). */
+export const DEFAULT_ACTIVATION_BUDGET = 2 ** 30;
+
 export interface UNetEpsOptions {
   /**
-   * 'reuse' (default): a pass that will be differentiated keeps its stage inputs, and the VJP walks back
-   * from them (one UNet forward per guided step). 'recompute': the VJP re-runs the forward (two forwards
-   * per step; the stage inputs are not held across the operator's work).
+   * 'reuse': a pass that will be differentiated keeps its stage inputs, and the VJP walks back from them
+   * (one UNet forward per guided step). 'recompute': the VJP re-runs the forward (two forwards per step;
+   * the stage inputs are not held across the operator's work). 'auto' (default): reuse when the kept
+   * stage inputs fit in `activationBudget` bytes (unetTapeBytes of the pass's sample), else recompute.
    */
-  forward?: 'reuse' | 'recompute';
+  forward?: ForwardMode | 'auto';
+  /** Bytes 'auto' lets a pass keep (default DEFAULT_ACTIVATION_BUDGET). */
+  activationBudget?: number;
+}
+
+/** The forward mode `opts` selects for a differentiable pass over a sample of `shape`. */
+export function unetForwardMode(unet: UNet2DConditionModel, shape: readonly number[], opts: UNetEpsOptions = {}): ForwardMode {
+  const mode = opts.forward ?? 'auto';
+  if (mode !== 'auto') return mode;
+  return unetTapeBytes(unet.config, shape) <= (opts.activationBudget ?? DEFAULT_ACTIVATION_BUDGET) ? 'reuse' : 'recompute';
 }
 
 /** The UNet as an EpsModel. Either way its VJP recomputes each stage's internals (stage checkpointing). */
 export function unetEpsModel(unet: UNet2DConditionModel, opts: UNetEpsOptions = {}): EpsModel {
-  const reuse = (opts.forward ?? 'reuse') === 'reuse';
+  const mode = opts.forward ?? 'auto';
+  assertArg(mode === 'auto' || mode === 'reuse' || mode === 'recompute', `unetEpsModel: forward must be 'auto', 'reuse' or 'recompute', got ${String(mode)}`);
+  const budget = opts.activationBudget ?? DEFAULT_ACTIVATION_BUDGET;
+  assertArg(Number.isFinite(budget) && budget >= 0, `unetEpsModel: activationBudget must be a non-negative number of bytes, got ${budget}`);
   return {
     name: 'unet',
     inChannels: unet.config.inChannels,
     forward(rec, sample, t, context, o = {}) {
-      if (reuse && o.grad && unet.dtype === 'f32') {
+      // An f16 UNet has no tape (its VJP is f32-only and recomputes anyway).
+      const reuse = !!o.grad && unet.dtype === 'f32' && unetForwardMode(unet, sample.shape, opts) === 'reuse';
+      if (reuse) {
         const p = rec.scope('unet', () => readoutForward(rec, unet, sample, t, context));
         if (!o.readout) for (const f of p.features) f.dispose();
         return {
@@ -55,6 +79,7 @@ export function unetEpsModel(unet: UNet2DConditionModel, opts: UNetEpsOptions = 
           saved: p.saved,
           vjp: (r, gEps, gReadout) => p.vjp(r, gReadout ?? p.features.map(() => undefined), gEps),
           discard: () => p.discard(),
+          forwardMode: 'reuse',
         };
       }
       const out = rec.scope('unet', () => unet.forward(rec, sample, t, context, { readout: o.readout }));
@@ -67,6 +92,7 @@ export function unetEpsModel(unet: UNet2DConditionModel, opts: UNetEpsOptions = 
           return sampleVjp(r, unet, sample, t, context, gEps);
         },
         discard: () => {},
+        forwardMode: o.grad ? 'recompute' : undefined,
       };
     },
   };
