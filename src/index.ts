@@ -1,5 +1,5 @@
 // Public entry of silo-webgpu (browser and Node). The Node-only safetensors file reader lives in
-// src/engine/safetensors-node.ts so browser bundles never include node: modules.
+// src/formats/safetensors-node.ts so browser bundles never include node: modules.
 
 export { Engine, type EngineOptions, type AdapterReport, type EngineLimits } from './engine/device.js';
 export { Tensor } from './engine/tensor.js';
@@ -7,7 +7,7 @@ export { Recorder, runProgram, type ProgramReport, type DispatchArgs, type OpSta
 export { Kernel, type KernelSpec } from './engine/kernel.js';
 export { SiloError, KernelError, DeviceLostError, LimitError, ArgumentError } from './engine/errors.js';
 export { type DType, f32ToF16Bits, f16BitsToF32, f32ToBf16Bits, bf16BitsToF32 } from './engine/dtype.js';
-export * from './engine/safetensors.js';
+export * from './formats/safetensors.js';
 export { philox4x32, uniformCPU, normalCPU } from './engine/random.js';
 
 export * from './engine/ops/elementwise.js';
@@ -26,7 +26,7 @@ export * from './engine/ops/region.js';
 export * from './engine/ops/gaussian.js';
 
 // Loading models and running restorations.
-export { urlFolder, type FolderAccess } from './engine/folder.js';
+export { urlFolder, type FolderAccess } from './formats/folder.js';
 export { loadDiffusersPipeline, type DiffusersPipeline, type PipelineOptions, type PipelineProgress } from './models/pipeline.js';
 export { UNet2DConditionModel } from './models/unet/unet.js';
 export { sampleVjp } from './models/unet/vjp.js';

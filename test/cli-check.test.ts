@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main, type CliIO } from '../src/cli/silo.js';
-import { parseSafetensors, serializeSafetensors } from '../src/engine/safetensors.js';
+import { parseSafetensors, serializeSafetensors } from '../src/formats/safetensors.js';
 import { goldenDir } from './helpers/golden.js';
 import { PENDING_CASES } from '../src/check/registry.js';
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { convertCheckpoint } from '../src/cli/convert.js';
 import { main, SUBCOMMANDS, type CliIO } from '../src/cli/silo.js';
-import { parseSafetensors } from '../src/engine/safetensors.js';
+import { parseSafetensors } from '../src/formats/safetensors.js';
 import { f16BitsToF32 } from '../src/engine/dtype.js';
 import { buildCheckpoint, PickleWriter, specPickle, tensorSpec } from './helpers/torch-fixtures.js';
 import { GOLDEN_ROOT } from './helpers/golden.js';

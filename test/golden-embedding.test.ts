@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import type { Engine } from '../src/engine/device.js';
 import { runProgram } from '../src/engine/recorder.js';
 import { timestepEmbedding, timestepEmbeddingCPU } from '../src/engine/ops/embedding.js';
-import { readSafetensorsFile } from '../src/engine/safetensors-node.js';
+import { readSafetensorsFile } from '../src/formats/safetensors-node.js';
 import { getEngine, expectClose } from './helpers/engine.js';
 
 const GOLDEN = new URL('../../shared/golden/unet_mini/golden.safetensors', import.meta.url).pathname;

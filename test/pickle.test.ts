@@ -11,8 +11,8 @@ import {
   isList,
   type AllowedGlobal,
   type UnpickleOptions,
-} from '../src/engine/pickle.js';
-import { ZipArchive, bytesSource } from '../src/engine/zip.js';
+} from '../src/formats/pickle.js';
+import { ZipArchive, bytesSource } from '../src/formats/zip.js';
 import { PickleWriter } from './helpers/torch-fixtures.js';
 
 const opts = (extra: Partial<UnpickleOptions> = {}): UnpickleOptions => ({ source: 'test.pkl', globals: DATA_GLOBALS, ...extra });

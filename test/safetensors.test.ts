@@ -14,8 +14,8 @@ import {
   SafetensorsError,
   type SafetensorsEntry,
   type SafetensorsDType,
-} from '../src/engine/safetensors.js';
-import { readSafetensorsFile, readSafetensorsIndex } from '../src/engine/safetensors-node.js';
+} from '../src/formats/safetensors.js';
+import { readSafetensorsFile, readSafetensorsIndex } from '../src/formats/safetensors-node.js';
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/engine/dtype.js';
 import { SiloError } from '../src/engine/errors.js';
 import type { Engine } from '../src/engine/device.js';

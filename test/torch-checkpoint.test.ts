@@ -2,11 +2,11 @@
 // checkpoints covering dtypes / strided views / nesting / zip variants, and malicious or corrupt files.
 import { describe, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { TorchCheckpoint, TorchCheckpointError, TorchTensor, gatherStrided } from '../src/engine/torch-checkpoint.js';
-import { readTorchCheckpointFile } from '../src/engine/torch-checkpoint-node.js';
-import { PickleDict, PickleError } from '../src/engine/pickle.js';
-import { ZipArchive, ZipError, bytesSource, crc32 } from '../src/engine/zip.js';
-import { parseSafetensors, SAFETENSORS_DTYPES, type SafetensorsDType } from '../src/engine/safetensors.js';
+import { TorchCheckpoint, TorchCheckpointError, TorchTensor, gatherStrided } from '../src/formats/torch-checkpoint.js';
+import { readTorchCheckpointFile } from '../src/formats/torch-checkpoint-node.js';
+import { PickleDict, PickleError } from '../src/formats/pickle.js';
+import { ZipArchive, ZipError, bytesSource, crc32 } from '../src/formats/zip.js';
+import { parseSafetensors, SAFETENSORS_DTYPES, type SafetensorsDType } from '../src/formats/safetensors.js';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { buildCheckpoint, buildZip, PickleWriter, specPickle, tensorSpec, type Spec } from './helpers/torch-fixtures.js';
 import { GOLDEN_ROOT } from './helpers/golden.js';

@@ -7,7 +7,7 @@
 // applies them in float32).
 
 import type { Engine } from '../engine/device.js';
-import type { SafetensorsFile } from '../engine/safetensors.js';
+import type { SafetensorsFile } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { runProgram, type Recorder } from '../engine/recorder.js';
 import { BlurOperator, gaussianBlurKernel } from '../solvers/degradations/blur.js';

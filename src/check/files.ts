@@ -2,8 +2,8 @@
 // runners serve `silo check`, the Node test suite and the browser tests.
 
 import { SiloError } from '../engine/errors.js';
-import { parseSafetensors, type SafetensorsFile } from '../engine/safetensors.js';
-import { subFolder, urlFolder, type FolderAccess } from '../engine/folder.js';
+import { parseSafetensors, type SafetensorsFile } from '../formats/safetensors.js';
+import { subFolder, urlFolder, type FolderAccess } from '../formats/folder.js';
 
 export { subFolder };
 

@@ -5,7 +5,7 @@
 // step (with the trace's model outputs and noises), read back only at the end.
 
 import type { Engine } from '../engine/device.js';
-import type { SafetensorsFile } from '../engine/safetensors.js';
+import type { SafetensorsFile } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { runProgram } from '../engine/recorder.js';
 import { SiloError } from '../engine/errors.js';

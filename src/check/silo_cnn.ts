@@ -3,7 +3,7 @@
 // arguments are read off the weights' shapes, as a user's checkpoint would be loaded.
 
 import type { Engine } from '../engine/device.js';
-import type { SafetensorsFile } from '../engine/safetensors.js';
+import type { SafetensorsFile } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { runProgram } from '../engine/recorder.js';
 import { WeightLoader } from '../models/weights.js';

@@ -5,7 +5,7 @@
 // z_prev. The gradients are f32 only: an f16 run checks the forward quantities alone.
 
 import type { Engine } from '../engine/device.js';
-import type { SafetensorsFile } from '../engine/safetensors.js';
+import type { SafetensorsFile } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { runProgram } from '../engine/recorder.js';
 import { scale as scaleTensor } from '../engine/ops/elementwise.js';

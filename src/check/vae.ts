@@ -7,7 +7,7 @@
 // the file and the tensor.
 
 import type { Engine } from '../engine/device.js';
-import type { SafetensorsFile } from '../engine/safetensors.js';
+import type { SafetensorsFile } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { shapeString } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';

@@ -3,7 +3,7 @@
 // pass/fail against the case's tolerance.
 
 import { Engine } from '../engine/device.js';
-import { dirFolder } from '../engine/folder-node.js';
+import { dirFolder } from '../formats/folder-node.js';
 import { SiloError } from '../engine/errors.js';
 import { compare, type CheckResult } from '../check/compare.js';
 import { RUNNERS, PENDING_CASES, detectKind } from '../check/registry.js';

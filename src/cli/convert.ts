@@ -1,9 +1,9 @@
 // `silo convert`: a PyTorch checkpoint (.pt/.pth/.ckpt, torch.save zip format) to .safetensors, read
 // with the restricted unpickler (nothing in the checkpoint is executed). Node only.
 
-import { bf16BitsArrayToF32, f16BitsArrayToF32, f32Entry, serializeSafetensors, type SafetensorsDType, type SafetensorsEntry } from '../engine/safetensors.js';
-import { readTorchCheckpointFile } from '../engine/torch-checkpoint-node.js';
-import { TorchCheckpointError, type TorchCheckpoint, type TorchTensor } from '../engine/torch-checkpoint.js';
+import { bf16BitsArrayToF32, f16BitsArrayToF32, f32Entry, serializeSafetensors, type SafetensorsDType, type SafetensorsEntry } from '../formats/safetensors.js';
+import { readTorchCheckpointFile } from '../formats/torch-checkpoint-node.js';
+import { TorchCheckpointError, type TorchCheckpoint, type TorchTensor } from '../formats/torch-checkpoint.js';
 
 export type FloatTarget = 'F32' | 'F16' | 'BF16';
 

@@ -5,8 +5,8 @@
 import type { Engine } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
 import { SiloError } from '../engine/errors.js';
-import { dirFolder } from '../engine/folder-node.js';
-import type { SafetensorsFile } from '../engine/safetensors.js';
+import { dirFolder } from '../formats/folder-node.js';
+import type { SafetensorsFile } from '../formats/safetensors.js';
 import { readJson as readJsonAny, readSafetensors } from '../check/files.js';
 import { runProgram } from '../engine/recorder.js';
 import { WeightLoader } from '../models/weights.js';

@@ -2,7 +2,7 @@
 // scanline and the zlib stream from the web-standard CompressionStream('deflate') (browsers, Node >= 18).
 
 import { assertArg } from '../engine/errors.js';
-import { crc32 } from '../engine/zip.js';
+import { crc32 } from '../formats/zip.js';
 import { checkImage, type Image16, type Image8 } from './types.js';
 import { FILTER_NAMES, PNG_SIGNATURE, paeth, type PngFilter } from './png-format.js';
 

@@ -2,7 +2,7 @@
 // signature and every chunk CRC are checked, and the zlib stream is inflated with the web-standard
 // DecompressionStream (browsers, Node >= 18). The encoder lives in png-encode.ts.
 
-import { crc32 } from '../engine/zip.js';
+import { crc32 } from '../formats/zip.js';
 import { ImageError, type Channels, type PixelImage } from './types.js';
 import { ADAM7, COLOR_TYPES, COLOR_TYPE_CODE, NO_INTERLACE, PNG_SIGNATURE, paeth, passExtent, scanlineBytes, type PngColorType } from './png-format.js';
 

@@ -3,8 +3,8 @@
 // file, a precision variant (`diffusion_pytorch_model.fp16.safetensors`) or a sharded index
 // (`*.safetensors.index[.fp16].json` + shards), from disk or from a base URL, with progress.
 
-import type { FolderAccess } from '../engine/folder.js';
-import { parseSafetensors, SafetensorsIndex, type TensorSource } from '../engine/safetensors.js';
+import type { FolderAccess } from '../formats/folder.js';
+import { parseSafetensors, SafetensorsIndex, type TensorSource } from '../formats/safetensors.js';
 import { SiloError } from '../engine/errors.js';
 
 export interface LoadProgress {

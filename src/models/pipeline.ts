@@ -5,7 +5,7 @@
 import type { Engine } from '../engine/device.js';
 import type { DType } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
-import { subFolder, type FolderAccess } from '../engine/folder.js';
+import { subFolder, type FolderAccess } from '../formats/folder.js';
 import { openComponent, readJsonFile, readModelIndex } from './diffusers-folder.js';
 import { WeightLoader, type LoadedModel } from './weights.js';
 import { UNet2DConditionModel } from './unet/unet.js';

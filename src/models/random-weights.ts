@@ -8,7 +8,7 @@ import type { DType } from '../engine/dtype.js';
 import { shapeSize } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
 import { Recorder } from '../engine/recorder.js';
-import type { RawArray, TensorInfo, TensorSource } from '../engine/safetensors.js';
+import type { RawArray, TensorInfo, TensorSource } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { randomNormal } from '../engine/ops/random.js';
 

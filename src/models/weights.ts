@@ -6,7 +6,7 @@ import type { Engine } from '../engine/device.js';
 import type { DType } from '../engine/dtype.js';
 import { shapeString } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
-import type { TensorSource } from '../engine/safetensors.js';
+import type { TensorSource } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 
 export class WeightError extends SiloError {}

@@ -11,7 +11,7 @@ import { l2Norm, sum } from '../../src/engine/ops/reduce.js';
 import { attention } from '../../src/engine/ops/attention.js';
 import { matmul, linear } from '../../src/engine/ops/matmul.js';
 import { matmulRef } from '../ref/matmul.js';
-import { fetchSafetensors } from '../../src/engine/safetensors.js';
+import { fetchSafetensors } from '../../src/formats/safetensors.js';
 import { compare, type CheckItem } from '../../src/check/compare.js';
 import { urlCaseFiles } from '../../src/check/files.js';
 import { runUNetCase } from '../../src/check/unet.js';

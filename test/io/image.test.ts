@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ArgumentError } from '../../src/engine/errors.js';
-import { readSafetensorsFile } from '../../src/engine/safetensors-node.js';
+import { readSafetensorsFile } from '../../src/formats/safetensors-node.js';
 import { centerCrop, chwToRgb8, crop, cropToMultiple, imageToCHW, resizeAndCenterCrop, toRgb8 } from '../../src/io/image.js';
 import { decodeImage, sniffImageFormat } from '../../src/io/decode.js';
 import { readImageFile, writePng } from '../../src/io/image-node.js';

@@ -4,7 +4,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../../src/engine/device.js';
 import { runProgram } from '../../src/engine/recorder.js';
-import { parseSafetensors, f32Entry, serializeSafetensors, type SafetensorsEntry } from '../../src/engine/safetensors.js';
+import { parseSafetensors, f32Entry, serializeSafetensors, type SafetensorsEntry } from '../../src/formats/safetensors.js';
 import { WeightLoader, WeightError } from '../../src/models/weights.js';
 import { parseClipTextConfig, ClipConfigError, type ClipTextConfig } from '../../src/models/clip/config.js';
 import { ClipTextModel, eosPositions } from '../../src/models/clip/text-encoder.js';

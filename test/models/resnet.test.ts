@@ -3,7 +3,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../../src/engine/device.js';
 import { runProgram } from '../../src/engine/recorder.js';
 import { silu } from '../../src/engine/ops/elementwise.js';
-import { parseSafetensors, f32Entry, serializeSafetensors } from '../../src/engine/safetensors.js';
+import { parseSafetensors, f32Entry, serializeSafetensors } from '../../src/formats/safetensors.js';
 import { WeightLoader, WeightError } from '../../src/models/weights.js';
 import { ResnetBlock2D } from '../../src/models/resnet.js';
 import { getEngine, randomData, expectClose } from '../helpers/engine.js';

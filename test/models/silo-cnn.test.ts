@@ -4,8 +4,8 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../../src/engine/device.js';
 import { runProgram } from '../../src/engine/recorder.js';
-import { f32Entry, parseSafetensors, serializeSafetensors } from '../../src/engine/safetensors.js';
-import { readSafetensorsFile } from '../../src/engine/safetensors-node.js';
+import { f32Entry, parseSafetensors, serializeSafetensors } from '../../src/formats/safetensors.js';
+import { readSafetensorsFile } from '../../src/formats/safetensors-node.js';
 import { WeightLoader, WeightError } from '../../src/models/weights.js';
 import { DegradationModel } from '../../src/models/silo/cnn.js';
 import { PreserveDegradationNetwork, sinusoidalNoiseEmbedding, spatialPositionalEmbedding } from '../../src/models/silo/preserve.js';

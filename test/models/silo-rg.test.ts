@@ -5,7 +5,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../../src/engine/device.js';
 import { runProgram } from '../../src/engine/recorder.js';
-import { f32Entry, parseSafetensors, serializeSafetensors } from '../../src/engine/safetensors.js';
+import { f32Entry, parseSafetensors, serializeSafetensors } from '../../src/formats/safetensors.js';
 import { WeightLoader, WeightError } from '../../src/models/weights.js';
 import { AggregationNetwork } from '../../src/models/silo/readout.js';
 import { aggregationConfig, sd15AggregationArgs, type AggregationNetworkConfig } from '../../src/models/silo/config.js';

@@ -4,8 +4,8 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../../src/engine/device.js';
 import { runProgram } from '../../src/engine/recorder.js';
-import { parseSafetensors, f32Entry, serializeSafetensors, type SafetensorsEntry } from '../../src/engine/safetensors.js';
-import { readSafetensorsFile } from '../../src/engine/safetensors-node.js';
+import { parseSafetensors, f32Entry, serializeSafetensors, type SafetensorsEntry } from '../../src/formats/safetensors.js';
+import { readSafetensorsFile } from '../../src/formats/safetensors-node.js';
 import { WeightLoader, WeightError } from '../../src/models/weights.js';
 import {
   TAEF2_CONFIG,

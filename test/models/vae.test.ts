@@ -5,7 +5,7 @@ import type { Engine } from '../../src/engine/device.js';
 import { LimitError } from '../../src/engine/errors.js';
 import { runProgram, type Recorder } from '../../src/engine/recorder.js';
 import type { Tensor } from '../../src/engine/tensor.js';
-import { f32Entry, parseSafetensors, serializeSafetensors, type SafetensorsFile } from '../../src/engine/safetensors.js';
+import { f32Entry, parseSafetensors, serializeSafetensors, type SafetensorsFile } from '../../src/formats/safetensors.js';
 import type { CaseFiles } from '../../src/check/files.js';
 import { readJson, readSafetensors } from '../../src/check/files.js';
 import { runVae, vaeTolerance, VAE_F16_TOLERANCE } from '../../src/check/vae.js';

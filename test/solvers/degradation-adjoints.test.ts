@@ -7,7 +7,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../../src/engine/device.js';
 import type { Tensor } from '../../src/engine/tensor.js';
 import { runProgram } from '../../src/engine/recorder.js';
-import { parseSafetensors } from '../../src/engine/safetensors.js';
+import { parseSafetensors } from '../../src/formats/safetensors.js';
 import {
   AvgPoolOperator,
   BlurOperator,

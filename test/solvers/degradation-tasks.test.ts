@@ -3,7 +3,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../../src/engine/device.js';
 import { runProgram } from '../../src/engine/recorder.js';
-import { f32Entry, serializeSafetensors } from '../../src/engine/safetensors.js';
+import { f32Entry, serializeSafetensors } from '../../src/formats/safetensors.js';
 import {
   AvgPoolOperator,
   BlurOperator,

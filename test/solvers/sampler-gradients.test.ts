@@ -12,7 +12,7 @@ import type { Tensor } from '../../src/engine/tensor.js';
 import type { Recorder } from '../../src/engine/recorder.js';
 import { runProgram } from '../../src/engine/recorder.js';
 import { normalCPU } from '../../src/engine/random.js';
-import type { RawArray, TensorInfo, TensorSource } from '../../src/engine/safetensors.js';
+import type { RawArray, TensorInfo, TensorSource } from '../../src/formats/safetensors.js';
 import type { DType } from '../../src/engine/dtype.js';
 import { RandomWeightSource } from '../../src/models/random-weights.js';
 import { WeightLoader } from '../../src/models/weights.js';

@@ -5,7 +5,7 @@
 // Options SILO's sampler never runs (and that this port does not implement) are rejected by name.
 
 import { SiloError } from '../../engine/errors.js';
-import type { TensorSource } from '../../engine/safetensors.js';
+import type { TensorSource } from '../../formats/safetensors.js';
 
 export class SiloConfigError extends SiloError {}
 

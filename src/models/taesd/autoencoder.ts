@@ -5,7 +5,7 @@
 import type { Engine } from '../../engine/device.js';
 import type { DType } from '../../engine/dtype.js';
 import type { Recorder } from '../../engine/recorder.js';
-import type { TensorSource } from '../../engine/safetensors.js';
+import type { TensorSource } from '../../formats/safetensors.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { SiloError } from '../../engine/errors.js';
 import { WeightLoader } from '../weights.js';

@@ -9,7 +9,7 @@
 // reads a config back from the names and shapes in the weight files.
 
 import { shapeString } from '../../engine/dtype.js';
-import type { TensorSource } from '../../engine/safetensors.js';
+import type { TensorSource } from '../../formats/safetensors.js';
 import { WeightError } from '../weights.js';
 
 export interface TaesdConfig {

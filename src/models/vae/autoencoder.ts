@@ -4,7 +4,7 @@
 
 import type { Engine } from '../../engine/device.js';
 import type { Recorder } from '../../engine/recorder.js';
-import type { TensorSource } from '../../engine/safetensors.js';
+import type { TensorSource } from '../../formats/safetensors.js';
 import { Tensor } from '../../engine/tensor.js';
 import type { U64 } from '../../engine/random.js';
 import { assertArg } from '../../engine/errors.js';

@@ -12,7 +12,7 @@
 
 import type { Engine } from '../../engine/device.js';
 import { ArgumentError } from '../../engine/errors.js';
-import { parseSafetensors } from '../../engine/safetensors.js';
+import { parseSafetensors } from '../../formats/safetensors.js';
 import { decodePng16 } from '../../io/png.js';
 import { BlurOperator } from './blur.js';
 

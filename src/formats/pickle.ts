@@ -13,7 +13,7 @@
 // against the bytes that remain, and each opcode creates O(1) values plus what it reads, so memory is
 // linear in the input. Values may be cyclic (a list appended to itself): walkers must guard for it.
 
-import { SiloError } from './errors.js';
+import { SiloError } from '../engine/errors.js';
 
 export type PickleValue = unknown;
 export type PickleKey = string | number | bigint | boolean | null;

@@ -1,5 +1,5 @@
 // A folder on disk (Node only; node: modules are imported lazily so bundles stay browser-safe).
-import { SiloError } from './errors.js';
+import { SiloError } from '../engine/errors.js';
 import type { FolderAccess } from './folder.js';
 
 export function dirFolder(dir: string): FolderAccess {

@@ -5,7 +5,7 @@
 // to disk from an entry name, but names that could escape a folder ('..', absolute paths) are refused
 // anyway: a checkpoint that holds them is not one torch wrote.
 
-import { SiloError } from './errors.js';
+import { SiloError } from '../engine/errors.js';
 
 /** Random access to the archive's bytes: a file handle in Node, a Blob in browsers, or memory. */
 export interface ByteSource {

@@ -6,8 +6,8 @@
 // OrderedDict; tensors come back as TorchTensor descriptors, checked against their storages at once,
 // whose bytes are read (and non-contiguous views materialised) on demand.
 
-import { SiloError } from './errors.js';
-import { shapeSize, shapeString } from './dtype.js';
+import { SiloError } from '../engine/errors.js';
+import { shapeSize, shapeString } from '../engine/dtype.js';
 import { SAFETENSORS_DTYPES, type SafetensorsDType } from './safetensors.js';
 import { bytesSource, ZipArchive, type ByteSource } from './zip.js';
 import { DATA_GLOBALS, describeValue, isTuple, PickleDict, PickleGlobal, unpickle, type AllowedGlobal, type PickleValue } from './pickle.js';

@@ -1,7 +1,7 @@
 // Read access to a folder of model files, on disk (Node: folder-node.ts) or behind a base URL
 // (browser), with byte progress for large downloads. Every error names the full path or URL.
 
-import { SiloError } from './errors.js';
+import { SiloError } from '../engine/errors.js';
 
 export type ByteProgress = (loaded: number, total: number | null) => void;
 

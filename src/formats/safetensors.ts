@@ -3,10 +3,10 @@
 // "__metadata__": {str: str}}, then the raw little-endian data section; offsets are relative to it.
 // Parsing validates everything up front so a bad file fails once, naming the file and the tensor.
 
-import type { Engine } from './device.js';
-import type { Tensor } from './tensor.js';
-import { bf16BitsToF32, f16BitsToF32, f32ArrayToF16, f32ToBf16Bits, shapeSize, shapeString, type DType } from './dtype.js';
-import { SiloError } from './errors.js';
+import type { Engine } from '../engine/device.js';
+import type { Tensor } from '../engine/tensor.js';
+import { bf16BitsToF32, f16BitsToF32, f32ArrayToF16, f32ToBf16Bits, shapeSize, shapeString, type DType } from '../engine/dtype.js';
+import { SiloError } from '../engine/errors.js';
 
 export const SAFETENSORS_DTYPES = {
   F64: 8,
