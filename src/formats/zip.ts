@@ -1,11 +1,12 @@
 // A read-only zip reader for model checkpoints (PyTorch's torch.save writes zip archives), browser-safe.
 // It reads the central directory, checks every entry against its local header and the file bounds up
-// front, and extracts stored and deflated entries (inflated with the web-standard DecompressionStream)
-// with size and CRC-32 checks. Zip64 is read where sizes or offsets need it. Nothing is ever written
+// front (declared sizes included: nothing is allocated for a size the file cannot back), and extracts
+// stored and deflated entries (inflated by the shared helper in inflate.ts) with size and CRC-32 checks. Zip64 is read where sizes or offsets need it. Nothing is ever written
 // to disk from an entry name, but names that could escape a folder ('..', absolute paths) are refused
 // anyway: a checkpoint that holds them is not one torch wrote.
 
 import { SiloError } from '../engine/errors.js';
+import { InflateError, inflateExact, plausibleInflatedSize, DEFLATE_MAX_RATIO } from './inflate.js';
 
 /** Random access to the archive's bytes: a file handle in Node, a Blob in browsers, or memory. */
 export interface ByteSource {
@@ -243,6 +244,12 @@ export class ZipArchive {
       if (flags & 0x1) throw fail('entry is encrypted', name);
       if (method !== 0 && method !== 8) throw fail(`compression method ${method} is not supported (only stored and deflate)`, name);
       if (method === 0 && csize !== usize) throw fail(`stored entry has compressed size ${csize} but uncompressed size ${usize}`, name);
+      // Declared sizes are checked before anything is allocated for them: compressed data must lie in
+      // the file (below), and no deflate stream expands more than ~1032:1.
+      if (csize > size) throw fail(`declares ${csize} compressed bytes, more than the whole file (${size} bytes)`, name);
+      if (method === 8 && !plausibleInflatedSize(csize, usize)) {
+        throw fail(`declares ${usize} uncompressed bytes from ${csize} compressed: deflate expands at most ${DEFLATE_MAX_RATIO}:1 (corrupt or hostile directory)`, name);
+      }
       if (byName.has(name)) throw fail('entry name appears twice in the central directory', name);
       byName.set(name, { name, method: method as 0 | 8, crc32: crc, compressedSize: csize, uncompressedSize: usize, localHeaderOffset: offset, dataOffset: -1 });
       p = end;
@@ -297,41 +304,22 @@ export class ZipArchive {
     const fail = (detail: string) => new ZipError(this.source.name, name, detail);
     const raw = await this.source.read(e.dataOffset, e.compressedSize);
     if (raw.byteLength !== e.compressedSize) throw fail(`read ${raw.byteLength} of ${e.compressedSize} bytes (file changed or truncated?)`);
-    const data = e.method === 0 ? raw : await inflateRaw(raw, e.uncompressedSize, fail);
+    let data = raw;
+    if (e.method === 8) {
+      try {
+        data = await inflateExact(raw, e.uncompressedSize, 'deflate-raw');
+      } catch (err) {
+        if (err instanceof InflateError) {
+          throw fail(err.reason === 'overflow' ? `deflate data inflates to more than the declared ${e.uncompressedSize} bytes` : `${err.reason === 'corrupt' ? 'corrupt deflate data' : 'truncated deflate data'}: ${err.message}`);
+        }
+        throw err;
+      }
+    }
     if ((options.verifyCrc ?? true) && crc32(data) !== e.crc32) {
       throw fail(`CRC-32 mismatch (stored ${hex(e.crc32)}, data ${hex(crc32(data))}): the entry is corrupt`);
     }
     return data;
   }
-}
-
-/** Inflates raw deflate data into exactly `expected` bytes; more or fewer is an error. */
-async function inflateRaw(data: Uint8Array, expected: number, fail: (detail: string) => ZipError): Promise<Uint8Array> {
-  const ds = new DecompressionStream('deflate-raw');
-  const writer = ds.writable.getWriter();
-  // Errors surface on the reading side; keep the writer's promises from going unhandled.
-  writer.write(data as Uint8Array<ArrayBuffer>).catch(() => {});
-  writer.close().catch(() => {});
-  const reader = ds.readable.getReader();
-  const out = new Uint8Array(expected);
-  let pos = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (pos + value.byteLength > expected) {
-        await reader.cancel().catch(() => {});
-        throw fail(`deflate data inflates to more than the declared ${expected} bytes`);
-      }
-      out.set(value, pos);
-      pos += value.byteLength;
-    }
-  } catch (e) {
-    if (e instanceof ZipError) throw e;
-    throw fail(`corrupt deflate data (${(e as Error).message})`);
-  }
-  if (pos !== expected) throw fail(`deflate data inflates to ${pos} bytes, the directory declares ${expected}`);
-  return out;
 }
 
 function big(v: bigint, what: string, fail: (d: string, e?: string | null) => ZipError, entry: string | null = null): number {

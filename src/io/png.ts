@@ -1,8 +1,10 @@
 // PNG decoder: every colour type and bit depth, Adam7, image data split over many IDAT chunks; the
-// signature and every chunk CRC are checked, and the zlib stream is inflated with the web-standard
-// DecompressionStream (browsers, Node >= 18). The encoder lives in png-encode.ts.
+// signature and every chunk CRC are checked, and the zlib stream is inflated by the shared helper
+// (src/formats/inflate.ts: DecompressionStream, exact size). The encoder lives in png-encode.ts.
 
 import { crc32 } from '../formats/zip.js';
+import { InflateError, inflateExact } from '../formats/inflate.js';
+import { DEFAULT_MAX_PIXELS, pixelCapProblem } from './pixel-cap.js';
 import { ImageError, type Channels, type PixelImage } from './types.js';
 import { ADAM7, COLOR_TYPES, COLOR_TYPE_CODE, NO_INTERLACE, PNG_SIGNATURE, paeth, passExtent, scanlineBytes, type PngColorType } from './png-format.js';
 
@@ -38,7 +40,6 @@ export interface PngDecodeOptions {
  */
 export type DecodedPng<T extends Uint8Array | Uint16Array> = PixelImage<T> & { bitDepth: 8 | 16; header: PngHeader };
 
-const DEFAULT_MAX_PIXELS = 2 ** 26;
 
 /**
  * Decodes to 8 bits a sample. 16-bit samples keep their high byte (v >> 8, as PIL and libpng's
@@ -153,9 +154,8 @@ function parseChunks(bytes: Uint8Array, fail: (d: string) => PngError, maxPixels
     if (!header) {
       if (c.type !== 'IHDR') throw fail(`the first chunk is ${c.type}, a PNG must start with IHDR`);
       header = parseIhdr(c.data, fail);
-      if (header.width * header.height > maxPixels) {
-        throw fail(`${header.width}x${header.height} = ${header.width * header.height} pixels is more than maxPixels (${maxPixels})`);
-      }
+      const tooBig = pixelCapProblem(header.width, header.height, maxPixels);
+      if (tooBig) throw fail(tooBig);
       continue;
     }
     if (idat.length > 0 && c.type !== 'IDAT') idatEnded = true;
@@ -204,45 +204,18 @@ function parseChunks(bytes: Uint8Array, fail: (d: string) => PngError, maxPixels
   }
 }
 
-/** Inflates the concatenated IDAT data into exactly `expected` bytes; a shorter or longer stream is an error. */
-async function inflateExact(chunks: Uint8Array[], expected: number, what: string, fail: (d: string) => PngError): Promise<Uint8Array> {
-  // One write of the joined IDAT data: per-chunk writes cost a round trip each (PIL writes 64 KiB chunks, others 8 KiB).
-  let joined = chunks[0]!;
-  if (chunks.length > 1) {
-    joined = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-    let pos = 0;
-    for (const c of chunks) {
-      joined.set(c, pos);
-      pos += c.length;
-    }
-  }
-  const ds = new DecompressionStream('deflate');
-  const writer = ds.writable.getWriter();
-  // Errors surface on the reading side; keep the writer's promises from going unhandled.
-  if (joined.length > 0) writer.write(joined as Uint8Array<ArrayBuffer>).catch(() => {});
-  writer.close().catch(() => {});
-  const reader = ds.readable.getReader();
-  const out = new Uint8Array(expected);
-  let pos = 0;
+/** Inflates the concatenated IDAT data into exactly `expected` bytes (the shared helper), with PNG's wording for failures. */
+async function inflateIdat(chunks: Uint8Array[], expected: number, what: string, fail: (d: string) => PngError): Promise<Uint8Array> {
   try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (pos + value.byteLength > expected) {
-        await reader.cancel().catch(() => {});
-        throw fail(`the image data inflates to more than the ${expected} bytes ${what} needs (corrupt file)`);
-      }
-      out.set(value, pos);
-      pos += value.byteLength;
-    }
+    return await inflateExact(chunks, expected, 'deflate');
   } catch (e) {
-    if (e instanceof PngError) throw e;
-    const msg = (e as Error).message;
-    if (/end of|truncat/i.test(msg)) throw fail(`truncated image data: the zlib stream in the IDAT chunks ends early (${pos} of ${expected} bytes inflated)`);
-    throw fail(`corrupt image data: zlib says "${msg}" (after ${pos} of ${expected} bytes)`);
+    if (!(e instanceof InflateError)) throw e;
+    const { produced } = e;
+    if (e.reason === 'overflow') throw fail(`the image data inflates to more than the ${expected} bytes ${what} needs (corrupt file)`);
+    if (e.reason === 'truncated') throw fail(`truncated image data: the zlib stream in the IDAT chunks ends early (${produced} of ${expected} bytes inflated)`);
+    if (e.reason === 'short') throw fail(`truncated image data: it inflates to ${produced} bytes, ${what} needs ${expected}`);
+    throw fail(`corrupt image data: zlib says ${e.message.replace(/^corrupt compressed data: /, '')}`);
   }
-  if (pos !== expected) throw fail(`truncated image data: it inflates to ${pos} bytes, ${what} needs ${expected}`);
-  return out;
 }
 
 /** Undoes the scanline filters of one pass in place; `start` is the first row's filter byte. */
@@ -312,7 +285,7 @@ async function decode(bytes: Uint8Array, name: string, outDepth: 8 | 16, options
     if (pw > 0) expected += ph * (1 + scanlineBytes(pw, bitsPerPixel));
   }
   const what = `a ${width}x${height} ${bitDepth}-bit ${colorType}${interlaced ? ' interlaced' : ''} image`;
-  const raw = await inflateExact(idat, expected, what, fail);
+  const raw = await inflateIdat(idat, expected, what, fail);
 
   const isPalette = colorType === 'palette';
   const nPalette = palette ? palette.length / 3 : 0;
