@@ -12,6 +12,7 @@
 // component's real extent ceil(W / 2)); other ratios (3, 4) replicate samples.
 
 import { DCT8, YCC_TO_RGB, ZIGZAG } from './jpeg-tables.js';
+import { DEFAULT_MAX_PIXELS, pixelCapProblem } from './pixel-cap.js';
 import { ImageError, type Image8 } from './types.js';
 
 /** A malformed, truncated or unsupported JPEG (an ImageError, so a SiloError): names the file and the problem. */
@@ -88,6 +89,7 @@ class Decoder {
   constructor(
     private readonly bytes: Uint8Array,
     private readonly name: string,
+    private readonly maxPixels: number,
   ) {}
 
   fail(problem: string): never {
@@ -181,6 +183,8 @@ class Decoder {
     const nc = this.u8();
     if (height === 0) this.fail('image height 0 (defined later by a DNL marker) is not supported');
     if (width === 0) this.fail('image width is 0');
+    const tooBig = pixelCapProblem(width, height, this.maxPixels);
+    if (tooBig) this.fail(tooBig);
     if (nc !== 1 && nc !== 3) this.fail(nc === 4 ? '4-component (CMYK / YCCK) JPEG is not supported' : `${nc}-component JPEG is not supported (only 1 or 3)`);
     if (end - this.pos !== 3 * nc) this.fail(`SOF${marker - 0xc0} segment length does not match its ${nc} components`);
     const raw: { id: number; h: number; v: number; tq: number }[] = [];
@@ -531,6 +535,11 @@ class Decoder {
 }
 
 /** Decodes a baseline (or extended sequential, 8-bit, Huffman) JPEG; `name` labels errors. */
-export function decodeJpeg(bytes: Uint8Array, name: string): Image8 {
-  return new Decoder(bytes, name).decode();
+export interface JpegDecodeOptions {
+  /** Refuse larger images right after the frame header, before allocating anything. Default 2^26 pixels, as PNG. */
+  maxPixels?: number;
+}
+
+export function decodeJpeg(bytes: Uint8Array, name: string, options: JpegDecodeOptions = {}): Image8 {
+  return new Decoder(bytes, name, options.maxPixels ?? DEFAULT_MAX_PIXELS).decode();
 }

@@ -3,7 +3,7 @@
 // the numerics and the choices (float pipeline, libjpeg's triangular chroma upsampling).
 
 export { encodeJpeg, SUBSAMPLING_FACTORS, type JpegEncodeOptions, type JpegSubsampling } from './jpeg-encode.js';
-export { decodeJpeg, JpegError } from './jpeg-decode.js';
+export { decodeJpeg, JpegError, type JpegDecodeOptions } from './jpeg-decode.js';
 export {
   jpegQuantTables,
   scaleQuantTable,

@@ -379,8 +379,8 @@ describe('malformed files give a JpegError', () => {
     const fractional = patched(sof + 11, 0x32); // Y 3x2 with Cb 2x2: 3 / 2 is not an integer ratio
     fractional[sof + 14] = 0x22;
     fails(fractional, /not an integer fraction/);
-    // A huge declared size with only a few hundred bytes of data: refused before allocating.
-    fails(patched(sof + 5, 0xff, 0xff, 0xff, 0xff), /declares 65535x65535 pixels/);
+    // A large declared size (under the pixel cap) with only a few hundred bytes of data: refused before allocating.
+    fails(patched(sof + 5, 0x1f, 0x40, 0x1f, 0x40), /declares 8000x8000 pixels/);
     const sos = segs.find((s) => s.marker === 0xda)!.start;
     fails(patched(sos + 5, 9), /component 9 is not in the frame/);
     fails(patched(sos + 2 + 2 + 1 + 6 + 1, 5), /spectral selection 0..5/);
