@@ -2,17 +2,18 @@
 // checkpoints covering dtypes / strided views / nesting / zip variants, and malicious or corrupt files.
 import { describe, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { TorchCheckpoint, TorchCheckpointError, TorchTensor, gatherStrided } from '../src/formats/torch-checkpoint.js';
+import { TorchCheckpoint, TorchCheckpointError, TorchTensor, gatherStrided, type TorchCheckpointOptions } from '../src/formats/torch-checkpoint.js';
 import { readTorchCheckpointFile } from '../src/formats/torch-checkpoint-node.js';
 import { PickleDict, PickleError } from '../src/formats/pickle.js';
 import { ZipArchive, ZipError, bytesSource, crc32 } from '../src/formats/zip.js';
 import { parseSafetensors, SAFETENSORS_DTYPES, type SafetensorsDType } from '../src/formats/safetensors.js';
 import { crc32 as zlibCrc32 } from 'node:zlib';
-import { buildCheckpoint, buildZip, PickleWriter, specPickle, tensorSpec, type Spec } from './helpers/torch-fixtures.js';
+import { buildCheckpoint, buildZip, PickleWriter, specPickle, tensorSpec, writeSpec, type Spec } from './helpers/torch-fixtures.js';
 import { GOLDEN_ROOT } from './helpers/golden.js';
 
 const TAEF2 = `${GOLDEN_ROOT}/taef2`;
-const open = (bytes: Uint8Array, name = 'test.pt') => TorchCheckpoint.open(bytes, name);
+// The hand-built fixtures hold one expanded view (w_expand); it is refused by default (tested below).
+const open = (bytes: Uint8Array, name = 'test.pt', options: TorchCheckpointOptions = { allowExpandedTensors: true }) => TorchCheckpoint.open(bytes, name, options);
 
 /** Resolves to the thrown error (failing if nothing is thrown). */
 async function rejection(p: Promise<unknown>): Promise<Error> {
@@ -296,7 +297,8 @@ describe('refused and corrupt checkpoints', () => {
     await refusedBy(specPickle({ dict: [['w', view('0', [3, 4], [1, 4], 0)]] }), /storage too small/);
     await refusedBy(specPickle({ dict: [['w', view('0', [2], [1], 11)]] }), /storage too small/);
     await refusedBy(specPickle({ dict: [['w', tensorSpec('FloatStorage', '0', 100, [100])]] }), /should hold 100 x F32 = 400 bytes but archive\/data\/0 has 48/);
-    await refusedBy(specPickle({ dict: [['w', view('0', [1 << 20, 1 << 20], [0, 0])]] }), /over the 4294967296-byte limit/);
+    const huge = await open(buildCheckpoint(specPickle({ dict: [['w', view('0', [1 << 20, 1 << 20], [0, 0])]] }), storageBytes).bytes, 'evil.pt', { allowExpandedTensors: true });
+    expect(() => huge.stateDict()).toThrow(/evil\.pt: tensor "w" \(F32 \[1048576, 1048576\], stride \[0, 0\], storage '0'\) brings the tensors to 4398046511104 bytes, over the default cap/);
   });
 
   it('cyclic containers are reported, not walked forever', async () => {
@@ -346,9 +348,13 @@ describe('corrupt zip archives', () => {
     const b = z.bytes.slice();
     const v = new DataView(b.buffer);
     // First central entry (data.pkl): grow compressed and uncompressed size.
-    v.setUint32(z.cdOffset + 20, v.getUint32(z.cdOffset + 20, true) + 100000, true);
-    v.setUint32(z.cdOffset + 24, v.getUint32(z.cdOffset + 24, true) + 100000, true);
+    v.setUint32(z.cdOffset + 20, z.cdOffset, true);
+    v.setUint32(z.cdOffset + 24, z.cdOffset, true);
     await zipError(b, /entry "archive\/data\.pkl": data .* runs past the entry area/);
+    // Beyond the whole file: refused on the size alone.
+    v.setUint32(z.cdOffset + 20, 100000, true);
+    v.setUint32(z.cdOffset + 24, 100000, true);
+    await zipError(b, /entry "archive\/data\.pkl": declares 100000 compressed bytes, more than the whole file/);
   });
 
   it('CRC mismatch in a storage is found when it is read; in data.pkl at open', async () => {
@@ -421,5 +427,146 @@ describe('error types', () => {
     const e = await rejection(readTorchCheckpointFile('/nonexistent/model.pt'));
     expect(e).toBeInstanceOf(TorchCheckpointError);
     expect(e.message).toMatch(/\/nonexistent\/model\.pt: cannot open/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Hostile files that describe far more than they hold (issue #9: bounded readers)
+
+describe('bounded: shared containers, expanded views, declared sizes', () => {
+  /** A state dict {'w': tensor, 'dag': L60} where L0 = [tensor] and L(k+1) = [Lk, Lk] through the memo: 2^60 paths. */
+  const dagPickle = (levels: number) => {
+    const w = new PickleWriter().proto(2).emptyDict().binput(0).mark();
+    w.str('w');
+    writeSpec(w, view('0', [12])).binput(1);
+    w.str('dag').emptyList().binget(1).raw(0x61).binput(2); // L0 = [w]
+    for (let k = 0; k < levels; k++) w.raw(0x30).emptyList().mark().binget(2 + k).binget(2 + k).appends().binput(3 + k); // POP the previous level
+    return w.setitems().stop().bytes();
+  };
+
+  it('a 2^60-path DAG of memoised lists is walked once per container, quickly', async () => {
+    const pkl = dagPickle(60);
+    expect(pkl.length).toBeLessThan(1000);
+    const ckpt = await open(buildCheckpoint(pkl, storageBytes).bytes, 'dag.pt');
+    const t0 = performance.now();
+    const sd = ckpt.stateDict();
+    expect(performance.now() - t0).toBeLessThan(1000);
+    // 'w' plus the tensor inside L0 under its first path; every second path to a list is recorded as shared.
+    expect([...sd.tensors.keys()]).toEqual(['w', `dag${'.0'.repeat(61)}`]);
+    expect(sd.shared.size).toBe(60);
+    expect(sd.shared.get(`dag${'.0'.repeat(59)}.1`)).toBe(`dag${'.0'.repeat(60)}`);
+    expect(sd.tensors.get('w')).toBe(sd.tensors.get(`dag${'.0'.repeat(61)}`));
+    expect(Buffer.compare(await ckpt.tensorBytes(sd.tensors.get('w')!), storageBytes['0']!)).toBe(0);
+  });
+
+  it('cycles still end in a SiloError, also when the search for the state dict meets them', async () => {
+    // {'a': L} with L = [L, tensor]: the automatic search and the walk both terminate.
+    const w = new PickleWriter().proto(2).emptyDict().str('a').emptyList().binput(1).mark().binget(1);
+    writeSpec(w, view('0', [12]));
+    w.appends().raw(0x73).stop();
+    const ckpt = await open(buildCheckpoint(w.bytes(), storageBytes).bytes, 'loop2.pt');
+    expect(() => ckpt.stateDict()).toThrow(/loop2\.pt: "a\.0" refers back to a container that holds it \(cyclic structure\)/);
+  });
+
+  it('expanded (stride-0) views are refused by default, naming the file and tensor, and read when allowed', async () => {
+    // A 577-byte-style file: a 1024-element storage expanded to 2^17 x 1024 (512 MiB).
+    const spec: Spec = { dict: [['big', tensorSpec('FloatStorage', 'e', 1024, [1 << 17, 1024], [0, 1])]] };
+    const bytes = buildCheckpoint(specPickle(spec), { e: new Uint8Array(4096) }).bytes;
+    const ckpt = await TorchCheckpoint.open(bytes, 'expand.pt');
+    const e = (() => {
+      try {
+        ckpt.stateDict();
+      } catch (err) {
+        return err as Error;
+      }
+      throw new Error('expected a refusal');
+    })();
+    expect(e).toBeInstanceOf(TorchCheckpointError);
+    expect(e.message).toMatch(/expand\.pt: tensor "big" \(F32 \[131072, 1024\], stride \[0, 1\], storage 'e'\) is an expanded view .*allowExpandedTensors/);
+    // Taken from the unpickled value directly, tensorBytes refuses it too; allowed, it is still over the cap.
+    const big = (ckpt.value as PickleDict).get('big') as TorchTensor;
+    await expect(ckpt.tensorBytes(big)).rejects.toThrow(/expand\.pt: tensor \(F32 \[131072, 1024\], stride \[0, 1\], storage 'e'\) is an expanded view/);
+    const allowed = await TorchCheckpoint.open(bytes, 'expand.pt', { allowExpandedTensors: true });
+    expect(() => allowed.stateDict()).toThrow(/expand\.pt: tensor "big" .* brings the tensors to 536870912 bytes, over the default cap/);
+    await expect(allowed.tensorBytes(big)).rejects.toThrow(/needs 536870912 bytes, over the default cap/);
+    // Small expanded views are materialised when allowed (the fixtures' w_expand, checked against the reference).
+    const ok = await TorchCheckpoint.open(buildCheckpoint(specPickle(flatSpec()), storageBytes).bytes, 'ok.pt', { allowExpandedTensors: true });
+    await expectTensors(ok, ok.stateDict().tensors);
+    const strict = await TorchCheckpoint.open(buildCheckpoint(specPickle(flatSpec()), storageBytes).bytes, 'strict.pt');
+    expect(() => strict.stateDict()).toThrow(/strict\.pt: tensor "w_expand" .* expanded view/);
+  });
+
+  it('total declared tensor bytes are capped relative to the file size; the cap can be raised', async () => {
+    // One 64 KiB tensor named 40 times through the memo: 2.5 MiB declared by a ~66 KiB file.
+    const w = new PickleWriter().proto(2).emptyDict().mark();
+    w.str('t0');
+    writeSpec(w, tensorSpec('FloatStorage', 'r', 16384, [16384])).binput(1);
+    for (let i = 1; i < 40; i++) w.str(`t${i}`).binget(1);
+    const bytes = buildCheckpoint(w.setitems().stop().bytes(), { r: new Uint8Array(65536) }).bytes;
+    const ckpt = await TorchCheckpoint.open(bytes, 'many.pt');
+    expect(() => ckpt.stateDict()).toThrow(/many\.pt: tensor "t\d+" \(F32 \[16384\], stride \[1\], storage 'r'\) brings the tensors to \d+ bytes, over the default cap of 1048576 bytes .*maxTensorBytes/);
+    const raised = await TorchCheckpoint.open(bytes, 'many.pt', { maxTensorBytes: 40 * 65536 });
+    expect(raised.stateDict().tensors.size).toBe(40);
+    const lowered = await TorchCheckpoint.open(bytes, 'many.pt', { maxTensorBytes: 65536 });
+    expect(() => lowered.stateDict()).toThrow(/tensor "t1" .* over the maxTensorBytes cap of 65536 bytes/);
+  });
+
+  it('storages declaring more than the cap are refused at open (a deflated zero storage)', async () => {
+    const zeros = new Uint8Array(4 << 20); // 4 MiB of zeros deflate to ~4 KiB
+    const spec: Spec = { dict: [['z', tensorSpec('FloatStorage', 'z', zeros.length / 4, [1])]] };
+    const bytes = buildCheckpoint(specPickle(spec), { z: zeros }, { method: 8 }).bytes;
+    expect(bytes.length).toBeLessThan(64 << 10);
+    const e = await rejection(TorchCheckpoint.open(bytes, 'zeros.pt'));
+    expect(e).toBeInstanceOf(PickleError);
+    expect(e.message).toMatch(/zeros\.pt:archive\/data\.pkl .*storage 'z' brings the storages to 4194304 bytes, over the default cap/);
+    const ok = await TorchCheckpoint.open(bytes, 'zeros.pt', { maxTensorBytes: 8 << 20 });
+    expect((await ok.tensorBytes(ok.stateDict().tensors.get('z')!)).length).toBe(4);
+  });
+
+  it('views outside their storage, and storages larger than their zip entry, are refused', async () => {
+    const outside: Spec = { dict: [['v', tensorSpec('FloatStorage', '0', 12, [4], [4], 1)]] }; // reaches element 13
+    await expect(open(buildCheckpoint(specPickle(outside), storageBytes).bytes, 'v.pt')).rejects.toThrow(/v\.pt:archive\/data\.pkl .*reaches element 13 but storage '0' holds only 12/);
+    const larger: Spec = { dict: [['v', tensorSpec('FloatStorage', '0', 1 << 30, [4])]] };
+    await expect(open(buildCheckpoint(specPickle(larger), storageBytes).bytes, 'l.pt')).rejects.toThrow(/l\.pt:archive\/data\.pkl .*storage '0' should hold 1073741824 x F32 = 4294967296 bytes but archive\/data\/0 has 48/);
+  });
+});
+
+describe('bounded zip: declared sizes are checked before anything is allocated', () => {
+  const pkl = specPickle(null);
+  /** Central-directory offset of the zip64 extra field's first value (uncompressed size) of entry 0. */
+  const z64UsizeAt = (z: { cdOffset: number }, name: string) => z.cdOffset + 46 + new TextEncoder().encode(name).length + 4;
+
+  it('a deflated zip64 entry declaring 2^40 bytes is a ZipError, not a crash', async () => {
+    const z = buildZip([{ name: 'a/x', data: new Uint8Array(1000), method: 8 }], { zip64: true });
+    const b = z.bytes.slice();
+    new DataView(b.buffer).setBigUint64(z64UsizeAt(z, 'a/x'), 1n << 40n, true);
+    const e = await rejection(ZipArchive.open(bytesSource(b, 'huge.zip')));
+    expect(e).toBeInstanceOf(ZipError);
+    expect(e.message).toMatch(/huge\.zip, entry "a\/x": declares 1099511627776 uncompressed bytes from \d+ compressed: deflate expands at most 1032:1/);
+  });
+
+  it('stored and compressed sizes beyond the file (zip64 and 32-bit fields) are refused', async () => {
+    const z = buildZip([{ name: 'a/s', data: new Uint8Array(100) }], { zip64: true });
+    const b = z.bytes.slice();
+    const v = new DataView(b.buffer);
+    v.setBigUint64(z64UsizeAt(z, 'a/s'), 1n << 40n, true);
+    v.setBigUint64(z64UsizeAt(z, 'a/s') + 8, 1n << 40n, true);
+    await expect(ZipArchive.open(bytesSource(b, 's.zip'))).rejects.toThrow(/s\.zip, entry "a\/s": declares 1099511627776 compressed bytes, more than the whole file/);
+    const y = buildZip([{ name: 'a/d', data: new Uint8Array(100), method: 8 }]);
+    const c = y.bytes.slice();
+    new DataView(c.buffer).setUint32(y.cdOffset + 24, 0xfffffff0, true);
+    await expect(ZipArchive.open(bytesSource(c, 'd.zip'))).rejects.toThrow(/d\.zip, entry "a\/d": declares 4294967280 uncompressed bytes/);
+  });
+
+  it('an entry that inflates to more than it declares is refused', async () => {
+    const data = new Uint8Array(5000).fill(7);
+    const z = buildZip([{ name: 'a/p', data: pkl }, { name: 'a/d', data, method: 8 }]);
+    const b = z.bytes.slice();
+    const second = z.cdOffset + 46 + 'a/p'.length;
+    new DataView(b.buffer).setUint32(second + 24, 4000, true);
+    const arc = await ZipArchive.open(bytesSource(b, 'more.zip'));
+    const e = await rejection(arc.read('a/d'));
+    expect(e).toBeInstanceOf(ZipError);
+    expect(e.message).toMatch(/more\.zip, entry "a\/d": deflate data inflates to more than the declared 4000 bytes/);
   });
 });

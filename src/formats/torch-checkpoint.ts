@@ -5,6 +5,11 @@
 // ('storage', torch.<Type>Storage, key, location, numel). The unpickler allows only those globals plus
 // OrderedDict; tensors come back as TorchTensor descriptors, checked against their storages at once,
 // whose bytes are read (and non-contiguous views materialised) on demand.
+//
+// Bounds: a few hundred bytes of pickle can describe any amount of data (expanded stride-0 views, one
+// tensor referenced a million times, a DAG of shared lists with 2^60 paths). stateDict() walks each
+// container once, refuses expanded views unless allowed, and caps the bytes the named tensors declare
+// (and open() the bytes the storages declare) relative to the file's size, before reading any data.
 
 import { SiloError } from '../engine/errors.js';
 import { shapeSize, shapeString } from '../engine/dtype.js';
@@ -65,6 +70,14 @@ export class TorchTensor {
   get byteLength(): number {
     return this.numel * SAFETENSORS_DTYPES[this.dtype];
   }
+  /** Stride 0 along a dimension longer than 1 (torch's expand / broadcast views): the data repeats. */
+  isExpanded(): boolean {
+    return this.shape.some((n, d) => n > 1 && this.stride[d] === 0);
+  }
+  /** dtype, shape, stride and storage, for error messages. */
+  describe(): string {
+    return `${this.dtype} ${shapeString(this.shape)}, stride ${shapeString(this.stride)}, storage '${this.storage.key}'`;
+  }
   /** Row-major contiguous (size-1 dimensions may carry any stride, as in torch). */
   isContiguous(): boolean {
     let expected = 1;
@@ -79,8 +92,24 @@ export class TorchTensor {
 export interface TorchCheckpointOptions {
   /** Check each entry's CRC-32 when it is read. Default true. */
   verifyCrc?: boolean;
-  /** Largest tensor accepted, in bytes (expanded views could otherwise ask for anything). Default 2^32. */
+  /**
+   * Most bytes the tensors of a state dict may declare in all (and, separately, its storages): views
+   * and repeated references can make a small file describe any amount of data. Default
+   * max(TENSOR_BYTES_PER_FILE_BYTE x the file's size, MIN_TENSOR_BYTES_CAP).
+   */
   maxTensorBytes?: number;
+  /** Materialise expanded (broadcast, stride-0) views instead of refusing them. Default false. */
+  allowExpandedTensors?: boolean;
+}
+
+/** Default cap on the tensor bytes a checkpoint may declare, per byte of the file (tied weights count twice). */
+export const TENSOR_BYTES_PER_FILE_BYTE = 4;
+/** The default cap is never below this, so tiny (deflated) test files are not refused for being small. */
+export const MIN_TENSOR_BYTES_CAP = 1 << 20;
+
+/** The cap on declared tensor bytes for a file of `fileBytes`, as TorchCheckpoint.open applies it. */
+export function defaultMaxTensorBytes(fileBytes: number): number {
+  return Math.max(TENSOR_BYTES_PER_FILE_BYTE * fileBytes, MIN_TENSOR_BYTES_CAP);
 }
 
 export interface StateDict {
@@ -90,6 +119,8 @@ export interface StateDict {
   skipped: string[];
   /** The key path that was followed from the top-level object. */
   keyPath: string[];
+  /** Containers reached a second time (shared through the pickle memo), walked once: name -> first name. */
+  shared: Map<string, string>;
 }
 
 /** Wrapper keys that training scripts put a state dict under, in the order they are tried. */
@@ -111,6 +142,8 @@ export class TorchCheckpoint {
     readonly value: PickleValue,
     readonly storages: ReadonlyMap<string, TorchStorage>,
     private readonly options: Required<TorchCheckpointOptions>,
+    /** The cap the caller gave (undefined: the default from the file size), for messages. */
+    private readonly userCap: number | undefined,
   ) {}
 
   get source(): string {
@@ -121,8 +154,13 @@ export class TorchCheckpoint {
   static async open(input: ByteSource | Uint8Array, name?: string, options: TorchCheckpointOptions = {}): Promise<TorchCheckpoint> {
     const source = input instanceof Uint8Array ? bytesSource(input, name ?? 'checkpoint') : input;
     const file = source.name;
-    const opts: Required<TorchCheckpointOptions> = { verifyCrc: options.verifyCrc ?? true, maxTensorBytes: options.maxTensorBytes ?? 2 ** 32 };
+    const opts: Required<TorchCheckpointOptions> = {
+      verifyCrc: options.verifyCrc ?? true,
+      maxTensorBytes: options.maxTensorBytes ?? defaultMaxTensorBytes(source.size),
+      allowExpandedTensors: options.allowExpandedTensors ?? false,
+    };
     const fail = (detail: string) => new TorchCheckpointError(file, detail);
+    if (!(opts.maxTensorBytes >= 0)) throw fail(`maxTensorBytes ${opts.maxTensorBytes} is not a byte count`);
 
     const head = await source.read(0, Math.min(source.size, 16));
     if (head[0] !== 0x50 || head[1] !== 0x4b) throw fail(sniff(head));
@@ -142,6 +180,7 @@ export class TorchCheckpoint {
     if (versionText !== null && !/^\d{1,6}$/.test(versionText)) throw fail(`version record ${JSON.stringify(versionText.slice(0, 20))} is not a number`);
 
     const storages = new Map<string, TorchStorage>();
+    let storageBytesTotal = 0;
     const persistentLoad = (pid: PickleValue): TorchStorage => {
       if (!isTuple(pid) || pid.length !== 5 || pid[0] !== 'storage') {
         throw new Error(`persistent id is a ${describeValue(pid)}, not ('storage', type, key, location, numel)`);
@@ -166,15 +205,20 @@ export class TorchCheckpoint {
       const bytes = numel * SAFETENSORS_DTYPES[dtype];
       const have = archive.entry(entry).uncompressedSize;
       if (have !== bytes) throw new Error(`storage '${key}' should hold ${numel} x ${dtype} = ${bytes} bytes but ${entry} has ${have}`);
+      // Storages are read whole: a deflated one could declare ~1000x its compressed size.
+      storageBytesTotal += bytes;
+      if (storageBytesTotal > opts.maxTensorBytes) {
+        throw new Error(`storage '${key}' brings the storages to ${storageBytesTotal} bytes, over the ${capText(opts.maxTensorBytes, options.maxTensorBytes, source.size)}`);
+      }
       const s = new TorchStorage(key, dtype, numel, location, entry);
       storages.set(key, s);
       return s;
     };
 
-    const globals = torchGlobals(opts.maxTensorBytes);
+    const globals = torchGlobals();
     const pkl = await archive.read(pkls[0]!, opts);
     const value = unpickle(pkl, { source: `${file}:${pkls[0]}`, globals, persistentLoad });
-    return new TorchCheckpoint(archive, root, order === 'big' ? 'big' : 'little', versionText === null ? null : Number(versionText), value, storages, opts);
+    return new TorchCheckpoint(archive, root, order === 'big' ? 'big' : 'little', versionText === null ? null : Number(versionText), value, storages, opts, options.maxTensorBytes);
   }
 
   /**
@@ -197,10 +241,11 @@ export class TorchCheckpoint {
       }
       used = path;
     } else if (!hasDirectTensor(node)) {
-      const dicts = node instanceof PickleDict ? [...node].filter(([, v]) => v instanceof PickleDict && containsTensor(v, 0, new Set())) : [];
+      const containsTensor = tensorFinder();
+      const dicts = node instanceof PickleDict ? [...node].filter(([, v]) => v instanceof PickleDict && containsTensor(v)) : [];
       const pick = STATE_DICT_KEYS.map((k) => dicts.find(([dk]) => dk === k)).find((x) => x) ?? (dicts.length === 1 ? dicts[0] : undefined);
       if (!pick) {
-        if (!containsTensor(node, 0, new Set())) throw fail(`holds no tensors (top level: ${describeValue(node)})`);
+        if (!containsTensor(node)) throw fail(`holds no tensors (top level: ${describeValue(node)})`);
         if (dicts.length > 1) throw fail(`several nested dicts hold tensors (${dicts.map(([k]) => String(k)).join(', ')}): choose one with a key path`);
       } else {
         node = pick[1];
@@ -209,29 +254,50 @@ export class TorchCheckpoint {
     }
     const tensors = new Map<string, TorchTensor>();
     const skipped: string[] = [];
-    const seen = new Set<object>();
+    const shared = new Map<string, string>();
+    // The pickle memo makes the value a graph, not a tree: a list holding one memoised list twice, 60
+    // levels deep, has 2^60 paths. Each container is walked once (later paths are recorded in `shared`);
+    // one that holds itself is a cycle.
+    const firstName = new Map<object, string>();
+    const onPath = new Set<object>();
+    const { maxTensorBytes, allowExpandedTensors } = this.options;
+    let declared = 0;
     const walk = (v: PickleValue, name: string, depth: number) => {
       if (v instanceof TorchTensor) {
         if (name === '') throw fail('the selected object is a single tensor, not a state dict');
         if (name === '__metadata__') throw fail('a tensor named "__metadata__" cannot be stored in safetensors');
         if (tensors.has(name)) throw fail(`two tensors flatten to the same name "${name}"`);
+        if (!allowExpandedTensors && v.isExpanded()) {
+          throw fail(`tensor "${name}" (${v.describe()}) is an expanded view (stride 0 along a dimension longer than 1): materialising it would repeat its data; refused unless allowExpandedTensors is set (silo convert --allow-expanded)`);
+        }
+        declared += v.byteLength;
+        if (declared > maxTensorBytes) {
+          throw fail(`tensor "${name}" (${v.describe()}) brings the tensors to ${declared} bytes, over the ${capText(maxTensorBytes, this.userCap, this.archive.source.size)}`);
+        }
         tensors.set(name, v);
         return;
       }
-      const children = v instanceof PickleDict ? [...v] : Array.isArray(v) ? v.map((x, i) => [i, x] as const) : null;
-      if (!children) {
+      const isContainer = v instanceof PickleDict || Array.isArray(v);
+      if (!isContainer) {
         skipped.push(name);
         return;
       }
+      if (onPath.has(v)) throw fail(`"${name}" refers back to a container that holds it (cyclic structure)`);
+      const first = firstName.get(v);
+      if (first !== undefined) {
+        shared.set(name, first);
+        return;
+      }
       if (depth > MAX_NESTING) throw fail(`containers nested deeper than ${MAX_NESTING} levels at "${name}"`);
-      if (seen.has(v as object)) throw fail(`"${name}" refers back to a container that holds it (cyclic structure)`);
-      seen.add(v as object);
+      firstName.set(v, name);
+      onPath.add(v);
+      const children = v instanceof PickleDict ? [...v] : (v as PickleValue[]).map((x, i) => [i, x] as const);
       for (const [k, child] of children) walk(child, name === '' ? String(k) : `${name}.${String(k)}`, depth + 1);
-      seen.delete(v as object);
+      onPath.delete(v);
     };
     walk(node, '', 0);
     if (tensors.size === 0) throw fail(`no tensors at key path ${used.join('/') || '(top level)'}`);
-    return { tensors, skipped, keyPath: used };
+    return { tensors, skipped, keyPath: used, shared };
   }
 
   /** The storage's bytes in host (little-endian) order, read once and cached. */
@@ -257,6 +323,13 @@ export class TorchCheckpoint {
 
   /** The tensor's elements, row-major contiguous, little-endian; a view of the storage when already contiguous. */
   async tensorBytes(t: TorchTensor): Promise<Uint8Array> {
+    // stateDict() checks these with the tensor's name; repeated here for tensors taken from `value` directly.
+    if (!this.options.allowExpandedTensors && t.isExpanded()) {
+      throw new TorchCheckpointError(this.source, `tensor (${t.describe()}) is an expanded view (stride 0): refused unless allowExpandedTensors is set (silo convert --allow-expanded)`);
+    }
+    if (t.byteLength > this.options.maxTensorBytes) {
+      throw new TorchCheckpointError(this.source, `tensor (${t.describe()}) needs ${t.byteLength} bytes, over the ${capText(this.options.maxTensorBytes, this.userCap, this.archive.source.size)}`);
+    }
     const storage = await this.storageBytes(t.storage);
     const item = SAFETENSORS_DTYPES[t.dtype];
     if (t.isContiguous()) return storage.subarray(t.storageOffset * item, (t.storageOffset + t.numel) * item);
@@ -317,7 +390,7 @@ function intTuple(v: PickleValue, what: string): number[] {
 }
 
 /** Checks a strided view against its storage and makes the TorchTensor. */
-function rebuildTensor(storage: PickleValue, offset: PickleValue, size: PickleValue, stride: PickleValue, requiresGrad: PickleValue, maxBytes: number): TorchTensor {
+function rebuildTensor(storage: PickleValue, offset: PickleValue, size: PickleValue, stride: PickleValue, requiresGrad: PickleValue): TorchTensor {
   if (!(storage instanceof TorchStorage)) throw new Error(`storage argument is a ${describeValue(storage)}, not a persistent storage`);
   if (!isNonNegInt(offset)) throw new Error(`storage offset ${String(offset)} is not a non-negative integer`);
   const shape = intTuple(size, 'size');
@@ -326,7 +399,8 @@ function rebuildTensor(storage: PickleValue, offset: PickleValue, size: PickleVa
   if (shape.length > 64) throw new Error(`rank ${shape.length} is absurd`);
   const numel = shapeSize(shape);
   const bytes = numel * SAFETENSORS_DTYPES[storage.dtype];
-  if (!Number.isSafeInteger(bytes) || bytes > maxBytes) throw new Error(`tensor ${storage.dtype} ${shapeString(shape)} needs ${bytes} bytes, over the ${maxBytes}-byte limit`);
+  // The cap is applied per state dict, where tensors have names (stateDict); here only what no cap could allow.
+  if (!Number.isSafeInteger(bytes)) throw new Error(`tensor ${storage.dtype} ${shapeString(shape)} of storage '${storage.key}' needs ${bytes} bytes, more than can be addressed`);
   if (offset > storage.numel) throw new Error(`storage offset ${offset} is past the end of storage '${storage.key}' (${storage.numel} elements)`);
   if (numel > 0) {
     let last = offset;
@@ -342,7 +416,7 @@ function rebuildTensor(storage: PickleValue, offset: PickleValue, size: PickleVa
 }
 
 /** The allow list: plain-data globals, storage classes (values only) and the tensor rebuild functions. */
-function torchGlobals(maxBytes: number): Map<string, AllowedGlobal> {
+function torchGlobals(): Map<string, AllowedGlobal> {
   const g = new Map<string, AllowedGlobal>(DATA_GLOBALS);
   for (const [cls, dtype] of Object.entries(TORCH_STORAGE_DTYPES)) g.set(`torch.${cls}`, { storageDtype: dtype } as StorageGlobal);
   const hooks = (v: PickleValue) => {
@@ -352,13 +426,13 @@ function torchGlobals(maxBytes: number): Map<string, AllowedGlobal> {
     call: (a) => {
       if (a.length !== 6 && a.length !== 7) throw new Error(`expects 6 or 7 arguments, got ${a.length}`);
       hooks(a[5]);
-      return rebuildTensor(a[0], a[1], a[2], a[3], a[4], maxBytes);
+      return rebuildTensor(a[0], a[1], a[2], a[3], a[4]);
     },
   });
   g.set('torch._utils._rebuild_tensor', {
     call: (a) => {
       if (a.length !== 4) throw new Error(`expects 4 arguments, got ${a.length}`);
-      return rebuildTensor(a[0], a[1], a[2], a[3], false, maxBytes);
+      return rebuildTensor(a[0], a[1], a[2], a[3], false);
     },
   });
   const parameter = (n: number) => ({
@@ -408,12 +482,27 @@ function hasDirectTensor(node: PickleValue): boolean {
   return values.some((v) => v instanceof TorchTensor);
 }
 
-function containsTensor(v: PickleValue, depth: number, seen: Set<object>): boolean {
-  if (v instanceof TorchTensor) return true;
-  if (depth > MAX_NESTING || v === null || typeof v !== 'object' || seen.has(v)) return false;
-  seen.add(v);
-  const values = v instanceof PickleDict ? [...v.values()] : Array.isArray(v) ? v : [];
-  return values.some((c) => containsTensor(c, depth + 1, seen));
+/** containsTensor(v): whether a tensor is reachable from v; each container is examined once per finder, whatever the number of paths to it. */
+function tensorFinder(): (v: PickleValue) => boolean {
+  const known = new Map<object, boolean>();
+  const find = (v: PickleValue, depth: number): boolean => {
+    if (v instanceof TorchTensor) return true;
+    if (depth > MAX_NESTING || v === null || typeof v !== 'object') return false;
+    const k = known.get(v);
+    if (k !== undefined) return k;
+    known.set(v, false); // in progress: a cycle back here adds nothing
+    const values = v instanceof PickleDict ? [...v.values()] : Array.isArray(v) ? v : [];
+    const r = values.some((c) => find(c, depth + 1));
+    known.set(v, r);
+    return r;
+  };
+  return (v) => find(v, 0);
+}
+
+/** The cap in words, with how to raise it. */
+function capText(cap: number, userCap: number | undefined, fileBytes: number): string {
+  const origin = userCap === undefined ? `default cap of ${cap} bytes (${TENSOR_BYTES_PER_FILE_BYTE}x the ${fileBytes}-byte file, at least ${MIN_TENSOR_BYTES_CAP})` : `maxTensorBytes cap of ${cap} bytes`;
+  return `${origin}: refused before reading any data; raise TorchCheckpointOptions.maxTensorBytes (silo convert --max-tensor-bytes) if the checkpoint is genuine`;
 }
 
 /** Why a file that is not a zip is not readable, in words. */
