@@ -28,6 +28,7 @@ import {
   type JpegEncodeOptions,
 } from '../../src/io/jpeg.js';
 import { decodePng } from '../../src/io/png.js';
+import { DEFAULT_MAX_PIXELS } from '../../src/io/pixel-cap.js';
 import { crop, toRgb8 } from '../../src/io/image.js';
 import { syntheticRgb8 } from '../ref/jpeg.js';
 
@@ -384,6 +385,21 @@ describe('malformed files give a JpegError', () => {
     const sos = segs.find((s) => s.marker === 0xda)!.start;
     fails(patched(sos + 5, 9), /component 9 is not in the frame/);
     fails(patched(sos + 2 + 2 + 1 + 6 + 1, 5), /spectral selection 0..5/);
+  });
+
+  it('the pixel cap (shared with PNG) is applied right after the frame header', () => {
+    // A 1 MB file declaring 16384x16384: enough bytes for the blocks-per-byte check, refused by the cap at once.
+    const huge = concat([patched(sof + 5, 0x40, 0x00, 0x40, 0x00), new Uint8Array(1 << 20)]);
+    const t0 = performance.now();
+    fails(huge, /16384x16384 = 268435456 pixels is more than maxPixels \(67108864\)/, 'huge.jpg');
+    expect(performance.now() - t0).toBeLessThan(500);
+    // The same cap as PNG's: 8193x8192 is over it, 8192x8192 is not (it fails later, on the data).
+    expect(DEFAULT_MAX_PIXELS).toBe(8192 * 8192);
+    fails(patched(sof + 5, 0x20, 0x00, 0x20, 0x01), /8193x8192 = 67117056 pixels is more than maxPixels/);
+    fails(patched(sof + 5, 0x20, 0x00, 0x20, 0x00), /declares 8192x8192 pixels/);
+    // maxPixels moves it.
+    expect(() => decodeJpeg(good, 'small.jpg', { maxPixels: W * H - 1 })).toThrow(/small\.jpg: 23x17 = 391 pixels is more than maxPixels \(390\)/);
+    expect(decodeJpeg(good, 'small.jpg', { maxPixels: W * H }).width).toBe(W);
   });
 
   it('corrupt entropy-coded data: a wrong or missing restart marker', () => {

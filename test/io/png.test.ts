@@ -340,6 +340,14 @@ describe('decodePng: malformed files fail with a clear PngError', () => {
     });
   }
 
+  it('refuses a zlib bomb at the first byte past the image size, without inflating the rest', async () => {
+    // 64 MiB of zeros deflate to ~64 KiB; the 6x5 header needs 95 bytes.
+    const bomb = deflateSync(new Uint8Array(64 << 20), { level: 9 });
+    const t0 = performance.now();
+    await expect(decodePng(buildPng(good(), bomb), 'bomb.png')).rejects.toThrow(/png bomb\.png: the image data inflates to more than the 95 bytes/);
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+
   it('refuses images over maxPixels before inflating', async () => {
     await expect(decodePng(goodFile, 'big.png', { maxPixels: 29 })).rejects.toThrow(/png big\.png: 6x5 = 30 pixels is more than maxPixels \(29\)/);
     expect((await decodePng(goodFile, 'ok.png', { maxPixels: 30 })).width).toBe(6);
