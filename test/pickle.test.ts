@@ -132,6 +132,25 @@ describe('unpickle: data of every protocol', () => {
   });
 });
 
+describe('unpickle: shared objects stay shared', () => {
+  it('a 2^60-path DAG of memoised lists loads in linear time as one object per list', () => {
+    // L0 = []; L(k+1) = [Lk, Lk] through BINPUT / BINGET, 60 levels: a few hundred bytes.
+    const w = new PickleWriter().proto(2).emptyList().binput(0);
+    for (let k = 0; k < 60; k++) w.raw(0x30).emptyList().mark().binget(k).binget(k).appends().binput(k + 1);
+    const data = w.stop().bytes();
+    expect(data.length).toBeLessThan(700);
+    const t0 = performance.now();
+    let v = load(data) as unknown[];
+    expect(performance.now() - t0).toBeLessThan(200);
+    for (let k = 0; k < 60; k++) {
+      expect(v).toHaveLength(2);
+      expect(v[0]).toBe(v[1]); // the same object, not a copy
+      v = v[0] as unknown[];
+    }
+    expect(v).toEqual([]);
+  });
+});
+
 describe('unpickle: refusals', () => {
   it('GLOBAL os.system + REDUCE is refused at the GLOBAL, before anything could be called', () => {
     const w = new PickleWriter().proto(2).global('os', 'system').str('touch /tmp/pwned').raw(0x85).reduce().stop();

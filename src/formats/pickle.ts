@@ -11,7 +11,10 @@
 //
 // Bounds: the machine is iterative (no recursion, whatever the nesting), every length is checked
 // against the bytes that remain, and each opcode creates O(1) values plus what it reads, so memory is
-// linear in the input. Values may be cyclic (a list appended to itself): walkers must guard for it.
+// linear in the input. Memoised values are shared, not copied, so the result is a graph: a list
+// appended to itself is a cycle, and a few hundred bytes can build a DAG with 2^60 paths (a list
+// holding one memoised list twice, 60 levels deep). Walkers must visit each object once, never walk
+// paths (see TorchCheckpoint.stateDict).
 
 import { SiloError } from '../engine/errors.js';
 
