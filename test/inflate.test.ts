@@ -1,10 +1,10 @@
 // The shared inflate helper (src/formats/inflate.ts) that zip entries and PNG image data go through:
 // exact output size, refusal of output beyond it as soon as it arrives, no allocation of a size that
 // only a header claims, and one error class whose reason callers map to their own wording.
-import { deflateRawSync, deflateSync } from 'node:zlib';
+import { deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { SiloError } from '../src/engine/errors.js';
-import { DEFLATE_MAX_RATIO, InflateError, inflateExact, plausibleInflatedSize } from '../src/formats/inflate.js';
+import { DEFLATE_MAX_RATIO, gunzipExact, InflateError, inflateExact, plausibleInflatedSize } from '../src/formats/inflate.js';
 
 const data = Uint8Array.from({ length: 300_000 }, (_, i) => (i * 2654435761) >>> 27);
 
@@ -63,5 +63,17 @@ describe('inflateExact', () => {
     expect(zeros.length / packed).toBeLessThan(DEFLATE_MAX_RATIO);
     expect(plausibleInflatedSize(packed, zeros.length)).toBe(true);
     expect(plausibleInflatedSize(1000, 2 ** 40)).toBe(false);
+  });
+
+  it('gunzipExact sizes a .gz by its trailer and refuses lies and junk', async () => {
+    const gz = new Uint8Array(gzipSync(data));
+    expect(Buffer.compare(await gunzipExact(gz), data)).toBe(0);
+    const liar = gz.slice();
+    new DataView(liar.buffer).setUint32(liar.length - 4, 0xfffffff0, true);
+    expect((await failure(gunzipExact(liar))).message).toMatch(/gzip trailer declares 4294967280 bytes from \d+ compressed/);
+    const short = gz.slice();
+    new DataView(short.buffer).setUint32(short.length - 4, 1000, true);
+    expect((await failure(gunzipExact(short))).reason).toBe('overflow');
+    expect((await failure(gunzipExact(new TextEncoder().encode('not gzip at all, really')))).message).toMatch(/not a gzip file/);
   });
 });

@@ -6,8 +6,8 @@
 
 import { SiloError } from '../engine/errors.js';
 
-/** 'deflate' is a zlib stream (PNG), 'deflate-raw' a bare deflate stream (zip). */
-export type InflateFormat = 'deflate' | 'deflate-raw';
+/** 'deflate' is a zlib stream (PNG), 'deflate-raw' a bare deflate stream (zip), 'gzip' a .gz file. */
+export type InflateFormat = 'deflate' | 'deflate-raw' | 'gzip';
 
 /**
  * Why inflating failed: 'overflow' (more output than expected), 'short' (a complete stream with too
@@ -74,6 +74,19 @@ export async function inflateExact(input: Uint8Array | readonly Uint8Array[], ex
   }
   if (pos !== expected) throw new InflateError('short', pos, expected, `inflates to ${pos} bytes, ${expected} expected`);
   return out.byteLength === expected ? out : out.subarray(0, expected);
+}
+
+/**
+ * A single-member .gz file, sized by its trailer (ISIZE: the length mod 2^32, so files over 4 GiB are
+ * refused) and checked for plausibility before anything is allocated.
+ */
+export async function gunzipExact(bytes: Uint8Array): Promise<Uint8Array> {
+  if (bytes.byteLength < 18 || bytes[0] !== 0x1f || bytes[1] !== 0x8b) throw new InflateError('corrupt', 0, 0, `not a gzip file (${bytes.byteLength} bytes, no 1f 8b signature)`);
+  const size = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(bytes.byteLength - 4, true);
+  if (!plausibleInflatedSize(bytes.byteLength, size)) {
+    throw new InflateError('corrupt', 0, size, `gzip trailer declares ${size} bytes from ${bytes.byteLength} compressed: more than deflate can expand`);
+  }
+  return inflateExact(bytes, size, 'gzip');
 }
 
 function join(pieces: readonly Uint8Array[]): Uint8Array {

@@ -5,6 +5,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { ClipTokenizer, gunzip, loadClipTokenizer, parseMerges, TokenizerError } from '../../src/models/clip/tokenizer.js';
 import { cleanText, fixText, unescapeHtml, whitespaceClean } from '../../src/models/clip/text-clean.js';
 import { readSafetensors } from '../../src/check/files.js';
@@ -143,5 +144,18 @@ describe('text clean-up (the ftfy.fix_text subset)', () => {
   it('whitespace clean-up and lower-casing as transformers', () => {
     expect(whitespaceClean('  a \t\n b\u00a0\u3000c  ')).toBe('a b c');
     expect(cleanText('  MiXeD\u2003CaSe ')).toBe('mixed case');
+  });
+});
+
+describe('gunzip (the shared bounded inflate helper)', () => {
+  it('a corrupt or lying .gz is a TokenizerError, not a raw stream error', async () => {
+    await expect(gunzip(new TextEncoder().encode('not a gzip file at all'))).rejects.toThrow(/bpe merges \.gz: not a gzip file/);
+    const gz = new Uint8Array(gzipSync(new TextEncoder().encode('#version: 0.2\na b\n'.repeat(50))));
+    const bad = gz.slice();
+    bad[12]! ^= 0xff;
+    await expect(gunzip(bad)).rejects.toBeInstanceOf(TokenizerError);
+    const liar = gz.slice();
+    new DataView(liar.buffer).setUint32(liar.length - 4, 0x7fffffff, true);
+    await expect(gunzip(liar)).rejects.toThrow(/bpe merges \.gz: gzip trailer declares 2147483647 bytes/);
   });
 });

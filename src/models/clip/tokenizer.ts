@@ -10,6 +10,7 @@
 // the same with "</w>", one entry per merge, then the two special tokens.
 
 import { SiloError } from '../../engine/errors.js';
+import { gunzipExact, InflateError } from '../../formats/inflate.js';
 import { cleanText, PY_WHITESPACE } from './text-clean.js';
 
 export class TokenizerError extends SiloError {}
@@ -258,10 +259,14 @@ export function parseMerges(text: string, what: string, limit = CLIP_MERGES): Ar
   });
 }
 
-/** gunzip with the web-standard DecompressionStream (browsers, Node >= 18). */
+/** gunzip through the shared bounded helper (exact size from the trailer); a bad file is a TokenizerError. */
 export async function gunzip(bytes: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream('gzip'));
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+  try {
+    return await gunzipExact(bytes);
+  } catch (e) {
+    if (e instanceof InflateError) throw new TokenizerError(`bpe merges .gz: ${e.message}`);
+    throw e;
+  }
 }
 
 /** What loadClipTokenizer needs to read a folder (CaseFiles and urlCaseFiles fit). */
