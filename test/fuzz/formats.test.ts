@@ -4,7 +4,8 @@
 // fails the test and prints the seed and mutations. CPU only (no GPU work).
 //
 // FUZZ_CASES=n sets the cases per format (default 500); FUZZ_SEED=s moves the seed range;
-// FUZZ_REPRO=format:seed runs just that one case (the seed printed with a failure).
+// FUZZ_REPRO=format:seed runs just that one case (the seed printed with a failure); FUZZ_VERBOSE=1
+// lists the commonest SiloError messages per format (where the cases stop).
 import { afterAll, describe, expect, it } from 'vitest';
 import { jpegCorpus, pngCorpus, pthCorpus, safetensorsCorpus, type Corpus } from './corpus.js';
 import { removeWorkerBundle, runFuzz, summaryLine } from './harness.js';
@@ -13,6 +14,7 @@ import type { FuzzFormat } from './protocol.js';
 const CASES = Number(process.env.FUZZ_CASES ?? 500);
 const BASE_SEED = Number(process.env.FUZZ_SEED ?? 0x51109);
 const REPRO = process.env.FUZZ_REPRO?.split(':');
+const VERBOSE = process.env.FUZZ_VERBOSE === '1';
 const GUARD_MS = 5000;
 
 afterAll(removeWorkerBundle);
@@ -28,8 +30,9 @@ describe('fuzz: mutated files end in success or a SiloError', () => {
   for (const [format, corpus] of FORMATS) {
     const seeds = REPRO ? (REPRO[0] === format ? [Number(REPRO[1])] : []) : Array.from({ length: CASES }, (_, i) => BASE_SEED * 1000 + i);
     it.skipIf(seeds.length === 0)(`${format}: ${seeds.length} cases`, { timeout: 120_000 }, async () => {
-      const summary = await runFuzz(format, await corpus(), seeds, GUARD_MS);
+      const summary = await runFuzz(format, await corpus(), seeds, GUARD_MS, undefined, VERBOSE);
       console.log(summaryLine(summary));
+      if (VERBOSE) for (const [msg, n] of [...summary.details].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${n}x ${msg}`);
       const report = summary.failures.map((f) => `  seed ${f.seed} (FUZZ_REPRO=${format}:${f.seed}) ${f.what}\n    -> ${f.outcome}`).join('\n');
       expect(summary.failures, `${summary.failures.length} ${format} case(s) failed:\n${report}`).toEqual([]);
       expect(summary.cases).toBe(seeds.length);

@@ -21,6 +21,8 @@ export interface FuzzSummary {
   /** SiloError subclass name -> count. */
   errors: Map<string, number>;
   failures: CaseFailure[];
+  /** With verbose: SiloError messages (numbers blanked) -> count. */
+  details: Map<string, number>;
 }
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
@@ -46,13 +48,13 @@ export async function removeWorkerBundle(): Promise<void> {
   if (file) rmSync(file, { force: true });
 }
 
-export async function runFuzz(format: FuzzFormat, bases: WorkerIn['bases'], seeds: number[], guardMs: number, hugeBytes?: number): Promise<FuzzSummary> {
+export async function runFuzz(format: FuzzFormat, bases: WorkerIn['bases'], seeds: number[], guardMs: number, hugeBytes?: number, verbose = false): Promise<FuzzSummary> {
   const file = await workerBundle();
-  const summary: FuzzSummary = { format, cases: 0, ok: 0, errors: new Map(), failures: [] };
+  const summary: FuzzSummary = { format, cases: 0, ok: 0, errors: new Map(), failures: [], details: new Map() };
   let remaining = seeds.slice();
   while (remaining.length) {
     remaining = await new Promise<number[]>((resolve) => {
-      const input: WorkerIn = { format, bases, seeds: remaining, hugeBytes };
+      const input: WorkerIn = { format, bases, seeds: remaining, hugeBytes, verbose };
       const worker = new Worker(file, { workerData: input, resourceLimits: { maxOldGenerationSizeMb: 512 } });
       let current: { seed: number; what: string; since: number } | null = null;
       let settled = false;
@@ -82,6 +84,10 @@ export async function runFuzz(format: FuzzFormat, bases: WorkerIn['bases'], seed
           if (m.failure) summary.failures.push({ seed: m.seed, what: current?.what ?? '?', outcome: m.outcome });
           else if (m.outcome === 'ok') summary.ok++;
           else summary.errors.set(m.outcome, (summary.errors.get(m.outcome) ?? 0) + 1);
+          if (m.detail) {
+            const key = m.detail.replace(/\d+/g, 'N').slice(0, 140);
+            summary.details.set(key, (summary.details.get(key) ?? 0) + 1);
+          }
           current = null;
         } else {
           ended = true;

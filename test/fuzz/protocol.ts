@@ -15,9 +15,11 @@ export interface WorkerIn {
   seeds: number[];
   /** An allocation above this (bytes) fails the case; default 512 MiB. */
   hugeBytes?: number;
+  /** Also report each SiloError's message (FUZZ_VERBOSE: which checks the cases stop at). */
+  verbose?: boolean;
 }
 
 export type WorkerOut =
   | { t: 'start'; seed: number; what: string }
-  | { t: 'done'; seed: number; outcome: string; failure: boolean }
+  | { t: 'done'; seed: number; outcome: string; failure: boolean; detail?: string }
   | { t: 'end' };

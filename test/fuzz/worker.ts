@@ -106,7 +106,7 @@ export function makeCase(format: FuzzFormat, bases: readonly BaseFile[], seed: n
 
 
 async function main(): Promise<void> {
-  const { format, bases, seeds, hugeBytes = 512 << 20 } = workerData as WorkerIn;
+  const { format, bases, seeds, hugeBytes = 512 << 20, verbose = false } = workerData as WorkerIn;
   const post = (m: WorkerOut) => parentPort!.postMessage(m);
   for (const seed of seeds) {
     post({ t: 'start', seed, what: '(making the case: a fuzzer bug)' });
@@ -115,11 +115,15 @@ async function main(): Promise<void> {
     const rss0 = process.resourceUsage().maxRSS * 1024;
     let outcome: string;
     let failure = false;
+    let detail: string | undefined;
     try {
       await TARGETS[format](c.bytes, c.variant);
       outcome = 'ok';
     } catch (e) {
-      if (e instanceof SiloError) outcome = e.constructor.name;
+      if (e instanceof SiloError) {
+        outcome = e.constructor.name;
+        if (verbose) detail = e.message;
+      }
       else {
         failure = true;
         const err = e as Error;
@@ -133,7 +137,7 @@ async function main(): Promise<void> {
       failure = true;
       outcome = `huge allocation (peak RSS +${(grew / 2 ** 20).toFixed(0)} MiB, ArrayBuffers ${(external / 2 ** 20).toFixed(0)} MiB) after ${outcome}`;
     }
-    post({ t: 'done', seed, outcome, failure });
+    post({ t: 'done', seed, outcome, failure, detail });
   }
   post({ t: 'end' });
 }
