@@ -1,5 +1,5 @@
 // `silo convert`: .pth -> .safetensors, in-process (convertCheckpoint, main) and through the bundled CLI.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -8,6 +8,7 @@ import { convertCheckpoint } from '../src/cli/convert.js';
 import { main, SUBCOMMANDS, type CliIO } from '../src/cli/silo.js';
 import { parseSafetensors } from '../src/formats/safetensors.js';
 import { f16BitsToF32 } from '../src/engine/dtype.js';
+import { TorchCheckpoint } from '../src/formats/torch-checkpoint.js';
 import { buildCheckpoint, PickleWriter, specPickle, tensorSpec } from './helpers/torch-fixtures.js';
 import { GOLDEN_ROOT } from './helpers/golden.js';
 // @ts-expect-error plain ESM script without types
@@ -220,6 +221,23 @@ describe('silo convert never changes values silently', () => {
     expect(got[0]).toBe(1);
     expect(Number.isNaN(got[1])).toBe(true);
     expect(got.slice(2)).toEqual([Infinity, -Infinity, 2]);
+  });
+
+  it('a raw error (e.g. RangeError) while reading a tensor becomes a SiloError naming the input and tensor; nothing is written', async () => {
+    const src = join(dir, 'rangeerror.pt');
+    overflowCheckpoint(src, [1, 2]);
+    const out = join(dir, 'rangeerror.safetensors');
+    writeFileSync(out, 'previous output');
+    const spy = vi.spyOn(TorchCheckpoint.prototype, 'tensorBytes').mockRejectedValue(new RangeError('Array buffer allocation failed'));
+    try {
+      const io = capture();
+      expect(await main(['convert', src, out], io)).toBe(1);
+      expect(io.errText()).toBe(`silo convert: torch checkpoint ${src}: tensor "big": cannot read its data: Array buffer allocation failed`);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(readFileSync(out, 'utf8')).toBe('previous output');
+    expect(readdirSync(dir).filter((f) => f.includes('partial'))).toEqual([]);
   });
 
   it('the usage documents --overflow and --allow-nonfinite', () => {
