@@ -128,6 +128,53 @@ describe('safetensors read on demand from disk', () => {
   });
 });
 
+describe('SafetensorsFile.open checks sizes before it reads or allocates', () => {
+  /** A reader over `bytes` claiming `size` bytes, recording every read. */
+  const fakeReader = (bytes: Uint8Array, size = bytes.byteLength) => {
+    const reads: Array<[number, number]> = [];
+    return {
+      reads,
+      reader: {
+        size,
+        read(offset: number, length: number) {
+          reads.push([offset, length]);
+          if (offset + length > bytes.byteLength) throw new Error(`EIO reading ${length} bytes at ${offset}`);
+          return bytes.slice(offset, offset + length);
+        },
+      },
+    };
+  };
+  const head = (n: bigint) => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, n, true);
+    return b;
+  };
+
+  it('an absurd header length, or one past the end of the file, is refused after reading only 8 bytes', () => {
+    const absurd = fakeReader(head(2n ** 40n), 2 ** 45);
+    expect(() => SafetensorsFile.open(absurd.reader, 'absurd.safetensors')).toThrow(/absurd\.safetensors: header length 1099511627776 is absurd/);
+    expect(absurd.reads).toEqual([[0, 8]]);
+    const past = fakeReader(head(5000n), 1000);
+    expect(() => SafetensorsFile.open(past.reader, 'past.safetensors')).toThrow(/past\.safetensors: header length 5000 runs past the end of the 1000-byte file/);
+    expect(past.reads).toEqual([[0, 8]]);
+    const tiny = fakeReader(new Uint8Array(3));
+    expect(() => SafetensorsFile.open(tiny.reader, 'tiny.safetensors')).toThrow(/tiny\.safetensors: file is 3 bytes, shorter than the 8-byte header length/);
+    expect(tiny.reads).toEqual([]);
+  });
+
+  it('a header read that fails, and tensor offsets beyond the file, name the file; no tensor is read at open', () => {
+    const text = new TextEncoder().encode(JSON.stringify({ w: { dtype: 'F32', shape: [2 ** 28], data_offsets: [0, 2 ** 30] } }));
+    const bytes = new Uint8Array(8 + text.length);
+    bytes.set(head(BigInt(text.length)));
+    bytes.set(text, 8);
+    const failing = fakeReader(bytes.subarray(0, 8), bytes.length);
+    expect(() => SafetensorsFile.open(failing.reader, 'eio.safetensors')).toThrow(/eio\.safetensors: cannot read the header: EIO/);
+    const short = fakeReader(bytes);
+    expect(() => SafetensorsFile.open(short.reader, 'short.safetensors')).toThrow(/short\.safetensors, tensor "w": data_offsets \[0, 1073741824\] reach past the 0-byte data section/);
+    expect(short.reads).toEqual([[0, 8], [8, text.length]]);
+  });
+});
+
 describe('urlFolder downloads', () => {
   it('a body shorter than its Content-Length is an error naming the URL, with or without progress', async () => {
     vi.stubGlobal('fetch', async () => new Response(new Uint8Array(50), { headers: { 'content-length': '100' } }));
