@@ -1,5 +1,5 @@
 // `silo convert`: .pth -> .safetensors, in-process (convertCheckpoint, main) and through the bundled CLI.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -8,6 +8,7 @@ import { convertCheckpoint } from '../src/cli/convert.js';
 import { main, SUBCOMMANDS, type CliIO } from '../src/cli/silo.js';
 import { parseSafetensors } from '../src/formats/safetensors.js';
 import { f16BitsToF32 } from '../src/engine/dtype.js';
+import { TorchCheckpoint } from '../src/formats/torch-checkpoint.js';
 import { buildCheckpoint, PickleWriter, specPickle, tensorSpec } from './helpers/torch-fixtures.js';
 import { GOLDEN_ROOT } from './helpers/golden.js';
 // @ts-expect-error plain ESM script without types
@@ -150,5 +151,98 @@ describe('bundled CLI (dist/silo.mjs as package.json "bin" runs it)', () => {
     const bad = spawnSync(process.execPath, [exe, 'convert', '/nonexistent.pt', out], { encoding: 'utf8' });
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/\/nonexistent\.pt: cannot open/);
+  });
+});
+
+describe('silo convert never changes values silently', () => {
+  /** A checkpoint with F32 tensors "big" (overflows f16), "ok", and an F16 tensor "h". */
+  function overflowCheckpoint(path: string, big: number[]) {
+    const ok = new Float32Array([0.5, -2, 100]);
+    const h = new Uint16Array([0x3c00, 0x4000]); // 1, 2
+    const spec = {
+      dict: [
+        ['big', tensorSpec('FloatStorage', '0', big.length, [big.length])],
+        ['ok', tensorSpec('FloatStorage', '1', 3, [3])],
+        ['h', tensorSpec('HalfStorage', '2', 2, [2])],
+      ],
+    } as const;
+    const storages = { '0': new Uint8Array(new Float32Array(big).buffer), '1': new Uint8Array(ok.buffer), '2': new Uint8Array(h.buffer) };
+    writeFileSync(path, buildCheckpoint(specPickle(spec as never), storages).bytes);
+  }
+
+  it('--dtype f16 refuses values beyond ±65504 by default, naming the tensor, the count and the largest magnitude', async () => {
+    const src = join(dir, 'overflow.pt');
+    overflowCheckpoint(src, [1, 1e10, -7e4, 65519, 3]); // 65519 rounds to 65504: not an overflow
+    const out = join(dir, 'overflow.safetensors');
+    writeFileSync(out, 'previous output');
+    const io = capture();
+    expect(await main(['convert', src, out, '--dtype', 'f16'], io)).toBe(1);
+    expect(io.errText()).toMatch(/1 tensor\(s\) hold values beyond F16's ±65504, which would become ±inf:\n {2}"big": 2 value\(s\), largest magnitude 1\.000e\+10/);
+    expect(io.errText()).toMatch(/--overflow saturate clamps them/);
+    expect(io.errText()).not.toMatch(/"ok"/);
+    expect(readFileSync(out, 'utf8')).toBe('previous output');
+    expect(readdirSync(dir).filter((f) => f.includes('partial'))).toEqual([]);
+    // The library call refuses the same way.
+    await expect(convertCheckpoint(src, out, { dtype: 'F16' })).rejects.toThrow(/"big": 2 value\(s\)/);
+  });
+
+  it('--overflow saturate clamps to ±65504 and says so; --overflow inf writes ±inf and says so', async () => {
+    const src = join(dir, 'overflow2.pt');
+    overflowCheckpoint(src, [1, 1e10, -7e4, 65519, 3]);
+    const out = join(dir, 'saturated.safetensors');
+    const io = capture();
+    expect(await main(['convert', src, out, '--dtype', 'f16', '--overflow', 'saturate'], io)).toBe(0);
+    expect(io.errText()).toMatch(/warning: "big": 2 value\(s\) beyond F16's ±65504 clamped to ±65504 \(largest magnitude 1\.000e\+10\)/);
+    const f = parseSafetensors(readFileSync(out), out);
+    expect(f.info('big').dtype).toBe('F16');
+    expect([...f.getF32('big')]).toEqual([1, 65504, -65504, 65504, 3]);
+    expect([...f.getF32('ok')]).toEqual([0.5, -2, 100]);
+    const inf = capture();
+    expect(await main(['convert', src, out, '--dtype', 'f16', '--overflow', 'inf'], inf)).toBe(0);
+    expect(inf.errText()).toMatch(/warning: "big": 2 value\(s\) .* written as ±inf/);
+    expect([...parseSafetensors(readFileSync(out), out).getF32('big')]).toEqual([1, Infinity, -Infinity, 65504, 3]);
+    const bad = capture();
+    expect(await main(['convert', src, out, '--overflow', 'wrap'], bad)).toBe(2);
+    expect(bad.errText()).toMatch(/--overflow wrap: expected error, saturate or inf/);
+  });
+
+  it('NaN/Inf already in the source are refused by name; --allow-nonfinite keeps them with a warning', async () => {
+    const src = join(dir, 'nonfinite.pt');
+    overflowCheckpoint(src, [1, NaN, Infinity, -Infinity, 2]);
+    const out = join(dir, 'nonfinite.safetensors');
+    const io = capture();
+    expect(await main(['convert', src, out], io)).toBe(1);
+    expect(io.errText()).toMatch(/1 tensor\(s\) already hold NaN or Inf:\n {2}"big": 1 NaN, 2 Inf\n.*--allow-nonfinite/);
+    expect(existsSync(out)).toBe(false);
+    const ok = capture();
+    expect(await main(['convert', src, out, '--allow-nonfinite'], ok)).toBe(0);
+    expect(ok.errText()).toMatch(/warning: "big": kept 1 NaN and 2 Inf value\(s\) from the source/);
+    const got = [...parseSafetensors(readFileSync(out), out).getF32('big')];
+    expect(got[0]).toBe(1);
+    expect(Number.isNaN(got[1])).toBe(true);
+    expect(got.slice(2)).toEqual([Infinity, -Infinity, 2]);
+  });
+
+  it('a raw error (e.g. RangeError) while reading a tensor becomes a SiloError naming the input and tensor; nothing is written', async () => {
+    const src = join(dir, 'rangeerror.pt');
+    overflowCheckpoint(src, [1, 2]);
+    const out = join(dir, 'rangeerror.safetensors');
+    writeFileSync(out, 'previous output');
+    const spy = vi.spyOn(TorchCheckpoint.prototype, 'tensorBytes').mockRejectedValue(new RangeError('Array buffer allocation failed'));
+    try {
+      const io = capture();
+      expect(await main(['convert', src, out], io)).toBe(1);
+      expect(io.errText()).toBe(`silo convert: torch checkpoint ${src}: tensor "big": cannot read its data: Array buffer allocation failed`);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(readFileSync(out, 'utf8')).toBe('previous output');
+    expect(readdirSync(dir).filter((f) => f.includes('partial'))).toEqual([]);
+  });
+
+  it('the usage documents --overflow and --allow-nonfinite', () => {
+    expect(SUBCOMMANDS.convert!.usage).toMatch(/--overflow +finite values too large for --dtype .*error \(default\)/);
+    expect(SUBCOMMANDS.convert!.usage).toMatch(/saturate clamps/);
+    expect(SUBCOMMANDS.convert!.usage).toMatch(/--allow-nonfinite +convert tensors that already hold NaN or Inf/);
   });
 });

@@ -217,7 +217,7 @@ describe('safetensors: writing', () => {
   });
 
   it('rejects data whose size does not match dtype x shape', () => {
-    expect(() => serializeSafetensors({ w: { dtype: 'F32', shape: [2, 2], data: new Float32Array(3) } })).toThrow(/"w" F32 \[2, 2\] needs 16 bytes, data has 12/);
+    expect(() => serializeSafetensors({ w: { dtype: 'F32', shape: [2, 2], data: new Float32Array(3) } })).toThrow(/tensor "w": F32 \[2, 2\] needs 16 bytes, data has 12/);
   });
 
   it('unaligned input bytes still give correct typed arrays (aligned copy)', () => {
@@ -276,6 +276,7 @@ describe('safetensors: rejecting corrupt files names the file and the tensor', (
   it('unknown dtype', () => {
     bad(rawFile(entry({ w: { dtype: 'F128', shape: [1], data_offsets: [0, 16] } }), data), /tensor "w": unknown dtype "F128"/);
     bad(rawFile(entry({ w: { shape: [1], data_offsets: [0, 4] } }), data), /tensor "w": dtype is missing/);
+    bad(rawFile(entry({ w: { dtype: 'toString', shape: [1], data_offsets: [0, 4] } }), data), /tensor "w": unknown dtype "toString"/);
   });
   it('bad shapes', () => {
     bad(rawFile(entry({ w: { dtype: 'F32', shape: [2, -1], data_offsets: [0, 8] } }), data), /tensor "w": shape \[2,-1\] is not an array of non-negative integers/);
@@ -447,6 +448,54 @@ describe('safetensors: upload to the GPU', () => {
       const f = parseSafetensors(serializeSafetensors({ v: f32Entry([0.5, -3, 1 / 3], [3], dt as 'F32' | 'BF16') }), dt);
       const h = f.toTensor(engine, 'v', 'f16');
       expect(Array.from(await h.read())).toEqual(Array.from(f.getF32('v')).map((x) => f16BitsToF32(f32ToF16Bits(x))));
+    }
+  });
+});
+
+describe('safetensors: headers with very many names are validated in linear time', () => {
+  // A header of `n` names; `entry(i)` gives each value's JSON. Built as one string, no file written.
+  const manyKeys = (n: number, entry: (i: number) => string, extra = '') => {
+    const parts = new Array<string>(n);
+    for (let i = 0; i < n; i++) parts[i] = `"${i}":${entry(i)}`;
+    return rawFile(`{${parts.join(',')}${extra}}`, new Uint8Array(0));
+  };
+
+  // The hang guard is the per-test timeout: the quadratic duplicate check took 11.5 s for 160k names
+  // and over two minutes for 1M.
+  it('160k valid empty tensors parse', { timeout: 30_000 }, () => {
+    const f = parseSafetensors(manyKeys(160_000, () => '{"dtype":"F32","shape":[0],"data_offsets":[0,0]}'), 'many.safetensors');
+    expect(f.names().length).toBe(160_000);
+    expect(f.info('159999')).toMatchObject({ dtype: 'F32', shape: [0], byteLength: 0 });
+  });
+
+  it('1M names (9 MB header) are refused with a SafetensorsError, not a hang', { timeout: 30_000 }, () => {
+    const bytes = manyKeys(1_000_000, () => '0');
+    expect(bytes.byteLength).toBeGreaterThan(8_000_000);
+    expect(() => parseSafetensors(bytes, 'million.safetensors')).toThrow(SafetensorsError);
+    expect(() => parseSafetensors(bytes, 'million.safetensors')).toThrow(/million\.safetensors, tensor "0": entry is not an object/);
+  });
+
+  it('a duplicate at the end of 1M names is still found', { timeout: 30_000 }, () => {
+    const bytes = manyKeys(1_000_000, () => '0', ',"123456":1');
+    expect(() => parseSafetensors(bytes, 'dup.safetensors')).toThrow(/dup\.safetensors: header lists "123456" twice/);
+  });
+
+  it('a duplicate spelled with an escape is still a duplicate', () => {
+    const h = '{"a": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}, "\\u0061": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}}';
+    expect(() => parseSafetensors(rawFile(h, new Uint8Array(0)), 'esc')).toThrow(/esc: header lists "a" twice/);
+  });
+
+  it('shapes whose byte size is beyond 2^53 are refused by name', () => {
+    const h = JSON.stringify({ w: { dtype: 'F64', shape: [2 ** 30, 2 ** 30, 2 ** 30], data_offsets: [0, 8] } });
+    expect(() => parseSafetensors(rawFile(h, new Uint8Array(8)), 'huge')).toThrow(/huge, tensor "w": F64 \[1073741824, 1073741824, 1073741824\] would need .* bytes, beyond 2\^53/);
+  });
+});
+
+describe('safetensors: sharded index shard names stay inside the folder', () => {
+  it('refuses a weight_map entry that climbs out of the folder', async () => {
+    const shard = () => parseSafetensors(serializeSafetensors({ x: f32Entry([1], [1]) }), 's');
+    for (const file of ['../secret.safetensors', 'a/../../b.safetensors', '/etc/passwd', 'C:\\x.safetensors']) {
+      await expect(SafetensorsIndex.load({ weight_map: { x: file } }, 'm/index.json', shard)).rejects.toThrow(/m\/index\.json, tensor "x": weight_map entry .* points outside the index's folder/);
     }
   });
 });

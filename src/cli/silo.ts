@@ -6,7 +6,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SiloError } from '../engine/errors.js';
-import { convertCheckpoint, type FloatTarget } from './convert.js';
+import { convertCheckpoint, convertNotes, type FloatTarget } from './convert.js';
 import { runCheck } from './check.js';
 import { parseRestoreArgs, runRestore, RESTORE_OPTIONS, RESTORE_USAGE } from './restore.js';
 
@@ -78,13 +78,23 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
   convert: {
     summary: 'convert a PyTorch checkpoint (.pt/.pth/.ckpt) to .safetensors without executing it',
     usage: [
-      'silo convert <in.pt> <out.safetensors> [--key <path>] [--dtype f32|f16|bf16] [--no-crc]',
-      '  --key      where the state dict sits, "/"-separated (e.g. state_dict); found automatically if omitted',
-      '  --dtype    cast floating-point tensors (integer and bool tensors are kept)',
-      '  --no-crc   skip the zip CRC-32 checks',
+      'silo convert <in.pt> <out.safetensors> [--key <path>] [--dtype f32|f16|bf16] [--overflow error|saturate|inf] [--allow-nonfinite] [--no-crc]',
+      '  --key              where the state dict sits, "/"-separated (e.g. state_dict); found automatically if omitted',
+      '  --dtype            cast floating-point tensors (integer and bool tensors are kept)',
+      '  --overflow         finite values too large for --dtype (f16: beyond ±65504): error (default) refuses and names',
+      '                     each tensor; saturate clamps them to the largest finite value; inf writes ±inf. Both print them',
+      '  --allow-nonfinite  convert tensors that already hold NaN or Inf (default: refuse, naming them)',
+      '  --no-crc           skip the zip CRC-32 checks',
+      '  the output is written beside <out.safetensors> and renamed into place only when complete',
     ].join('\n'),
     async run(args, io) {
-      const { values, positionals } = options(args, { key: { type: 'string' }, dtype: { type: 'string' }, 'no-crc': { type: 'boolean' } });
+      const { values, positionals } = options(args, {
+        key: { type: 'string' },
+        dtype: { type: 'string' },
+        overflow: { type: 'string' },
+        'allow-nonfinite': { type: 'boolean' },
+        'no-crc': { type: 'boolean' },
+      });
       if (values.help) {
         io.out(SUBCOMMANDS.convert!.usage);
         return 0;
@@ -92,10 +102,19 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
       if (positionals.length !== 2) throw new UsageError(`expected an input and an output path, got ${positionals.length} argument(s)`);
       const dtype = values.dtype?.toUpperCase();
       if (dtype !== undefined && dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new UsageError(`--dtype ${values.dtype}: expected f32, f16 or bf16`);
+      const overflow = values.overflow ?? 'error';
+      if (overflow !== 'error' && overflow !== 'saturate' && overflow !== 'inf') throw new UsageError(`--overflow ${overflow}: expected error, saturate or inf`);
       const [input, output] = positionals as [string, string];
-      const r = await convertCheckpoint(input, output, { keyPath: values.key, dtype: dtype as FloatTarget | undefined, verifyCrc: !values['no-crc'] });
+      const r = await convertCheckpoint(input, output, {
+        keyPath: values.key,
+        dtype: dtype as FloatTarget | undefined,
+        overflow,
+        allowNonfinite: values['allow-nonfinite'],
+        verifyCrc: !values['no-crc'],
+      });
       const dtypes = Object.entries(r.dtypes).map(([d, n]) => `${n} ${d}`).join(', ');
       io.out(`${r.output}: ${r.tensors} tensors (${dtypes}), ${r.dataBytes} bytes of data${r.keyPath.length ? `, from key ${r.keyPath.join('/')}` : ''}`);
+      for (const line of convertNotes(r, overflow)) io.err(line);
       if (r.skipped.length) io.out(`left out ${r.skipped.length} non-tensor entries: ${r.skipped.slice(0, 10).join(', ')}${r.skipped.length > 10 ? ', ...' : ''}`);
       return 0;
     },

@@ -1,6 +1,8 @@
 // A folder on disk (Node only; node: modules are imported lazily so bundles stay browser-safe).
 import { SiloError } from '../engine/errors.js';
 import type { FolderAccess } from './folder.js';
+import { SafetensorsFile } from './safetensors.js';
+import { fileByteReader } from './safetensors-node.js';
 
 export function dirFolder(dir: string): FolderAccess {
   const path = (name: string) => `${dir.replace(/\/+$/, '')}/${name}`;
@@ -23,6 +25,13 @@ export function dirFolder(dir: string): FolderAccess {
       } catch (e) {
         throw new SiloError(`${path(name)}: ${(e as Error).message}`);
       }
+    },
+    /** Header only; tensors are read from disk when asked for (never the whole file in memory). */
+    async safetensors(name, onProgress) {
+      const reader = await fileByteReader(path(name));
+      const f = SafetensorsFile.open(reader, path(name));
+      onProgress?.(reader.size, reader.size);
+      return f;
     },
     async exists(name) {
       const { access } = await import('node:fs/promises');

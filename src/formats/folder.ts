@@ -2,6 +2,7 @@
 // (browser), with byte progress for large downloads. Every error names the full path or URL.
 
 import { SiloError } from '../engine/errors.js';
+import { parseSafetensors, type SafetensorsFile } from './safetensors.js';
 
 export type ByteProgress = (loaded: number, total: number | null) => void;
 
@@ -11,6 +12,18 @@ export interface FolderAccess {
   bytes(name: string, onProgress?: ByteProgress): Promise<Uint8Array>;
   text(name: string): Promise<string>;
   exists(name: string): Promise<boolean>;
+  /**
+   * Opens a .safetensors file. On disk only the header is read and tensors are read on demand (files
+   * of any size); over HTTP the file is fetched as its own buffer. Optional: openSafetensorsIn falls
+   * back to bytes() + parse for folders that lack it.
+   */
+  safetensors?(name: string, onProgress?: ByteProgress): Promise<SafetensorsFile>;
+}
+
+/** A .safetensors file in `folder`, through its own opener when it has one; errors name the full path. */
+export async function openSafetensorsIn(folder: FolderAccess, name: string, onProgress?: ByteProgress): Promise<SafetensorsFile> {
+  if (folder.safetensors) return folder.safetensors(name, onProgress);
+  return parseSafetensors(await folder.bytes(name, onProgress), `${folder.location}/${name}`);
 }
 
 /** A folder served over HTTP. Streams bodies so progress can be reported. */
@@ -30,26 +43,10 @@ export function urlFolder(baseUrl: string, init?: RequestInit): FolderAccess {
   return {
     location: base,
     async bytes(name, onProgress) {
-      const res = await get(name);
-      const total = Number(res.headers.get('content-length')) || null;
-      if (!onProgress || !res.body) return new Uint8Array(await res.arrayBuffer());
-      const reader = res.body.getReader();
-      const chunks: Uint8Array[] = [];
-      let loaded = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        chunks.push(value);
-        loaded += value.byteLength;
-        onProgress(loaded, total);
-      }
-      const out = new Uint8Array(loaded);
-      let o = 0;
-      for (const c of chunks) {
-        out.set(c, o);
-        o += c.byteLength;
-      }
-      return out;
+      return readBody(await get(name), `${base}/${name}`, onProgress);
+    },
+    async safetensors(name, onProgress) {
+      return parseSafetensors(await readBody(await get(name), `${base}/${name}`, onProgress), `${base}/${name}`);
     },
     text: async (name) => (await get(name)).text(),
     exists: async (name) => {
@@ -62,6 +59,61 @@ export function urlFolder(baseUrl: string, init?: RequestInit): FolderAccess {
   };
 }
 
+/**
+ * A response body as one buffer, streamed with progress. With a trustworthy Content-Length (no
+ * content encoding) the buffer is allocated once at that size and a body that ends short or runs
+ * long is an error naming the URL, as is a connection that drops mid-body.
+ */
+async function readBody(res: Response, url: string, onProgress?: ByteProgress): Promise<Uint8Array> {
+  const encoded = (res.headers.get('content-encoding') ?? 'identity') !== 'identity';
+  const declared = res.headers.get('content-length');
+  const total = !encoded && declared !== null && /^\d+$/.test(declared) ? Number(declared) : null;
+  const fail = (detail: string) => new SiloError(`${url}: ${detail}`);
+  try {
+    if (!res.body) {
+      const b = new Uint8Array(await res.arrayBuffer());
+      if (total !== null && b.byteLength !== total) throw fail(`received ${b.byteLength} of ${total} bytes`);
+      onProgress?.(b.byteLength, total);
+      return b;
+    }
+    const reader = res.body.getReader();
+    let out: Uint8Array | null = null;
+    if (total !== null) {
+      try {
+        out = new Uint8Array(total);
+      } catch {
+        throw fail(`${total} bytes do not fit in one array in this runtime`);
+      }
+    }
+    const chunks: Uint8Array[] = [];
+    let loaded = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (out) {
+        if (loaded + value.byteLength > out.byteLength) throw fail(`the body runs past its Content-Length of ${total} bytes`);
+        out.set(value, loaded);
+      } else chunks.push(value);
+      loaded += value.byteLength;
+      onProgress?.(loaded, total);
+    }
+    if (out) {
+      if (loaded !== out.byteLength) throw fail(`received ${loaded} of ${total} bytes (connection closed early?)`);
+      return out;
+    }
+    const joined = new Uint8Array(loaded);
+    let o = 0;
+    for (const c of chunks) {
+      joined.set(c, o);
+      o += c.byteLength;
+    }
+    return joined;
+  } catch (e) {
+    if (e instanceof SiloError) throw e;
+    throw fail(`download failed: ${(e as Error).message}`);
+  }
+}
+
 /** A folder named relative to another (a pipeline's "unet/", a case manifest's "../unet_mini"). */
 export function subFolder(folder: FolderAccess, rel: string): FolderAccess {
   const prefix = rel.replace(/\/+$/, '');
@@ -70,5 +122,6 @@ export function subFolder(folder: FolderAccess, rel: string): FolderAccess {
     bytes: (name, onProgress) => folder.bytes(`${prefix}/${name}`, onProgress),
     text: (name) => folder.text(`${prefix}/${name}`),
     exists: (name) => folder.exists(`${prefix}/${name}`),
+    safetensors: (name, onProgress) => openSafetensorsIn(folder, `${prefix}/${name}`, onProgress),
   };
 }

@@ -61,6 +61,8 @@ export class SafetensorsError extends SiloError {
 
 /** Largest header accepted; real headers are a few hundred KB even for SDXL. */
 export const MAX_HEADER_BYTES = 100_000_000;
+/** Piece size for uploading tensors read from disk (a multiple of 4, as writeBuffer needs). */
+const UPLOAD_CHUNK = 64 << 20;
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Read access shared by single files and sharded indexes, so model loaders take either. */
@@ -75,27 +77,48 @@ export interface TensorSource {
   toTensor(engine: Engine, name: string, dtype?: DType): Tensor;
 }
 
+/**
+ * Synchronous random access to a file too large to hold (Node: positional reads on the file, see
+ * safetensors-node.ts). read() returns exactly `length` bytes at `offset` in a fresh array, or throws
+ * an Error saying what went wrong (the caller names the file and the tensor).
+ */
+export interface SyncByteReader {
+  readonly size: number;
+  read(offset: number, length: number): Uint8Array;
+}
+
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
-/** The top-level keys of a JSON object text, in order, duplicates kept (JSON.parse drops them). */
+/**
+ * The top-level keys of a JSON object text, in order, duplicates kept (JSON.parse drops them). One
+ * pass over text that JSON.parse has already accepted; only keys with escapes are decoded.
+ */
 function topLevelKeys(text: string): string[] {
   const keys: string[] = [];
   let depth = 0;
   for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (c === '"') {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
       const start = i;
-      for (i++; text[i] !== '"'; i++) if (text[i] === '\\') i++;
+      let escaped = false;
+      for (i++; text.charCodeAt(i) !== 0x22; i++) {
+        if (text.charCodeAt(i) === 0x5c /* \ */) {
+          escaped = true;
+          i++;
+        }
+      }
       if (depth === 1) {
         let j = i + 1;
-        while (/\s/.test(text[j] ?? '')) j++;
-        if (text[j] === ':') keys.push(JSON.parse(text.slice(start, i + 1)) as string);
+        while (j < text.length && isJsonSpace(text.charCodeAt(j))) j++;
+        if (text.charCodeAt(j) === 0x3a /* : */) keys.push(escaped ? (JSON.parse(text.slice(start, i + 1)) as string) : text.slice(start + 1, i));
       }
-    } else if (c === '{' || c === '[') depth++;
-    else if (c === '}' || c === ']') depth--;
+    } else if (c === 0x7b || c === 0x5b) depth++;
+    else if (c === 0x7d || c === 0x5d) depth--;
   }
   return keys;
 }
+
+const isJsonSpace = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
 
 let f16Table: Float32Array | null = null;
 /** f16 bits -> f32 through a 256 KB table: weight files hold hundreds of millions of values. */
@@ -117,98 +140,137 @@ export function bf16BitsArrayToF32(bits: Uint16Array): Float32Array {
   return out;
 }
 
+/** The u64 header length, checked against the cap and the file size before anything is allocated. */
+function checkHeaderLength(first8: Uint8Array, fileSize: number, source: string): number {
+  const fail = (detail: string) => new SafetensorsError(source, null, detail);
+  if (fileSize < 8 || first8.byteLength < 8) throw fail(`file is ${fileSize} bytes, shorter than the 8-byte header length`);
+  const headerLen = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) throw fail(`header length ${headerLen} is absurd (limit ${MAX_HEADER_BYTES} bytes)`);
+  const n = Number(headerLen);
+  if (8 + n > fileSize) throw fail(`header length ${n} runs past the end of the ${fileSize}-byte file (truncated?)`);
+  return n;
+}
+
+/** Validates the JSON header of a `fileSize`-byte file; linear in the header size. */
+function parseHeader(headerBytes: Uint8Array, fileSize: number, source: string): { metadata: Record<string, string>; entries: Map<string, TensorInfo> } {
+  const fail = (detail: string, tensor: string | null = null) => new SafetensorsError(source, tensor, detail);
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+  } catch {
+    throw fail('header is not valid UTF-8');
+  }
+  let header: unknown;
+  try {
+    header = JSON.parse(text);
+  } catch (e) {
+    throw fail(`header is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw fail('header JSON is not an object');
+  // A Set, not indexOf: headers can list a million names and this must stay linear.
+  const seen = new Set<string>();
+  for (const k of topLevelKeys(text)) {
+    if (seen.has(k)) throw fail(`header lists "${k}" twice`);
+    seen.add(k);
+  }
+
+  const dataStart = 8 + headerBytes.byteLength;
+  const dataLen = fileSize - dataStart;
+  const metadata: Record<string, string> = {};
+  const entries = new Map<string, TensorInfo>();
+  for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw fail('__metadata__ is not an object');
+      for (const [k, v] of Object.entries(raw)) {
+        if (typeof v !== 'string') throw fail(`__metadata__ value for "${k}" is ${JSON.stringify(v)}, not a string`);
+        Object.defineProperty(metadata, k, { value: v, enumerable: true, writable: true, configurable: true }); // "__proto__" too
+      }
+      continue;
+    }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw fail('entry is not an object', name);
+    const e = raw as Record<string, unknown>;
+    for (const k of Object.keys(e)) {
+      if (k !== 'dtype' && k !== 'shape' && k !== 'data_offsets') throw fail(`unknown field "${k}"`, name);
+    }
+    const { dtype, shape, data_offsets: offs } = e;
+    if (dtype === undefined) throw fail('dtype is missing', name);
+    if (typeof dtype !== 'string' || !Object.hasOwn(SAFETENSORS_DTYPES, dtype)) { // not `in`: "toString" is no dtype
+      throw fail(`unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(SAFETENSORS_DTYPES).join(', ')})`, name);
+    }
+    if (!Array.isArray(shape) || !shape.every(isInt)) {
+      throw fail(`shape ${JSON.stringify(shape)} is not an array of non-negative integers`, name);
+    }
+    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(isInt)) {
+      throw fail(`data_offsets ${JSON.stringify(offs)} is not two non-negative integers`, name);
+    }
+    const [begin, end] = offs as [number, number];
+    if (begin > end) throw fail(`data_offsets [${begin}, ${end}] begin after end`, name);
+    const itemsize = SAFETENSORS_DTYPES[dtype as SafetensorsDType];
+    const expected = shapeSize(shape) * itemsize;
+    if (!Number.isSafeInteger(expected)) throw fail(`${dtype} ${shapeString(shape)} would need ${expected} bytes, beyond 2^53`, name);
+    if (end - begin !== expected) {
+      throw fail(`data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${dtype} ${shapeString(shape)} needs ${expected}`, name);
+    }
+    if (end > dataLen) {
+      throw fail(`data_offsets [${begin}, ${end}] reach past the ${dataLen}-byte data section (truncated file?)`, name);
+    }
+    entries.set(name, { dtype: dtype as SafetensorsDType, shape: shape.slice(), byteOffset: dataStart + begin, byteLength: expected });
+  }
+  // Overlap check on non-empty tensors sorted by start; holes between tensors are allowed.
+  const spans = [...entries].filter(([, i]) => i.byteLength > 0).sort((a, b) => a[1].byteOffset - b[1].byteOffset);
+  for (let i = 1; i < spans.length; i++) {
+    const [prevName, prev] = spans[i - 1]!;
+    const [name, cur] = spans[i]!;
+    if (cur.byteOffset < prev.byteOffset + prev.byteLength) {
+      throw fail(`data overlaps tensor "${prevName}" (bytes ${cur.byteOffset - dataStart}.. vs ..${prev.byteOffset + prev.byteLength - dataStart})`, name);
+    }
+  }
+  return { metadata, entries };
+}
+
 export class SafetensorsFile implements TensorSource {
+  private sortedNames: string[] | null = null;
+
   private constructor(
     readonly source: string,
-    readonly bytes: Uint8Array,
     readonly metadata: Record<string, string>,
     private entries: Map<string, TensorInfo>,
+    /** The whole file in memory (parse), or null when tensors are read on demand through `reader` (open). */
+    private memory: Uint8Array | null,
+    private reader: SyncByteReader | null,
   ) {}
 
-  /** Parses and validates; throws SafetensorsError naming `source` (and the tensor) on any problem. */
+  /** Parses and validates bytes in memory; throws SafetensorsError naming `source` (and the tensor) on any problem. */
   static parse(input: ArrayBuffer | Uint8Array, source: string): SafetensorsFile {
     // A plain view (never a Node Buffer, whose slice() does not copy).
     const bytes = input instanceof Uint8Array ? new Uint8Array(input.buffer, input.byteOffset, input.byteLength) : new Uint8Array(input);
-    const fail = (detail: string, tensor: string | null = null) => new SafetensorsError(source, tensor, detail);
-    if (bytes.byteLength < 8) throw fail(`file is ${bytes.byteLength} bytes, shorter than the 8-byte header length`);
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const headerLen = view.getBigUint64(0, true);
-    if (headerLen > BigInt(MAX_HEADER_BYTES)) throw fail(`header length ${headerLen} is absurd (limit ${MAX_HEADER_BYTES} bytes)`);
-    const n = Number(headerLen);
-    if (8 + n > bytes.byteLength) throw fail(`header length ${n} runs past the end of the ${bytes.byteLength}-byte file (truncated?)`);
-    let text: string;
-    try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n));
-    } catch {
-      throw fail('header is not valid UTF-8');
-    }
-    let header: unknown;
-    try {
-      header = JSON.parse(text);
-    } catch (e) {
-      throw fail(`header is not valid JSON (${(e as Error).message})`);
-    }
-    if (typeof header !== 'object' || header === null || Array.isArray(header)) throw fail('header JSON is not an object');
-    const keys = topLevelKeys(text);
-    const dup = keys.find((k, i) => keys.indexOf(k) !== i);
-    if (dup !== undefined) throw fail(`header lists "${dup}" twice`);
-
-    const dataStart = 8 + n;
-    const dataLen = bytes.byteLength - dataStart;
-    const metadata: Record<string, string> = {};
-    const entries = new Map<string, TensorInfo>();
-    for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
-      if (name === '__metadata__') {
-        if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw fail('__metadata__ is not an object');
-        for (const [k, v] of Object.entries(raw)) {
-          if (typeof v !== 'string') throw fail(`__metadata__ value for "${k}" is ${JSON.stringify(v)}, not a string`);
-          metadata[k] = v;
-        }
-        continue;
-      }
-      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw fail('entry is not an object', name);
-      const e = raw as Record<string, unknown>;
-      for (const k of Object.keys(e)) {
-        if (k !== 'dtype' && k !== 'shape' && k !== 'data_offsets') throw fail(`unknown field "${k}"`, name);
-      }
-      const { dtype, shape, data_offsets: offs } = e;
-      if (dtype === undefined) throw fail('dtype is missing', name);
-      if (typeof dtype !== 'string' || !(dtype in SAFETENSORS_DTYPES)) {
-        throw fail(`unknown dtype ${JSON.stringify(dtype)} (known: ${Object.keys(SAFETENSORS_DTYPES).join(', ')})`, name);
-      }
-      if (!Array.isArray(shape) || !shape.every(isInt)) {
-        throw fail(`shape ${JSON.stringify(shape)} is not an array of non-negative integers`, name);
-      }
-      if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(isInt)) {
-        throw fail(`data_offsets ${JSON.stringify(offs)} is not two non-negative integers`, name);
-      }
-      const [begin, end] = offs as [number, number];
-      if (begin > end) throw fail(`data_offsets [${begin}, ${end}] begin after end`, name);
-      const itemsize = SAFETENSORS_DTYPES[dtype as SafetensorsDType];
-      const expected = shapeSize(shape) * itemsize;
-      if (end - begin !== expected) {
-        throw fail(`data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${dtype} ${shapeString(shape)} needs ${expected}`, name);
-      }
-      if (end > dataLen) {
-        throw fail(`data_offsets [${begin}, ${end}] reach past the ${dataLen}-byte data section (truncated file?)`, name);
-      }
-      entries.set(name, { dtype: dtype as SafetensorsDType, shape: shape.slice(), byteOffset: dataStart + begin, byteLength: expected });
-    }
-    // Overlap check on non-empty tensors sorted by start; holes between tensors are allowed.
-    const spans = [...entries].filter(([, i]) => i.byteLength > 0).sort((a, b) => a[1].byteOffset - b[1].byteOffset);
-    for (let i = 1; i < spans.length; i++) {
-      const [prevName, prev] = spans[i - 1]!;
-      const [name, cur] = spans[i]!;
-      if (cur.byteOffset < prev.byteOffset + prev.byteLength) {
-        throw fail(`data overlaps tensor "${prevName}" (bytes ${cur.byteOffset - dataStart}.. vs ..${prev.byteOffset + prev.byteLength - dataStart})`, name);
-      }
-    }
-    return new SafetensorsFile(source, bytes, metadata, entries);
+    const n = checkHeaderLength(bytes.subarray(0, 8), bytes.byteLength, source);
+    const { metadata, entries } = parseHeader(bytes.subarray(8, 8 + n), bytes.byteLength, source);
+    return new SafetensorsFile(source, metadata, entries, bytes, null);
   }
 
-  /** Tensor names, sorted. */
+  /**
+   * Reads and validates only the header through `reader`; each tensor's bytes are read when asked for,
+   * so files of any size open in a few KB of memory. Every offset is checked against reader.size first.
+   */
+  static open(reader: SyncByteReader, source: string): SafetensorsFile {
+    const size = reader.size;
+    const read = (offset: number, length: number) => {
+      try {
+        return reader.read(offset, length);
+      } catch (e) {
+        throw new SafetensorsError(source, null, `cannot read the header: ${(e as Error).message}`);
+      }
+    };
+    const n = checkHeaderLength(size < 8 ? new Uint8Array(0) : read(0, 8), size, source);
+    const { metadata, entries } = parseHeader(read(8, n), size, source);
+    return new SafetensorsFile(source, metadata, entries, null, reader);
+  }
+
+  /** Tensor names, sorted (sorted once: loaders ask for the list after every tensor). */
   names(): string[] {
-    return [...this.entries.keys()].sort();
+    this.sortedNames ??= [...this.entries.keys()].sort();
+    return this.sortedNames.slice();
   }
 
   has(name: string): boolean {
@@ -225,24 +287,45 @@ export class SafetensorsFile implements TensorSource {
     return { ...i, shape: i.shape.slice() };
   }
 
-  /** The tensor's bytes (a view into the file, no copy). */
+  /** The tensor's bytes: a view into the file when it is in memory (no copy), else a fresh read. */
   getBytes(name: string): Uint8Array {
     const i = this.info(name);
-    return this.bytes.subarray(i.byteOffset, i.byteOffset + i.byteLength);
+    if (this.memory) return this.memory.subarray(i.byteOffset, i.byteOffset + i.byteLength);
+    return this.readFresh(name, i);
+  }
+
+  /** Reads a tensor through the reader into its own (so aligned) buffer; every failure names the file and tensor. */
+  private readFresh(name: string, i: TensorInfo): Uint8Array {
+    try {
+      return this.reader!.read(i.byteOffset, i.byteLength);
+    } catch (e) {
+      if (e instanceof RangeError) throw new SafetensorsError(this.source, name, `${i.byteLength} bytes do not fit in one array in this runtime`);
+      throw new SafetensorsError(this.source, name, `cannot read its ${i.byteLength} bytes at offset ${i.byteOffset}: ${(e as Error).message}`);
+    }
   }
 
   /**
-   * The tensor as a typed array of its own dtype. A view into the file when aligned (do not mutate),
-   * an aligned copy otherwise. F16/BF16 come as Uint16Array bits, BOOL and F8 as Uint8Array.
+   * The tensor as a typed array of its own dtype. In memory: a view into the file when aligned (do not
+   * mutate), an aligned copy otherwise. F16/BF16 come as Uint16Array bits, BOOL and F8 as Uint8Array.
    */
   getRaw(name: string): RawArray {
-    const { dtype, byteOffset, byteLength } = this.info(name);
+    const info = this.info(name);
+    const { dtype, byteOffset, byteLength } = info;
     if (!LITTLE_ENDIAN) throw new SafetensorsError(this.source, name, 'big-endian hosts are not supported');
     const size = SAFETENSORS_DTYPES[dtype];
-    const abs = this.bytes.byteOffset + byteOffset;
-    const aligned = abs % size === 0;
-    const buf = aligned ? this.bytes.buffer : new Uint8Array(this.getBytes(name)).buffer;
-    const off = aligned ? abs : 0;
+    let buf: ArrayBufferLike;
+    let off: number;
+    if (this.memory) {
+      const abs = this.memory.byteOffset + byteOffset;
+      const aligned = abs % size === 0;
+      buf = aligned ? this.memory.buffer : new Uint8Array(this.getBytes(name)).buffer;
+      off = aligned ? abs : 0;
+    } else {
+      const read = this.readFresh(name, info);
+      const b = read.byteOffset % size === 0 ? read : new Uint8Array(read);
+      buf = b.buffer;
+      off = b.byteOffset;
+    }
     const n = byteLength / size;
     switch (dtype) {
       case 'F64': return new Float64Array(buf, off, n);
@@ -296,9 +379,16 @@ export class SafetensorsFile implements TensorSource {
   toTensor(engine: Engine, name: string, dtype: DType = 'f32'): Tensor {
     const i = this.info(name);
     if (i.dtype === (dtype === 'f32' ? 'F32' : 'F16')) {
-      // Stored exactly as the GPU wants it: upload the file bytes without conversion.
+      // Stored exactly as the GPU wants it: upload the file bytes without conversion, from disk in
+      // bounded pieces so a large tensor never needs one large host array.
       const t = engine.empty(i.shape, dtype, name);
-      engine.writeBytes(t.buffer, this.getBytes(name));
+      if (this.memory) engine.writeBytes(t.buffer, this.getBytes(name));
+      else {
+        for (let done = 0; done < i.byteLength; done += UPLOAD_CHUNK) {
+          const len = Math.min(UPLOAD_CHUNK, i.byteLength - done);
+          engine.writeBytes(t.buffer, this.readFresh(name, { ...i, byteOffset: i.byteOffset + done, byteLength: len }), done);
+        }
+      }
       return t;
     }
     const f = this.getF32(name);
@@ -337,45 +427,143 @@ export function f32Entry(values: ArrayLike<number>, shape: readonly number[], dt
 }
 
 /**
- * The canonical layout: compact JSON header with __metadata__ first and tensors in sorted name
- * order, padded with spaces to 8 bytes; tensor data contiguous in the same order.
+ * A tensor whose bytes the streaming writer pulls piece by piece (e.g. converted or read from disk one
+ * chunk at a time), so an output never has to exist in memory at once.
  */
-export function serializeSafetensors(tensors: Record<string, SafetensorsEntry>, metadata?: Record<string, string>): Uint8Array<ArrayBuffer> {
+export interface SafetensorsStreamEntry {
+  dtype: SafetensorsDType;
+  shape: readonly number[];
+  /** The little-endian bytes in order, in pieces of any size; they must add up to prod(shape) * itemsize. */
+  chunks(): Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+}
+
+export type WritableEntry = SafetensorsEntry | SafetensorsStreamEntry;
+
+/** Where the streaming writer puts bytes, in order (a file, a counter in tests, a network stream). */
+export interface ByteSink {
+  write(bytes: Uint8Array): void | Promise<void>;
+}
+
+export interface SafetensorsLayout {
+  /** The 8-byte length and the space-padded JSON header: everything before the data. */
+  head: Uint8Array<ArrayBuffer>;
+  /** Tensor names in file order (sorted) with their byte lengths. */
+  names: string[];
+  byteLengths: number[];
+  /** Bytes of tensor data after the head. */
+  dataBytes: number;
+}
+
+/**
+ * The canonical layout: compact JSON header with __metadata__ first and tensors in sorted name
+ * order, padded with spaces to 8 bytes; tensor data contiguous in the same order. Errors are
+ * SafetensorsErrors naming `target` (the output) and the tensor; sizes beyond 2^53 bytes or a header
+ * beyond MAX_HEADER_BYTES (which no reader would accept) are refused here, before any data moves.
+ */
+export function safetensorsLayout(
+  tensors: Record<string, { dtype: SafetensorsDType; shape: readonly number[]; data?: ArrayBufferView }>,
+  metadata: Record<string, string> | undefined,
+  target: string,
+): SafetensorsLayout {
+  const fail = (detail: string, tensor: string | null = null) => new SafetensorsError(target, tensor, detail);
   const names = Object.keys(tensors).sort();
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length) {
     for (const [k, v] of Object.entries(metadata)) {
-      if (typeof v !== 'string') throw new SiloError(`serializeSafetensors: metadata "${k}" must be a string`);
+      if (typeof v !== 'string') throw fail(`metadata "${k}" must be a string`);
     }
     header['__metadata__'] = metadata;
   }
+  const byteLengths: number[] = [];
   let off = 0;
   for (const name of names) {
-    if (name === '__metadata__') throw new SiloError('serializeSafetensors: "__metadata__" is not a valid tensor name');
+    if (name === '__metadata__') throw fail('"__metadata__" is not a valid tensor name');
     const t = tensors[name]!;
-    const size = SAFETENSORS_DTYPES[t.dtype];
-    if (size === undefined) throw new SiloError(`serializeSafetensors: tensor "${name}" has unknown dtype ${t.dtype}`);
-    if (!t.shape.every(isInt)) throw new SiloError(`serializeSafetensors: tensor "${name}" has invalid shape ${shapeString(t.shape)}`);
+    const size = Object.hasOwn(SAFETENSORS_DTYPES, t.dtype) ? SAFETENSORS_DTYPES[t.dtype] : undefined;
+    if (size === undefined) throw fail(`unknown dtype ${String(t.dtype)}`, name);
+    if (!Array.isArray(t.shape) || !t.shape.every(isInt)) throw fail(`invalid shape ${JSON.stringify(t.shape)}`, name);
     const bytes = shapeSize(t.shape) * size;
-    if (t.data.byteLength !== bytes) {
-      throw new SiloError(`serializeSafetensors: tensor "${name}" ${t.dtype} ${shapeString(t.shape)} needs ${bytes} bytes, data has ${t.data.byteLength}`);
+    if (!Number.isSafeInteger(bytes) || !Number.isSafeInteger(off + bytes)) {
+      throw fail(`${t.dtype} ${shapeString(t.shape)} would end at byte ${off + bytes} of the data, beyond the 2^53 bytes a file offset can name`, name);
     }
+    if (t.data && t.data.byteLength !== bytes) throw fail(`${t.dtype} ${shapeString(t.shape)} needs ${bytes} bytes, data has ${t.data.byteLength}`, name);
     header[name] = { dtype: t.dtype, shape: t.shape.slice(), data_offsets: [off, off + bytes] };
+    byteLengths.push(bytes);
     off += bytes;
   }
-  const json = new TextEncoder().encode(JSON.stringify(header));
+  let json: Uint8Array;
+  try {
+    json = new TextEncoder().encode(JSON.stringify(header));
+  } catch (e) {
+    if (e instanceof RangeError) throw fail(`the header of ${names.length} tensors is too large to build (${e.message})`);
+    throw e;
+  }
   const padded = Math.ceil(json.length / 8) * 8;
-  const out = new Uint8Array(8 + padded + off);
-  new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);
-  out.set(json, 8);
-  out.fill(0x20, 8 + json.length, 8 + padded);
-  let pos = 8 + padded;
-  for (const name of names) {
+  if (padded > MAX_HEADER_BYTES) throw fail(`the header would be ${padded} bytes, over the ${MAX_HEADER_BYTES}-byte limit readers accept`);
+  const head = new Uint8Array(8 + padded);
+  new DataView(head.buffer).setBigUint64(0, BigInt(padded), true);
+  head.set(json, 8);
+  head.fill(0x20, 8 + json.length);
+  return { head, names, byteLengths, dataBytes: off };
+}
+
+/** The whole file in one array (small files, the browser); see writeSafetensors for outputs of any size. */
+export function serializeSafetensors(tensors: Record<string, SafetensorsEntry>, metadata?: Record<string, string>): Uint8Array<ArrayBuffer> {
+  const layout = safetensorsLayout(tensors, metadata, 'serializeSafetensors');
+  const total = layout.head.byteLength + layout.dataBytes;
+  let out: Uint8Array<ArrayBuffer>;
+  try {
+    out = new Uint8Array(total);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    throw new SafetensorsError('serializeSafetensors', null, `${total} bytes do not fit in one array in this runtime; stream them with writeSafetensors (Node: writeSafetensorsFile)`);
+  }
+  out.set(layout.head, 0);
+  let pos = layout.head.byteLength;
+  for (const name of layout.names) {
     const d = tensors[name]!.data;
     out.set(new Uint8Array(d.buffer, d.byteOffset, d.byteLength), pos);
     pos += d.byteLength;
   }
   return out;
+}
+
+/**
+ * Streams a safetensors file into `sink`: the header, then each tensor's bytes in file order, pulled
+ * one piece at a time, so outputs of any size (beyond 4 GiB too) pass through bounded memory. The
+ * bytes are identical to serializeSafetensors. A piece that overruns its tensor, a tensor that ends
+ * short, or a producer that throws stops the stream with a SiloError naming `target` and the tensor.
+ * Returns the number of bytes written.
+ */
+export async function writeSafetensors(sink: ByteSink, tensors: Record<string, WritableEntry>, metadata: Record<string, string> | undefined, target: string): Promise<number> {
+  const layout = safetensorsLayout(
+    Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, { dtype: t.dtype, shape: t.shape, data: 'data' in t ? t.data : undefined }])),
+    metadata,
+    target,
+  );
+  await sink.write(layout.head);
+  let written = layout.head.byteLength;
+  for (let k = 0; k < layout.names.length; k++) {
+    const name = layout.names[k]!;
+    const want = layout.byteLengths[k]!;
+    const t = tensors[name]!;
+    let got = 0;
+    try {
+      const pieces: Iterable<Uint8Array> | AsyncIterable<Uint8Array> =
+        'data' in t ? [new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)] : t.chunks();
+      for await (const piece of pieces) {
+        if (got + piece.byteLength > want) throw new SafetensorsError(target, name, `the data runs past its ${want} bytes`);
+        got += piece.byteLength;
+        if (piece.byteLength) await sink.write(piece);
+      }
+    } catch (e) {
+      if (e instanceof SiloError) throw e;
+      throw new SafetensorsError(target, name, `${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (got !== want) throw new SafetensorsError(target, name, `the data ended after ${got} of its ${want} bytes`);
+    written += want;
+  }
+  return written;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,6 +603,10 @@ export class SafetensorsIndex implements TensorSource {
     const weightMap = map as Record<string, unknown>;
     for (const [name, file] of Object.entries(weightMap)) {
       if (typeof file !== 'string' || !file) throw fail(`weight_map entry is ${JSON.stringify(file)}, not a shard file name`, name);
+      // Shards live beside the index: a name that climbs out of the folder is refused, not followed.
+      if (file.startsWith('/') || /^[A-Za-z]:/.test(file) || file.split(/[\\/]/).includes('..')) {
+        throw fail(`weight_map entry "${file}" points outside the index's folder`, name);
+      }
     }
     const files = [...new Set(Object.values(weightMap) as string[])].sort();
     const shards = new Map<string, SafetensorsFile>();

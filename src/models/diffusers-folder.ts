@@ -1,10 +1,11 @@
 // Locating and reading one component of a diffusers model folder (model_index.json, unet/, vae/,
 // text_encoder/, tokenizer/, scheduler/): its config.json and its weights, as a single .safetensors
 // file, a precision variant (`diffusion_pytorch_model.fp16.safetensors`) or a sharded index
-// (`*.safetensors.index[.fp16].json` + shards), from disk or from a base URL, with progress.
+// (`*.safetensors.index[.fp16].json` + shards), from disk or from a base URL, with progress. On disk
+// only headers are read here; tensors are read from the files as the model uploads them.
 
-import type { FolderAccess } from '../formats/folder.js';
-import { parseSafetensors, SafetensorsIndex, type TensorSource } from '../formats/safetensors.js';
+import { openSafetensorsIn, type FolderAccess } from '../formats/folder.js';
+import { SafetensorsIndex, type TensorSource } from '../formats/safetensors.js';
 import { SiloError } from '../engine/errors.js';
 
 export interface LoadProgress {
@@ -64,12 +65,11 @@ export async function openComponent(folder: FolderAccess, component: string, opt
     const source = `${folder.location}/${rel}`;
     if (cand.endsWith('.json')) {
       const text = await folder.text(rel);
-      const weights = await SafetensorsIndex.load(text, source, async (shard) =>
-        parseSafetensors(await folder.bytes(`${component}/${shard}`, progress(`${component}/${shard}`)), `${folder.location}/${component}/${shard}`),
-      );
+      // One shard at a time, each its own source: on disk only headers, over HTTP one buffer per shard.
+      const weights = await SafetensorsIndex.load(text, source, (shard) => openSafetensorsIn(folder, `${component}/${shard}`, progress(`${component}/${shard}`)));
       return { config, weights, file: rel };
     }
-    const weights = parseSafetensors(await folder.bytes(rel, progress(rel)), source);
+    const weights = await openSafetensorsIn(folder, rel, progress(rel));
     return { config, weights, file: rel };
   }
   const bin = `${component}/${base}.bin`;
