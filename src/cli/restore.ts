@@ -165,18 +165,14 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
   const onSigint = () => {
     interrupts++;
     if (interrupts > 1) {
+      // process.exit skips finally blocks: remove a half-saved output's temporary file here.
       removePendingTempFiles();
       process.exit(130);
     }
     io.err('\nstopping after the current step (Ctrl-C again to exit now)');
     controller.abort();
   };
-  const onSigterm = () => {
-    removePendingTempFiles();
-    process.exit(143);
-  };
   process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigterm);
   const owned: Tensor[] = [];
   let loaded: Awaited<ReturnType<typeof loadRestoreModels>> | undefined;
   let operatorToDispose: { dispose(): void } | undefined;
@@ -309,7 +305,6 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
     throw e;
   } finally {
     process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigterm);
     for (const t of owned) t.dispose();
     operatorToDispose?.dispose();
     loaded?.dispose();

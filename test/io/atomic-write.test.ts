@@ -4,9 +4,9 @@
 // file was written whole.
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { OutputFileError, writeFileAtomic, writeFilesAtomic, type ChunkWriter } from '../../src/io/atomic-write-node.js';
+import { OutputFileError, removePendingTempFiles, stageFile, writeFileAtomic, writeFilesAtomic, type ChunkWriter } from '../../src/io/atomic-write-node.js';
 import { writePng } from '../../src/io/image-node.js';
 import { decodePng } from '../../src/io/png.js';
 
@@ -78,6 +78,17 @@ describe('writeFileAtomic', () => {
     await writeFilesAtomic(files);
     expect(readFileSync(join(sub, 'a.png'), 'utf8')).toBe('new a');
     expect(readFileSync(join(sub, 'b.json'), 'utf8')).toBe('new b');
+  });
+
+  it('removePendingTempFiles removes staged, uncommitted files (for an exit that skips finally blocks)', async () => {
+    const sub = join(dir, 'exit');
+    mkdirSync(sub);
+    writeFileSync(join(sub, 'out.png'), 'old');
+    const staged = await stageFile(join(sub, 'out.png'), new Uint8Array(10));
+    expect(readdirSync(sub).sort()).toEqual([basename(staged.temp), 'out.png'].sort());
+    removePendingTempFiles();
+    expect(readdirSync(sub)).toEqual(['out.png']);
+    expect(readFileSync(join(sub, 'out.png'), 'utf8')).toBe('old');
   });
 
   it('writePng is atomic and names the path on failure', async () => {
