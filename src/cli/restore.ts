@@ -10,7 +10,6 @@ import { Engine } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
 import { SiloError } from '../engine/errors.js';
 import { runProgram } from '../engine/recorder.js';
-import { readFile } from 'node:fs/promises';
 import { readImageFile } from '../io/image-node.js';
 import { encodePng } from '../io/png.js';
 import { fsReason, removePendingTempFiles, writeFilesAtomic } from '../io/atomic-write-node.js';
@@ -25,7 +24,7 @@ import { consistencyPsnr, msSsim, psnr, psnrY, ssim, unitFromSigned } from '../s
 import { restore, RESTORE_METHODS, RestoreAbortedError, type RestoreMethod, type RestoreReport } from '../solvers/restore.js';
 import type { ForwardMode } from '../solvers/samplers/eps-model.js';
 import { loadRestoreModels } from './restore-models.js';
-import { checkPaths, PathError, type InputPath, type OutputPath } from './output-files.js';
+import { checkPaths, PathError, type InputPath, type OutputPath } from './output-files-node.js';
 import { parseNumberArg } from './numbers.js';
 import { UsageError } from './usage-error.js';
 import type { CliIO } from './silo.js';
@@ -131,6 +130,7 @@ export function restorePaths(o: RestoreCliOptions): { inputs: InputPath[]; outpu
 
 async function readInput(flag: string, path: string): Promise<Uint8Array> {
   try {
+    const { readFile } = await import('node:fs/promises');
     return await readFile(path);
   } catch (e) {
     throw new PathError(`--${flag} ${path}: ${fsReason(e)}`);

@@ -1,11 +1,9 @@
 // Checks a command's input and output paths before any work starts, so a run never ends by losing its
 // result (a missing or read-only folder) or by overwriting its own input (--out equal to
 // --ground-truth, also through a symlink or an ./a/../ spelling). Paths are compared as the real path
-// of their folder plus their base name: what a rename into that folder would replace.
+// of their folder plus their base name: what a rename into that folder would replace. Node only
+// (node: modules imported lazily, as in the other *-node.ts files).
 
-import { access, lstat, realpath, stat } from 'node:fs/promises';
-import { constants } from 'node:fs';
-import { basename, dirname, resolve, sep } from 'node:path';
 import { SiloError } from '../engine/errors.js';
 import { fsReason } from '../io/atomic-write-node.js';
 import { UsageError } from './usage-error.js';
@@ -35,6 +33,7 @@ function kindOf(s: import('node:fs').Stats): string {
 }
 
 async function resolveInput(i: InputPath): Promise<{ real: string; isFolder: boolean }> {
+  const { realpath, stat } = await import('node:fs/promises');
   let s;
   try {
     s = await stat(i.path);
@@ -47,6 +46,9 @@ async function resolveInput(i: InputPath): Promise<{ real: string; isFolder: boo
 
 /** The real path an output will be renamed to, after checking that its folder exists and is writable. */
 async function resolveOutput(o: OutputPath): Promise<string> {
+  const { access, lstat, realpath, stat } = await import('node:fs/promises');
+  const { constants } = await import('node:fs');
+  const { basename, dirname, resolve } = await import('node:path');
   const abs = resolve(o.path);
   const name = basename(abs);
   const dir = dirname(abs);
@@ -78,6 +80,7 @@ async function resolveOutput(o: OutputPath): Promise<string> {
  * paths are a PathError (exit 1); outputs that clash are a UsageError (exit 2). Returns the real paths.
  */
 export async function checkPaths(inputs: InputPath[], outputs: OutputPath[]): Promise<{ inputs: string[]; outputs: string[] }> {
+  const { sep } = await import('node:path');
   const realIn: { real: string; isFolder: boolean }[] = [];
   for (const i of inputs) realIn.push(await resolveInput(i));
   const realOut: string[] = [];
