@@ -60,6 +60,8 @@ describe('silo restore with the tiny golden models', () => {
         // psld also exercises --forward recompute (the VJP re-runs the UNet forward).
         const { report, png } = await run(method, task, ['--size', '64', '--steps', '1', ...(method === 'psld' ? ['--forward', 'recompute'] : [])]);
         expect(report.unet_forward.mode).toBe(method === 'psld' ? 'recompute' : 'reuse');
+        // The method's own eta: Latent-DPS 1.0 (not SILO's task value), PSLD none.
+        expect(report.settings['eta']).toBe(method === 'psld' ? null : 1);
         expect(report.unet_forward.kept_activation_bytes).toBeGreaterThan(0);
         expect([png.width, png.height, png.channels]).toEqual([64, 64, 3]);
         // The pixel-space baselines decode (and PSLD encodes) inside every step.
@@ -83,6 +85,7 @@ describe('silo restore with the tiny golden models', () => {
       const { report, png, io } = await run('silo-cnn', task, ['--steps', '1']);
       expect([png.width, png.height]).toEqual([512, 512]);
       expect(report.dispatches.autoencoder_in_loop).toBe(0);
+      expect(report.settings['eta']).toBe(0.5); // SILO's for sr4
       expect(report.dispatches.loop).toBeGreaterThan(0);
       // E(y) once before the loop (encoder dispatches), D(z_0) once after it.
       expect(report.dispatches.encode).toBeGreaterThan(50);
@@ -99,7 +102,7 @@ describe('silo restore with the tiny golden models', () => {
     expect(await main(['restore', '--golden', GOLDEN_ROOT, '--task', 'deblur'], io)).toBe(2);
     expect(io.errors.join('\n')).toMatch(/--task deblur: expected one of gaussian_blur/);
     expect(await main(['restore', '--golden', GOLDEN_ROOT, '--steps', '1000'], io)).toBe(2);
-    expect(io.errors.join('\n')).toMatch(/--steps 1000: expected 1\.\.999/);
+    expect(io.errors.join('\n')).toMatch(/--steps 1000: expected .* in 1\.\.999/);
     expect(await main(['restore', '--golden', GOLDEN_ROOT, '--forward', 'keep'], io)).toBe(2);
     expect(io.errors.join('\n')).toMatch(/--forward keep: expected auto, reuse or recompute/);
     expect(await main(['restore', '--golden', GOLDEN_ROOT, '--activation-budget=-5'], io)).toBe(2);

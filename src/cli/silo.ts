@@ -8,6 +8,8 @@ import { parseArgs } from 'node:util';
 import { SiloError } from '../engine/errors.js';
 import { convertCheckpoint, convertNotes, type FloatTarget } from './convert.js';
 import { runCheck } from './check.js';
+import { RUNNERS } from '../check/registry.js';
+import { UsageError } from './usage-error.js';
 import { parseRestoreArgs, runRestore, RESTORE_OPTIONS, RESTORE_USAGE } from './restore.js';
 
 export interface CliIO {
@@ -23,16 +25,25 @@ export interface Subcommand {
 }
 
 /** Bad arguments: the message and the subcommand's usage are printed, exit code 2. */
-export class UsageError extends SiloError {}
+export { UsageError };
 
 const consoleIO: CliIO = { out: (l) => console.log(l), err: (l) => console.error(l) };
 
 function options<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], spec: T) {
+  let parsed;
   try {
-    return parseArgs({ args, options: { ...spec, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options: { ...spec, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true, tokens: true });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  // parseArgs keeps the last of a repeated flag; '--steps 10 ... --steps 1000' is more likely a mistake.
+  const seen = new Set<string>();
+  for (const t of parsed.tokens) {
+    if (t.kind !== 'option') continue;
+    if (seen.has(t.name)) throw new UsageError(`--${t.name} given more than once`);
+    seen.add(t.name);
+  }
+  return { values: parsed.values, positionals: parsed.positionals };
 }
 
 export const SUBCOMMANDS: Record<string, Subcommand> = {
@@ -53,6 +64,8 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
       }
       if (!positionals.length) throw new UsageError('expected at least one case folder');
       if (values.dtype !== undefined && values.dtype !== 'f32' && values.dtype !== 'f16') throw new UsageError(`--dtype ${values.dtype}: expected f32 or f16`);
+      // Checked before the GPU starts and before any folder is read (check has no numeric flags).
+      if (values.kind !== undefined && !Object.hasOwn(RUNNERS, values.kind)) throw new UsageError(`--kind ${values.kind}: expected one of ${Object.keys(RUNNERS).join(', ')}`);
       return runCheck(positionals, { dtype: values.dtype as 'f32' | 'f16' | undefined, kind: values.kind, verbose: values.verbose }, io);
     },
   },

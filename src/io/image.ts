@@ -12,16 +12,16 @@ export interface ChwData {
 
 /**
  * [1, 3, H, W] in [-1, 1], x / 127.5 - 1 (the diffusers / SILO convention). Gray (1 or 2 channels) is
- * replicated to R, G and B; alpha is dropped (not composited over a background, like PIL's convert('RGB')).
+ * replicated to R, G and B; an alpha channel is composited over `background` (default white), as toRgb8.
  */
-export function imageToCHW(img: Image8): ChwData {
+export function imageToCHW(img: Image8, background: Rgb = WHITE): ChwData {
   checkImage(img, 'imageToCHW image');
-  const { width: w, height: h, channels: ch, data } = img;
+  const rgb = img.channels === 3 ? img : toRgb8(img, background);
+  const { width: w, height: h, data } = rgb;
   const plane = w * h;
   const out = new Float32Array(3 * plane);
-  const gray = ch <= 2;
   for (let i = 0; i < plane; i++) {
-    for (let c = 0; c < 3; c++) out[c * plane + i] = data[i * ch + (gray ? 0 : c)]! / 127.5 - 1;
+    for (let c = 0; c < 3; c++) out[c * plane + i] = data[i * 3 + c]! / 127.5 - 1;
   }
   return { data: out, shape: [1, 3, h, w] };
 }
@@ -52,15 +52,48 @@ export function chwToRgb8(data: Float32Array, shape: readonly number[], index = 
   return { width: w, height: h, channels: 3, data: out };
 }
 
-/** 3-channel RGB: gray replicated, alpha dropped (a copy even when `img` already is RGB). */
-export function toRgb8(img: Image8): Image8 {
+/** An opaque colour, 8 bits a channel. */
+export type Rgb = readonly [number, number, number];
+export const WHITE: Rgb = [255, 255, 255];
+export const BLACK: Rgb = [0, 0, 0];
+
+/** 'white', 'black' or '#rrggbb' (case-insensitive) as an Rgb; an ArgumentError names anything else. */
+export function parseBackground(text: string): Rgb {
+  const t = text.toLowerCase();
+  if (t === 'white') return WHITE;
+  if (t === 'black') return BLACK;
+  const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/.exec(t);
+  if (!m) throw new ArgumentError(`background "${text}": expected white, black or #rrggbb`);
+  return [parseInt(m[1]!, 16), parseInt(m[2]!, 16), parseInt(m[3]!, 16)];
+}
+
+/**
+ * 3-channel RGB (a copy even when `img` already is RGB): gray is replicated; an alpha channel is
+ * composited over `background` (default white), round((c * a + bg * (255 - a)) / 255), so what a
+ * viewer shows is what the model sees. Dropping alpha instead would expose whatever colour the file
+ * stores under transparent pixels (often black, or garbage).
+ */
+export function toRgb8(img: Image8, background: Rgb = WHITE): Image8 {
   checkImage(img, 'toRgb8 image');
   const { width, height, channels: ch, data } = img;
   const out = new Uint8Array(width * height * 3);
+  const hasAlpha = ch === 2 || ch === 4;
   for (let i = 0; i < width * height; i++) {
-    for (let c = 0; c < 3; c++) out[i * 3 + c] = data[i * ch + (ch <= 2 ? 0 : c)]!;
+    const a = hasAlpha ? data[i * ch + ch - 1]! : 255;
+    for (let c = 0; c < 3; c++) {
+      const v = data[i * ch + (ch <= 2 ? 0 : c)]!;
+      // Integer arithmetic: a = 255 keeps v exactly, a = 0 gives the background exactly.
+      out[i * 3 + c] = a === 255 ? v : Math.floor((v * a + background[c]! * (255 - a) + 127) / 255);
+    }
   }
   return { width, height, channels: 3, data: out };
+}
+
+/** Whether any pixel is not fully opaque (false for images without an alpha channel). */
+export function hasTransparency(img: Image8): boolean {
+  if (img.channels !== 2 && img.channels !== 4) return false;
+  for (let i = img.channels - 1; i < img.data.length; i += img.channels) if (img.data[i] !== 255) return true;
+  return false;
 }
 
 /** Python's round(): half to even (x.5 only arises here). */

@@ -1,12 +1,13 @@
 // Image <-> [-1, 1] CHW data, crops and resizing (against hand-computed values, a dense-matrix PIL
-// reference and the degradations golden case's PIL-resized astronaut), and the Node file helpers.
+// reference and the degradations golden case's PIL-resized astronaut), alpha compositing over a
+// background, and the Node file helpers.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ArgumentError } from '../../src/engine/errors.js';
 import { readSafetensorsFile } from '../../src/formats/safetensors-node.js';
-import { centerCrop, chwToRgb8, crop, cropToMultiple, imageToCHW, resizeAndCenterCrop, toRgb8 } from '../../src/io/image.js';
+import { BLACK, centerCrop, chwToRgb8, crop, cropToMultiple, hasTransparency, imageToCHW, parseBackground, resizeAndCenterCrop, toRgb8 } from '../../src/io/image.js';
 import { decodeImage, sniffImageFormat } from '../../src/io/decode.js';
 import { readImageFile, writePng } from '../../src/io/image-node.js';
 import { decodePng, decodePng16 } from '../../src/io/png.js';
@@ -41,11 +42,15 @@ describe('imageToCHW', () => {
     expect([data[0], data[6], data[12]]).toEqual([-1, 1, Math.fround(51 / 127.5 - 1)]);
   });
 
-  it('replicates gray, drops alpha (gray + alpha and RGBA)', () => {
+  it('replicates gray; composites alpha over the background (white by default), never exposing the hidden RGB', () => {
+    // Gray + alpha: 10 fully transparent -> white 255; 200 opaque -> 200.
     const g = imageToCHW({ width: 2, height: 1, channels: 2, data: Uint8Array.from([10, 0, 200, 255]) }).data;
-    expect(Array.from(g)).toEqual([10, 200, 10, 200, 10, 200].map((v) => Math.fround(v / 127.5 - 1)));
-    const rgba = imageToCHW({ width: 1, height: 2, channels: 4, data: Uint8Array.from([1, 2, 3, 0, 4, 5, 6, 9]) }).data;
-    expect(Array.from(rgba)).toEqual([1, 4, 2, 5, 3, 6].map((v) => Math.fround(v / 127.5 - 1)));
+    expect(Array.from(g)).toEqual([255, 200, 255, 200, 255, 200].map((v) => Math.fround(v / 127.5 - 1)));
+    // RGBA: (1, 2, 3) transparent -> the background; (4, 5, 6) at alpha 9 over black -> round(4 * 9 / 255) = 0, 0, 0.
+    const rgba = { width: 1, height: 2, channels: 4 as const, data: Uint8Array.from([1, 2, 3, 0, 4, 5, 6, 9]) };
+    expect(Array.from(imageToCHW(rgba, BLACK).data)).toEqual([0, 0, 0, 0, 0, 0].map((v) => Math.fround(v / 127.5 - 1)));
+    // Over white: 4 * 9 + 255 * 246 = 62766 / 255 = 246.14 -> 246; 5 -> 62775 / 255 = 246.18 -> 246; 6 -> 246.2 -> 246.
+    expect(Array.from(imageToCHW(rgba).data)).toEqual([255, 246, 255, 246, 255, 246].map((v) => Math.fround(v / 127.5 - 1)));
     expect(Array.from(imageToCHW({ width: 1, height: 1, channels: 1, data: Uint8Array.from([255]) }).data)).toEqual([1, 1, 1]);
   });
 
@@ -208,9 +213,30 @@ describe('resizeImage', () => {
 });
 
 describe('toRgb8', () => {
-  it('replicates gray, drops alpha, copies RGB', () => {
-    expect(Array.from(toRgb8({ width: 2, height: 1, channels: 2, data: Uint8Array.from([9, 0, 7, 1]) }).data)).toEqual([9, 9, 9, 7, 7, 7]);
-    expect(Array.from(toRgb8({ width: 1, height: 1, channels: 4, data: Uint8Array.from([1, 2, 3, 4]) }).data)).toEqual([1, 2, 3]);
+  it('replicates gray, copies RGB, composites alpha over the background', () => {
+    expect(Array.from(toRgb8({ width: 2, height: 1, channels: 1, data: Uint8Array.from([9, 7]) }).data)).toEqual([9, 9, 9, 7, 7, 7]);
+    // gray 9 transparent over white -> 255; gray 7 at alpha 1 over white: (7 + 255 * 254) / 255 = 254.03 -> 254.
+    expect(Array.from(toRgb8({ width: 2, height: 1, channels: 2, data: Uint8Array.from([9, 0, 7, 1]) }).data)).toEqual([255, 255, 255, 254, 254, 254]);
+    expect(Array.from(toRgb8({ width: 1, height: 1, channels: 4, data: Uint8Array.from([1, 2, 3, 255]) }).data)).toEqual([1, 2, 3]);
+    // (200, 100, 0) at alpha 128 over #102030: (200*128 + 16*127) / 255 = 108.4 -> 108; (100*128 + 32*127) / 255 = 66.1 -> 66; (48*127) / 255 = 23.9 -> 24.
+    expect(Array.from(toRgb8({ width: 1, height: 1, channels: 4, data: Uint8Array.from([200, 100, 0, 128]) }, [16, 32, 48]).data)).toEqual([108, 66, 24]);
+    const rgb = { width: 1, height: 1, channels: 3 as const, data: Uint8Array.from([1, 2, 3]) };
+    expect(toRgb8(rgb).data).toEqual(rgb.data);
+    expect(toRgb8(rgb).data).not.toBe(rgb.data);
+  });
+
+  it('parseBackground takes white, black and #rrggbb only', () => {
+    expect(parseBackground('white')).toEqual([255, 255, 255]);
+    expect(parseBackground('BLACK')).toEqual([0, 0, 0]);
+    expect(parseBackground('#0a10Ff')).toEqual([10, 16, 255]);
+    for (const bad of ['', 'grey', '#fff', '#12345g', ' white', '0x000000', '#1234567']) expect(() => parseBackground(bad), bad).toThrow(ArgumentError);
+  });
+
+  it('hasTransparency looks at the alpha samples only', () => {
+    expect(hasTransparency({ width: 2, height: 1, channels: 4, data: Uint8Array.from([0, 0, 0, 255, 9, 9, 9, 255]) })).toBe(false);
+    expect(hasTransparency({ width: 2, height: 1, channels: 4, data: Uint8Array.from([0, 0, 0, 255, 9, 9, 9, 254]) })).toBe(true);
+    expect(hasTransparency({ width: 1, height: 1, channels: 2, data: Uint8Array.from([255, 0]) })).toBe(true);
+    expect(hasTransparency({ width: 1, height: 1, channels: 3, data: Uint8Array.from([0, 0, 0]) })).toBe(false);
   });
 });
 
