@@ -240,6 +240,31 @@ describe('silo convert never changes values silently', () => {
     expect(readdirSync(dir).filter((f) => f.includes('partial'))).toEqual([]);
   });
 
+  it('expanded views and oversized declarations are refused by default; --allow-expanded and --max-tensor-bytes lift that', async () => {
+    // One 4-element storage viewed as [64, 4] with stride [0, 1]: 1 KiB of output from 16 stored bytes.
+    const src = join(dir, 'expanded.pt');
+    const base = new Float32Array([1, -2, 3, 0.5]);
+    const spec = { dict: [['w', tensorSpec('FloatStorage', '0', 4, [64, 4], [0, 1])]] } as const;
+    writeFileSync(src, buildCheckpoint(specPickle(spec as never), { '0': new Uint8Array(base.buffer) }).bytes);
+    const out = join(dir, 'expanded.safetensors');
+    const refused = capture();
+    expect(await main(['convert', src, out], refused)).toBe(1);
+    expect(refused.errText()).toMatch(/tensor "w" .* is an expanded view .*--allow-expanded/);
+    expect(existsSync(out)).toBe(false);
+
+    expect(await main(['convert', src, out, '--allow-expanded'], capture())).toBe(0);
+    const w = parseSafetensors(readFileSync(out), out).getF32('w');
+    expect(w.length).toBe(256);
+    for (let r = 0; r < 64; r++) expect([...w.subarray(r * 4, r * 4 + 4)]).toEqual([...base]);
+
+    // A cap below the tensors' 1 KiB refuses before reading; a spelling that is not a byte count is a usage error.
+    const capped = capture();
+    expect(await main(['convert', src, join(dir, 'capped.safetensors'), '--allow-expanded', '--max-tensor-bytes', '512'], capped)).toBe(1);
+    expect(capped.errText()).toMatch(/maxTensorBytes cap of 512 bytes/);
+    expect(await main(['convert', src, out, '--max-tensor-bytes', '0x400'], capture())).toBe(2);
+    expect(await main(['convert', src, out, '--max-tensor-bytes', '0'], capture())).toBe(2);
+  });
+
   it('the usage documents --overflow and --allow-nonfinite', () => {
     expect(SUBCOMMANDS.convert!.usage).toMatch(/--overflow +finite values too large for --dtype .*error \(default\)/);
     expect(SUBCOMMANDS.convert!.usage).toMatch(/saturate clamps/);

@@ -28,6 +28,10 @@ export interface ConvertOptions {
   metadata?: Record<string, string>;
   /** Check the CRC-32 of every zip entry read (default true). */
   verifyCrc?: boolean;
+  /** Bytes the tensors may declare in all (default: 4x the file size, see TorchCheckpointOptions). */
+  maxTensorBytes?: number;
+  /** Materialise expanded (stride-0) views, repeating their data (default: refuse). */
+  allowExpanded?: boolean;
 }
 
 /** A tensor whose values a cast changed or that held NaN/Inf. */
@@ -77,7 +81,11 @@ export async function convertCheckpoint(inPath: string, outPath: string, options
   if (resolve(inPath) === resolve(outPath)) throw new TorchCheckpointError(inPath, 'output path is the input path');
   const policy = options.overflow ?? 'error';
   const target = options.dtype;
-  const ckpt = await readTorchCheckpointFile(inPath, { verifyCrc: options.verifyCrc ?? true });
+  const ckpt = await readTorchCheckpointFile(inPath, {
+    verifyCrc: options.verifyCrc ?? true,
+    maxTensorBytes: options.maxTensorBytes,
+    allowExpandedTensors: options.allowExpanded,
+  });
   try {
     const sd = ckpt.stateDict(options.keyPath);
     const stats = new Map<string, CastStats>();

@@ -10,6 +10,7 @@ import { convertCheckpoint, convertNotes, type FloatTarget } from './convert.js'
 import { runCheck } from './check.js';
 import { RUNNERS } from '../check/registry.js';
 import { UsageError } from './usage-error.js';
+import { parseNumberArg } from './numbers.js';
 import { parseRestoreArgs, runRestore, RESTORE_OPTIONS, RESTORE_USAGE } from './restore.js';
 
 export interface CliIO {
@@ -91,12 +92,16 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
   convert: {
     summary: 'convert a PyTorch checkpoint (.pt/.pth/.ckpt) to .safetensors without executing it',
     usage: [
-      'silo convert <in.pt> <out.safetensors> [--key <path>] [--dtype f32|f16|bf16] [--overflow error|saturate|inf] [--allow-nonfinite] [--no-crc]',
+      'silo convert <in.pt> <out.safetensors> [--key <path>] [--dtype f32|f16|bf16] [--overflow error|saturate|inf] [--allow-nonfinite]\n' +
+        '             [--max-tensor-bytes N] [--allow-expanded] [--no-crc]',
       '  --key              where the state dict sits, "/"-separated (e.g. state_dict); found automatically if omitted',
       '  --dtype            cast floating-point tensors (integer and bool tensors are kept)',
       '  --overflow         finite values too large for --dtype (f16: beyond ±65504): error (default) refuses and names',
       '                     each tensor; saturate clamps them to the largest finite value; inf writes ±inf. Both print them',
       '  --allow-nonfinite  convert tensors that already hold NaN or Inf (default: refuse, naming them)',
+      '  --max-tensor-bytes bytes the tensors may declare in all (default 4x the file size): a tiny file cannot',
+      '                     claim gigabytes; raise it for a genuine checkpoint that stores less than its tensors',
+      '  --allow-expanded   write expanded (stride-0) views with their data repeated (default: refuse, naming them)',
       '  --no-crc           skip the zip CRC-32 checks',
       '  the output is written beside <out.safetensors> and renamed into place only when complete',
     ].join('\n'),
@@ -106,6 +111,8 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
         dtype: { type: 'string' },
         overflow: { type: 'string' },
         'allow-nonfinite': { type: 'boolean' },
+        'max-tensor-bytes': { type: 'string' },
+        'allow-expanded': { type: 'boolean' },
         'no-crc': { type: 'boolean' },
       });
       if (values.help) {
@@ -124,6 +131,8 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
         overflow,
         allowNonfinite: values['allow-nonfinite'],
         verifyCrc: !values['no-crc'],
+        maxTensorBytes: values['max-tensor-bytes'] === undefined ? undefined : parseConvertNumber('max-tensor-bytes', values['max-tensor-bytes']),
+        allowExpanded: values['allow-expanded'],
       });
       const dtypes = Object.entries(r.dtypes).map(([d, n]) => `${n} ${d}`).join(', ');
       io.out(`${r.output}: ${r.tensors} tensors (${dtypes}), ${r.dataBytes} bytes of data${r.keyPath.length ? `, from key ${r.keyPath.join('/')}` : ''}`);
@@ -133,6 +142,15 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
     },
   },
 };
+
+/** A byte count for convert; a bad spelling is a usage error (exit 2). */
+function parseConvertNumber(flag: string, text: string): number {
+  try {
+    return parseNumberArg(flag, text, { integer: true, min: 1, what: 'a byte count' });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
 
 function help(): string {
   const width = Math.max(...Object.keys(SUBCOMMANDS).map((k) => k.length));
