@@ -260,7 +260,7 @@ describe('step cases: the scheduler, t_index and measurement the manifest names'
 });
 
 describe('other runners refuse what they would ignore', () => {
-  it('unet: an extra stored input; silo_cnn: a sigma_emb-less case; schedulers: an unknown trace key; degradations: an unknown operator', async () => {
+  it('unet: an extra stored input; silo_cnn: a sigma_emb-less case, an unknown file; schedulers: an unknown trace key; degradations: an unknown operator', async () => {
     const ug = load(join(goldenDir('unet_mini'), 'golden.safetensors'));
     const ue = entriesOf(ug);
     ue['input.class_labels'] = { dtype: 'I64', shape: [1], data: new BigInt64Array([3n]) };
@@ -276,6 +276,10 @@ describe('other runners refuse what they would ignore', () => {
     delete (cm['tensors'] as Json)['input.sigma_emb'];
     const cd = variant('cnn_nosigma', 'silo_cnn', ['weights.safetensors'], { 'manifest.json': JSON.stringify(cm), 'golden.safetensors': serializeSafetensors(ce) });
     await refused(runSiloCnn(engine, run(cd), manifestOf(cd), {}), cd, /golden tensor "input\.sigma_emb": missing: the weights are sigma-conditioned/);
+    const fm = goldenManifest('silo_cnn');
+    fm['files'] = { ...(fm['files'] as Json), mask: 'mask.safetensors' };
+    const fd = variant('cnn_file', 'silo_cnn', ['weights.safetensors', 'golden.safetensors'], { 'manifest.json': JSON.stringify(fm) });
+    await refused(runSiloCnn(engine, run(fd), manifestOf(fd), {}), fd, /manifest\.json files\.mask: a file the silo_cnn runner does not read/);
 
     const sm = goldenManifest('schedulers');
     ((sm['traces'] as Record<string, Json>)['ddim50_eta1']!)['clip_sample'] = true;

@@ -66,6 +66,7 @@ export const runClipTextMini: CaseRunner = async (engine: Engine, files: CaseFil
 
   enforceContract(files, manifest, golden, {
     runner: 'clip',
+    files: ['config', 'weights', 'golden', 'tokens', 'bpe'],
     tensors: ['tokens.input_ids_all', 'input.input_ids', 'last_hidden_state', 'pooled_output'],
     choices: ['model_prompt_indices'],
     described: ['tokenizer', 'model_reference'],

@@ -41,6 +41,8 @@ export interface CaseContract {
   runner: string;
   /** Golden tensor names it reads or compares (a string is an exact name). */
   tensors: ReadonlyArray<TensorPattern>;
+  /** Keys of the manifest's `files` map it reads (or knows to be copies of what it reads). */
+  files: readonly string[];
   /** Manifest keys whose values it reads. */
   choices: readonly string[];
   /** Further manifest keys that describe this kind of case (text, statistics). */
@@ -109,6 +111,13 @@ export function enforceContract(files: CaseFiles, manifest: Json, golden: Safete
   for (const key of Object.keys(manifest)) {
     if (known.has(key) || key.startsWith('observed_') || key.startsWith('_')) continue;
     throw caseError(files, `manifest.json "${key}"`, `a choice the ${contract.runner} runner does not understand (it reads: ${contract.choices.join(', ') || 'none'}); refusing to run the case without it`);
+  }
+  const fileMap = manifest['files'];
+  if (fileMap !== undefined && (!fileMap || typeof fileMap !== 'object' || Array.isArray(fileMap))) throw caseError(files, 'manifest.json "files"', 'must be an object');
+  for (const key of Object.keys((fileMap ?? {}) as Json)) {
+    if (!contract.files.includes(key)) {
+      throw caseError(files, `manifest.json files.${key}`, `a file the ${contract.runner} runner does not read (it reads: ${contract.files.join(', ')}); refusing to run the case without it`);
+    }
   }
   for (const name of golden.names()) {
     if (!matches(name, contract.tensors)) {

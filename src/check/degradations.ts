@@ -84,6 +84,7 @@ export const runDegradations: CaseRunner = async (engine, files, manifest, opts)
   const golden: SafetensorsFile = await readSafetensors(files, caseFileName(manifest, 'golden'));
   enforceContract(files, manifest, golden, {
     runner: 'degradations',
+    files: ['golden'],
     tensors: ['input.image', 'blur.kernel_f64', 'blur.kernel', 'blur.output', /^sr\d+\.(output|resize_matrix_h|resize_matrix_w|upsampled_bicubic_aa)$/, 'inpaint.mask'],
     choices: ['what', 'kernel_info'],
   });

@@ -145,6 +145,7 @@ export const runSchedulers: CaseRunner = async (engine, files, manifest, opts) =
   const traceNames = Object.keys((manifest['traces'] ?? {}) as object);
   enforceContract(files, manifest, golden, {
     runner: 'schedulers',
+    files: ['golden'],
     tensors: [
       'betas', 'alphas', 'alphas_cumprod', /^(ddpm|ddim)\.timesteps\.\d+$/, /^ddpm\.variance\.\d+$/,
       (n: string) => traceNames.some((t) => TRACE_PARTS.some((part) => n === `trace.${t}.${part}`)),

@@ -100,6 +100,7 @@ export const runSiloCnn: CaseRunner = async (engine, files, manifest, opts) => {
   const config = inferDegradationConfig(weights);
   enforceContract(files, manifest, golden, {
     runner: 'silo_cnn',
+    files: ['weights', 'golden'],
     tensors: ['input.z', 'input.sigma_emb', 'input.vjp_cotangent', 'output', 'vjp_z', 'debug.sigma_map'],
     choices: [],
     described: ['sigma_emb', 'architecture'],

@@ -67,6 +67,7 @@ export const runSiloRg: CaseRunner = async (engine, files, manifest, opts) => {
   const index = (n: string) => Number(/(\d+)$/.exec(n)![1]);
   enforceContract(files, manifest, golden, {
     runner: 'silo_rg',
+    files: ['weights', 'golden', 'config'],
     tensors: [
       (n: string) => /^input\.readout_hidden_\d\d$/.test(n) && index(n) < groups,
       'input.sigma_emb',

@@ -155,6 +155,7 @@ export const runSiloStep: CaseRunner = async (engine, files, manifest, opts) => 
   ];
   enforceContract(files, manifest, golden, {
     runner: 'silo_step',
+    files: ['golden', 'unet_dir', 'operator_weights'],
     tensors: ['input.prompt_embeds', 'input.sigma_emb', ...stepTensors],
     choices: ['scheduler', 'steps'],
     described: ['models'],
@@ -227,6 +228,7 @@ export const runDpsStep: CaseRunner = async (engine, files, manifest, opts) => {
   const golden = await readSafetensors(files, caseFileName(manifest, 'golden'));
   enforceContract(files, manifest, golden, {
     runner: 'dps_step',
+    files: ['golden', 'unet_dir', 'vae_dir'],
     tensors: [
       ...['prompt_embeds', 'y', 'z_t', 't', 'ddpm_noise'].map((n) => `input.${n}`),
       ...STEP_OUTPUTS, 'decoded_x0_hat', 'y_hat',

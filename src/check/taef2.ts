@@ -47,6 +47,7 @@ export const runTaef2: CaseRunner = async (engine, files, manifestRaw, opts) => 
   ]);
   enforceContract(files, manifestRaw, golden, {
     runner: 'taesd',
+    files: ['encoder_weights', 'decoder_weights', 'golden', 'encoder_pth', 'decoder_pth'],
     tensors: ['input.image_01', 'latent', 'decoded_raw'],
     choices: ['reconstruction_psnr_db', 'architecture', 'weights_dtype'],
     described: ['image', 'weights', 'weights_source'],

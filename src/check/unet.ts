@@ -74,6 +74,7 @@ export const runUNetCase: CaseRunner = async (engine, files, manifest, opts) => 
     expectSameConfig(files, 'config', manifest['config'], configName, await readJson(files, configName));
     enforceContract(files, manifest, golden, {
       runner: 'unet',
+    files: ['config', 'weights', 'golden'],
       tensors: [
         'input.sample', 'input.timestep', 'input.encoder_hidden_states', 'input.vjp_cotangent', 'eps', 'vjp_sample',
         /^readout_hidden_\d\d$/, 'temb.timesteps', 'temb.time_proj', 'temb.time_embedding', 'temb.sd15_time_proj_320', /^debug\./,
@@ -100,8 +101,8 @@ export const runUNetCase: CaseRunner = async (engine, files, manifest, opts) => 
     const sample = upload('input.sample');
     const context = upload('input.encoder_hidden_states');
     const timestep = golden.getIntegers('input.timestep');
-    // temb.timesteps are float64 in the file: read them exactly (199.8 is SILO's sigma pseudo-timestep).
-    const tembSteps = golden.has('temb.timesteps') ? Array.from(golden.getRaw('temb.timesteps') as ArrayLike<number>, Number) : null;
+    // temb.timesteps are float64 in the file; diffusers casts timesteps to float32 before the sinusoid.
+    const tembSteps = golden.has('temb.timesteps') ? Array.from(golden.getF32('temb.timesteps')) : null;
     const sd15Proj = new Timesteps(320, model.config.flipSinToCos, model.config.freqShift);
     const t0 = performance.now();
     const { result } = await runProgram(engine, 'unet-case', (rec) => ({

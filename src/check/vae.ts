@@ -87,6 +87,7 @@ export const runVae: CaseRunner = async (engine: Engine, files, manifest, opts) 
   expectStated(files, '"scaling_factor"', manifest['scaling_factor'], cfg.scalingFactor);
   enforceContract(files, manifest, golden, {
     runner: 'vae',
+    files: ['config', 'weights', 'golden'],
     tensors: [
       'input.image', 'input.posterior_noise', 'input.z', 'input.vjp_cotangent_dec', 'input.vjp_cotangent_mean',
       /^enc\.(moments|mean|logvar|std|latent_sample|vjp_image_of_mean)$/, /^dec\.(sample|vjp_z)$/, /^debug\./,
