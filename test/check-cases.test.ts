@@ -197,7 +197,8 @@ describe('silo_rg: input.cond_inpaint', () => {
     const zeros = condVariant('rg_cond_zeros', new Float32Array(64 * 64), condConfig());
     const z = await runSiloRg(engine, run(zeros), manifestOf(zeros), {});
     expect(fails(z, 'output')).toEqual([false]);
-  });
+    // Two forward passes of the 64x64 readout network: ~30-80 s on a busy CPU adapter.
+  }, 300_000);
 
   it('refuses a cond_inpaint network without input.cond_inpaint, and a stored mask for a network without cond_inpaint', async () => {
     const missing = condVariant('rg_cond_missing', null, condConfig());

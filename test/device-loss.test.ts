@@ -77,7 +77,8 @@ describe('device loss during restore()', () => {
     } finally {
       fresh.destroy();
     }
-  });
+    // Two Engines compile the UNet, VAE and CLIP kernels each: ~1 min on a busy CPU adapter.
+  }, 300_000);
 
   it('a failed program frees the outputs it created but never a tensor its caller passed through it', async () => {
     const engine = await Engine.create();
