@@ -1,7 +1,8 @@
 // The contract between `silo check` and the per-module case runners. A runner reads a case folder in
 // ../shared/golden's format (manifest.json, config, weights, golden.safetensors), builds the module
 // from the folder's own config (never from constants matching one fixture), runs it on the folder's
-// inputs and returns each output beside its golden tensor and tolerance.
+// inputs and returns each output beside its golden tensor and tolerance. It takes every input.* tensor
+// and every choice the manifest names, and refuses (CaseError, contract.ts) any it does not understand.
 
 import type { Engine } from '../engine/device.js';
 import type { CaseFiles } from './files.js';

@@ -17,6 +17,8 @@ import type { CaseRunner } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
 import { readSafetensors } from './files.js';
 import { caseFileName, manifestTolerance } from './silo_cnn.js';
+import { assertCompared, caseError, enforceContract, expectStated, isInputName } from './contract.js';
+import type { CaseFiles } from './files.js';
 
 /** The f32 kernel is the f64 one rounded: equal up to one f32 ulp of its largest value (0.0177). */
 const KERNEL_F32_TOL: Tolerance = { atol: 2e-9 };
@@ -25,13 +27,32 @@ const KERNEL_F64_TOL: Tolerance = { atol: 1e-15 };
 /** Resize matrices rounded to float32 (entries up to ~0.3): one f32 ulp. */
 const MATRIX_TOL: Tolerance = { atol: 3e-8 };
 
-/** The blur std from the manifest's description (`intensity=3.0` / `std 3.0` / `sigma=3.0`). */
-function blurStd(manifest: Record<string, unknown>): number {
-  const text = JSON.stringify(manifest['what'] ?? {});
-  const m = /(?:intensity|sigma|std)\s*=?\s*([0-9]+(?:\.[0-9]+)?)/.exec(text);
-  if (!m) throw new Error('degradations: the manifest does not state the blur std (intensity=..., sigma=...)');
+/** The manifest's description of one operator (what.blur, what.sr4, ...). */
+function described(files: CaseFiles, manifest: Record<string, unknown>, key: string): string {
+  const what = manifest['what'];
+  const text = what && typeof what === 'object' ? (what as Record<string, unknown>)[key] : undefined;
+  if (typeof text !== 'string') throw caseError(files, `manifest.json what.${key}`, 'missing: the case stores its tensors but does not say how they were made');
+  return text;
+}
+
+/** The blur's size and std from what.blur (`GaussialBlurOperator(kernel_size=61, intensity=3.0)`, SILO's spelling). */
+function blurChoice(files: CaseFiles, manifest: Record<string, unknown>): { size: number; std: number } {
+  const text = described(files, manifest, 'blur');
+  const m = /^Gauss(?:i)?alBlurOperator\(kernel_size=(\d+), intensity=([0-9]+(?:\.[0-9]+)?)\)/.exec(text);
+  if (!m) throw caseError(files, 'manifest.json what.blur', `${JSON.stringify(text.slice(0, 80))} is not understood (supported: GaussialBlurOperator(kernel_size=K, intensity=S))`);
+  return { size: Number(m[1]), std: Number(m[2]) };
+}
+
+/** The SR factor from what.srK (`SuperResolutionOperator(..., scale_factor=K)`). */
+function srChoice(files: CaseFiles, manifest: Record<string, unknown>, prefix: string): number {
+  const text = described(files, manifest, prefix);
+  const m = /^SuperResolutionOperator\(in_shape=\([^)]*\), scale_factor=(\d+)\)/.exec(text);
+  if (!m) throw caseError(files, `manifest.json what.${prefix}`, `${JSON.stringify(text.slice(0, 80))} is not understood (supported: SuperResolutionOperator(in_shape=(...), scale_factor=K))`);
   return Number(m[1]);
 }
+
+/** Operators this runner knows how to rebuild; `noise` is described as not included. */
+const WHAT_KEYS = /^(input\.image|blur|sr\d+|inpaint|noise)$/;
 
 /** The zero rectangle of a 0/1 mask [H, W]. */
 function maskBox(mask: ArrayLike<number>, h: number, w: number): Box {
@@ -61,6 +82,15 @@ async function runOn(engine: Engine, name: string, fn: (rec: Recorder) => Tensor
 
 export const runDegradations: CaseRunner = async (engine, files, manifest, opts) => {
   const golden: SafetensorsFile = await readSafetensors(files, caseFileName(manifest, 'golden'));
+  enforceContract(files, manifest, golden, {
+    runner: 'degradations',
+    files: ['golden'],
+    tensors: ['input.image', 'blur.kernel_f64', 'blur.kernel', 'blur.output', /^sr\d+\.(output|resize_matrix_h|resize_matrix_w|upsampled_bicubic_aa)$/, 'inpaint.mask'],
+    choices: ['what', 'kernel_info'],
+  });
+  for (const k of Object.keys((manifest['what'] ?? {}) as object)) {
+    if (!WHAT_KEYS.test(k)) throw caseError(files, `manifest.json what.${k}`, 'an operator the degradations runner does not know');
+  }
   if (opts.dtype === 'f16') opts.log?.('degradations: image-space operators run in f32 (as SILO); --dtype f16 is ignored');
   const names = golden.names();
   const imgShape = golden.info('input.image').shape as [number, number, number, number];
@@ -69,10 +99,21 @@ export const runDegradations: CaseRunner = async (engine, files, manifest, opts)
   const items: CheckItem[] = [];
   try {
     if (names.includes('blur.output')) {
-      const size = golden.info('blur.kernel').shape[0]!;
-      const std = blurStd(manifest);
+      const { size, std } = blurChoice(files, manifest);
+      const kShape = golden.info('blur.kernel').shape;
+      if (kShape.length !== 2 || kShape[0] !== size || kShape[1] !== size) throw caseError(files, 'golden tensor "blur.kernel"', `shape [${kShape.join(', ')}], but what.blur says kernel_size=${size}`);
       opts.log?.(`degradations: Gaussian blur ${size}x${size}, std ${std}, reflect padding`);
       const k64 = gaussianBlurKernel(size, std);
+      const info = (manifest['kernel_info'] ?? {}) as Record<string, unknown>;
+      for (const k of Object.keys(info)) if (!['sum_f64', 'center', 'nonzero_radius'].includes(k)) throw caseError(files, `manifest.json kernel_info.${k}`, 'not understood');
+      expectStated(files, 'kernel_info.sum_f64', info['sum_f64'], k64.reduce((a, b) => a + b, 0), 1e-12);
+      expectStated(files, 'kernel_info.center', info['center'], k64[(size * size - 1) / 2]!, 1e-12);
+      const c = (size - 1) / 2;
+      let radius = 0;
+      k64.forEach((v, i) => {
+        if (v !== 0) radius = Math.max(radius, Math.abs(Math.floor(i / size) - c), Math.abs((i % size) - c));
+      });
+      expectStated(files, 'kernel_info.nonzero_radius', info['nonzero_radius'], radius);
       if (names.includes('blur.kernel_f64')) items.push({ name: 'blur.kernel_f64', actual: k64, expected: golden.getRaw('blur.kernel_f64') as Float64Array, tol: KERNEL_F64_TOL });
       const blur = new BlurOperator(engine, { size, std });
       try {
@@ -86,6 +127,7 @@ export const runDegradations: CaseRunner = async (engine, files, manifest, opts)
     for (const key of names.filter((n) => /^sr\d+\.output$/.test(n))) {
       const prefix = key.slice(0, -'.output'.length);
       const factor = Number(prefix.slice(2));
+      if (srChoice(files, manifest, prefix) !== factor) throw caseError(files, `manifest.json what.${prefix}`, `names another scale factor than the tensors' ${prefix}`);
       opts.log?.(`degradations: super-resolution x${factor} (Resizer, cubic a=-0.5, antialiased) and bicubic AA upsampling`);
       const sr = new SuperResolutionOperator(engine, H, W, { factor });
       try {
@@ -129,6 +171,7 @@ export const runDegradations: CaseRunner = async (engine, files, manifest, opts)
   } finally {
     image.dispose();
   }
-  if (items.length === 0) throw new Error('degradations: golden.safetensors holds none of blur.output, sr<k>.output, inpaint.mask');
+  if (items.length === 0) throw caseError(files, 'golden.safetensors', 'holds none of blur.output, sr<k>.output, inpaint.mask');
+  assertCompared(files, golden, items, isInputName);
   return items;
 };

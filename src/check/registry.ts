@@ -1,5 +1,7 @@
 // Which runner handles a golden case folder. Known case names map directly; a folder with another
-// name (new configs, seeds, shapes) is recognised from its manifest and config files.
+// name (new configs, seeds, shapes) is recognised from its manifest and config files. Cases we cannot
+// run yet are named in PENDING_CASES and reported as such, never handed to a runner of another kind
+// (a variant's name starting with a pending case's name counts as that case).
 
 import type { CaseRunner } from './case.js';
 import type { CaseFiles } from './files.js';
@@ -39,13 +41,17 @@ const CASE_NAMES: Record<string, string> = {
   dps_step: 'dps_step',
 };
 
-/** Cases of later milestones that `silo check` recognises but cannot run yet. */
-export const PENDING_CASES: Record<string, string> = {};
+/** Cases of later milestones that `silo check` recognises but cannot run yet: name -> what is missing. */
+export const PENDING_CASES: Record<string, string> = {
+  silo_cnn_train: "silo_cnn_train (training SILO's CNN operator: parameter gradients and Adam updates)",
+};
 
 export async function detectKind(files: CaseFiles, manifest: Record<string, unknown>): Promise<string | null> {
   const name = typeof manifest['case'] === 'string' ? manifest['case'] : '';
   if (CASE_NAMES[name]) return CASE_NAMES[name]!;
   if (PENDING_CASES[name]) return name;
+  const pending = Object.keys(PENDING_CASES).find((p) => name.startsWith(`${p}_`) || name.startsWith(`${p}-`));
+  if (pending) return pending;
   if (manifest['scheduler_config_input'] || manifest['ddpm_config_resolved']) return 'schedulers';
   const fileMap = (manifest['files'] ?? {}) as Record<string, string>;
   if (fileMap['encoder_weights'] || fileMap['decoder_weights']) return 'taesd';

@@ -16,13 +16,54 @@ import type { CaseRunner } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
 import { readSafetensors } from './files.js';
 import { caseFileName } from './silo_cnn.js';
+import { assertCompared, caseError, enforceContract } from './contract.js';
+import type { CaseFiles } from './files.js';
 
 interface TraceSpec {
   scheduler: 'ddpm' | 'ddim';
   num_inference_steps: number;
   step_indices: number[];
+  timesteps?: number[];
   eta: number | null;
   noise_used: boolean;
+}
+
+const TRACE_KEYS = ['scheduler', 'num_inference_steps', 'step_indices', 'timesteps', 'eta', 'noise_used'];
+const TRACE_PARTS = ['t', 'sample', 'model_output', 'noise', 'prev_sample', 'pred_original_sample'];
+
+/** A trace's spec: every key understood, the step indices valid. */
+function traceSpec(files: CaseFiles, name: string, raw: unknown): TraceSpec {
+  const where = `manifest.json traces.${name}`;
+  if (!raw || typeof raw !== 'object') throw caseError(files, where, 'must be an object');
+  const spec = raw as Record<string, unknown>;
+  for (const k of Object.keys(spec)) if (!TRACE_KEYS.includes(k)) throw caseError(files, `${where}.${k}`, `not understood (known: ${TRACE_KEYS.join(', ')})`);
+  if (spec['scheduler'] !== 'ddpm' && spec['scheduler'] !== 'ddim') throw caseError(files, `${where}.scheduler`, `${JSON.stringify(spec['scheduler'])} (known: ddpm, ddim)`);
+  if (!Number.isInteger(spec['num_inference_steps'])) throw caseError(files, `${where}.num_inference_steps`, 'must be an integer');
+  const idx = spec['step_indices'];
+  if (!Array.isArray(idx) || idx.length === 0 || !idx.every((i) => Number.isInteger(i) && i >= 0 && i < (spec['num_inference_steps'] as number))) {
+    throw caseError(files, `${where}.step_indices`, 'must be a non-empty list of step indices');
+  }
+  if (spec['eta'] !== null && spec['eta'] !== undefined && typeof spec['eta'] !== 'number') throw caseError(files, `${where}.eta`, 'must be a number or null');
+  if (spec['scheduler'] === 'ddpm' && typeof spec['eta'] === 'number') throw caseError(files, `${where}.eta`, 'DDPM has no eta');
+  if (typeof spec['noise_used'] !== 'boolean') throw caseError(files, `${where}.noise_used`, 'must be true or false');
+  return spec as unknown as TraceSpec;
+}
+
+/** The manifest's resolved configs must be what scheduler_config_input resolves to here. */
+function checkResolved(files: CaseFiles, manifest: Record<string, unknown>, scheds: Record<'ddpm' | 'ddim', Scheduler>): void {
+  for (const kind of ['ddpm', 'ddim'] as const) {
+    const resolved = manifest[`${kind}_config_resolved`];
+    if (resolved === undefined) continue;
+    let theirs: unknown;
+    try {
+      theirs = (kind === 'ddpm' ? new DDPMScheduler(resolved as Record<string, unknown>) : new DDIMScheduler(resolved as Record<string, unknown>)).config;
+    } catch (e) {
+      throw caseError(files, `manifest.json "${kind}_config_resolved"`, (e as Error).message);
+    }
+    if (JSON.stringify(theirs) !== JSON.stringify(scheds[kind].config)) {
+      throw caseError(files, `manifest.json "${kind}_config_resolved"`, `resolves to ${JSON.stringify(theirs)}, but scheduler_config_input gives ${JSON.stringify(scheds[kind].config)}`);
+    }
+  }
 }
 
 function tolerances(manifest: Record<string, unknown>): { table: Tolerance; trace: Tolerance } {
@@ -44,10 +85,13 @@ function slice(golden: SafetensorsFile, name: string, k: number): { data: Float3
   return { data: all.subarray(k * n, (k + 1) * n), shape };
 }
 
-async function runTrace(engine: Engine, sched: Scheduler, golden: SafetensorsFile, name: string, spec: TraceSpec, tol: Tolerance): Promise<CheckItem[]> {
+async function runTrace(files: CaseFiles, engine: Engine, sched: Scheduler, golden: SafetensorsFile, name: string, spec: TraceSpec, tol: Tolerance): Promise<CheckItem[]> {
   const p = `trace.${name}`;
   sched.setTimesteps(spec.num_inference_steps);
   const ts = spec.step_indices.map((i) => sched.timesteps[i]!);
+  if (spec.timesteps !== undefined && JSON.stringify(spec.timesteps) !== JSON.stringify(ts)) {
+    throw caseError(files, `manifest.json traces.${name}.timesteps`, `${JSON.stringify(spec.timesteps)}, but set_timesteps(${spec.num_inference_steps}) at step_indices gives ${JSON.stringify(ts)}`);
+  }
   const items: CheckItem[] = [{ name: `${p}.t`, actual: ts, expected: golden.getIntegers(`${p}.t`), tol: { exact: true } }];
   const upload = (what: string, k: number): Tensor => {
     const s = slice(golden, `${p}.${what}`, k);
@@ -98,6 +142,18 @@ export const runSchedulers: CaseRunner = async (engine, files, manifest, opts) =
   if (opts.dtype === 'f16') opts.log?.('schedulers: float32 arithmetic only; f16 storage does not apply, running f32');
   const tol = tolerances(manifest);
   const scheds: Record<'ddpm' | 'ddim', Scheduler> = { ddpm: new DDPMScheduler(config), ddim: new DDIMScheduler(config) };
+  const traceNames = Object.keys((manifest['traces'] ?? {}) as object);
+  enforceContract(files, manifest, golden, {
+    runner: 'schedulers',
+    files: ['golden'],
+    tensors: [
+      'betas', 'alphas', 'alphas_cumprod', /^(ddpm|ddim)\.timesteps\.\d+$/, /^ddpm\.variance\.\d+$/,
+      (n: string) => traceNames.some((t) => TRACE_PARTS.some((part) => n === `trace.${t}.${part}`)),
+    ],
+    choices: ['scheduler_config_input', 'ddpm_config_resolved', 'ddim_config_resolved', 'traces'],
+    described: ['timesteps_summary', 'noise_convention'],
+  });
+  checkResolved(files, manifest, scheds);
   opts.log?.(`schedulers: ${JSON.stringify(scheds.ddpm.config)}`);
   const items: CheckItem[] = [];
   const ddpm = scheds.ddpm as DDPMScheduler;
@@ -119,10 +175,11 @@ export const runSchedulers: CaseRunner = async (engine, files, manifest, opts) =
     items.push({ name, actual: ddpm.timesteps.map((t) => ddpm.getVariance(t)), expected: golden.getF32(name), tol: tol.table });
   }
   const traces = (manifest['traces'] ?? {}) as Record<string, TraceSpec>;
-  for (const [name, spec] of Object.entries(traces)) {
-    const sched = scheds[spec.scheduler];
-    if (!sched) throw new SiloError(`schedulers manifest: trace ${name} names unknown scheduler ${String(spec.scheduler)}`);
-    items.push(...(await runTrace(engine, sched, golden, name, spec, tol.trace)));
+  for (const [name, raw] of Object.entries(traces)) {
+    const spec = traceSpec(files, name, raw);
+    items.push(...(await runTrace(files, engine, scheds[spec.scheduler], golden, name, spec, tol.trace)));
   }
+  // A trace's sample, model_output and noise are its inputs (sample[k+1] is checked as prev_sample[k]).
+  assertCompared(files, golden, items, (n) => /^trace\..*\.(sample|model_output|noise)$/.test(n));
   return items;
 };

@@ -13,6 +13,7 @@ import { inferDegradationConfig } from '../models/silo/config.js';
 import type { CaseRunner } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
 import { readSafetensors, type CaseFiles } from './files.js';
+import { assertCompared, caseError, enforceContract, isInputName } from './contract.js';
 
 /**
  * With f16 storage every parameter and activation is rounded to 11 significant bits (2^-11 = 4.9e-4
@@ -97,6 +98,20 @@ export const runSiloCnn: CaseRunner = async (engine, files, manifest, opts) => {
   const dtype = opts.dtype ?? 'f32';
   const { weights, golden } = await readCase(files, manifest);
   const config = inferDegradationConfig(weights);
+  enforceContract(files, manifest, golden, {
+    runner: 'silo_cnn',
+    files: ['weights', 'golden'],
+    tensors: ['input.z', 'input.sigma_emb', 'input.vjp_cotangent', 'output', 'vjp_z', 'debug.sigma_map'],
+    choices: [],
+    described: ['sigma_emb', 'architecture'],
+  });
+  // The weights decide whether the operator is sigma-conditioned; a stored sigma_emb it would not read is refused.
+  if (config.sigmaCondition !== golden.has('input.sigma_emb')) {
+    throw caseError(files, 'golden tensor "input.sigma_emb"', config.sigmaCondition ? 'missing: the weights are sigma-conditioned' : 'stored, but the weights have no sigma conditioning to take it');
+  }
+  if (golden.has('vjp_z') !== golden.has('input.vjp_cotangent')) {
+    throw caseError(files, 'golden tensor "input.vjp_cotangent"', golden.has('vjp_z') ? 'missing: the case stores vjp_z' : 'stored without vjp_z');
+  }
   opts.log?.(`silo_cnn: DegradationModel(latent_dim=${config.latentDim}, output_dim=${config.outputDim}, sigma_condition=${config.sigmaCondition}, layer_norm=True), ${dtype}`);
   const { model, dispose } = buildDisposable(engine, weights, dtype, (w) => new DegradationModel(w, config));
   const z = goldenInput(engine, golden, 'input.z', dtype);
@@ -107,11 +122,13 @@ export const runSiloCnn: CaseRunner = async (engine, files, manifest, opts) => {
     // The manifest gives no separate tolerance for the sigma map: it takes the output's.
     const tol = manifestTolerance(manifest, 'output', f16);
     const items: CheckItem[] = [{ name: 'output', actual: await result.output.read(), expected: golden.getF32('output'), tol }];
-    if (result.sigmaMap) items.push({ name: 'debug.sigma_map', actual: await result.sigmaMap.read(), expected: golden.getF32('debug.sigma_map'), tol });
+    if (result.sigmaMap && golden.has('debug.sigma_map')) items.push({ name: 'debug.sigma_map', actual: await result.sigmaMap.read(), expected: golden.getF32('debug.sigma_map'), tol });
     result.output.dispose();
     result.sigmaMap?.dispose();
     // The backward ops are f32 only: an f16 run checks the forward alone.
-    if (dtype === 'f32') items.push(await checkVjp(engine, model, z, sigmaEmb, golden, manifest));
+    if (dtype === 'f32' && golden.has('vjp_z')) items.push(await checkVjp(engine, model, z, sigmaEmb, golden, manifest));
+    else if (golden.has('vjp_z')) opts.log?.('silo_cnn: vjp_z not checked (the backward ops are f32 only)');
+    assertCompared(files, golden, items, isInputName, (n) => dtype !== 'f32' && n === 'vjp_z');
     return items;
   } finally {
     z.dispose();

@@ -3,15 +3,19 @@
 // checked on `output` and the `debug.*` intermediates (first channels of resized features and of the
 // aggregate, the sigma map, the mixing softmax). In f32 it also checks the VJP of sum(input.vjp_cotangent *
 // output) with respect to each readout feature (vjp_readout_hidden_XX) under the manifest's relative-L2 rule.
+// A cond_inpaint network (random-box inpainting) takes the case's input.cond_inpaint mask [B, 1, 64, 64] in
+// both passes; a case whose config and stored inputs disagree on it is refused.
 
 import { runProgram } from '../engine/recorder.js';
 import type { Tensor } from '../engine/tensor.js';
 import { AggregationNetwork } from '../models/silo/readout.js';
 import { aggregationVjp } from '../models/silo/readout-vjp.js';
-import { aggregationConfig } from '../models/silo/config.js';
+import { aggregationConfig, type AggregationNetworkConfig } from '../models/silo/config.js';
+import type { SafetensorsFile } from '../formats/safetensors.js';
 import type { CaseRunner } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
-import { readJson } from './files.js';
+import { readJson, type CaseFiles } from './files.js';
+import { assertCompared, caseError, enforceContract, expectSameConfig, isInputName } from './contract.js';
 import { buildDisposable, caseFileName, goldenInput, manifestTolerance, readCase, SILO_F16_TOLERANCE } from './silo_cnn.js';
 
 /** The first `c` channels of an NCHW array of `shape`. */
@@ -31,21 +35,76 @@ function gradTolerance(manifest: Record<string, unknown>, key: string): Toleranc
   return { relL2: t['rel_l2'], atolRelativeToMaxAbs: t['atol_relative_to_max_abs'] ?? 0, maxFractionOverAtol: t['max_fraction_over_atol'] ?? 0 };
 }
 
+const hidden = (i: number) => `input.readout_hidden_${String(i).padStart(2, '0')}`;
+
+/** The manifest's own copy of the constructor arguments and its readout description must match the case. */
+function checkReadoutChoices(files: CaseFiles, manifest: Record<string, unknown>, json: Record<string, unknown>, config: AggregationNetworkConfig, golden: SafetensorsFile): void {
+  expectSameConfig(files, 'config', manifest['config'], caseFileName(manifest, 'config'), json);
+  const readout = (manifest['readout'] ?? {}) as Record<string, unknown>;
+  const latent = readout['latent_dim'];
+  if (latent !== undefined && latent !== config.latentSize) {
+    throw caseError(files, 'manifest.json readout.latent_dim', `${JSON.stringify(latent)}: features are resized to ${config.latentSize} (the network's LayerNorm([1, ${config.latentSize}, ${config.latentSize}]))`);
+  }
+  const hw = readout['feature_hw'];
+  if (hw !== undefined) {
+    if (!Array.isArray(hw)) throw caseError(files, 'manifest.json readout.feature_hw', 'must be a list of [h, w]');
+    hw.forEach((want, i) => {
+      const shape = golden.has(hidden(i)) ? golden.info(hidden(i)).shape.slice(2) : null;
+      if (JSON.stringify(shape) !== JSON.stringify(want)) {
+        throw caseError(files, `manifest.json readout.feature_hw[${i}]`, `${JSON.stringify(want)}, but ${hidden(i)} is ${shape ? JSON.stringify(shape) : 'missing'}`);
+      }
+    });
+  }
+}
+
 export const runSiloRg: CaseRunner = async (engine, files, manifest, opts) => {
   const dtype = opts.dtype ?? 'f32';
   const json = await readJson<Record<string, unknown>>(files, caseFileName(manifest, 'config'));
   // Keys starting with "_" are annotations, not constructor arguments.
   const config = aggregationConfig(Object.fromEntries(Object.entries(json).filter(([k]) => !k.startsWith('_'))));
   const { weights, golden } = await readCase(files, manifest);
+  const groups = config.featureDims.length * config.saveTimestep.length;
+  const index = (n: string) => Number(/(\d+)$/.exec(n)![1]);
+  enforceContract(files, manifest, golden, {
+    runner: 'silo_rg',
+    files: ['weights', 'golden', 'config'],
+    tensors: [
+      (n: string) => /^input\.readout_hidden_\d\d$/.test(n) && index(n) < groups,
+      'input.sigma_emb',
+      'input.vjp_cotangent',
+      'input.cond_inpaint',
+      'output',
+      (n: string) => /^vjp_readout_hidden_\d\d$/.test(n) && index(n) < groups,
+      (n: string) => /^debug\.resized_\d\d$/.test(n) && index(n) < groups,
+      'debug.sigma_map',
+      'debug.aggregated',
+      'debug.mixing_softmax',
+    ],
+    choices: ['config', 'readout'],
+    described: ['sigma_emb', 'architecture', 'feature_width_reduction'],
+    weightSeeds: ['weights', 'constructor_manual_seed'],
+  });
+  checkReadoutChoices(files, manifest, json, config, golden);
+  // Inputs the network's options call for, and none it would ignore.
+  const need = (name: string, wanted: boolean, why: string) => {
+    if (wanted && !golden.has(name)) throw caseError(files, `golden tensor "${name}"`, `missing: ${why}`);
+    if (!wanted && golden.has(name)) throw caseError(files, `golden tensor "${name}"`, `stored, but the network does not take it (${why})`);
+  };
+  need('input.sigma_emb', config.sigmaCondition, `config sigma_condition = ${config.sigmaCondition}`);
+  need('input.cond_inpaint', config.condInpaint, `config cond_inpaint = ${config.condInpaint}`);
+  const hasVjps = golden.names().some((n) => n.startsWith('vjp_readout_hidden_'));
+  need('input.vjp_cotangent', hasVjps, hasVjps ? 'the case stores vjp_readout_hidden_XX' : 'the case stores no vjp_readout_hidden_XX');
   opts.log?.(`silo_rg: AggregationNetwork(feature_dims=[${config.featureDims.join(', ')}], projection_dim=${config.projectionDim}), ${dtype}`);
   const { model, dispose } = buildDisposable(engine, weights, dtype, (w) => new AggregationNetwork(w, config));
   const inputs: Tensor[] = [];
   try {
-    const features = Array.from({ length: model.groups }, (_, i) => goldenInput(engine, golden, `input.readout_hidden_${String(i).padStart(2, '0')}`, dtype));
+    const features = Array.from({ length: model.groups }, (_, i) => goldenInput(engine, golden, hidden(i), dtype));
     inputs.push(...features);
     const sigmaEmb = config.sigmaCondition ? goldenInput(engine, golden, 'input.sigma_emb', dtype) : undefined;
     if (sigmaEmb) inputs.push(sigmaEmb);
-    const { result } = await runProgram(engine, 'silo_rg', (rec) => model.forwardWithDebug(rec, features, sigmaEmb));
+    const mask = config.condInpaint ? goldenInput(engine, golden, 'input.cond_inpaint', dtype) : undefined;
+    if (mask) inputs.push(mask);
+    const { result } = await runProgram(engine, 'silo_rg', (rec) => model.forwardWithDebug(rec, features, sigmaEmb, mask));
     const f16 = dtype === 'f16' ? SILO_F16_TOLERANCE.silo_rg : undefined;
     const items: CheckItem[] = [];
     const push = async (name: string, t: Tensor | Float32Array, tolKey: string, channels?: number) => {
@@ -67,7 +126,7 @@ export const runSiloRg: CaseRunner = async (engine, files, manifest, opts) => {
     if (dtype === 'f32' && golden.names().includes('input.vjp_cotangent')) {
       const cot = goldenInput(engine, golden, 'input.vjp_cotangent', 'f32');
       inputs.push(cot);
-      const { result: vjp } = await runProgram(engine, 'silo_rg_vjp', (rec) => aggregationVjp(rec, model, features, sigmaEmb, cot));
+      const { result: vjp } = await runProgram(engine, 'silo_rg_vjp', (rec) => aggregationVjp(rec, model, features, sigmaEmb, cot, mask));
       const tol = gradTolerance(manifest, 'vjp_readout_hidden_XX');
       vjp.output.dispose();
       for (const [i, g] of vjp.gradFeatures.entries()) {
@@ -76,6 +135,8 @@ export const runSiloRg: CaseRunner = async (engine, files, manifest, opts) => {
         g.dispose();
       }
     }
+    if (dtype !== 'f32' && hasVjps) opts.log?.('silo_rg: vjp_readout_hidden_XX not checked (the backward ops are f32 only)');
+    assertCompared(files, golden, items, isInputName, (n) => dtype !== 'f32' && n.startsWith('vjp_'));
     return items;
   } finally {
     for (const t of inputs) t.dispose();

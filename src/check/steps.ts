@@ -1,6 +1,7 @@
 // Golden cases `silo_step` and `dps_step`: one guided sampling step each, recorded as one program through
 // the samplers in src/solvers/samplers, with the models the manifest points at (../unet_mini,
-// ../silo_cnn, ../vae_mini) and SD-1.5's DDPM scheduler at set_timesteps(999). Checked: eps, x0_hat,
+// ../silo_cnn, ../vae_mini) and SD-1.5's DDPM scheduler at the manifest's set_timesteps(N) (SILO: 999); each
+// step's t_index, t and the scheduler values the manifest states are checked against it. Checked: eps, x0_hat,
 // the unguided prev_sample, the measurement estimate, the residual norm, the guidance gradient and
 // z_prev. The gradients are f32 only: an f16 run checks the forward quantities alone.
 
@@ -27,6 +28,8 @@ import type { CheckItem, Tolerance } from './compare.js';
 import { readJson, readSafetensors, relativeFile, subFolder, type CaseFiles } from './files.js';
 import { loadUNetFolder, UNET_F16_TOLERANCE } from './unet.js';
 import { caseFileName, goldenInput } from './silo_cnn.js';
+import { assertCompared, caseError, checkSeeds, enforceContract, expectStated, isInputName, scheduledSteps, type TensorPattern } from './contract.js';
+import { SiloError } from '../engine/errors.js';
 
 type Json = Record<string, unknown>;
 
@@ -34,7 +37,7 @@ function tolerances(manifest: Json): { forward: Tolerance; norm: Tolerance; grad
   const t = (manifest['suggested_tolerance'] ?? {}) as Record<string, Record<string, number>>;
   const key = Object.keys(t).find((k) => k.startsWith('eps/'));
   const need = (v: Record<string, number> | undefined, what: string) => {
-    if (!v) throw new Error(`manifest of case ${String(manifest['case'])} has no suggested_tolerance for ${what}`);
+    if (!v) throw new SiloError(`manifest of case ${String(manifest['case'])} has no suggested_tolerance for ${what}`);
     return v;
   };
   const f = need(key ? t[key] : undefined, 'eps/x0_hat/...');
@@ -82,30 +85,90 @@ function disposeStep(step: GuidedStep): void {
   for (const t of [step.zPrev, step.eps, step.x0, step.prev, step.estimate, step.residualNorm, step.grad, ...Object.values(step.extras)]) t?.dispose();
 }
 
-/** The DDPM scheduler of the step cases: SD-1.5's config, set_timesteps(999) (SILO's default). */
-function stepScheduler(): DDPMScheduler {
+/** The DDPM scheduler of the step cases: SD-1.5's config at the manifest's set_timesteps(N). */
+function stepScheduler(files: CaseFiles, manifest: Json): DDPMScheduler {
   const s = new DDPMScheduler({ ...SD15_SCHEDULER_CONFIG });
-  s.setTimesteps(999);
+  s.setTimesteps(scheduledSteps(files, manifest));
   return s;
+}
+
+/**
+ * A step's t_index, t and the scheduler values the manifest states must be what the case's scheduler and
+ * golden t give: a case sampled with another schedule is refused instead of run with the wrong one.
+ */
+function checkStepChoices(files: CaseFiles, s: Json, where: string, sched: DDPMScheduler, t: number): void {
+  const tIndex = s['t_index'];
+  if (tIndex !== undefined) {
+    if (!Number.isInteger(tIndex) || sched.timesteps[tIndex as number] !== t) {
+      const at = sched.timesteps.indexOf(t);
+      const n = sched.timesteps.length;
+      throw caseError(files, `manifest.json ${where}t_index`, `${JSON.stringify(tIndex)}, but timestep ${t} is ${at < 0 ? `not on the set_timesteps(${n}) schedule` : `at index ${at} of set_timesteps(${n})`}`);
+    }
+  }
+  expectStated(files, `${where}t`, s['t'], t);
+  expectStated(files, `${where}alpha_prod_t`, s['alpha_prod_t'], sched.alphasCumprod[t]!, 1e-6);
+  const prevT = sched.previousTimestep(t);
+  expectStated(files, `${where}alpha_prod_t_prev`, s['alpha_prod_t_prev'], prevT >= 0 ? sched.alphasCumprod[prevT]! : 1, 1e-6);
+  expectStated(files, `${where}ddpm_variance`, s['ddpm_variance'], sched.getVariance(t), 1e-5);
 }
 
 async function loadPrior(engine: Engine, files: CaseFiles, manifest: Json, golden: SafetensorsFile, dtype: 'f32' | 'f16', owned: Tensor[]) {
   const mf = (manifest['files'] ?? {}) as Record<string, string>;
-  if (!mf['unet_dir']) throw new Error(`manifest of case ${String(manifest['case'])} names no "unet_dir"`);
+  if (!mf['unet_dir']) throw caseError(files, 'manifest.json files.unet_dir', 'missing');
+  const scheduler = stepScheduler(files, manifest);
   const { model, loader } = await loadUNetFolder(engine, subFolder(files, mf['unet_dir']), {}, dtype);
-  const prior: DiffusionPrior = { model: unetEpsModel(model), scheduler: stepScheduler(), text: upload(engine, golden, 'input.prompt_embeds', dtype, owned) };
-  return { prior, unet: model, loader };
+  try {
+    const prior: DiffusionPrior = { model: unetEpsModel(model), scheduler, text: upload(engine, golden, 'input.prompt_embeds', dtype, owned) };
+    return { prior, scheduler, unet: model, loader };
+  } catch (e) {
+    loader.disposeAll();
+    throw e;
+  }
+}
+
+/** Keys of a silo_step `steps[]` entry: what the runner reads, and statistics it does not need. */
+const STEP_KEYS = new Set(['prefix', 't_index', 't', 'eta', 'alpha_prod_t', 'alpha_prod_t_prev', 'ddpm_variance', 'seeds', 'residual_norm', 'grad_max_abs', 'fraction_of_grad_entries_clipped']);
+const STEP_OUTPUTS = ['eps', 'x0_hat', 'prev_sample_unguided', 'residual_norm', 'grad', 'z_prev'];
+const STEP_INPUTS = ['z_t', 't', 'ddpm_noise'];
+const escape = (p: string) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+function siloSteps(files: CaseFiles, manifest: Json): Json[] {
+  const steps = manifest['steps'];
+  if (!Array.isArray(steps) || steps.length === 0) throw caseError(files, 'manifest.json "steps"', 'must list at least one step');
+  steps.forEach((s: Json, i) => {
+    if (!s || typeof s !== 'object' || typeof s['prefix'] !== 'string') throw caseError(files, `manifest.json steps[${i}].prefix`, 'missing');
+    for (const k of Object.keys(s)) {
+      if (!STEP_KEYS.has(k)) throw caseError(files, `manifest.json steps[${i}].${k}`, `a choice the silo_step runner does not understand (it reads: ${[...STEP_KEYS].join(', ')})`);
+    }
+  });
+  return steps as Json[];
 }
 
 export const runSiloStep: CaseRunner = async (engine, files, manifest, opts) => {
   const dtype = opts.dtype ?? 'f32';
   const tol = tolerances(manifest);
   const golden = await readSafetensors(files, caseFileName(manifest, 'golden'));
-  const owned: Tensor[] = [];
-  const { prior, unet, loader } = await loadPrior(engine, files, manifest, golden, dtype, owned);
+  const steps = siloSteps(files, manifest);
+  const prefixes = steps.map((s) => escape(String(s['prefix'])));
+  const stepTensors: TensorPattern[] = [
+    new RegExp(`^(${prefixes.join('|')})(input\\.(${[...STEP_INPUTS, 'w'].join('|')})|${[...STEP_OUTPUTS, 'w_hat'].join('|')})$`),
+  ];
+  enforceContract(files, manifest, golden, {
+    runner: 'silo_step',
+    files: ['golden', 'unet_dir', 'operator_weights'],
+    tensors: ['input.prompt_embeds', 'input.sigma_emb', ...stepTensors],
+    choices: ['scheduler', 'steps'],
+    described: ['models'],
+  });
+  steps.forEach((s, i) => checkSeeds(files, golden, `steps[${i}].seeds`, s['seeds'], String(s['prefix']), []));
   const op = relativeFile(files, caseFileName(manifest, 'operator_weights'));
   const opWeights = await readSafetensors(op.folder, op.name);
   const config = inferDegradationConfig(opWeights);
+  if (config.sigmaCondition !== golden.has('input.sigma_emb')) {
+    throw caseError(files, 'golden tensor "input.sigma_emb"', config.sigmaCondition ? 'missing: the operator is sigma-conditioned' : 'stored, but the operator has no sigma conditioning to take it');
+  }
+  const owned: Tensor[] = [];
+  const { prior, scheduler, unet, loader } = await loadPrior(engine, files, manifest, golden, dtype, owned);
   let opLoader: WeightLoader | undefined;
   try {
     const model = WeightLoader.build(engine, opWeights, { dtype }, (w) => {
@@ -113,13 +176,13 @@ export const runSiloStep: CaseRunner = async (engine, files, manifest, opts) => 
       return new DegradationModel(w, config);
     });
     const sigmaEmb = config.sigmaCondition ? upload(engine, golden, 'input.sigma_emb', dtype, owned) : undefined;
-    const steps = (manifest['steps'] ?? []) as Json[];
-    if (steps.length === 0) throw new Error(`manifest of case ${String(manifest['case'])} lists no steps`);
     const items: CheckItem[] = [];
-    for (const s of steps) {
+    for (const [i, s] of steps.entries()) {
       const prefix = String(s['prefix']);
       const t = golden.getIntegers(`${prefix}input.t`)[0]!;
-      const eta = Number(s['eta']);
+      checkStepChoices(files, s, `steps[${i}].`, scheduler, t);
+      const eta = s['eta'];
+      if (typeof eta !== 'number' || !Number.isFinite(eta)) throw caseError(files, `manifest.json steps[${i}].eta`, `must be a number, got ${JSON.stringify(eta)}`);
       opts.log?.(`${prefix} t=${t} eta=${eta}: unet ${dtype}, operator DegradationModel(sigma_condition=${config.sigmaCondition})`);
       const zt = upload(engine, golden, `${prefix}input.z_t`, dtype, owned);
       const w = upload(engine, golden, `${prefix}input.w`, dtype, owned);
@@ -141,6 +204,8 @@ export const runSiloStep: CaseRunner = async (engine, files, manifest, opts) => 
       items.push(...(await stepItems(result, golden, prefix, { estimate: 'w_hat' }, tol, dtype)));
       disposeStep(result);
     }
+    if (dtype !== 'f32') opts.log?.('silo_step: residual_norm, grad and z_prev not checked (the backward ops are f32 only)');
+    assertCompared(files, golden, items, isInputName, (n) => dtype !== 'f32' && /\.(residual_norm|grad|z_prev)$/.test(n));
     return items;
   } finally {
     for (const t of owned) t.dispose();
@@ -149,17 +214,43 @@ export const runSiloStep: CaseRunner = async (engine, files, manifest, opts) => 
   }
 };
 
+/** The measurement operator a dps_step case names: `avg_pool2d(image, k)` (the only one it stores data for). */
+function dpsPoolFactor(files: CaseFiles, manifest: Json): number {
+  const text = manifest['measurement'];
+  const m = typeof text === 'string' ? /^input\.y = avg_pool2d\(image, (\d+)\)( \+ [0-9.]+\*N\(0,1\))?/.exec(text) : null;
+  if (!m) throw caseError(files, 'manifest.json "measurement"', `${JSON.stringify(text)} is not understood (supported: "input.y = avg_pool2d(image, k) [+ s*N(0,1)] ...")`);
+  return Number(m[1]);
+}
+
 export const runDpsStep: CaseRunner = async (engine, files, manifest, opts) => {
   const dtype = opts.dtype ?? 'f32';
   const tol = tolerances(manifest);
   const golden = await readSafetensors(files, caseFileName(manifest, 'golden'));
+  enforceContract(files, manifest, golden, {
+    runner: 'dps_step',
+    files: ['golden', 'unet_dir', 'vae_dir'],
+    tensors: [
+      ...['prompt_embeds', 'y', 'z_t', 't', 'ddpm_noise'].map((n) => `input.${n}`),
+      ...STEP_OUTPUTS, 'decoded_x0_hat', 'y_hat',
+    ],
+    choices: ['scheduler', 'measurement', 't_index', 't', 'scale', 'latent_hw', 'alpha_prod_t', 'seeds'],
+    described: ['models', 'residual_norm', 'grad_max_abs'],
+  });
   const mf = (manifest['files'] ?? {}) as Record<string, string>;
-  if (!mf['vae_dir']) throw new Error(`manifest of case ${String(manifest['case'])} names no "vae_dir"`);
+  if (!mf['vae_dir']) throw caseError(files, 'manifest.json files.vae_dir', 'missing');
+  const factor = dpsPoolFactor(files, manifest);
+  const scale = manifest['scale'] ?? 1;
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) throw caseError(files, 'manifest.json "scale"', `must be a number, got ${JSON.stringify(scale)}`);
+  const ztShape = golden.info('input.z_t').shape;
+  const hw = manifest['latent_hw'];
+  if (hw !== undefined && JSON.stringify(hw) !== JSON.stringify(ztShape.slice(2))) {
+    throw caseError(files, 'manifest.json "latent_hw"', `${JSON.stringify(hw)}, but input.z_t is ${JSON.stringify(ztShape)}`);
+  }
   const owned: Tensor[] = [];
-  const { prior, unet, loader } = await loadPrior(engine, files, manifest, golden, dtype, owned);
+  const { prior, scheduler, unet, loader } = await loadPrior(engine, files, manifest, golden, dtype, owned);
   const vaeFiles = subFolder(files, mf['vae_dir']);
   let vaeLoader: WeightLoader | undefined;
-  const A = new AvgPoolOperator(engine, 4);
+  const A = new AvgPoolOperator(engine, factor);
   try {
     const cfg = parseVaeConfig(await readJson<Json>(vaeFiles, 'config.json'));
     const vaeWeights = await readSafetensors(vaeFiles, 'diffusion_pytorch_model.safetensors');
@@ -168,8 +259,13 @@ export const runDpsStep: CaseRunner = async (engine, files, manifest, opts) => {
       return new AutoencoderKL(w, cfg);
     });
     const t = golden.getIntegers('input.t')[0]!;
-    const scale = Number(manifest['scale'] ?? 1);
-    opts.log?.(`dps_step t=${t} scale=${scale}: unet + vae decoder ${dtype}, A = avg_pool2d(4)`);
+    checkStepChoices(files, manifest, '', scheduler, t);
+    const yShape = golden.info('input.y').shape;
+    const want = ztShape.slice(2).map((d) => (d * vae.downFactor) / factor);
+    if (JSON.stringify(yShape.slice(2)) !== JSON.stringify(want)) {
+      throw caseError(files, 'golden tensor "input.y"', `${JSON.stringify(yShape)} is not avg_pool2d(decode(z_t), ${factor}) of a ${JSON.stringify(ztShape)} latent`);
+    }
+    opts.log?.(`dps_step t=${t} scale=${scale}: unet + vae decoder ${dtype}, A = avg_pool2d(${factor}), set_timesteps(${scheduler.timesteps.length})`);
     const zt = upload(engine, golden, 'input.z_t', dtype, owned);
     const y = upload(engine, golden, 'input.y', dtype, owned);
     const noise = upload(engine, golden, 'input.ddpm_noise', dtype, owned);
@@ -182,12 +278,15 @@ export const runDpsStep: CaseRunner = async (engine, files, manifest, opts) => {
       });
       const items = await stepItems(result, golden, '', { estimate: 'y_hat' }, tol, dtype);
       disposeStep(result);
+      opts.log?.('dps_step: residual_norm, grad and z_prev not checked (the backward ops are f32 only)');
+      assertCompared(files, golden, items, isInputName, (n) => /^(residual_norm|grad|z_prev)$/.test(n));
       return items;
     }
     const { result, report } = await runProgram(engine, 'dps_step', (rec) => latentDpsStep(rec, prior, vae, A, y, zt, t, noise, { scale }));
     opts.log?.(`one program: ${report.dispatches} dispatches, peak ${(report.peakLiveBytes / 2 ** 20).toFixed(1)} MiB`);
     const items = await stepItems(result, golden, '', { estimate: 'y_hat' }, tol, dtype);
     disposeStep(result);
+    assertCompared(files, golden, items, isInputName);
     return items;
   } finally {
     for (const t of owned) t.dispose();

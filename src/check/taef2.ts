@@ -15,6 +15,7 @@ import { psnr } from '../solvers/metrics.js';
 import type { CaseRunner } from './case.js';
 import type { CheckItem } from './compare.js';
 import { readSafetensors } from './files.js';
+import { assertCompared, caseError, enforceContract, isInputName } from './contract.js';
 
 /** The golden README's rule for the reconstruction PSNR. */
 export const PSNR_TOLERANCE_DB = 0.1;
@@ -44,13 +45,34 @@ export const runTaef2: CaseRunner = async (engine, files, manifestRaw, opts) => 
     readSafetensors(files, manifest.files.decoder_weights),
     readSafetensors(files, manifest.files.golden),
   ]);
+  enforceContract(files, manifestRaw, golden, {
+    runner: 'taesd',
+    files: ['encoder_weights', 'decoder_weights', 'golden', 'encoder_pth', 'decoder_pth'],
+    tensors: ['input.image_01', 'latent', 'decoded_raw'],
+    choices: ['reconstruction_psnr_db', 'architecture', 'weights_dtype'],
+    described: ['image', 'weights', 'weights_source'],
+  });
+  for (const [key, w] of [['encoder', enc], ['decoder', dec]] as const) {
+    const stated = (manifestRaw['weights_dtype'] ?? []) as string[];
+    const torchName: Record<string, string> = { F16: 'torch.float16', F32: 'torch.float32', BF16: 'torch.bfloat16' };
+    const have = new Set(w.names().map((n) => torchName[w.info(n).dtype] ?? w.info(n).dtype));
+    if (stated.length && [...have].some((d) => !stated.includes(d))) {
+      throw caseError(files, 'manifest.json "weights_dtype"', `${JSON.stringify(stated)}, but the ${key} weights are ${[...have].join(', ')}`);
+    }
+  }
   const config = taesdConfigFromWeights({ encoder: enc, decoder: dec });
   const arch = manifest.architecture ?? {};
+  // latent_channels and use_midblock_gn are checked against the weights; the rest describes the layers.
+  for (const k of Object.keys(arch)) {
+    if (!['latent_channels', 'use_midblock_gn', 'arch_variant', 'encoder', 'decoder', 'block', 'state_dict_names', 'scale_latents'].includes(k)) {
+      throw caseError(files, `manifest.json architecture.${k}`, 'a choice the taesd runner does not understand');
+    }
+  }
   if (arch.latent_channels !== undefined && arch.latent_channels !== config.latentChannels) {
-    throw new Error(`${files.location}: the weights have ${config.latentChannels} latent channels, the manifest says ${arch.latent_channels}`);
+    throw caseError(files, 'manifest.json architecture.latent_channels', `the weights have ${config.latentChannels} latent channels, the manifest says ${arch.latent_channels}`);
   }
   if (arch.use_midblock_gn !== undefined && arch.use_midblock_gn !== config.midBlockGn) {
-    throw new Error(`${files.location}: the weights ${config.midBlockGn ? 'have' : 'lack'} the mid-block GroupNorm pool, the manifest says ${arch.use_midblock_gn}`);
+    throw caseError(files, 'manifest.json architecture.use_midblock_gn', `the weights ${config.midBlockGn ? 'have' : 'lack'} the mid-block GroupNorm pool, the manifest says ${arch.use_midblock_gn}`);
   }
   const model = TinyAutoencoder.load(engine, { encoder: enc, decoder: dec }, { dtype, config });
   try {
@@ -99,6 +121,7 @@ export const runTaef2: CaseRunner = async (engine, files, manifestRaw, opts) => 
     const p = psnr(recon, image, 1);
     log(`taef2 (${dtype}): reconstruction PSNR ${p.toFixed(4)} dB (manifest ${manifest.reconstruction_psnr_db.toFixed(4)} dB)`);
     items.push({ name: 'reconstruction_psnr_db', actual: [p], expected: [manifest.reconstruction_psnr_db], tol: { atol: PSNR_TOLERANCE_DB } });
+    assertCompared(files, golden, items, isInputName, (n) => dtype !== 'f32' && (n === 'latent' || n === 'decoded_raw'));
     return items;
   } finally {
     model.dispose();

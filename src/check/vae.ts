@@ -20,6 +20,7 @@ import type { Taps } from '../models/vae/encoder.js';
 import type { CaseRunner } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
 import { readJson, readSafetensors } from './files.js';
+import { assertCompared, caseError, enforceContract, expectSameConfig, expectStated, isInputName } from './contract.js';
 
 export class GoldenFileError extends SiloError {}
 
@@ -81,6 +82,22 @@ export const runVae: CaseRunner = async (engine: Engine, files, manifest, opts) 
     readSafetensors(files, fileName(manifest, 'golden')),
   ]);
   const cfg = parseVaeConfig(configJson);
+  expectSameConfig(files, 'config', manifest['config'], fileName(manifest, 'config'), configJson);
+  // input.z goes into decode() directly; the stated scaling factor must still be the model's.
+  expectStated(files, '"scaling_factor"', manifest['scaling_factor'], cfg.scalingFactor);
+  enforceContract(files, manifest, golden, {
+    runner: 'vae',
+    files: ['config', 'weights', 'golden'],
+    tensors: [
+      'input.image', 'input.posterior_noise', 'input.z', 'input.vjp_cotangent_dec', 'input.vjp_cotangent_mean',
+      /^enc\.(moments|mean|logvar|std|latent_sample|vjp_image_of_mean)$/, /^dec\.(sample|vjp_z)$/, /^debug\./,
+    ],
+    choices: ['config', 'scaling_factor', 'input_seeds'],
+    described: ['pipeline_convention', 'image'],
+  });
+  for (const [out, cot] of [['dec.vjp_z', 'input.vjp_cotangent_dec'], ['enc.vjp_image_of_mean', 'input.vjp_cotangent_mean']] as const) {
+    if (golden.has(out) !== golden.has(cot)) throw caseError(files, `golden tensor "${golden.has(out) ? cot : out}"`, `missing: ${out} and ${cot} go together`);
+  }
   opts.log?.(`vae_mini: AutoencoderKL block_out_channels [${cfg.blockOutChannels}], latent ${cfg.latentChannels}, ${dtype}`);
   let loader: WeightLoader | undefined;
   const vae = WeightLoader.build(engine, weights, { dtype }, (w) => {
@@ -136,20 +153,26 @@ export const runVae: CaseRunner = async (engine: Engine, files, manifest, opts) 
       });
     }
     for (const t of [...Object.values(outputs), ...Object.values(encTaps), ...Object.values(decTaps)]) t.dispose();
+    const vjpNames = ['dec.vjp_z', 'enc.vjp_image_of_mean'];
+    if (dtype !== 'f32' && vjpNames.some((n) => golden.has(n))) opts.log?.('vae_mini: VJPs not checked (the backward ops are f32 only)');
     if (dtype === 'f32') {
       // The backward ops are f32 only: the VJP items are skipped in f16.
-      const gDec = upload('input.vjp_cotangent_dec', [n, cfg.outChannels, z.shape[2]! * f, z.shape[3]! * f]);
-      const gMean = upload('input.vjp_cotangent_mean', latentShape);
-      const vjps: [string, (rec: Parameters<typeof decodeVjp>[0]) => Tensor][] = [
-        ['dec.vjp_z', (rec) => decodeVjp(rec, vae, z, gDec)],
-        ['enc.vjp_image_of_mean', (rec) => encodeMeanVjp(rec, vae, image, gMean)],
-      ];
+      const vjps: [string, (rec: Parameters<typeof decodeVjp>[0]) => Tensor][] = [];
+      if (golden.has('dec.vjp_z')) {
+        const gDec = upload('input.vjp_cotangent_dec', [n, cfg.outChannels, z.shape[2]! * f, z.shape[3]! * f]);
+        vjps.push(['dec.vjp_z', (rec) => decodeVjp(rec, vae, z, gDec)]);
+      }
+      if (golden.has('enc.vjp_image_of_mean')) {
+        const gMean = upload('input.vjp_cotangent_mean', latentShape);
+        vjps.push(['enc.vjp_image_of_mean', (rec) => encodeMeanVjp(rec, vae, image, gMean)]);
+      }
       for (const [name, run] of vjps) {
         const { result } = await runProgram(engine, `vae_mini/${name}`, run);
         items.push({ name, actual: await result.read(), expected: goldenValues(golden, name, result.shape), tol: vaeVjpTolerance(manifest, name) });
         result.dispose();
       }
     }
+    assertCompared(files, golden, items, isInputName, (n) => dtype !== 'f32' && vjpNames.includes(n));
     return items;
   } finally {
     for (const t of owned) t.dispose();

@@ -90,13 +90,18 @@ export class Engine {
     this.pool = new BufferPool(device, limits.maxBufferSize);
     this.kernels = new KernelCache(device, limits, this.hasF16);
     device.lost.then((lost) => {
+      // Engine.destroy() already said why; a real loss (driver reset, GPU removed, destroy() on the device) says so here.
+      if (this.lostReason) return;
       const last = this.lastSubmitted;
       this.lostReason =
-        `device lost (${lost.reason}): ${lost.message}` +
-        (last ? `; last program submitted: ${last.program} (kernels: ${last.kernels.slice(-8).join(', ')})` : '');
+        `the GPU device was lost (reason: ${lost.reason}${lost.message ? `: ${lost.message}` : ''})` +
+        (last ? `; last program submitted: ${last.program} (kernels: ${last.kernels.slice(-8).join(', ')})` : '') +
+        '; this Engine cannot run anything any more: create a new Engine';
       this.log(this.lostReason);
     });
     device.addEventListener('uncapturederror', (ev) => {
+      // After a loss the implementation's own errors are noise: every later call reports DeviceLostError.
+      if (this.lostReason) return;
       this.log(`uncaptured WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
     });
   }
@@ -227,6 +232,23 @@ export class Engine {
     return result;
   }
 
+  /**
+   * Runs fn and returns what it returned with the tensors it created (and did not free or keep()), without
+   * disposing anything: a failed program frees its own outputs, never a tensor its caller passed in.
+   */
+  collect<T>(fn: () => T): { result: T; created: Set<Tensor> } {
+    const created = new Set<Tensor>();
+    this.tidyStack.push(created);
+    try {
+      const result = fn();
+      return { result, created };
+    } finally {
+      this.tidyStack.pop();
+      const outer = this.tidyStack[this.tidyStack.length - 1];
+      if (outer) for (const t of created) outer.add(t);
+    }
+  }
+
   /** A tensor holding `data` (converted to `dtype`). */
   tensor(data: ArrayLike<number>, shape: readonly number[], dtype: DType = 'f32', name = 'tensor'): Tensor {
     const n = shapeSize(shape);
@@ -260,6 +282,7 @@ export class Engine {
   }
 
   writeBytes(dst: GPUBuffer, bytes: Uint8Array, dstOffset = 0): void {
+    this.checkAlive();
     const padded = bytes.byteLength % 4 === 0 ? bytes : (() => {
       const p = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
       p.set(bytes);
@@ -288,7 +311,8 @@ export class Engine {
       if (size > 0) enc.copyBufferToBuffer(src, 0, staging, 0, size);
       this.device.pushErrorScope('validation');
       this.queue.submit([enc.finish()]);
-      const err = await this.device.popErrorScope();
+      const err = await this.device.popErrorScope().catch((e: Error) => e);
+      this.checkAlive();
       if (err) throw new SiloError(`read of ${what} failed: ${err.message}`);
       try {
         await staging.mapAsync(1 /* GPUMapMode.READ */);
@@ -312,7 +336,9 @@ export class Engine {
     this.checkAlive();
   }
 
+  /** Frees the pool and the device. Later use of this Engine throws DeviceLostError saying so. */
   destroy(): void {
+    this.lostReason ??= 'this Engine was destroyed (Engine.destroy()): create a new Engine';
     this.pool.trim();
     this.device.destroy();
   }

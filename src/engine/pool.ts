@@ -1,6 +1,8 @@
 // Bucketed GPU buffer pool. Sizes round up to 4 steps per octave (<= 25% waste), so buffers freed by
 // one op are reused by later ops of similar size. Tracks live and peak bytes for memory reports.
 
+import { LimitError } from './errors.js';
+
 export interface PoolStats {
   liveBytes: number;
   peakLiveBytes: number;
@@ -39,7 +41,7 @@ export class BufferPool {
     let size = bucketSize(Math.max(4, bytes));
     if (size > this.maxBufferSize) {
       if (bytes > this.maxBufferSize) {
-        throw new Error(
+        throw new LimitError(
           `${what}: needs a buffer of ${bytes} bytes but the adapter's maxBufferSize is ${this.maxBufferSize}`,
         );
       }
@@ -72,7 +74,12 @@ export class BufferPool {
     for (const list of this.free.values()) {
       for (const b of list) {
         this.stats.allocatedBytes -= b.size;
-        b.destroy();
+        // Freeing must not throw, even for buffers of a device that was lost.
+        try {
+          b.destroy();
+        } catch {
+          /* the device is gone and its memory with it */
+        }
       }
     }
     this.free.clear();

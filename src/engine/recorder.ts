@@ -288,8 +288,9 @@ export class Recorder {
     this.engine.queue.submit([cmd]);
     this.engine.lastSubmitted = { program: this.name, kernels: [...new Set(this.kernelsUsed)] };
     this.release();
-    const validation = await this.engine.device.popErrorScope();
-    const oom = await this.engine.device.popErrorScope();
+    // A lost device may reject these or report nothing: either way the loss is the error to report.
+    const validation = await this.engine.device.popErrorScope().catch(() => null);
+    const oom = await this.engine.device.popErrorScope().catch(() => null);
     const err = validation ?? oom;
     const report: ProgramReport = {
       name: this.name,
@@ -298,6 +299,7 @@ export class Recorder {
       peakLiveBytes: this.engine.pool.stats.peakLiveBytes,
     };
     try {
+      this.engine.checkAlive();
       if (err) {
         const kernels = [...new Set(this.kernelsUsed)];
         const named = kernels.filter((k) => err.message.includes(k));
@@ -345,13 +347,28 @@ export async function runProgram<T>(
   options: RecorderOptions & { wait?: boolean } = {},
 ): Promise<{ result: T; report: ProgramReport }> {
   const rec = new Recorder(engine, name, options);
-  let result: T;
+  let run: { result: T; created: Set<Tensor> };
   try {
-    result = fn(rec);
+    run = engine.collect(() => fn(rec));
   } catch (e) {
     rec.abort();
     throw e;
   }
-  const report = await rec.submit({ wait: options.wait });
-  return { result, report };
+  try {
+    const report = await rec.submit({ wait: options.wait });
+    return { result: run.result, report };
+  } catch (e) {
+    // The program failed (a kernel error, a lost device): the caller never sees its outputs, so free them
+    // (only tensors this program created: never one the caller passed in and returned through it).
+    disposeCreated(run.result, run.created);
+    throw e;
+  }
+}
+
+/** Disposes the tensors of a program's result (a Tensor, or arrays / plain objects of them) that it created. */
+function disposeCreated(v: unknown, created: Set<Tensor>): void {
+  if (v instanceof Tensor) {
+    if (created.has(v)) v.dispose();
+  } else if (Array.isArray(v)) v.forEach((x) => disposeCreated(x, created));
+  else if (v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) Object.values(v).forEach((x) => disposeCreated(x, created));
 }
