@@ -96,7 +96,7 @@ describe('silo CLI (in-process)', () => {
     expect(io.errText()).toMatch(new RegExp(`silo convert: pickle ${evil}:archive/data\\.pkl at byte 2: refused global os\\.system`));
     expect(existsSync(out)).toBe(false);
     expect(existsSync(join(dir, 'pwned'))).toBe(false);
-    expect(readdirSync(dir).filter((f) => f.includes('partial'))).toEqual([]);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
   it('--key selects a nested state dict and --dtype casts floats only', async () => {
@@ -181,7 +181,7 @@ describe('silo convert never changes values silently', () => {
     expect(io.errText()).toMatch(/--overflow saturate clamps them/);
     expect(io.errText()).not.toMatch(/"ok"/);
     expect(readFileSync(out, 'utf8')).toBe('previous output');
-    expect(readdirSync(dir).filter((f) => f.includes('partial'))).toEqual([]);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     // The library call refuses the same way.
     await expect(convertCheckpoint(src, out, { dtype: 'F16' })).rejects.toThrow(/"big": 2 value\(s\)/);
   });
@@ -237,7 +237,7 @@ describe('silo convert never changes values silently', () => {
       spy.mockRestore();
     }
     expect(readFileSync(out, 'utf8')).toBe('previous output');
-    expect(readdirSync(dir).filter((f) => f.includes('partial'))).toEqual([]);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
   it('expanded views and oversized declarations are refused by default; --allow-expanded and --max-tensor-bytes lift that', async () => {

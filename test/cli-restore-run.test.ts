@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { main, type CliIO } from '../src/cli/silo.js';
 import { SiloError } from '../src/engine/errors.js';
 import * as restoreModule from '../src/solvers/restore.js';
-import * as atomic from '../src/io/atomic-write-node.js';
+import * as atomic from '../src/formats/atomic-write-node.js';
 import type { Engine } from '../src/engine/device.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { encodePng, decodePng } from '../src/io/png.js';
@@ -20,13 +20,13 @@ vi.mock('../src/solvers/restore.js', async (importOriginal) => {
   const m = await importOriginal<typeof import('../src/solvers/restore.js')>();
   return { ...m, restore: vi.fn(m.restore) };
 });
-vi.mock('../src/io/atomic-write-node.js', async (importOriginal) => {
-  const m = await importOriginal<typeof import('../src/io/atomic-write-node.js')>();
+vi.mock('../src/formats/atomic-write-node.js', async (importOriginal) => {
+  const m = await importOriginal<typeof import('../src/formats/atomic-write-node.js')>();
   return { ...m, writeFilesAtomic: vi.fn(m.writeFilesAtomic) };
 });
 const restoreSpy = vi.mocked(restoreModule.restore);
 const writeSpy = vi.mocked(atomic.writeFilesAtomic);
-const realWriteFilesAtomic = (await vi.importActual<typeof import('../src/io/atomic-write-node.js')>('../src/io/atomic-write-node.js')).writeFilesAtomic;
+const realWriteFilesAtomic = (await vi.importActual<typeof import('../src/formats/atomic-write-node.js')>('../src/formats/atomic-write-node.js')).writeFilesAtomic;
 
 const PHOTO = new URL('../../shared/assets/images/faces256/ffhq_69037.png', import.meta.url).pathname;
 

@@ -17,6 +17,7 @@ import {
 } from '../src/formats/safetensors.js';
 import { writeSafetensorsFile } from '../src/formats/safetensors-node.js';
 import { SiloError } from '../src/engine/errors.js';
+import { OutputFileError } from '../src/formats/atomic-write-node.js';
 import { goldenDir } from './helpers/golden.js';
 
 let dir: string;
@@ -165,22 +166,22 @@ describe('writeSafetensorsFile', () => {
     const veto = new SiloError('found a problem while streaming');
     await expect(writeSafetensorsFile(out, { a: f32Entry([1], [1]) }, undefined, { beforeCommit: () => { throw veto; } })).rejects.toBe(veto);
     expect(readFileSync(out, 'utf8')).toBe('old');
-    expect(readdirSync(dir).filter((f) => f.includes('partial'))).toEqual([]);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
   it('a missing target folder, or a target that is a folder, is a SiloError naming the path', async () => {
     const missing = join(dir, 'no/such/folder/out.safetensors');
     const e = await rejection(writeSafetensorsFile(missing, { a: f32Entry([1], [1]) }));
-    expect(e).toBeInstanceOf(SafetensorsError);
-    expect(e.message).toContain(`safetensors ${missing}: cannot write`);
+    expect(e).toBeInstanceOf(OutputFileError);
+    expect(e.message).toContain(`cannot write ${missing}: `);
     expect(existsSync(join(dir, 'no'))).toBe(false);
     const folder = join(dir, 'a-folder');
     mkdirSync(folder);
     writeFileSync(join(folder, 'inside'), 'x');
     const f = await rejection(writeSafetensorsFile(folder, { a: f32Entry([1], [1]) }));
-    expect(f).toBeInstanceOf(SafetensorsError);
-    expect(f.message).toContain(`safetensors ${folder}: cannot write`);
+    expect(f).toBeInstanceOf(OutputFileError);
+    expect(f.message).toContain(`cannot write ${folder}: `);
     expect(readdirSync(folder)).toEqual(['inside']);
-    expect(readdirSync(dir).filter((n) => n.includes('partial'))).toEqual([]);
+    expect(readdirSync(dir).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });
 });

@@ -5,7 +5,7 @@
 // (node: modules imported lazily, as in the other *-node.ts files).
 
 import { SiloError } from '../engine/errors.js';
-import { fsReason } from '../io/atomic-write-node.js';
+import { fsReason } from '../formats/atomic-write-node.js';
 import { UsageError } from './usage-error.js';
 
 export interface InputPath {

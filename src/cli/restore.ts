@@ -12,7 +12,7 @@ import { SiloError } from '../engine/errors.js';
 import { runProgram } from '../engine/recorder.js';
 import { readImageFile } from '../io/image-node.js';
 import { encodePng } from '../io/png.js';
-import { fsReason, removePendingTempFiles, writeFilesAtomic } from '../io/atomic-write-node.js';
+import { fsReason, removePendingTempFiles, writeFilesAtomic } from '../formats/atomic-write-node.js';
 import { chwToRgb8, hasTransparency, imageToCHW, parseBackground, resizeAndCenterCrop, toRgb8, type Rgb } from '../io/image.js';
 import type { Image8 } from '../io/types.js';
 import type { Degradation } from '../solvers/degradations/types.js';

@@ -11,6 +11,7 @@
 // the output, fsyncs it and renames it over the output, so the output is either complete or untouched.
 
 import { SiloError } from '../engine/errors.js';
+import { stageStream } from './atomic-write-node.js';
 import {
   SafetensorsError,
   SafetensorsFile,
@@ -99,18 +100,8 @@ export async function writeSafetensorsFile(
   metadata?: Record<string, string>,
   options: WriteFileOptions = {},
 ): Promise<number> {
-  const { open, rename, rm } = await import('node:fs/promises');
-  const { dirname, basename, join } = await import('node:path');
-  const dir = dirname(path);
-  const temp = join(dir, `.${basename(path)}.partial-${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
-  let handle: Awaited<ReturnType<typeof open>>;
-  try {
-    handle = await open(temp, 'wx');
-  } catch (e) {
-    throw new SafetensorsError(path, null, `cannot write (creating ${temp}): ${(e as Error).message}`);
-  }
-  let closed = false;
-  try {
+  let written = 0;
+  const staged = await stageStream(path, async (handle) => {
     const sink = {
       async write(bytes: Uint8Array) {
         for (let done = 0; done < bytes.byteLength; ) {
@@ -119,32 +110,10 @@ export async function writeSafetensorsFile(
         }
       },
     };
-    const written = await writeSafetensors(sink, tensors, metadata, path);
+    written = await writeSafetensors(sink, tensors, metadata, path);
     await options.beforeCommit?.();
-    await handle.sync();
-    closed = true;
-    await handle.close();
-    await rename(temp, path);
-    await syncDir(dir);
-    return written;
-  } catch (e) {
-    if (!closed) await handle.close().catch(() => undefined);
-    await rm(temp, { force: true }).catch(() => undefined);
-    throw e instanceof SiloError ? e : new SafetensorsError(path, null, `cannot write: ${(e as Error).message}`);
-  }
+  });
+  await staged.commit();
+  return written;
 }
 
-/** Makes the rename durable where the platform allows fsync on a directory (best effort). */
-async function syncDir(dir: string): Promise<void> {
-  const { open } = await import('node:fs/promises');
-  try {
-    const h = await open(dir, 'r');
-    try {
-      await h.sync();
-    } finally {
-      await h.close();
-    }
-  } catch {
-    // Not supported everywhere (Windows); the data itself is already fsynced.
-  }
-}

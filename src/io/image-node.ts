@@ -1,7 +1,7 @@
 // Node-only image file helpers (node:fs); everything else in src/io is browser-safe.
 
 import { readFile } from 'node:fs/promises';
-import { writeFileAtomic } from './atomic-write-node.js';
+import { writeFileAtomic } from '../formats/atomic-write-node.js';
 import { decodeImage } from './decode.js';
 import { encodePng } from './png.js';
 import { ImageError, type Channels, type Image16, type Image8 } from './types.js';

@@ -3,6 +3,7 @@
 // the target. A full disk, a read-only folder or a missing one leaves any existing file as it was and
 // no temporary file behind; the error is an OutputFileError naming the path. Node only.
 
+import type { FileHandle } from 'node:fs/promises';
 import { SiloError } from '../engine/errors.js';
 
 /** A file-system failure writing an output; `path` is the output the user asked for. */
@@ -53,17 +54,18 @@ export interface StagedFile {
 }
 
 /** How the bytes reach the temporary file; replaceable so tests can fail a write midway. */
-export type ChunkWriter = (handle: import('node:fs/promises').FileHandle, bytes: Uint8Array) => Promise<void>;
+export type ChunkWriter = (handle: FileHandle, bytes: Uint8Array) => Promise<void>;
 
 const defaultWriter: ChunkWriter = async (handle, bytes) => {
   await handle.writeFile(bytes);
 };
 
 /**
- * Writes `bytes` to a temporary file beside `path` and returns it staged: nothing at `path` changes
- * until commit(). On any failure the temporary file is removed and an OutputFileError thrown.
+ * Runs `produce` on a new temporary file beside `path` and returns it staged: nothing at `path` changes
+ * until commit(). On any failure the temporary file is removed; a SiloError from `produce` (a content
+ * problem found while streaming) is rethrown as it is, anything else becomes an OutputFileError.
  */
-export async function stageFile(path: string, bytes: Uint8Array, writer: ChunkWriter = defaultWriter): Promise<StagedFile> {
+export async function stageStream(path: string, produce: (handle: FileHandle) => Promise<void>): Promise<StagedFile> {
   const { open, rename, unlink } = await import('node:fs/promises');
   const { dirname, basename, join } = await import('node:path');
   unlinkSyncRef ??= (await import('node:fs')).unlinkSync;
@@ -72,19 +74,19 @@ export async function stageFile(path: string, bytes: Uint8Array, writer: ChunkWr
     pending.delete(temp);
     await unlink(temp).catch(() => undefined);
   };
-  let handle: import('node:fs/promises').FileHandle | undefined;
+  let handle: FileHandle | undefined;
   try {
     // 'wx': never follow or reuse an existing file at the temporary name.
     handle = await open(temp, 'wx', 0o644);
     pending.add(temp);
-    await writer(handle, bytes);
+    await produce(handle);
     await handle.sync();
     await handle.close();
     handle = undefined;
   } catch (e) {
     await handle?.close().catch(() => undefined);
     await remove();
-    throw new OutputFileError(path, fsReason(e));
+    throw e instanceof SiloError ? e : new OutputFileError(path, fsReason(e));
   }
   let done = false;
   return {
@@ -100,6 +102,7 @@ export async function stageFile(path: string, bytes: Uint8Array, writer: ChunkWr
         await remove();
         throw new OutputFileError(path, fsReason(e));
       }
+      await syncDir(dirname(path));
     },
     async discard() {
       if (done) return;
@@ -107,6 +110,26 @@ export async function stageFile(path: string, bytes: Uint8Array, writer: ChunkWr
       await remove();
     },
   };
+}
+
+/** Makes a rename durable where the platform allows fsync on a directory (best effort: not on Windows). */
+async function syncDir(dir: string): Promise<void> {
+  const { open } = await import('node:fs/promises');
+  try {
+    const h = await open(dir, 'r');
+    try {
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+  } catch {
+    // The data itself is already fsynced.
+  }
+}
+
+/** Writes `bytes` to a temporary file beside `path` and returns it staged (see stageStream). */
+export function stageFile(path: string, bytes: Uint8Array, writer: ChunkWriter = defaultWriter): Promise<StagedFile> {
+  return stageStream(path, (handle) => writer(handle, bytes));
 }
 
 /** stageFile + commit: `path` holds either its old content or all of `bytes`, never a part. */

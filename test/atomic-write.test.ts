@@ -6,9 +6,9 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { OutputFileError, removePendingTempFiles, stageFile, writeFileAtomic, writeFilesAtomic, type ChunkWriter } from '../../src/io/atomic-write-node.js';
-import { writePng } from '../../src/io/image-node.js';
-import { decodePng } from '../../src/io/png.js';
+import { OutputFileError, removePendingTempFiles, stageFile, writeFileAtomic, writeFilesAtomic, type ChunkWriter } from '../src/formats/atomic-write-node.js';
+import { writePng } from '../src/io/image-node.js';
+import { decodePng } from '../src/io/png.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'silo-atomic-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
