@@ -20,12 +20,7 @@ struct Unary {
 @group(0) @binding(1) var<storage, read_write> uout: array<ST>;
 @group(0) @binding(2) var<uniform> u: Unary;
 
-// NaN test on the bits: clamp/max/min leave NaN to the implementation (often returning a bound), and
-// compilers may fold v != v away. torch.clamp, maximum and minimum propagate NaN; so do we.
-fn is_nan_bits(v: f32) -> bool {
-  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
+// is_nan_bits (activations.wgsl): clamp/max/min propagate NaN as torch.clamp, maximum, minimum do.
 @compute @workgroup_size(WG)
 fn unary(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x + gid.y * u.row;

@@ -178,6 +178,13 @@ describe('NaN and Inf in elementwise ops', () => {
     x.dispose();
   });
 
+  it('relu(NaN) is NaN (a NaN must not vanish inside a ReLU network such as SILO\'s CNN)', async () => {
+    const x = engine.tensor(new Float32Array([NaN, -1, 2, -Infinity, Infinity]), [5]);
+    const { result } = await runProgram(engine, 'relu-nan', (rec) => ew.relu(rec, x));
+    expect(Array.from(await result.read())).toEqual([NaN, 0, 2, 0, Infinity]);
+    x.dispose();
+  });
+
   it('maximum and minimum propagate NaN from either side', async () => {
     const a = engine.tensor(new Float32Array([NaN, 1, 2, -Infinity]), [4]);
     const b = engine.tensor(new Float32Array([0, NaN, 3, 5]), [4]);
