@@ -42,7 +42,8 @@ interface WeightCheck {
 
 // Per engine: the read-backs build() started and nobody awaited yet. They resolve (never reject), so
 // an unawaited check cannot become an unhandled rejection.
-const pendingChecks = new WeakMap<Engine, Promise<WeightCheck>[]>();
+// A thunk is a check deferred because another program was recording when the model was built.
+const pendingChecks = new WeakMap<Engine, (Promise<WeightCheck> | (() => Promise<WeightCheck>))[]>();
 
 export interface LoadedModel<T> {
   model: T;
@@ -186,12 +187,25 @@ export class WeightLoader {
     }
   }
 
-  /** One program: nonFiniteCount of each uploaded tensor into one [n] buffer, then one read-back. */
+  /**
+   * One program: nonFiniteCount of each uploaded tensor into one [n] buffer, then one read-back. While
+   * another program is recording (weights generated on the GPU inside it), the check waits for verify().
+   */
   private startCheck(): void {
     const list = this.top.uploaded;
     this.top.uploaded = [];
     if (list.length === 0) return;
     const engine = this.engine;
+    const pending = pendingChecks.get(engine) ?? [];
+    pendingChecks.set(engine, pending);
+    // A deferred check skips models freed in the meantime (nothing left to run).
+    if (engine.activeRecorder) pending.push(() => this.runCheck(list.filter((u) => !u.tensor.isDisposed)));
+    else pending.push(this.runCheck(list));
+  }
+
+  private runCheck(list: { name: string; tensor: Tensor }[]): Promise<WeightCheck> {
+    const engine = this.engine;
+    if (list.length === 0) return Promise.resolve({ file: this.source.source, bad: [] });
     const counts = engine.empty([list.length], 'f32', 'weight_nonfinite_counts');
     const rec = new Recorder(engine, `weights/check_finite:${this.source.source}`);
     try {
@@ -211,9 +225,7 @@ export class WeightLoader {
         (e: unknown) => ({ file, bad: [{ name: `(the check itself failed: ${(e as Error).message})`, count: NaN, size: 0 }] }),
       )
       .finally(() => counts.dispose());
-    const pending = pendingChecks.get(engine) ?? [];
-    pending.push(check);
-    pendingChecks.set(engine, pending);
+    return check;
   }
 
   /**
@@ -224,7 +236,7 @@ export class WeightLoader {
     const pending = pendingChecks.get(engine);
     if (!pending?.length) return;
     pendingChecks.delete(engine);
-    const results = await Promise.all(pending);
+    const results = await Promise.all(pending.map((p) => (typeof p === 'function' ? p() : p)));
     const bad = results.filter((r) => r.bad.length);
     if (bad.length) throw new WeightError(bad.map((r) => nonFiniteMessage(r.file, r.bad)).join('; '));
   }

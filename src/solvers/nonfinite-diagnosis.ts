@@ -31,27 +31,33 @@ class Probe {
   }
 }
 
-/** Runs `record` as one program and returns "label output has N non-finite values" for the first bad probe. */
-async function firstBad(engine: Engine, name: string, record: (rec: Recorder, probe: Probe) => void): Promise<string | undefined> {
+/**
+ * Runs `record` as one program and returns "label output has N non-finite values" for the first bad
+ * probe, plus the tensors `record` returned (kept for a later pass; the caller frees them).
+ */
+async function firstBad(engine: Engine, name: string, record: (rec: Recorder, probe: Probe) => Tensor[] | void): Promise<{ found?: string; kept: Tensor[] }> {
   let probe: Probe | undefined;
-  // tidy: everything the re-run allocates is freed once recorded, except the counts it returns.
-  const { result: counts } = await runProgram(engine, `diagnose/${name}`, (rec) =>
+  // tidy: everything the re-run allocates is freed once recorded, except the counts and `kept`.
+  const { result } = await runProgram(engine, `diagnose/${name}`, (rec) =>
     engine.tidy(() => {
       probe = new Probe(rec);
-      record(rec, probe);
-      return probe.counts;
+      const kept = record(rec, probe) ?? [];
+      return { counts: probe.counts, kept };
     }),
   { wait: true });
   let found: string | undefined;
   try {
-    for (let i = 0; i < counts.length && !found; i++) {
-      const n = (await counts[i]!.read())[0]!;
+    for (let i = 0; i < result.counts.length && !found; i++) {
+      const n = (await result.counts[i]!.read())[0]!;
       if (n !== 0) found = `${probe!.labels[i]} has ${n} non-finite value${n === 1 ? '' : 's'}`;
     }
+  } catch (e) {
+    result.kept.forEach((t) => t.dispose());
+    throw e;
   } finally {
-    counts.forEach((t) => t.dispose());
+    result.counts.forEach((t) => t.dispose());
   }
-  return found;
+  return { found, kept: result.kept };
 }
 
 /**
@@ -124,7 +130,7 @@ export async function diagnoseStep(engine: Engine, c: StepContext): Promise<stri
     p.add('the unconditional text embedding (clip text encoder)', c.uncond);
     p.add('the sigma embedding', c.sigmaEmb);
   });
-  if (inputs) return inputs;
+  if (inputs.found) return inputs.found;
   // 2. The UNet, stage by stage (the batch of two under classifier-free guidance).
   const unet = await firstBad(engine, 'unet', (rec, p) => {
     const cfg = c.uncond !== undefined;
@@ -132,34 +138,39 @@ export async function diagnoseStep(engine: Engine, c: StepContext): Promise<stri
     const context = cfg ? concatBatch(rec, [c.uncond!, c.text]) : c.text;
     probeUNet(rec, p, c.unet, sample, c.t, context);
   });
-  if (unet) return unet;
-  // 3. The rest of the step in the order it is computed.
-  let estimateBad = false;
+  if (unet.found) return unet.found;
+  // 3. The rest of the step in the order it is computed; x0 is kept for a decoder pass.
+  const pixel = c.method === 'latent-dps' || c.method === 'psld';
+  const estimateLabel = `${OPERATOR_LABEL[c.method] ?? 'measurement operator'}: the estimate`;
   const step = await firstBad(engine, 'step', (rec, p) => {
     const s = c.replay(rec);
     p.add('unet output eps', s.eps);
     p.add('scheduler: the x0 prediction', s.x0);
     p.add('scheduler: the DDPM prev sample', s.prev);
-    p.add(`${OPERATOR_LABEL[c.method] ?? 'measurement operator'}: the estimate`, s.estimate);
+    p.add(estimateLabel, s.estimate);
     p.add('the residual norm', s.residualNorm);
     p.add('guidance gradient (the VJP through the operator and the UNet)', s.grad);
     p.add('the guided update z_{t-1}', s.zPrev);
+    return pixel ? [s.x0] : [];
   });
-  if (step?.includes(': the estimate')) estimateBad = true;
-  // 4. A pixel-space estimate: which stage of the decoder.
-  if (estimateBad && (c.method === 'latent-dps' || c.method === 'psld')) {
-    const dec = await firstBad(engine, 'decoder', (rec, p) => {
-      const s = c.replay(rec);
-      probeDecoder(rec, p, c.vae, scale(rec, s.x0, 1 / c.vae.scalingFactor));
-    });
-    if (dec) return dec;
+  const [x0] = step.kept;
+  try {
+    // 4. A pixel-space estimate: which stage of the decoder.
+    if (x0 && step.found?.startsWith(estimateLabel)) {
+      const dec = await firstBad(engine, 'decoder', (rec, p) => {
+        probeDecoder(rec, p, c.vae, scale(rec, x0, 1 / c.vae.scalingFactor));
+      });
+      if (dec.found) return dec.found;
+    }
+  } finally {
+    x0?.dispose();
   }
-  return step ?? 'no module output was non-finite when the step was re-run (a non-deterministic fault?)';
+  return step.found ?? 'no module output was non-finite when the step was re-run (a non-deterministic fault?)';
 }
 
 /** Names the first stage of the VAE decoder whose output is non-finite for latent z (unscaled). */
 export async function diagnoseDecode(engine: Engine, vae: AutoencoderKL, z: Tensor): Promise<string> {
-  const found = await firstBad(engine, 'decode', (rec, p) => {
+  const { found } = await firstBad(engine, 'decode', (rec, p) => {
     p.add('the final latent z_0', z);
     probeDecoder(rec, p, vae, scale(rec, z, 1 / vae.scalingFactor));
   });
