@@ -205,27 +205,34 @@ export class WeightLoader {
 
   private runCheck(list: { name: string; tensor: Tensor }[]): Promise<WeightCheck> {
     const engine = this.engine;
-    if (list.length === 0) return Promise.resolve({ file: this.source.source, bad: [] });
+    const file = this.source.source;
+    if (list.length === 0) return Promise.resolve({ file, bad: [] });
+    // The counts land in a mappable buffer of their own inside the same program, so no pool tensor
+    // outlives build(): the pool's live bytes are the model's weights, as callers measure them.
     const counts = engine.empty([list.length], 'f32', 'weight_nonfinite_counts');
-    const rec = new Recorder(engine, `weights/check_finite:${this.source.source}`);
+    const staging = engine.device.createBuffer({ size: counts.byteLength, usage: 0x1 /* MAP_READ */ | 0x8 /* COPY_DST */, label: `weight_check:${file}` });
+    const rec = new Recorder(engine, `weights/check_finite:${file}`);
     try {
       list.forEach((u, i) => nonFiniteCountInto(rec, u.tensor, counts, i));
+      rec.copy(counts.buffer, 0, staging, 0, counts.byteLength);
     } catch (e) {
       rec.abort();
-      counts.dispose();
+      staging.destroy();
       throw e;
+    } finally {
+      // Recorded reads are ordered before any later reuse of the buffer.
+      counts.dispose();
     }
     // submit() hands the commands to the queue before its first await: the program is on its way now.
-    const file = this.source.source;
-    const check = rec
+    return rec
       .submit()
-      .then(() => counts.read())
+      .then(() => staging.mapAsync(0x1 /* READ */))
+      .then(() => new Float32Array(staging.getMappedRange().slice(0)))
       .then(
         (c) => ({ file, bad: list.flatMap((u, i) => (c[i] ? [{ name: u.name, count: c[i]!, size: u.tensor.size }] : [])) }),
         (e: unknown) => ({ file, bad: [{ name: `(the check itself failed: ${(e as Error).message})`, count: NaN, size: 0 }] }),
       )
-      .finally(() => counts.dispose());
-    return check;
+      .finally(() => staging.destroy());
   }
 
   /**
