@@ -38,9 +38,15 @@ fn gelu_tanh(v: f32) -> f32 {
   return 0.5 * v * (1.0 + tanh_safe(0.7978845608028654 * (v + 0.044715 * v * v * v)));
 }
 
+// NaN test on the bits: max/min/clamp leave NaN to the implementation (often returning the other
+// operand), and compilers may fold v != v away. PyTorch's relu, clamp, maximum propagate NaN; so do we.
+fn is_nan_bits(v: f32) -> bool {
+  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn activate(code: u32, v: f32, slope: f32) -> f32 {
   switch code {
-    case 1u: { return max(v, 0.0); }
+    case 1u: { return select(max(v, 0.0), v, is_nan_bits(v)); }
     case 2u: { return v * sigmoid_f32(v); }
     case 3u: { return gelu_erf(v); }
     case 4u: { return gelu_tanh(v); }

@@ -20,12 +20,13 @@ struct Unary {
 @group(0) @binding(1) var<storage, read_write> uout: array<ST>;
 @group(0) @binding(2) var<uniform> u: Unary;
 
+// is_nan_bits (activations.wgsl): clamp/max/min propagate NaN as torch.clamp, maximum, minimum do.
 @compute @workgroup_size(WG)
 fn unary(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x + gid.y * u.row;
   if (i >= u.n) { return; }
   let v = activate(ACT, f32(ux[i]) * u.scale + u.shift, u.alpha);
-  uout[i] = ST(clamp(v, u.lo, u.hi));
+  uout[i] = ST(select(clamp(v, u.lo, u.hi), v, is_nan_bits(v)));
 }
 
 struct Binary {
@@ -49,8 +50,8 @@ fn bin_op(va: f32, vb: f32) -> f32 {
   switch BOP {
     case 1u: { return va * vb; }
     case 2u: { return va / vb; }
-    case 3u: { return max(va, vb); }
-    case 4u: { return min(va, vb); }
+    case 3u: { return select(max(va, vb), va + vb, is_nan_bits(va) || is_nan_bits(vb)); }
+    case 4u: { return select(min(va, vb), va + vb, is_nan_bits(va) || is_nan_bits(vb)); }
     default: { return p.ca * va + p.cb * vb; }
   }
 }

@@ -1,19 +1,23 @@
 // Whole-tensor reductions to one f32: sum (and mean via `scale`), L2 norm, max |x|, count of non-finite.
 // Multi-stage: each workgroup reduces a chunk of WG * PER elements to one partial (a vec2 stored as two
 // f32), later stages reduce the partials the same way, and the last stage (`finish` = 1) writes the
-// result. Each thread folds PER elements in blocks of BLOCK, then a tree over the workgroup: the
+// result to rout[slot]. Each thread folds PER elements in blocks of BLOCK, then a tree over the workgroup: the
 // summation order is near pairwise, so the rounding error grows like BLOCK + PER / BLOCK + log2(n),
 // not like n. A large PER (many elements per workgroup barrier) matters on CPU adapters, where
 // barriers are expensive (SwiftShader runs 5-10x faster with PER 256 than with 16).
 // Partials are pairs because the L2 norm carries (m, s) with value m^2 * s, m = max |x|: squares are
 // taken of x / m <= 1, so it neither overflows for |x| > 1.8e19 nor underflows for tiny x.
 // OP (module constant): 0 sum, 1 l2, 2 max-abs. The count reuses OP 0 on 0/1 leaves.
+// NaN and Inf propagate as in IEEE / PyTorch (l2 or max |x| of anything with a NaN is NaN, with an Inf
+// and no NaN is Inf). max() and comparisons leave NaN to the implementation and compilers may assume
+// no NaN/Inf, so l2 and max-abs test the bit patterns and build NaN/Inf from bits, never from x != x.
 
 struct Reduce {
   n: u32,        // elements (stage 1) or partials (later stages)
   groups: u32,   // workgroups that hold work (the 2-D grid may launch a few more)
   finish: u32,   // 1: write the final scalar to rout[0]; 0: write partials (2 f32 per workgroup)
   scale: f32,    // sum multiplier on finish (1 / n for the mean)
+  slot: u32,     // finish writes rout[slot] (many scalars into one buffer, e.g. per-weight counts)
 }
 
 @group(0) @binding(0) var<storage, read> rx: array<ST>;
@@ -26,18 +30,40 @@ var<workgroup> wpair: array<vec2f, WG>;
 
 const BLOCK: u32 = 16u;
 
+const NAN_BITS: u32 = 0x7fc00000u;
+const INF_BITS: u32 = 0x7f800000u;
+
+fn bits_nan(v: f32) -> bool {
+  return (bitcast<u32>(v) & 0x7fffffffu) > INF_BITS;
+}
+
+fn bits_nonfinite(v: f32) -> bool {
+  return (bitcast<u32>(v) & INF_BITS) == INF_BITS;
+}
+
+// Partials of l2 and max-abs hold |x| >= 0 (or NaN) in .x: NaN wins, then +Inf, else the finite path.
+fn special(pa: vec2f, pb: vec2f) -> vec2f {
+  let bits = select(INF_BITS, NAN_BITS, bits_nan(pa.x) || bits_nan(pb.x));
+  return vec2f(bitcast<f32>(bits), 1.0);
+}
+
 // Associative combine of two partials; (0, 0) is the identity for every OP.
 fn combine(pa: vec2f, pb: vec2f) -> vec2f {
   switch OP {
     case 1u: {
+      if (bits_nonfinite(pa.x) || bits_nonfinite(pb.x)) { return special(pa, pb); }
       let m = max(pa.x, pb.x);
       if (m == 0.0) { return vec2f(0.0, 0.0); }
-      // The equality test keeps the ratio exactly 1 for the larger side (also when m is infinite).
+      // The equality test keeps the ratio exactly 1 for the larger side.
       let ra = select(pa.x / m, 1.0, pa.x == m);
       let rb = select(pb.x / m, 1.0, pb.x == m);
       return vec2f(m, pa.y * ra * ra + pb.y * rb * rb);
     }
-    case 2u: { return vec2f(max(pa.x, pb.x), 0.0); }
+    case 2u: {
+      if (bits_nonfinite(pa.x) || bits_nonfinite(pb.x)) { return vec2f(special(pa, pb).x, 0.0); }
+      return vec2f(max(pa.x, pb.x), 0.0);
+    }
+    // IEEE addition already gives NaN for NaN or Inf - Inf, Inf for Inf + finite.
     default: { return vec2f(pa.x + pb.x, 0.0); }
   }
 }
@@ -53,7 +79,7 @@ fn leaf(xv: f32) -> vec2f {
 
 fn finish_value(pr: vec2f) -> f32 {
   switch OP {
-    case 1u: { return pr.x * sqrt(pr.y); }
+    case 1u: { return select(pr.x * sqrt(pr.y), pr.x, bits_nonfinite(pr.x)); }
     case 2u: { return pr.x; }
     default: { return pr.x * ru.scale; }
   }
@@ -70,7 +96,7 @@ fn emit(wgi: u32, lid: u32, mine: vec2f) {
   if (lid == 0u) {
     let res = wpair[0];
     if (ru.finish == 1u) {
-      rout[0] = finish_value(res);
+      rout[ru.slot] = finish_value(res);
     } else {
       rout[2u * wgi] = res.x;
       rout[2u * wgi + 1u] = res.y;

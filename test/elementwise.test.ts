@@ -147,3 +147,62 @@ describe('collapseDims', () => {
     expect(ew.collapseDims([1, 1], [1, 1], [1, 1])).toEqual({ dims: [1], sa: [0], sb: [0] });
   });
 });
+
+// torch.clamp, torch.maximum and torch.minimum propagate NaN, and unbounded unary ops keep +-Inf.
+// Expected values are written out by hand (PyTorch semantics), not produced by our references.
+describe('NaN and Inf in elementwise ops', () => {
+  it('clamp(NaN, lo, hi) is NaN; clamp(+-Inf) is the bound', async () => {
+    const x = engine.tensor(new Float32Array([NaN, -Infinity, Infinity, 0.25, -7, 7]), [6]);
+    const { result } = await runProgram(engine, 'clamp-nan', (rec) => ew.clamp(rec, x, -1, 1));
+    expect(Array.from(await result.read())).toEqual([NaN, -1, 1, 0.25, -1, 1]);
+    x.dispose();
+    result.dispose();
+  });
+
+  it('a NaN with a payload and a negative sign stays NaN through clamp', async () => {
+    const data = new Float32Array(3);
+    new Uint32Array(data.buffer).set([0xff800001, 0x7fc00000, 0x3f800000]);
+    const x = engine.tensor(data, [3]);
+    const { result } = await runProgram(engine, 'clamp-nan-bits', (rec) => ew.clamp(rec, x, -0.5, 0.5));
+    expect(Array.from(await result.read())).toEqual([NaN, NaN, 0.5]);
+    x.dispose();
+    result.dispose();
+  });
+
+  it('scale and copy keep +-Inf and NaN (no hidden clamp to f32 max)', async () => {
+    const x = engine.tensor(new Float32Array([Infinity, -Infinity, NaN, 2]), [4]);
+    const { result } = await runProgram(engine, 'inf', (rec) => [ew.scale(rec, x, 2), ew.copy(rec, x), ew.silu(rec, x)]);
+    expect(Array.from(await result[0]!.read())).toEqual([Infinity, -Infinity, NaN, 4]);
+    expect(Array.from(await result[1]!.read())).toEqual([Infinity, -Infinity, NaN, 2]);
+    expect(Number.isNaN((await result[2]!.read())[2])).toBe(true);
+    x.dispose();
+  });
+
+  it('relu(NaN) is NaN (a NaN must not vanish inside a ReLU network such as SILO\'s CNN)', async () => {
+    const x = engine.tensor(new Float32Array([NaN, -1, 2, -Infinity, Infinity]), [5]);
+    const { result } = await runProgram(engine, 'relu-nan', (rec) => ew.relu(rec, x));
+    expect(Array.from(await result.read())).toEqual([NaN, 0, 2, 0, Infinity]);
+    x.dispose();
+  });
+
+  it('maximum and minimum propagate NaN from either side', async () => {
+    const a = engine.tensor(new Float32Array([NaN, 1, 2, -Infinity]), [4]);
+    const b = engine.tensor(new Float32Array([0, NaN, 3, 5]), [4]);
+    const { result } = await runProgram(engine, 'maxmin', (rec) => [ew.maximum(rec, a, b), ew.minimum(rec, a, b)]);
+    expect(Array.from(await result[0]!.read())).toEqual([NaN, NaN, 3, 5]);
+    expect(Array.from(await result[1]!.read())).toEqual([NaN, NaN, 2, -Infinity]);
+    a.dispose();
+    b.dispose();
+  });
+
+  it('clamp(NaN) is NaN in f16 storage', async (ctx) => {
+    if (!engine.hasF16) {
+      console.log('SKIP f16 clamp NaN: this adapter has no shader-f16');
+      ctx.skip();
+    }
+    const x = engine.tensor(new Float32Array([NaN, 3, -3]), [3], 'f16');
+    const { result } = await runProgram(engine, 'clamp16', (rec) => ew.clamp(rec, x, -1, 1));
+    expect(Array.from(await result.read())).toEqual([NaN, 1, -1]);
+    x.dispose();
+  });
+});

@@ -192,3 +192,81 @@ describe('f16 storage', () => {
     }
   });
 });
+
+// NaN/Inf propagation. Expected values are IEEE/PyTorch semantics written out by hand: torch.sum,
+// torch.linalg.vector_norm and x.abs().max() all return NaN when any element is NaN, and +Inf when
+// an element is +-Inf and none is NaN (sum: Inf + -Inf = NaN).
+describe('reductions propagate NaN and Inf', () => {
+  const cases: { name: string; data: number[]; sum: number; l2: number; maxAbs: number; count: number }[] = [
+    { name: '[3, NaN, 4]', data: [3, NaN, 4], sum: NaN, l2: NaN, maxAbs: NaN, count: 1 },
+    { name: 'all NaN', data: [NaN, NaN, NaN, NaN, NaN], sum: NaN, l2: NaN, maxAbs: NaN, count: 5 },
+    { name: '[1, +Inf]', data: [1, Infinity], sum: Infinity, l2: Infinity, maxAbs: Infinity, count: 1 },
+    { name: '[1, -Inf, 2]', data: [1, -Infinity, 2], sum: -Infinity, l2: Infinity, maxAbs: Infinity, count: 1 },
+    { name: '[+Inf, -Inf]', data: [Infinity, -Infinity], sum: NaN, l2: Infinity, maxAbs: Infinity, count: 2 },
+    { name: '[Inf, NaN, 5]', data: [Infinity, NaN, 5], sum: NaN, l2: NaN, maxAbs: NaN, count: 2 },
+    { name: '[NaN, Inf, 5] (NaN first)', data: [NaN, Infinity, 5], sum: NaN, l2: NaN, maxAbs: NaN, count: 2 },
+  ];
+  for (const c of cases) {
+    it(`sum, mean, l2Norm, maxAbs, nonFiniteCount of ${c.name}`, async () => {
+      const { got } = await reduceAll(new Float32Array(c.data), [c.data.length]);
+      expect(got.sum, 'sum').toBe(c.sum);
+      expect(got.mean, 'mean').toBe(c.sum / c.data.length);
+      expect(got.l2, 'l2Norm').toBe(c.l2);
+      expect(got.maxAbs, 'maxAbs').toBe(c.maxAbs);
+      expect(got.count, 'nonFiniteCount').toBe(c.count);
+    });
+  }
+
+  // One element per thread makes 70001 elements three partial stages; the bad value sits in the very
+  // last element, so it travels through the last workgroup of every stage. A negative-signed NaN and
+  // one with a low payload are NaNs too.
+  for (const [name, bitsOf, expectNaN] of [
+    ['quiet NaN', 0x7fc00000, true],
+    ['negative NaN with payload 1', 0xff800001, true],
+    ['-Inf', 0xff800000, false],
+  ] as const) {
+    it(`${name} in the last element of a multi-stage reduction`, async () => {
+      const n = 70_001;
+      const data = randomData(n, 17, -2, 2);
+      new Uint32Array(data.buffer)[n - 1] = bitsOf;
+      const x = engine.tensor(data, [n]);
+      const { result, report } = await runProgram(engine, 'stages-nan', (rec) =>
+        (['sum', 'l2', 'maxabs', 'count'] as const).map((k) => red.reduceTensor(rec, x, k, { per: 1 })),
+      );
+      expect(report.dispatches).toBe(4 * 3);
+      const [s, l2, m, c] = await Promise.all(result.map(async (t) => (await t.read())[0]!));
+      expect(s).toBe(expectNaN ? NaN : -Infinity);
+      expect(l2).toBe(expectNaN ? NaN : Infinity);
+      expect(m).toBe(expectNaN ? NaN : Infinity);
+      expect(c).toBe(1);
+      result.forEach((t) => t.dispose());
+      x.dispose();
+    });
+  }
+
+  it('NaN in the first element of a default (PER 256) two-stage reduction over 1M elements', async () => {
+    const n = 1_000_003;
+    const data = randomData(n, 23, -1, 1);
+    data[0] = NaN;
+    data[n - 1] = Infinity;
+    const { got } = await reduceAll(data, [n]);
+    expect(got).toEqual({ sum: NaN, mean: NaN, l2: NaN, maxAbs: NaN, count: 2 });
+  });
+
+  it('f16 inputs: NaN, +-Inf and values that overflow f16 propagate', async (ctx) => {
+    if (!engine.hasF16) {
+      console.log('SKIP f16 NaN/Inf propagation: this adapter has no shader-f16');
+      ctx.skip();
+    }
+    const withNaN = await reduceAll(new Float32Array([3, NaN, 4]), [3], 'f16');
+    expect(withNaN.got).toEqual({ sum: NaN, mean: NaN, l2: NaN, maxAbs: NaN, count: 1 });
+    // 1e5 overflows f16 to +Inf on upload.
+    const withInf = await reduceAll(new Float32Array([1, 1e5, -2]), [3], 'f16');
+    expect(withInf.got).toEqual({ sum: Infinity, mean: Infinity, l2: Infinity, maxAbs: Infinity, count: 1 });
+    const n = 70_001;
+    const data = randomData(n, 29, -2, 2);
+    data[n - 1] = -Infinity;
+    const big = await reduceAll(data, [n], 'f16');
+    expect(big.got).toEqual({ sum: -Infinity, mean: -Infinity, l2: Infinity, maxAbs: Infinity, count: 1 });
+  });
+});

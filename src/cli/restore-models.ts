@@ -44,6 +44,8 @@ export interface ModelSource {
   needUncond: boolean;
   method: RestoreMethod;
   log: (line: string) => void;
+  /** Load weights holding NaN/Inf anyway (WeightLoaderOptions.allowNonFinite); default: a WeightError. */
+  allowNonFinite?: boolean;
 }
 
 export interface LoadedRestoreModels {
@@ -74,7 +76,7 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
   const dispose = () => disposers.splice(0).reverse().forEach((d) => d());
   const build = <T>(source: SafetensorsFile, make: (w: WeightLoader) => T): T => {
     let loader: WeightLoader | undefined;
-    const m = WeightLoader.build(engine, source, { dtype: 'f32' }, (w) => {
+    const m = WeightLoader.build(engine, source, { dtype: 'f32', allowNonFinite: src.allowNonFinite }, (w) => {
       loader = w;
       return make(w);
     });
@@ -109,6 +111,7 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
       goldenSigma = `${src.golden}/silo_cnn/golden.safetensors:input.sigma_emb`;
     } else if (src.model) {
       const pipe = await loadDiffusersPipeline(engine, dirFolder(src.model), {
+        allowNonFinite: src.allowNonFinite,
         onProgress: (p) => {
           if (p.phase === 'upload' && p.total && p.loaded === p.total) src.log(`loaded ${p.component} (${p.total} tensors)`);
         },
@@ -123,6 +126,8 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
     } else {
       throw new SiloError('restore: give --model <diffusers folder> or --golden <../shared/golden>');
     }
+    // The weights' NaN/Inf checks, before the text encoder first runs.
+    await WeightLoader.verify(engine);
     const models: RestoreModels = { unet, vae, scheduler: new DDPMScheduler(schedulerConfig), text: await embedPrompt(engine, tokenizer, encoder, src.prompt) };
     disposers.push(() => models.text.dispose());
     if (src.needUncond) {
@@ -163,6 +168,7 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
       disposers.push(() => models.sigmaEmb!.dispose());
       notes.push(`sigma embedding ${file}:${key}[0] (the UNet's ${unet.config.timeEmbedDim}-d time embedding cannot feed the operator's ${opCfg.sigmaEmbDim}-d sigma branch)`);
     }
+    await WeightLoader.verify(engine);
     return { models, notes, operatorLatentSize: opCfg?.latentSize, dispose };
   } catch (e) {
     dispose();

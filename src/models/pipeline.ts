@@ -35,6 +35,8 @@ export interface PipelineOptions {
   /** Which components to load (default: all five). */
   components?: Component[];
   onProgress?: (p: PipelineProgress) => void;
+  /** Load weights holding NaN/Inf anyway (default: a WeightError naming the file and tensor). */
+  allowNonFinite?: boolean;
 }
 
 export interface DiffusersPipeline {
@@ -65,9 +67,12 @@ export async function loadDiffusersPipeline(engine: Engine, folder: FolderAccess
     });
     const m = WeightLoader.load(engine, files.weights, {
       dtype: opts.dtype,
+      allowNonFinite: opts.allowNonFinite,
       onProgress: (p) => progress?.({ component, phase: 'upload', loaded: p.loaded, total: p.total, file: p.name }),
     }, (w) => make(w, files.config));
     loaded.push(m);
+    // The NaN/Inf check of the weights just uploaded (one GPU pass per tensor, one read-back).
+    await WeightLoader.verify(engine);
     return m.model;
   };
   const pipe: DiffusersPipeline = { modelIndex, dispose: () => loaded.forEach((m) => m.dispose()) };

@@ -1,6 +1,10 @@
 // Loading module parameters by their reference names (diffusers, transformers, SILO, TAESD) from a
 // safetensors file or sharded index, with a clear error for every missing tensor, unexpected tensor
-// or shape mismatch that names the file and the tensor.
+// or shape mismatch that names the file and the tensor. Every uploaded tensor is also checked for
+// NaN/Inf: build() records one count per tensor into a single GPU buffer (one program, no waiting) and
+// starts one read-back; WeightLoader.verify(engine) awaits the pending checks and throws a WeightError
+// naming the file, tensor and count. Loaders call it right after building (so it counts into the load
+// time) and restore() calls it again before sampling, so a path that forgot cannot run bad weights.
 
 import type { Engine } from '../engine/device.js';
 import type { DType } from '../engine/dtype.js';
@@ -8,6 +12,8 @@ import { shapeString } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
 import type { TensorSource } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
+import { Recorder } from '../engine/recorder.js';
+import { nonFiniteCountInto } from '../engine/ops/reduce.js';
 
 export class WeightError extends SiloError {}
 
@@ -21,7 +27,23 @@ export interface WeightLoaderOptions {
   /** Storage dtype of the uploaded parameters (f16 needs shader-f16). */
   dtype?: DType;
   onProgress?: (p: WeightProgress) => void;
+  /**
+   * Load tensors holding NaN or Inf anyway (default false: such a tensor is a WeightError). The
+   * sampler's own checks then catch the damage and name the first module whose output is non-finite.
+   */
+  allowNonFinite?: boolean;
 }
+
+/** Non-finite tensors found in one built model (empty when clean). */
+interface WeightCheck {
+  file: string;
+  bad: { name: string; count: number; size: number }[];
+}
+
+// Per engine: the read-backs build() started and nobody awaited yet. They resolve (never reject), so
+// an unawaited check cannot become an unhandled rejection.
+// A thunk is a check deferred because another program was recording when the model was built.
+const pendingChecks = new WeakMap<Engine, (Promise<WeightCheck> | (() => Promise<WeightCheck>))[]>();
 
 export interface LoadedModel<T> {
   model: T;
@@ -33,6 +55,8 @@ export interface LoadedModel<T> {
 export class WeightLoader {
   private used = new Set<string>();
   private loadedTensors: Tensor[] = [];
+  /** Tensors uploaded by get(), with their full names, for the non-finite check. */
+  private uploaded: { name: string; tensor: Tensor }[] = [];
   readonly dtype: DType;
 
   constructor(
@@ -79,6 +103,7 @@ export class WeightLoader {
     const top = this.top;
     top.used.add(full);
     top.loadedTensors.push(t);
+    top.uploaded.push({ name: full, tensor: t });
     top.options.onProgress?.({ loaded: top.used.size, total: this.source.names().length, name: full });
     return t;
   }
@@ -90,12 +115,19 @@ export class WeightLoader {
   values(name: string, shape: readonly number[]): Float32Array {
     const full = this.prefix + name;
     const have = this.shapeOf(name);
+    // Values folded into dispatches never reach the GPU check: test them here.
     if (!have) throw new WeightError(`${this.source.source}: missing tensor "${full}" (expected shape ${shapeString(shape)})`);
     if (have.length !== shape.length || have.some((d, i) => d !== shape[i])) {
       throw new WeightError(`${this.source.source}: tensor "${full}" has shape ${shapeString(have)}, expected ${shapeString(shape)}`);
     }
     this.top.used.add(full);
-    return this.source.getF32(full);
+    const v = this.source.getF32(full);
+    if (!this.options.allowNonFinite) {
+      let bad = 0;
+      for (const x of v) if (!Number.isFinite(x)) bad++;
+      if (bad) throw new WeightError(nonFiniteMessage(this.source.source, [{ name: full, count: bad, size: v.length }]));
+    }
+    return v;
   }
 
   optional(name: string, shape: readonly number[], dtype: DType = this.dtype): Tensor | undefined {
@@ -137,16 +169,87 @@ export class WeightLoader {
     return { model, parameters: params, dispose: () => params.forEach((t) => t.dispose()) };
   }
 
-  /** Builds a model; on any error the uploaded parameters are freed before rethrowing. */
+  /**
+   * Builds a model; on any error the uploaded parameters are freed before rethrowing. Unless
+   * allowNonFinite, records the NaN/Inf count of every uploaded tensor and starts its read-back:
+   * await WeightLoader.verify(engine) to get a WeightError for a non-finite tensor.
+   */
   static build<T>(engine: Engine, source: TensorSource, options: WeightLoaderOptions, make: (w: WeightLoader) => T, strict = true): T {
     const w = new WeightLoader(engine, source, options);
     try {
       const model = make(w);
       if (strict) w.finish();
+      if (!options.allowNonFinite) w.startCheck();
       return model;
     } catch (e) {
       w.disposeAll();
       throw e;
     }
   }
+
+  /**
+   * One program: nonFiniteCount of each uploaded tensor into one [n] buffer, then one read-back. While
+   * another program is recording (weights generated on the GPU inside it), the check waits for verify().
+   */
+  private startCheck(): void {
+    const list = this.top.uploaded;
+    this.top.uploaded = [];
+    if (list.length === 0) return;
+    const engine = this.engine;
+    const pending = pendingChecks.get(engine) ?? [];
+    pendingChecks.set(engine, pending);
+    // A deferred check skips models freed in the meantime (nothing left to run).
+    if (engine.activeRecorder) pending.push(() => this.runCheck(list.filter((u) => !u.tensor.isDisposed)));
+    else pending.push(this.runCheck(list));
+  }
+
+  private runCheck(list: { name: string; tensor: Tensor }[]): Promise<WeightCheck> {
+    const engine = this.engine;
+    const file = this.source.source;
+    if (list.length === 0) return Promise.resolve({ file, bad: [] });
+    // The counts land in a mappable buffer of their own inside the same program, so no pool tensor
+    // outlives build(): the pool's live bytes are the model's weights, as callers measure them.
+    const counts = engine.empty([list.length], 'f32', 'weight_nonfinite_counts');
+    const staging = engine.device.createBuffer({ size: counts.byteLength, usage: 0x1 /* MAP_READ */ | 0x8 /* COPY_DST */, label: `weight_check:${file}` });
+    const rec = new Recorder(engine, `weights/check_finite:${file}`);
+    try {
+      list.forEach((u, i) => nonFiniteCountInto(rec, u.tensor, counts, i));
+      rec.copy(counts.buffer, 0, staging, 0, counts.byteLength);
+    } catch (e) {
+      rec.abort();
+      staging.destroy();
+      throw e;
+    } finally {
+      // Recorded reads are ordered before any later reuse of the buffer.
+      counts.dispose();
+    }
+    // submit() hands the commands to the queue before its first await: the program is on its way now.
+    return rec
+      .submit()
+      .then(() => staging.mapAsync(0x1 /* READ */))
+      .then(() => new Float32Array(staging.getMappedRange().slice(0)))
+      .then(
+        (c) => ({ file, bad: list.flatMap((u, i) => (c[i] ? [{ name: u.name, count: c[i]!, size: u.tensor.size }] : [])) }),
+        (e: unknown) => ({ file, bad: [{ name: `(the check itself failed: ${(e as Error).message})`, count: NaN, size: 0 }] }),
+      )
+      .finally(() => staging.destroy());
+  }
+
+  /**
+   * Awaits the non-finite checks of every model built on `engine` since the last call; throws a
+   * WeightError naming the file(s), tensor(s) and counts when a tensor holds NaN or Inf.
+   */
+  static async verify(engine: Engine): Promise<void> {
+    const pending = pendingChecks.get(engine);
+    if (!pending?.length) return;
+    pendingChecks.delete(engine);
+    const results = await Promise.all(pending.map((p) => (typeof p === 'function' ? p() : p)));
+    const bad = results.filter((r) => r.bad.length);
+    if (bad.length) throw new WeightError(bad.map((r) => nonFiniteMessage(r.file, r.bad)).join('; '));
+  }
+}
+
+function nonFiniteMessage(file: string, bad: { name: string; count: number; size: number }[]): string {
+  const list = bad.slice(0, 8).map((b) => `"${b.name}" has ${b.count} non-finite value(s) (NaN/Inf) of ${b.size}`).join(', ');
+  return `${file}: ${bad.length} tensor(s) hold NaN or Inf: ${list}${bad.length > 8 ? ', ...' : ''} (allowNonFinite loads them anyway)`;
 }

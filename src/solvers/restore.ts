@@ -5,15 +5,23 @@
 //   latent-dps / psld   the residual lives in pixel space: decoder (and PSLD's encoder) in every step.
 // The report counts dispatches per phase, and autoencoder dispatches inside the loop separately, so
 // SILO's claim (zero) is measured, not asserted.
+// Never silently wrong: the weights' NaN/Inf checks are awaited first; each step's program also writes
+// a 2-float status [residual norm, non-finite count of z_{t-1}] that the loop reads (one tiny read per
+// step, which waits anyway); the decoded image's non-finite count is read too. On a bad value the loop
+// stops with a NonFiniteStepError naming the step, t, the method and the first non-finite module/stage,
+// found by re-running that step from its start latent (kept until the step is verified).
 
 import type { Engine } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
-import type { ProgramReport } from '../engine/recorder.js';
+import type { ProgramReport, Recorder } from '../engine/recorder.js';
 import { runProgram } from '../engine/recorder.js';
 import { ArgumentError, SiloError, assertArg } from '../engine/errors.js';
 import { shapeString } from '../engine/dtype.js';
 import { clamp, scale } from '../engine/ops/elementwise.js';
 import { randomNormal } from '../engine/ops/random.js';
+import { nonFiniteCount, nonFiniteCountInto, reduceTensor } from '../engine/ops/reduce.js';
+import { WeightLoader } from '../models/weights.js';
+import { diagnoseDecode, diagnoseStep } from './nonfinite-diagnosis.js';
 import type { UNet2DConditionModel } from '../models/unet/unet.js';
 import type { AutoencoderKL } from '../models/vae/autoencoder.js';
 import type { DegradationModel } from '../models/silo/cnn.js';
@@ -31,6 +39,20 @@ export type RestoreMethod = 'silo-cnn' | 'silo-rg' | 'latent-dps' | 'psld';
 export const RESTORE_METHODS: readonly RestoreMethod[] = ['silo-cnn', 'silo-rg', 'latent-dps', 'psld'];
 
 export class RestoreAbortedError extends SiloError {}
+
+/** A step or the decode produced NaN/Inf; the message names the step, t, the method and the first bad module. */
+export class NonFiniteStepError extends SiloError {
+  constructor(
+    message: string,
+    /** The step index (0-based), or undefined for the final decode. */
+    readonly step: number | undefined,
+    readonly t: number | undefined,
+    /** The diagnostic pass's finding, e.g. "unet: conv_out output has 64 non-finite values". */
+    readonly diagnosis: string,
+  ) {
+    super(message);
+  }
+}
 
 export interface RestoreModels {
   unet: UNet2DConditionModel;
@@ -163,6 +185,8 @@ function checkModels(m: RestoreModels, o: RestoreOptions): void {
  */
 export async function restore(engine: Engine, models: RestoreModels, A: Degradation, y: Tensor, opts: RestoreOptions): Promise<RestoreResult> {
   checkModels(models, opts);
+  // Models built since the last check (WeightLoader.build) must have finite weights before they run.
+  await WeightLoader.verify(engine);
   assertArg(y.rank === 4 && y.shape[0] === 1, `restore: the measurement must be [1, C, h, w], got ${shapeString(y.shape)}`);
   const { unet, vae, scheduler } = models;
   const s = vae.scalingFactor;
@@ -240,51 +264,107 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
     for (let i = 0; i < timesteps.length; i++) {
       if (opts.signal?.aborted) throw new RestoreAbortedError(`restore: stopped after ${i} of ${timesteps.length} steps`);
       const t = timesteps[i]!;
+      // The step as recorded by the loop, replayable from zIn by the diagnostic pass.
+      const recordStep = (rec: Recorder, zIn: Tensor) => {
+        const noise = scheduler.stepCoefficients(t).noiseStd !== 0 ? randomNormal(rec, zIn.shape, opts.seed, { offset: i + 1, name: 'ddpm_noise' }) : undefined;
+        // The noise is freed even when the step throws (a bad option found while recording).
+        try {
+          if (operator) return siloStep(rec, prior, operator, w!, zIn, t, noise, { eta, gradClamp: opts.gradClamp });
+          if (opts.method === 'latent-dps') return latentDpsStep(rec, prior, vae, A, y, zIn, t, noise, { scale: eta });
+          return psldStep(rec, prior, vae, A, y, zIn, t, noise, { omega: opts.psldOmega ?? 1, gamma: opts.psldGamma ?? 0.1 });
+        } finally {
+          noise?.dispose();
+        }
+      };
       const { result, report } = await runProgram(
         engine,
         `restore/step_${i}`,
         (rec) => {
-          const noise = scheduler.stepCoefficients(t).noiseStd !== 0 ? randomNormal(rec, z.shape, opts.seed, { offset: i + 1, name: 'ddpm_noise' }) : undefined;
-          // The noise is freed even when the step throws (a bad option found while recording).
-          try {
-            if (operator) return siloStep(rec, prior, operator, w!, z, t, noise, { eta, gradClamp: opts.gradClamp });
-            if (opts.method === 'latent-dps') return latentDpsStep(rec, prior, vae, A, y, z, t, noise, { scale: eta });
-            return psldStep(rec, prior, vae, A, y, z, t, noise, { omega: opts.psldOmega ?? 1, gamma: opts.psldGamma ?? 0.1 });
-          } finally {
-            noise?.dispose();
-          }
+          const r = recordStep(rec, z);
+          // [residual norm, non-finite count of z_{t-1}]: read once below, no extra program.
+          const status = rec.engine.empty([2], 'f32', 'step_status');
+          reduceTensor(rec, r.residualNorm, 'sum', { op: 'step_status', into: { tensor: status, slot: 0 } });
+          nonFiniteCountInto(rec, r.zPrev, status, 1);
+          return { ...r, status };
         },
         { wait: true },
       );
       for (const x of [result.eps, result.x0, result.prev, result.estimate, result.grad, ...Object.values(result.extras), (result as { glueNorm?: Tensor }).glueNorm]) x?.dispose();
-      z = replace(z, result.zPrev);
+      // z (this step's start) stays until the new latent is verified: the diagnosis re-runs from it.
+      owned.push(result.zPrev);
       lastNorm = replace(lastNorm, result.residualNorm);
+      let status: Float32Array;
+      try {
+        status = await result.status.read();
+      } finally {
+        result.status.dispose();
+      }
+      const [stepResidual, badLatent] = [status[0]!, status[1]!];
+      if (!Number.isFinite(stepResidual) || badLatent !== 0) {
+        const diagnosis = await diagnoseStep(engine, {
+          method: opts.method, unet, vae, zt: z, t, text: models.text, uncond: usesCfg(prior) ? models.uncond : undefined,
+          w, y, sigmaEmb: operator?.sigmaEmb, replay: (rec) => recordStep(rec, z),
+        });
+        throw new NonFiniteStepError(
+          `restore: step ${i} of ${timesteps.length} (t=${t}, method ${opts.method}) produced non-finite values ` +
+            `(residual norm ${stepResidual}, ${badLatent} non-finite value(s) in z_{t-1}); first non-finite: ${diagnosis}`,
+          i, t, diagnosis,
+        );
+      }
+      owned.splice(owned.indexOf(z), 1);
+      z.dispose();
+      z = result.zPrev;
       loopDispatches += report.dispatches;
       loopAutoencoder += autoencoderDispatches(report);
       loopPeak = Math.max(loopPeak, report.peakLiveBytes);
       const every = opts.residualEvery ?? 0;
       let residual: number | undefined;
       if (every > 0 && ((i + 1) % every === 0 || i === timesteps.length - 1)) {
-        residual = (await result.residualNorm.read())[0]!;
+        residual = stepResidual;
         residuals.push([i, residual]);
-        if (!Number.isFinite(residual)) throw new SiloError(`restore: the residual norm became ${residual} at step ${i} (t=${t}); the sampler diverged`);
       }
       opts.onProgress?.({ step: i + 1, total: timesteps.length, t, elapsedMs: performance.now() - loopStart, residual });
     }
     const loopMs = performance.now() - loopStart;
     const finalResidual = lastNorm ? (await lastNorm.read())[0]! : NaN;
+    if (lastNorm) owned.splice(owned.indexOf(lastNorm), 1);
     lastNorm?.dispose();
 
     // Phase 3: decode once.
     const t2 = performance.now();
-    const dec = await runProgram(engine, 'restore/decode', (rec) => rec.engine.tidy(() => clamp(rec, vae.decode(rec, scale(rec, z, 1 / s)), -1, 1)), { wait: true });
+    const dec = await runProgram(
+      engine,
+      'restore/decode',
+      (rec) =>
+        rec.engine.tidy(() => {
+          // Counted before the clamp, which would turn +-Inf into +-1 (NaN it keeps).
+          const raw = vae.decode(rec, scale(rec, z, 1 / s));
+          return { image: clamp(rec, raw, -1, 1), bad: nonFiniteCount(rec, raw) };
+        }),
+      { wait: true },
+    );
+    keep(dec.result.image);
+    let badPixels: number;
+    try {
+      badPixels = (await dec.result.bad.read())[0]!;
+    } finally {
+      dec.result.bad.dispose();
+    }
+    if (badPixels !== 0) {
+      const diagnosis = await diagnoseDecode(engine, vae, z);
+      throw new NonFiniteStepError(
+        `restore: the decoded image has ${badPixels} non-finite value(s) after ${timesteps.length} finite steps (method ${opts.method}); first non-finite: ${diagnosis}`,
+        undefined, undefined, diagnosis,
+      );
+    }
+    owned.splice(owned.indexOf(dec.result.image), 1);
     const decodeReport = phase(dec.report, performance.now() - t2);
     owned.splice(owned.indexOf(z), 1);
     const n = timesteps.length;
     // The UNet batch is 2 under classifier-free guidance.
     const batchShape = [usesCfg(prior) ? 2 : 1, ...z.shape.slice(1)];
     return {
-      image: dec.result,
+      image: dec.result.image,
       latent: z,
       report: {
         method: opts.method,

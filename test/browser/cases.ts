@@ -7,7 +7,7 @@ import * as ew from '../../src/engine/ops/elementwise.js';
 import { conv2d } from '../../src/engine/ops/conv2d.js';
 import { groupNorm, layerNorm } from '../../src/engine/ops/norm.js';
 import { softmax } from '../../src/engine/ops/softmax.js';
-import { l2Norm, sum } from '../../src/engine/ops/reduce.js';
+import { l2Norm, maxAbs, nonFiniteCount, sum } from '../../src/engine/ops/reduce.js';
 import { attention } from '../../src/engine/ops/attention.js';
 import { matmul, linear } from '../../src/engine/ops/matmul.js';
 import { matmulRef } from '../ref/matmul.js';
@@ -180,6 +180,31 @@ CASES.push(
       const { result } = await runProgram(engine, 'reduce', (rec) => [sum(rec, t), l2Norm(rec, t)]);
       const got = new Float32Array([(await result[0]!.read())[0]!, (await result[1]!.read())[0]!]);
       return { actual: got, expected: new Float32Array([sumRef(x), l2NormRef(x)]) };
+    },
+  },
+  {
+    // NaN/Inf propagation (PyTorch semantics, written out by hand): the comparison below cannot hold
+    // NaN, so each value is mapped to a code (NaN -> 1000, +Inf -> 2000, -Inf -> 3000). The bad values
+    // sit in the last element of a two-stage reduction, plus [3, NaN, 4] and [+Inf, -Inf].
+    name: 'NaN and Inf propagate through sum, L2 norm, max |x|, clamp (SwiftShader)',
+    atol: 0,
+    rtol: 0,
+    run: async (engine) => {
+      const code = (v: number) => (Number.isNaN(v) ? 1000 : v === Infinity ? 2000 : v === -Infinity ? 3000 : v);
+      const big = data(300_001, 28);
+      big[big.length - 1] = NaN;
+      const inputs = [new Float32Array([3, NaN, 4]), new Float32Array([Infinity, -Infinity]), big];
+      const ts = inputs.map((x) => engine.tensor(x, [x.length]));
+      const { result } = await runProgram(engine, 'reduce-nan', (rec) => [
+        ...ts.flatMap((t) => [sum(rec, t), l2Norm(rec, t), maxAbs(rec, t), nonFiniteCount(rec, t)]),
+        ew.clamp(rec, ts[0]!, -1, 1),
+      ]);
+      const actual: number[] = [];
+      for (const r of result) actual.push(...Array.from(await r.read(), code));
+      ts.forEach((t) => t.dispose());
+      // per input: sum, l2, max|x|, count; then clamp([3, NaN, 4], -1, 1) = [1, NaN, 1]
+      const expected = [1000, 1000, 1000, 1, 1000, 2000, 2000, 2, 1000, 1000, 1000, 1, 1, 1000, 1];
+      return { actual: new Float32Array(actual), expected };
     },
   },
   {

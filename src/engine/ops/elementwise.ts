@@ -64,8 +64,9 @@ export function unary(rec: Recorder, x: Tensor, opts: UnaryOptions = {}): Tensor
       scale: opts.scale ?? 1,
       shift: opts.shift ?? 0,
       alpha: opts.alpha ?? 0.01,
-      lo: opts.min ?? -3.4e38,
-      hi: opts.max ?? 3.4e38,
+      // Unbounded by default, so an Inf stays Inf (a finite bound would turn it into a plausible number).
+      lo: opts.min ?? -Infinity,
+      hi: opts.max ?? Infinity,
     },
     workgroups: g.workgroups,
   });

@@ -10,7 +10,10 @@ import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { runProgram } from '../recorder.js';
 import { shapeString } from '../dtype.js';
-import { assertArg } from '../errors.js';
+import { SiloError, assertArg } from '../errors.js';
+
+/** A tensor holds NaN or Inf where finite values are required. */
+export class NonFiniteError extends SiloError {}
 import { workgroupSize } from './grid.js';
 
 /**
@@ -40,6 +43,8 @@ export interface ReduceOptions {
   /** Multiplier applied to a sum at the end (the mean passes 1 / n). */
   scale?: number;
   op?: string;
+  /** Write the result into element `slot` of this f32 tensor instead of a new [1] tensor (which is then returned). */
+  into?: { tensor: Tensor; slot: number };
 }
 
 /** The reduction machinery behind sum/mean/l2Norm/maxAbs/nonFiniteCount. */
@@ -62,12 +67,18 @@ export function reduceTensor(rec: Recorder, x: Tensor, kind: ReduceKind, opts: R
     dtype: kind === 'count' ? 'f32' : x.dtype,
     consts,
   });
-  const result = engine.empty([1], 'f32', op);
+  const into = opts.into;
+  if (into) {
+    assertArg(into.tensor.dtype === 'f32' && Number.isInteger(into.slot) && into.slot >= 0 && into.slot < into.tensor.size,
+      `reduce: slot ${into.slot} is outside the f32 output ${shapeString(into.tensor.shape)} ${into.tensor.dtype}`);
+  }
+  const slot = into?.slot ?? 0;
+  const result = into?.tensor ?? engine.empty([1], 'f32', op);
   let out = groups === 1 ? result : engine.empty([2 * groups], 'f32', `${op}:partials`);
   rec.dispatch(first, {
     op,
     bindings: kind === 'count' ? { rbits: x, rout: out } : { rx: x, rout: out },
-    uniforms: { n, groups, finish: groups === 1 ? 1 : 0, scale },
+    uniforms: { n, groups, finish: groups === 1 ? 1 : 0, scale, slot },
     workgroups: groupGrid(engine, groups),
   });
   if (groups === 1) return result;
@@ -80,7 +91,7 @@ export function reduceTensor(rec: Recorder, x: Tensor, kind: ReduceKind, opts: R
     rec.dispatch(next, {
       op,
       bindings: { rpart: partials, rout: out },
-      uniforms: { n, groups, finish: groups === 1 ? 1 : 0, scale },
+      uniforms: { n, groups, finish: groups === 1 ? 1 : 0, scale, slot },
       workgroups: groupGrid(engine, groups),
     });
     partials.dispose();
@@ -103,8 +114,14 @@ export const maxAbs = (rec: Recorder, x: Tensor): Tensor => reduceTensor(rec, x,
 /** Number of NaN and +-Inf elements, detected from the bit pattern (exponent bits all ones). */
 export const nonFiniteCount = (rec: Recorder, x: Tensor): Tensor => reduceTensor(rec, x, 'count', { op: 'nonfinite_count' });
 
+/** nonFiniteCount(x) written into element `slot` of the f32 tensor `counts` (one buffer, one read-back for many tensors). */
+export const nonFiniteCountInto = (rec: Recorder, x: Tensor, counts: Tensor, slot: number): void => {
+  reduceTensor(rec, x, 'count', { op: 'nonfinite_count', into: { tensor: counts, slot } });
+};
+
 /** Runs nonFiniteCount as its own program and throws, naming `what`, if any element is NaN or Inf. */
 export async function checkFinite(engine: Engine, x: Tensor, what: string): Promise<void> {
+  // A SiloError (NonFiniteError) so callers and users see a named failure, not a bare Error.
   const { result } = await runProgram(engine, `check_finite:${what}`, (rec) => nonFiniteCount(rec, x));
   let count: number;
   try {
@@ -113,6 +130,6 @@ export async function checkFinite(engine: Engine, x: Tensor, what: string): Prom
     result.dispose();
   }
   if (count !== 0) {
-    throw new Error(`${what}: ${count} of ${x.size} elements of ${shapeString(x.shape)} ${x.dtype} are NaN or Inf`);
+    throw new NonFiniteError(`${what}: ${count} of ${x.size} elements of ${shapeString(x.shape)} ${x.dtype} are NaN or Inf`);
   }
 }

@@ -66,7 +66,7 @@ function headStage(name: string, norm: GroupNorm, conv: Conv2d): Stage {
   };
 }
 
-function decoderStages(vae: AutoencoderKL): Stage[] {
+export function decoderStages(vae: AutoencoderKL): Stage[] {
   const d = vae.decoder;
   const s: Stage[] = [];
   if (vae.postQuantConv) s.push(convStage('post_quant_conv', vae.postQuantConv));
@@ -79,7 +79,7 @@ function decoderStages(vae: AutoencoderKL): Stage[] {
   return s;
 }
 
-function encoderStages(vae: AutoencoderKL): Stage[] {
+export function encoderStages(vae: AutoencoderKL): Stage[] {
   const e = vae.encoder;
   const s: Stage[] = [convStage('encoder.conv_in', e.convIn)];
   e.downBlocks.forEach((b, i) => {
