@@ -50,6 +50,8 @@ export interface RestoreCliOptions {
   cfg: number;
   cfgFix: boolean;
   clampW: boolean;
+  /** Load weights that hold NaN/Inf (the sampler's checks then name the first bad step and stage). */
+  allowNonFiniteWeights: boolean;
   forward: ForwardMode | 'auto';
   /** MiB of UNet activations 'auto' may keep per step. */
   activationBudgetMiB?: number;
@@ -188,6 +190,7 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
       needUncond: o.cfg !== 1,
       method: o.method,
       log: (l) => io.out(l),
+      allowNonFinite: o.allowNonFiniteWeights,
     });
     for (const n of loaded.notes) io.out(n);
     const loadMs = performance.now() - t0;
@@ -413,6 +416,7 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
     cfg,
     cfgFix: values['cfg-fix'] === true,
     clampW: values['no-clamp'] !== true,
+    allowNonFiniteWeights: values['allow-nonfinite-weights'] === true,
     forward,
     activationBudgetMiB: budget,
     out: str('out') ?? 'restored.png',
@@ -443,6 +447,7 @@ export const RESTORE_OPTIONS = {
   cfg: { type: 'string' },
   'cfg-fix': { type: 'boolean' },
   'no-clamp': { type: 'boolean' },
+  'allow-nonfinite-weights': { type: 'boolean' },
   forward: { type: 'string' },
   'activation-budget': { type: 'string' },
   out: { type: 'string', short: 'o' },
@@ -472,6 +477,8 @@ export const RESTORE_USAGE = [
   '  --prompt, --negative-prompt, --cfg, --cfg-fix   text conditioning and classifier-free guidance (SILO default cfg 1;',
   '                 --negative-prompt and --cfg-fix need --cfg other than 1)',
   '  --no-clamp     do not clamp w = E(y) to [-4, 4]',
+  '  --allow-nonfinite-weights   load weights holding NaN/Inf (default: refuse, naming file and tensor); a step or',
+  '                 decode that then produces NaN/Inf still stops the run, naming the step, t and the first bad stage',
   '  --forward      auto|reuse|recompute: keep the UNet activations of a step for its VJP, or recompute them (auto: reuse',
   '                 when they fit --activation-budget MiB, > 0, default 1024)',
   '  --out, --report, --measurement-out   output files (the measurement y as a PNG): written only when the run succeeds,',

@@ -251,5 +251,5 @@ export class WeightLoader {
 
 function nonFiniteMessage(file: string, bad: { name: string; count: number; size: number }[]): string {
   const list = bad.slice(0, 8).map((b) => `"${b.name}" has ${b.count} non-finite value(s) (NaN/Inf) of ${b.size}`).join(', ');
-  return `${file}: ${bad.length} tensor(s) hold NaN or Inf: ${list}${bad.length > 8 ? ', ...' : ''} (allowNonFinite loads them anyway)`;
+  return `${file}: ${bad.length} tensor(s) hold NaN or Inf: ${list}${bad.length > 8 ? ', ...' : ''} (the allowNonFinite option, silo restore --allow-nonfinite-weights, loads them anyway)`;
 }
