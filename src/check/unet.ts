@@ -53,15 +53,16 @@ export async function loadUNetFolder(
   const configName = names.config ?? 'config.json';
   const config = parseUNetConfig(await readJson(files, configName), `${files.location}/${configName}`);
   const weights = await readSafetensors(files, names.weights ?? 'diffusion_pytorch_model.safetensors');
-  const loader = new WeightLoader(engine, weights, { dtype });
+  // build(): unexpected tensors and NaN/Inf weights are refused as for every other model.
+  let loader!: WeightLoader;
+  const model = WeightLoader.build(engine, weights, { dtype }, (w) => ((loader = w), new UNet2DConditionModel(w, config)));
   try {
-    const model = new UNet2DConditionModel(loader, config);
-    loader.finish();
-    return { model, loader };
+    await WeightLoader.verify(engine);
   } catch (e) {
     loader.disposeAll();
     throw e;
   }
+  return { model, loader };
 }
 
 export const runUNetCase: CaseRunner = async (engine, files, manifest, opts) => {
