@@ -1,10 +1,12 @@
-// Runs fuzz cases in a worker thread with a per-case time guard: a case that does not finish in time
-// (a synchronous loop cannot be interrupted from inside) gets its worker terminated, is recorded as a
-// hang with its seed and mutation, and the remaining seeds go on in a fresh worker. The worker also
-// runs under a heap limit, so a runaway structure ends as an out-of-memory failure of that case.
+// Runs fuzz cases in a child process with a per-case time guard: a case that does not finish in time
+// (a synchronous loop cannot be interrupted from inside) gets its process killed, is recorded as a
+// hang with its seed and mutation, and the remaining seeds go on in a fresh process. The child also
+// runs under a heap limit, so a runaway structure ends as an out-of-memory failure of that case. A
+// process (not a worker thread) so that its peak RSS, which the huge-allocation check reads, is its
+// own and not that of the test runner, whose earlier tests may already have raised it.
 import { mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { fork } from 'node:child_process';
 import { build } from 'esbuild';
 import type { FuzzFormat, WorkerIn, WorkerOut } from './protocol.js';
 
@@ -55,7 +57,8 @@ export async function runFuzz(format: FuzzFormat, bases: WorkerIn['bases'], seed
   while (remaining.length) {
     remaining = await new Promise<number[]>((resolve) => {
       const input: WorkerIn = { format, bases, seeds: remaining, hugeBytes, verbose };
-      const worker = new Worker(file, { workerData: input, resourceLimits: { maxOldGenerationSizeMb: 512 } });
+      const worker = fork(file, [], { execArgv: ['--max-old-space-size=512'], serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      worker.send(input);
       let current: { seed: number; what: string; since: number } | null = null;
       let settled = false;
       let ended = false;
@@ -72,12 +75,16 @@ export async function runFuzz(format: FuzzFormat, bases: WorkerIn['bases'], seed
           // Died outside any case (could not start): a failure too, never a silent stop.
           summary.failures.push({ seed: -1, what: '(worker, outside any case)', outcome: failure });
         }
-        void worker.terminate().then(() => resolve(rest));
+        if (worker.exitCode === null && worker.signalCode === null) {
+          worker.once('exit', () => resolve(rest));
+          worker.kill('SIGKILL');
+        } else resolve(rest);
       };
       const timer = setInterval(() => {
         if (current && performance.now() - current.since > guardMs) stop(`hang: no result after ${guardMs} ms`);
       }, 100);
-      worker.on('message', (m: WorkerOut) => {
+      worker.on('message', (msg) => {
+        const m = msg as WorkerOut;
         if (m.t === 'start') current = { seed: m.seed, what: m.what, since: performance.now() };
         else if (m.t === 'done') {
           summary.cases++;
@@ -96,7 +103,9 @@ export async function runFuzz(format: FuzzFormat, bases: WorkerIn['bases'], seed
       });
       worker.on('error', (e: Error) => stop(`worker died: ${e.message}`));
       // Exiting before 'end' with nothing left to run means a promise that never settles: a hang too.
-      worker.on('exit', (code) => stop(ended ? null : code === 0 ? 'hang: the case returned a promise that never settles' : `worker exited with code ${code}`));
+      worker.on('exit', (code, signal) =>
+        stop(ended ? null : code === 0 ? 'hang: the case returned a promise that never settles' : `worker exited with ${signal ?? `code ${code}`}`),
+      );
     });
   }
   return summary;

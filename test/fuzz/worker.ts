@@ -1,7 +1,6 @@
-// The fuzz worker (bundled by harness.ts, run in a worker thread so that a hang or a runaway
+// The fuzz worker (bundled by harness.ts, run in a child process so that a hang or a runaway
 // allocation can be stopped from outside): for each seed it derives the mutated file, parses it fully
 // with our reader, and reports 'ok', the SiloError's class, or the foreign exception / huge allocation.
-import { parentPort, workerData } from 'node:worker_threads';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { SiloError } from '../../src/engine/errors.js';
 import { SafetensorsFile } from '../../src/formats/safetensors.js';
@@ -105,9 +104,9 @@ export function makeCase(format: FuzzFormat, bases: readonly BaseFile[], seed: n
 }
 
 
-async function main(): Promise<void> {
-  const { format, bases, seeds, hugeBytes = 512 << 20, verbose = false } = workerData as WorkerIn;
-  const post = (m: WorkerOut) => parentPort!.postMessage(m);
+async function main(input: WorkerIn): Promise<void> {
+  const { format, bases, seeds, hugeBytes = 512 << 20, verbose = false } = input;
+  const post = (m: WorkerOut) => process.send!(m);
   for (const seed of seeds) {
     post({ t: 'start', seed, what: '(making the case: a fuzzer bug)' });
     const c = makeCase(format, bases, seed);
@@ -139,7 +138,12 @@ async function main(): Promise<void> {
     }
     post({ t: 'done', seed, outcome, failure, detail });
   }
-  post({ t: 'end' });
+  process.send!({ t: 'end' } satisfies WorkerOut, () => process.disconnect?.());
 }
 
-void main();
+// The IPC channel must not keep the process alive: a case whose promise never settles then lets it exit
+// before 'end', which the harness reports as a hang.
+process.once('message', (input) => {
+  process.channel?.unref();
+  void main(input as WorkerIn);
+});
