@@ -1,0 +1,198 @@
+// Talking to the hub for one file: the HEAD that learns commit, etag, size and the CDN location
+// (redirects not followed, as huggingface_hub does, except a relative one for a renamed repo), and
+// the resumable GET into blobs/<etag>.incomplete (Range: bytes=<have>- after a cut connection, retried
+// a few times; a later run resumes too), verified by sha256 against an LFS etag before it becomes the
+// blob. The token goes only to the endpoint's own origin. Node only.
+
+import { HubError, isSha256, normalizeEtag } from './model-ref.js';
+import type { RepoCache } from './cache-node.js';
+import { acquireBlobLock } from './blob-lock-node.js';
+
+export interface FileProgress {
+  file: string;
+  bytes: number;
+  total: number | null;
+  /** Bytes per second over this download so far (resumed bytes not counted). */
+  rate: number;
+  /** Seconds left at that rate, null when unknown. */
+  etaSeconds: number | null;
+}
+
+export interface HubRequestContext {
+  repoId: string;
+  revision: string;
+  endpoint: string;
+  token?: string;
+  fetch?: typeof fetch;
+  /** Attempts for one GET after a cut connection (default 4). */
+  attempts?: number;
+}
+
+export interface FileMeta {
+  commit: string;
+  etag: string;
+  size: number;
+  /** Where the bytes are (the CDN for LFS files), else the resolve URL itself. */
+  location: string;
+}
+
+const describe = (ctx: HubRequestContext, path: string) => `${ctx.repoId}@${ctx.revision}: ${path}`;
+
+function authHeaders(ctx: HubRequestContext, url: string): Record<string, string> {
+  if (!ctx.token || new URL(url).origin !== new URL(ctx.endpoint).origin) return {};
+  return { authorization: `Bearer ${ctx.token}` };
+}
+
+/** The user-facing error for a failed hub response. */
+export function responseError(ctx: HubRequestContext, path: string, res: Response): HubError {
+  const code = res.headers.get('x-error-code') ?? '';
+  if (res.status === 401 || res.status === 403) {
+    const tok = ctx.token ? 'the token in HF_TOKEN was not accepted for it (does it have read access, and did you accept the terms on the model page?)' : 'no token was sent: set HF_TOKEN=hf_... (a read token from https://huggingface.co/settings/tokens, after accepting the terms on the model page)';
+    return new HubError(`${ctx.repoId}: the repo is gated or private (HTTP ${res.status} for ${path}); ${tok}`);
+  }
+  if (res.status === 404) {
+    if (code === 'RepoNotFound') return new HubError(`${ctx.repoId}: no such repo on ${ctx.endpoint} (HTTP 404; if it is private, set HF_TOKEN)`);
+    if (code === 'RevisionNotFound') return new HubError(`${ctx.repoId}: no revision "${ctx.revision}" (HTTP 404)`);
+    return new HubError(`${describe(ctx, path)}: no such file in the repo (HTTP 404)`);
+  }
+  return new HubError(`${describe(ctx, path)}: HTTP ${res.status} ${res.statusText}`.trim());
+}
+
+async function send(ctx: HubRequestContext, url: string, init: RequestInit, path: string): Promise<Response> {
+  try {
+    return await (ctx.fetch ?? fetch)(url, { ...init, redirect: 'manual', headers: { ...(init.headers as Record<string, string>), ...authHeaders(ctx, url) } });
+  } catch (e) {
+    const cause = (e as { cause?: { message?: string } }).cause?.message;
+    throw new HubError(`${describe(ctx, path)}: cannot reach ${new URL(url).origin} (${cause ?? (e as Error).message})`);
+  }
+}
+
+/**
+ * HEAD on the resolve URL. Returns null for a missing file (404 EntryNotFound) so callers can probe;
+ * every other failure is a HubError.
+ */
+export async function headFile(ctx: HubRequestContext, url: string, path: string): Promise<FileMeta | null> {
+  let target = url;
+  for (let hop = 0; hop < 5; hop++) {
+    const res = await send(ctx, target, { method: 'HEAD' }, path);
+    const location = res.headers.get('location');
+    // A relative redirect is the hub itself (a renamed repo): follow it. An absolute one is the CDN.
+    if (res.status >= 300 && res.status < 400 && location?.startsWith('/')) {
+      target = new URL(location, target).href;
+      continue;
+    }
+    if (res.status === 404 && (res.headers.get('x-error-code') ?? 'EntryNotFound') === 'EntryNotFound') return null;
+    if (!(res.ok || (res.status >= 300 && res.status < 400))) throw responseError(ctx, path, res);
+    const commit = res.headers.get('x-repo-commit');
+    const etag = normalizeEtag(res.headers.get('x-linked-etag')) ?? normalizeEtag(res.headers.get('etag'));
+    const sizeText = res.headers.get('x-linked-size') ?? res.headers.get('content-length');
+    if (!commit || !/^[0-9a-f]{40}$/.test(commit)) throw new HubError(`${describe(ctx, path)}: the server sent no commit hash (X-Repo-Commit); is ${ctx.endpoint} a Hugging Face hub?`);
+    if (!etag || !/^[\w.-]+$/.test(etag)) throw new HubError(`${describe(ctx, path)}: the server sent no usable ETag`);
+    if (!sizeText || !/^\d+$/.test(sizeText)) throw new HubError(`${describe(ctx, path)}: the server sent no file size`);
+    return { commit, etag, size: Number(sizeText), location: location ? new URL(location, target).href : target };
+  }
+  throw new HubError(`${describe(ctx, path)}: too many redirects`);
+}
+
+/** GET with redirects followed by hand, so the token never leaves the endpoint's origin. */
+async function getFollowing(ctx: HubRequestContext, url: string, headers: Record<string, string>, path: string): Promise<Response> {
+  let target = url;
+  for (let hop = 0; hop < 5; hop++) {
+    const res = await send(ctx, target, { headers }, path);
+    const location = res.headers.get('location');
+    if (res.status >= 300 && res.status < 400 && location) {
+      await res.body?.cancel();
+      target = new URL(location, target).href;
+      continue;
+    }
+    return res;
+  }
+  throw new HubError(`${describe(ctx, path)}: too many redirects`);
+}
+
+async function sha256File(path: string): Promise<string> {
+  const { createHash } = await import('node:crypto');
+  const { createReadStream } = await import('node:fs');
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/**
+ * Makes sure blobs/<etag> holds the file: under the blob's lock, resumes or starts
+ * blobs/<etag>.incomplete, verifies it (size; sha256 for LFS etags) and renames it into place.
+ * Returns the number of bytes fetched (0 when the blob was already there).
+ */
+export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, meta: FileMeta, path: string, onProgress?: (p: FileProgress) => void): Promise<number> {
+  const { stat, rename, rm, open, mkdir } = await import('node:fs/promises');
+  const { dirname } = await import('node:path');
+  const blob = cache.blob(meta.etag);
+  const done = async () => (await stat(blob).catch(() => null))?.isFile() ?? false;
+  if (await done()) return 0;
+  const lock = await acquireBlobLock(cache.lock(meta.etag));
+  try {
+    if (await done()) return 0; // another writer finished while we waited
+    await mkdir(dirname(blob), { recursive: true });
+    const partial = `${blob}.incomplete`;
+    let fetched = 0;
+    const started = Date.now();
+    const attempts = ctx.attempts ?? 4;
+    let lastError: Error | undefined;
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      let have = (await stat(partial).catch(() => null))?.size ?? 0;
+      if (have > meta.size) {
+        await rm(partial, { force: true });
+        have = 0;
+      }
+      if (have === meta.size) break;
+      const headers: Record<string, string> = have > 0 ? { range: `bytes=${have}-` } : {};
+      const res = await getFollowing(ctx, meta.location, headers, path);
+      if (!res.ok) {
+        if (res.status === 416 && have > 0) {
+          await rm(partial, { force: true }); // the server disowns our partial bytes: start over
+          continue;
+        }
+        throw responseError(ctx, path, res);
+      }
+      if (have > 0 && res.status !== 206) have = 0; // Range ignored: the body is the whole file
+      const fh = await open(partial, have > 0 ? 'a' : 'w');
+      try {
+        if (!res.body) throw new HubError(`${describe(ctx, path)}: empty response body`);
+        const reader = res.body.getReader();
+        let bytes = have;
+        for (;;) {
+          const { done: end, value } = await reader.read();
+          if (end) break;
+          if (bytes + value.byteLength > meta.size) throw new HubError(`${describe(ctx, path)}: the server sent more than the ${meta.size} bytes it announced`);
+          await fh.write(value);
+          bytes += value.byteLength;
+          fetched += value.byteLength;
+          const secs = (Date.now() - started) / 1000;
+          const rate = secs > 0 ? fetched / secs : 0;
+          onProgress?.({ file: path, bytes, total: meta.size, rate, etaSeconds: rate > 0 ? (meta.size - bytes) / rate : null });
+        }
+        lastError = undefined;
+      } catch (e) {
+        if (e instanceof HubError) throw e;
+        lastError = e as Error; // a cut connection: keep the bytes, resume on the next attempt
+      } finally {
+        await fh.close();
+      }
+    }
+    const have = (await stat(partial).catch(() => null))?.size ?? 0;
+    if (have !== meta.size) {
+      throw new HubError(`${describe(ctx, path)}: download incomplete after ${attempts} attempts (${have} of ${meta.size} bytes${lastError ? `; ${lastError.message}` : ''}); run again to resume`);
+    }
+    if (isSha256(meta.etag)) {
+      const got = await sha256File(partial);
+      if (got !== meta.etag) {
+        await rm(partial, { force: true });
+        throw new HubError(`${describe(ctx, path)}: downloaded bytes have sha256 ${got}, the hub says ${meta.etag}; the partial file was deleted, run again`);
+      }
+    }
+    await rename(partial, blob);
+    return fetched;
+  } finally {
+    await lock.release();
+  }
+}
