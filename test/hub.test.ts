@@ -12,7 +12,11 @@ import { downloadBlob, headFile, type FileProgress } from '../src/hub/download-n
 import { repoCache } from '../src/hub/cache-node.js';
 import { openComponent } from '../src/models/diffusers-folder.js';
 import { shardSafetensors, parseSafetensors, type SafetensorsEntry } from '../src/formats/safetensors.js';
+import { subFolder } from '../src/formats/folder.js';
+import { loadClipTokenizer } from '../src/models/clip/tokenizer.js';
+import { formatDownloadProgress } from '../src/hub/progress-text.js';
 import { buildSdRepo, startHubServer, type HubServer } from './helpers/hub-server.js';
+import { goldenDir } from './helpers/golden.js';
 
 const REPO = 'silo-test/tiny-sd';
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -87,6 +91,12 @@ describe('model references', () => {
     expect(s).toMatchObject({ endpoint: 'http://mirror:8080', token: 'hf_abc', offline: true });
     expect(resolveUrl('https://huggingface.co', 'org/n', 'refs/pr/1', 'unet/a b.json')).toBe('https://huggingface.co/org/n/resolve/refs%2Fpr%2F1/unet/a%20b.json');
   });
+
+  it('prints download progress with percentage, sizes, rate and ETA', () => {
+    expect(formatDownloadProgress({ file: 'unet/w.safetensors', bytes: 12_300_000, total: 30_000_000, rate: 5_100_000, etaSeconds: 3.4 })).toBe('unet/w.safetensors 41% 12.3/30.0 MB, 5.1 MB/s, ETA 4s');
+    expect(formatDownloadProgress({ file: 'f', bytes: 0, total: null, rate: 0, etaSeconds: null })).toBe('f 0.0 MB, 0.0 MB/s');
+    expect(formatDownloadProgress({ file: 'f', bytes: 1, total: 2, rate: 1, etaSeconds: 3725 })).toMatch(/ETA 1h02m$/);
+  });
 });
 
 describe('downloads into the hub cache', () => {
@@ -133,6 +143,10 @@ describe('downloads into the hub cache', () => {
     // The folder reads the snapshot and hides the files that were not chosen.
     expect(await hub.folder.exists('unet/diffusion_pytorch_model.fp16.safetensors')).toBe(true);
     expect(await hub.folder.exists('unet/diffusion_pytorch_model.safetensors')).toBe(false);
+    // The tokenizer files the repo serves (vocab.json + merges.txt) give the golden CLIP ids.
+    const tok = await loadClipTokenizer(subFolder(hub.folder, 'tokenizer'));
+    const tokens = JSON.parse(readFileSync(`${goldenDir('clip_text_mini')}/tokens.json`, 'utf8')) as { prompts: Array<{ prompt: string; input_ids: number[] }> };
+    for (const p of tokens.prompts) expect(Array.from(tok.call(p.prompt).inputIds), p.prompt).toEqual(p.input_ids);
     const unet = await openComponent(hub.folder, 'unet', { variant: hub.variant });
     expect(unet.file).toBe('unet/diffusion_pytorch_model.fp16.safetensors');
     expect(unet.weights.info('conv_in.weight').dtype).toBe('F16');

@@ -26,6 +26,9 @@ export function validateRepoId(id: string): void {
   if (!REPO_ID.test(id)) throw bad('only letters, digits, "-", "_" and "." are allowed, and each part must start and end with a letter or digit');
 }
 
+/** "./x", "/x", "~/x", "C:\\x": meant as a local path, never a repo id. */
+export const looksLikePath = (spec: string): boolean => /^[.~/]/.test(spec) || spec.includes('\\');
+
 /**
  * Parses a model reference. `isDirectory` decides whether a string names an existing local folder
  * (in Node: a stat; in the browser: always false): an existing directory wins over a repo id.
@@ -36,7 +39,7 @@ export async function parseModelRef(spec: string, isDirectory: (p: string) => Pr
   if (/^https?:\/\//i.test(spec)) return { kind: 'url', url: spec };
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(spec)) throw new HubError(`--model ${spec}: only http:// and https:// URLs are supported`);
   // Something path-like that does not exist is a missing folder, not a repo id.
-  if (spec.startsWith('.') || spec.startsWith('/') || spec.startsWith('~') || spec.includes('\\')) {
+  if (looksLikePath(spec)) {
     throw new HubError(`--model ${spec}: no such folder`);
   }
   const at = spec.indexOf('@');
