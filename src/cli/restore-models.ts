@@ -6,6 +6,10 @@ import type { Engine } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
 import { SiloError } from '../engine/errors.js';
 import { dirFolder } from '../formats/folder-node.js';
+import { urlFolder, type FolderAccess } from '../formats/folder.js';
+import { parseModelRef } from '../hub/model-ref.js';
+import { openHubModel, type HubProvenance } from '../hub/hub-folder-node.js';
+import type { FileProgress } from '../hub/download-node.js';
 import type { SafetensorsFile } from '../formats/safetensors.js';
 import { readJson as readJsonAny, readSafetensors } from '../check/files.js';
 import { runProgram } from '../engine/recorder.js';
@@ -30,8 +34,12 @@ type Json = Record<string, unknown>;
 const readJson = (folder: Parameters<typeof readJsonAny>[0], name: string) => readJsonAny<Json>(folder, name);
 
 export interface ModelSource {
-  /** A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/). */
+  /** A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), its URL, or a hub repo id org/name[@revision]. */
   model?: string;
+  /** Hub repo ids: the cache only (also HF_HUB_OFFLINE=1). */
+  offline?: boolean;
+  /** Hub downloads' progress. */
+  onDownload?: (p: FileProgress) => void;
   /** ../shared/golden: the tiny models. */
   golden?: string;
   /** The operator: CNN weights (.safetensors) or a readout folder (config.json + weights.safetensors). */
@@ -54,6 +62,8 @@ export interface LoadedRestoreModels {
   notes: string[];
   /** The latent side the operator is built for (SILO's operators fix 64), when there is one. */
   operatorLatentSize?: number;
+  /** Where --model came from, for the report: the hub's repo, revision, commit and each file's etag/sha256. */
+  model?: HubProvenance | { folder: string } | { url: string };
   dispose(): void;
 }
 
@@ -68,6 +78,18 @@ async function embedPrompt(engine: Engine, tokenizer: ClipTokenizer, encoder: Cl
   const { result } = await runProgram(engine, 'restore/text_encoder', (rec) => encoder.forward(rec, ids, [1, ids.length]));
   result.pooledOutput.dispose();
   return result.lastHiddenState;
+}
+
+/** The FolderAccess that --model names. */
+async function openModelSource(src: ModelSource): Promise<{ folder: FolderAccess; variant?: string; info: NonNullable<LoadedRestoreModels['model']> }> {
+  const { stat } = await import('node:fs/promises');
+  const ref = await parseModelRef(src.model!, (p) => stat(p).then((s) => s.isDirectory(), () => false));
+  if (ref.kind === 'folder') return { folder: dirFolder(ref.path), info: { folder: ref.path } };
+  if (ref.kind === 'url') return { folder: urlFolder(ref.url), info: { url: ref.url } };
+  const hub = await openHubModel(ref.repoId, { revision: ref.revision, offline: src.offline || undefined, log: src.log, onProgress: src.onDownload });
+  const p = hub.provenance;
+  src.log(`${p.repo}@${p.revision}: commit ${p.commit}, ${p.files.length} files in ${hub.snapshotDir}${p.fetchedBytes ? `, ${p.fetchedBytes} bytes fetched` : ', nothing fetched'}`);
+  return { folder: hub.folder, variant: hub.variant, info: p };
 }
 
 export async function loadRestoreModels(engine: Engine, src: ModelSource): Promise<LoadedRestoreModels> {
@@ -90,6 +112,7 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
     let encoder: ClipTextModel;
     let schedulerConfig: Json = { ...SD15_SCHEDULER_CONFIG };
     let goldenSigma: string | undefined;
+    let modelInfo: LoadedRestoreModels['model'];
     if (src.golden) {
       const root = dirFolder(src.golden);
       const unetDir = dirFolder(`${src.golden}/unet_mini`);
@@ -110,7 +133,11 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
       notes.push(`tiny golden models from ${src.golden}: unet_mini, vae_mini, clip_text_mini; SD-1.5 DDPM scheduler config`);
       goldenSigma = `${src.golden}/silo_cnn/golden.safetensors:input.sigma_emb`;
     } else if (src.model) {
-      const pipe = await loadDiffusersPipeline(engine, dirFolder(src.model), {
+      // --model: a folder on disk (an existing directory wins), a URL, or a hub repo id.
+      const { folder, variant, info } = await openModelSource(src);
+      modelInfo = info;
+      const pipe = await loadDiffusersPipeline(engine, folder, {
+        variant,
         allowNonFinite: src.allowNonFinite,
         onProgress: (p) => {
           if (p.phase === 'upload' && p.total && p.loaded === p.total) src.log(`loaded ${p.component} (${p.total} tensors)`);
@@ -169,7 +196,7 @@ export async function loadRestoreModels(engine: Engine, src: ModelSource): Promi
       notes.push(`sigma embedding ${file}:${key}[0] (the UNet's ${unet.config.timeEmbedDim}-d time embedding cannot feed the operator's ${opCfg.sigmaEmbDim}-d sigma branch)`);
     }
     await WeightLoader.verify(engine);
-    return { models, notes, operatorLatentSize: opCfg?.latentSize, dispose };
+    return { models, notes, operatorLatentSize: opCfg?.latentSize, model: modelInfo, dispose };
   } catch (e) {
     dispose();
     throw e;

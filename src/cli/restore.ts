@@ -24,13 +24,20 @@ import { consistencyPsnr, msSsim, psnr, psnrY, ssim, unitFromSigned } from '../s
 import { restore, RESTORE_METHODS, RestoreAbortedError, type RestoreMethod, type RestoreReport } from '../solvers/restore.js';
 import type { ForwardMode } from '../solvers/samplers/eps-model.js';
 import { loadRestoreModels } from './restore-models.js';
+import { formatDownloadProgress } from '../hub/progress-text.js';
+import type { FileProgress } from '../hub/download-node.js';
 import { checkPaths, PathError, type InputPath, type OutputPath } from './output-files-node.js';
 import { parseNumberArg } from './numbers.js';
 import { UsageError } from './usage-error.js';
 import type { CliIO } from './silo.js';
+import { looksLikePath, parseModelRef } from '../hub/model-ref.js';
+
+const isDirectory = async (p: string) => (await import('node:fs/promises')).stat(p).then((s) => s.isDirectory(), () => false);
 
 export interface RestoreCliOptions {
   model?: string;
+  /** --offline: a hub --model from the cache only (HF_HUB_OFFLINE=1 does the same). */
+  offline?: boolean;
   golden?: string;
   operator?: string;
   sigmaEmb?: string;
@@ -114,10 +121,21 @@ function upload(engine: Engine, img: Image8, name: string): Tensor {
   return engine.tensor(data, shape, 'f32', name);
 }
 
-/** The paths a run reads and writes, for checkPaths. */
-export function restorePaths(o: RestoreCliOptions): { inputs: InputPath[]; outputs: OutputPath[] } {
+/** Download progress: a redrawn line on a terminal, else a line per file at its end. */
+function downloadPrinter(io: CliIO, quiet: boolean) {
+  const tty = !!process.stderr.isTTY;
+  return (p: FileProgress) => {
+    if (quiet) return;
+    const end = p.total !== null && p.bytes === p.total;
+    if (tty) process.stderr.write(`\r${formatDownloadProgress(p)}   ${end ? '\n' : ''}`);
+    else if (end) io.err(formatDownloadProgress(p));
+  };
+}
+
+/** The paths a run reads and writes, for checkPaths. `modelIsFolder` false: --model is a hub repo id or a URL. */
+export function restorePaths(o: RestoreCliOptions, modelIsFolder = true): { inputs: InputPath[]; outputs: OutputPath[] } {
   const inputs: InputPath[] = [];
-  if (o.model) inputs.push({ flag: 'model', path: o.model, folder: true });
+  if (o.model && modelIsFolder) inputs.push({ flag: 'model', path: o.model, folder: true });
   if (o.golden) inputs.push({ flag: 'golden', path: o.golden, folder: true });
   if (o.operator) inputs.push({ flag: 'operator', path: o.operator });
   if (o.sigmaEmb) inputs.push({ flag: 'sigma-emb', path: o.sigmaEmb.split(':')[0]! }); // file[:tensor], as the loader splits it
@@ -148,7 +166,9 @@ async function readRgb(path: string, o: RestoreCliOptions, io: CliIO) {
 
 export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<number> {
   // Everything that can be checked without the GPU is, before it starts: paths, images, the kernel.
-  const paths = restorePaths(o);
+  // --model: a path is checked with the other inputs; a repo id is validated here, before any work.
+  const modelIsFolder = o.model === undefined || looksLikePath(o.model) || (await parseModelRef(o.model, isDirectory)).kind === 'folder';
+  const paths = restorePaths(o, modelIsFolder);
   await checkPaths(paths.inputs, paths.outputs);
   const gtImage = o.groundTruth ? await readRgb(o.groundTruth, o, io) : undefined;
   const inImage = o.input ? await readRgb(o.input, o, io) : undefined;
@@ -182,6 +202,8 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
     const t0 = performance.now();
     loaded = await loadRestoreModels(engine, {
       model: o.model,
+      offline: o.offline,
+      onDownload: downloadPrinter(io, o.quiet),
       golden: o.golden,
       operator: o.operator,
       sigmaEmb: o.sigmaEmb,
@@ -281,6 +303,7 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
         settings: { ...o, task: o.task, eta: eta ?? null, eta_from: etaFrom, sigma: setup.sigma, size, degradation: setup.description, background: hex(o.background) },
         adapter: engine.summary(),
         models: loaded.notes,
+        ...(loaded.model ? { model: loaded.model } : {}),
         timings_ms: { load: loadMs, encode: result.report.encode.ms, loop: result.report.loop.ms, per_step: result.report.loop.perStepMs, decode: result.report.decode.ms },
         dispatches: {
           encode: result.report.encode.dispatches,
@@ -394,10 +417,12 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   conflict(method === 'psld' && eta !== undefined, '--eta does not apply to psld (it steps with its own omega 1 and gamma 0.1)');
   conflict(cfg === 1 && str('negative-prompt') !== undefined, '--negative-prompt has no effect with --cfg 1 (no classifier-free guidance); set --cfg too');
   conflict(cfg === 1 && values['cfg-fix'] === true, '--cfg-fix has no effect with --cfg 1 (no classifier-free guidance); set --cfg too');
+  conflict(values['offline'] === true && !str('model'), '--offline only applies to a hub repo id given with --model');
   conflict(forward !== 'auto' && budget !== undefined, `--activation-budget only applies to --forward auto (got --forward ${forward})`);
 
   return {
     model: str('model'),
+    offline: values['offline'] === true,
     golden: str('golden'),
     operator: str('operator'),
     sigmaEmb: str('sigma-emb'),
@@ -429,6 +454,7 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
 
 export const RESTORE_OPTIONS = {
   model: { type: 'string' },
+  offline: { type: 'boolean' },
   golden: { type: 'string' },
   operator: { type: 'string' },
   'sigma-emb': { type: 'string' },
@@ -458,10 +484,13 @@ export const RESTORE_OPTIONS = {
 } as const;
 
 export const RESTORE_USAGE = [
-  'silo restore (--model <diffusers-dir> | --golden <../shared/golden>) [--method silo-cnn|silo-rg|latent-dps|psld]',
+  'silo restore (--model <diffusers-dir|url|org/name[@rev]> | --golden <../shared/golden>) [--method silo-cnn|silo-rg|latent-dps|psld]',
   '             (--ground-truth <image> | --input <measurement>) [--task ' + DEGRADATION_TASKS.join('|') + ']',
   '             [--operator <file|dir>] [--steps 999] [--eta X] [--seed 1000] [--sigma 0.02] [--size N] [--out restored.png] [--report r.json]',
-  '  --model        a diffusers Stable Diffusion 1.5 folder (unet, vae, text_encoder, tokenizer, scheduler)',
+  '  --model        a diffusers Stable Diffusion 1.5 folder (unet, vae, text_encoder, tokenizer, scheduler), its http(s) URL,',
+  '                 or a Hugging Face repo id org/name[@revision] (an existing folder wins): fetched into the hub cache',
+  '                 (HF_HUB_CACHE, HF_HOME; HF_ENDPOINT; HF_TOKEN for gated repos), fp16 weights preferred, resumable',
+  '  --offline      a repo id from the cache only (as HF_HUB_OFFLINE=1); names any file that is missing',
   '  --golden       the tiny golden models (unet_mini, vae_mini, clip_text_mini, silo_cnn) for CPU-sized runs',
   '  --operator     silo-cnn: CNN weights .safetensors (silo convert a .pt first); silo-rg: folder with config.json + weights.safetensors',
   '  --sigma-emb    <file.safetensors>[:tensor] e_sigma when the UNet cannot make it (golden: silo_cnn/golden.safetensors by default)',
