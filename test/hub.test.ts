@@ -52,6 +52,7 @@ beforeEach(() => {
   server.requests.length = 0;
   server.cutOnce.clear();
   server.corrupt.clear();
+  server.stallOnce.clear();
   cacheDir = tempDir('cache');
 });
 
@@ -180,6 +181,17 @@ describe('downloads into the hub cache', () => {
     expect(hub.provenance.files.find((f) => f.path === file)!.sha256).toBe(server.sha256(file));
   });
 
+  it('a stalled connection is given up after the timeout and resumed with Range', async () => {
+    const file = 'text_encoder/model.safetensors';
+    server.stallOnce.add(file);
+    const t0 = Date.now();
+    await openHubModel(REPO, opts({ timeoutMs: 1000 }));
+    const cdn = server.requests.filter((r) => r.origin === 'cdn' && r.path.endsWith(server.sha256(file)));
+    expect(cdn.map((r) => r.range?.replace(/\d+/, 'N'))).toEqual([undefined, 'bytes=N-']);
+    expect(sha256(readFileSync(join(repoDir(), 'blobs', server.sha256(file))))).toBe(server.sha256(file));
+    expect(Date.now() - t0).toBeLessThan(20_000);
+  });
+
   it('a later run resumes a partial blob left by an earlier one', async () => {
     const file = 'vae/diffusion_pytorch_model.safetensors';
     const bytes = server.files.get(file)!;
@@ -277,7 +289,7 @@ describe('errors name what is wrong', () => {
   });
 
   it('404s name the repo, the revision or the file', async () => {
-    await expect(openHubModel('silo-test/nope', opts())).rejects.toThrow(/silo-test\/nope: no such repo on http:\/\/127\.0\.0\.1:\d+/);
+    await expect(openHubModel('silo-test/nope', opts())).rejects.toThrow(/silo-test\/nope: no such repo on http:\/\/127\.0\.0\.1:\d+, or it is private \(HTTP 401\); check the id, and if it is private set HF_TOKEN=/);
     await expect(openHubModel(REPO, opts({ revision: 'v9' }))).rejects.toThrow(/silo-test\/tiny-sd: no revision "v9"/);
     const files = buildSdRepo();
     files.delete('scheduler/scheduler_config.json');

@@ -26,6 +26,8 @@ export interface HubRequestContext {
   fetch?: typeof fetch;
   /** Attempts for one GET after a cut connection (default 4). */
   attempts?: number;
+  /** A HEAD without an answer, or a GET whose body stalls, for this long is given up / cut and resumed (default 30 s). */
+  timeoutMs?: number;
 }
 
 export interface FileMeta {
@@ -46,12 +48,16 @@ function authHeaders(ctx: HubRequestContext, url: string): Record<string, string
 /** The user-facing error for a failed hub response. */
 export function responseError(ctx: HubRequestContext, path: string, res: Response): HubError {
   const code = res.headers.get('x-error-code') ?? '';
+  const howToken = 'set HF_TOKEN=hf_... (a read token from https://huggingface.co/settings/tokens; for a gated repo, accept its terms on the model page first)';
+  // The hub answers an unknown repo, or a private one without a token, alike (401 or 404, RepoNotFound).
+  if (code === 'RepoNotFound') {
+    return new HubError(`${ctx.repoId}: no such repo on ${ctx.endpoint}, or it is private (HTTP ${res.status}); check the id${ctx.token ? ' and that HF_TOKEN can read it' : `, and if it is private ${howToken}`}`);
+  }
   if (res.status === 401 || res.status === 403) {
-    const tok = ctx.token ? 'the token in HF_TOKEN was not accepted for it (does it have read access, and did you accept the terms on the model page?)' : 'no token was sent: set HF_TOKEN=hf_... (a read token from https://huggingface.co/settings/tokens, after accepting the terms on the model page)';
+    const tok = ctx.token ? 'the token in HF_TOKEN was not accepted for it (does it have read access, and did you accept the terms on the model page?)' : `no token was sent: ${howToken}`;
     return new HubError(`${ctx.repoId}: the repo is gated or private (HTTP ${res.status} for ${path}); ${tok}`);
   }
   if (res.status === 404) {
-    if (code === 'RepoNotFound') return new HubError(`${ctx.repoId}: no such repo on ${ctx.endpoint} (HTTP 404; if it is private, set HF_TOKEN)`);
     if (code === 'RevisionNotFound') return new HubError(`${ctx.repoId}: no revision "${ctx.revision}" (HTTP 404)`);
     return new HubError(`${describe(ctx, path)}: no such file in the repo (HTTP 404)`);
   }
@@ -59,11 +65,14 @@ export function responseError(ctx: HubRequestContext, path: string, res: Respons
 }
 
 async function send(ctx: HubRequestContext, url: string, init: RequestInit, path: string): Promise<Response> {
+  // identity: sizes and hashes are of the stored bytes, never of a gzip transfer encoding.
+  const headers = { ...(init.headers as Record<string, string>), 'accept-encoding': 'identity', ...authHeaders(ctx, url) };
   try {
-    return await (ctx.fetch ?? fetch)(url, { ...init, redirect: 'manual', headers: { ...(init.headers as Record<string, string>), ...authHeaders(ctx, url) } });
+    return await (ctx.fetch ?? fetch)(url, { ...init, redirect: 'manual', headers });
   } catch (e) {
     const cause = (e as { cause?: { message?: string } }).cause?.message;
-    throw new HubError(`${describe(ctx, path)}: cannot reach ${new URL(url).origin} (${cause ?? (e as Error).message})`);
+    const why = (e as Error).name === 'TimeoutError' || (e as Error).name === 'AbortError' ? `no answer within ${(ctx.timeoutMs ?? 30_000) / 1000} s` : (cause ?? (e as Error).message);
+    throw new HubError(`${describe(ctx, path)}: cannot reach ${new URL(url).origin} (${why})`);
   }
 }
 
@@ -74,7 +83,7 @@ async function send(ctx: HubRequestContext, url: string, init: RequestInit, path
 export async function headFile(ctx: HubRequestContext, url: string, path: string): Promise<FileMeta | null> {
   let target = url;
   for (let hop = 0; hop < 5; hop++) {
-    const res = await send(ctx, target, { method: 'HEAD' }, path);
+    const res = await send(ctx, target, { method: 'HEAD', signal: AbortSignal.timeout(ctx.timeoutMs ?? 30_000) }, path);
     const location = res.headers.get('location');
     // A relative redirect is the hub itself (a renamed repo): follow it. An absolute one is the CDN.
     if (res.status >= 300 && res.status < 400 && location?.startsWith('/')) {
@@ -87,7 +96,8 @@ export async function headFile(ctx: HubRequestContext, url: string, path: string
     const etag = normalizeEtag(res.headers.get('x-linked-etag')) ?? normalizeEtag(res.headers.get('etag'));
     const sizeText = res.headers.get('x-linked-size') ?? res.headers.get('content-length');
     if (!commit || !/^[0-9a-f]{40}$/.test(commit)) throw new HubError(`${describe(ctx, path)}: the server sent no commit hash (X-Repo-Commit); is ${ctx.endpoint} a Hugging Face hub?`);
-    if (!etag || !/^[\w.-]+$/.test(etag)) throw new HubError(`${describe(ctx, path)}: the server sent no usable ETag`);
+    // The etag names a file in blobs/: a plain name, never a path.
+    if (!etag || !/^[\w-][\w.-]{0,127}$/.test(etag) || etag.includes('..')) throw new HubError(`${describe(ctx, path)}: the server sent no usable ETag`);
     if (!sizeText || !/^\d+$/.test(sizeText)) throw new HubError(`${describe(ctx, path)}: the server sent no file size`);
     return { commit, etag, size: Number(sizeText), location: location ? new URL(location, target).href : target };
   }
@@ -95,10 +105,10 @@ export async function headFile(ctx: HubRequestContext, url: string, path: string
 }
 
 /** GET with redirects followed by hand, so the token never leaves the endpoint's origin. */
-async function getFollowing(ctx: HubRequestContext, url: string, headers: Record<string, string>, path: string): Promise<Response> {
+async function getFollowing(ctx: HubRequestContext, url: string, headers: Record<string, string>, path: string, signal: AbortSignal): Promise<Response> {
   let target = url;
   for (let hop = 0; hop < 5; hop++) {
-    const res = await send(ctx, target, { headers }, path);
+    const res = await send(ctx, target, { headers, signal }, path);
     const location = res.headers.get('location');
     if (res.status >= 300 && res.status < 400 && location) {
       await res.body?.cancel();
@@ -110,7 +120,7 @@ async function getFollowing(ctx: HubRequestContext, url: string, headers: Record
   throw new HubError(`${describe(ctx, path)}: too many redirects`);
 }
 
-async function sha256File(path: string): Promise<string> {
+export async function sha256File(path: string): Promise<string> {
   const { createHash } = await import('node:crypto');
   const { createReadStream } = await import('node:fs');
   const h = createHash('sha256');
@@ -145,8 +155,27 @@ export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, met
         have = 0;
       }
       if (have === meta.size) break;
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 200 * attempt));
       const headers: Record<string, string> = have > 0 ? { range: `bytes=${have}-` } : {};
-      const res = await getFollowing(ctx, meta.location, headers, path);
+      // A connection that delivers nothing for timeoutMs is aborted: to the loop below, a cut one.
+      const stall = new AbortController();
+      const stallMs = ctx.timeoutMs ?? 30_000;
+      let timer = setTimeout(() => stall.abort(), stallMs);
+      const alive = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => stall.abort(), stallMs);
+      };
+      let res: Response;
+      try {
+        res = await getFollowing(ctx, meta.location, headers, path, stall.signal);
+      } catch (e) {
+        clearTimeout(timer);
+        if (stall.signal.aborted) {
+          lastError = new Error(`no answer within ${stallMs / 1000} s`);
+          continue;
+        }
+        throw e;
+      }
       if (!res.ok) {
         if (res.status === 416 && have > 0) {
           await rm(partial, { force: true }); // the server disowns our partial bytes: start over
@@ -165,6 +194,7 @@ export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, met
           if (end) break;
           if (bytes + value.byteLength > meta.size) throw new HubError(`${describe(ctx, path)}: the server sent more than the ${meta.size} bytes it announced`);
           await fh.write(value);
+          alive();
           bytes += value.byteLength;
           fetched += value.byteLength;
           const secs = (Date.now() - started) / 1000;
@@ -174,8 +204,10 @@ export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, met
         lastError = undefined;
       } catch (e) {
         if (e instanceof HubError) throw e;
-        lastError = e as Error; // a cut connection: keep the bytes, resume on the next attempt
+        // A cut or stalled connection: keep the bytes, resume on the next attempt.
+        lastError = stall.signal.aborted ? new Error(`the connection stalled for ${stallMs / 1000} s`) : (e as Error);
       } finally {
+        clearTimeout(timer);
         await fh.close();
       }
     }

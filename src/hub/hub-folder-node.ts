@@ -7,8 +7,10 @@ import type { FolderAccess } from '../formats/folder.js';
 import { dirFolder } from '../formats/folder-node.js';
 import { HubError, hubSettingsFromEnv, isCommitHash, resolveUrl, validateRepoId, type HubSettings } from './model-ref.js';
 import { fileExists, linkSnapshot, markNoExist, readRef, repoCache, writeRef, type RepoCache } from './cache-node.js';
-import { downloadBlob, headFile, type FileMeta, type FileProgress, type HubRequestContext } from './download-node.js';
+import { downloadBlob, headFile, sha256File, type FileMeta, type FileProgress, type HubRequestContext } from './download-node.js';
 import { chooseRestorationFiles } from './restoration-files.js';
+
+const MAX_INDEX_BYTES = 64 << 20;
 
 export interface HubFolderOptions extends Partial<HubSettings> {
   revision?: string;
@@ -19,6 +21,8 @@ export interface HubFolderOptions extends Partial<HubSettings> {
   log?: (line: string) => void;
   fetch?: typeof fetch;
   attempts?: number;
+  /** HEAD / stalled-GET timeout in ms (default 30 s). */
+  timeoutMs?: number;
 }
 
 /** What the report records about the model. */
@@ -65,9 +69,7 @@ async function blobInfo(cache: RepoCache, commit: string, path: string): Promise
   const size = (await stat(real)).size;
   // A symlinked snapshot names its blob; a copied one is hashed.
   if (real !== snap) return { etag: basename(real), size };
-  const { createHash } = await import('node:crypto');
-  const { readFile } = await import('node:fs/promises');
-  return { etag: createHash('sha256').update(await readFile(real)).digest('hex'), size };
+  return { etag: await sha256File(real), size };
 }
 
 export async function openHubModel(repoId: string, opts: HubFolderOptions = {}): Promise<HubFolder> {
@@ -108,7 +110,7 @@ export async function openHubModel(repoId: string, opts: HubFolderOptions = {}):
     return finish(chosen.files, chosen.variant);
   }
 
-  const ctx: HubRequestContext = { repoId, revision, endpoint: settings.endpoint, token: settings.token, fetch: opts.fetch, attempts: opts.attempts };
+  const ctx: HubRequestContext = { repoId, revision, endpoint: settings.endpoint, token: settings.token, fetch: opts.fetch, attempts: opts.attempts, timeoutMs: opts.timeoutMs };
   // The first HEAD pins the commit; every later file is resolved at that commit, so a push in between cannot mix versions.
   const first = await headFile(ctx, resolveUrl(settings.endpoint, repoId, revision, 'model_index.json'), 'model_index.json');
   if (!first) throw new HubError(`${repoId}@${revision}: no model_index.json; restoration needs a diffusers Stable Diffusion repo`);
@@ -136,6 +138,8 @@ export async function openHubModel(repoId: string, opts: HubFolderOptions = {}):
     await linkSnapshot(cache, commit, path, meta.etag);
   };
   const chosen = await chooseRestorationFiles(probe, async (p) => {
+    // Only sharded indexes are read here: small JSON, so a huge one is refused rather than read into memory.
+    if (metas.get(p)!.size > MAX_INDEX_BYTES) throw new HubError(`${repoId}@${revision}: ${p} is ${metas.get(p)!.size} bytes, too large for a weight index`);
     await fetchOne(p);
     return (await import('node:fs/promises')).readFile(cache.snapshot(commit, p), 'utf8');
   }, false);

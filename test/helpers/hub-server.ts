@@ -42,6 +42,8 @@ export interface HubServer {
   cutOnce: Set<string>;
   /** Paths whose GETs send one flipped byte. */
   corrupt: Set<string>;
+  /** Paths whose next GET sends half the bytes, then nothing more (the socket stays open), once. */
+  stallOnce: Set<string>;
   sha256(path: string): string;
   close(): Promise<void>;
 }
@@ -127,6 +129,7 @@ export async function startHubServer(opts: HubServerOptions = {}, repoId = 'silo
   const requests: HubRequest[] = [];
   const cutOnce = new Set<string>();
   const corrupt = new Set<string>();
+  const stallOnce = new Set<string>();
   const maxRequests = opts.maxRequests ?? 2000;
   let cdnOrigin = '';
 
@@ -152,6 +155,10 @@ export async function startHubServer(opts: HubServerOptions = {}, repoId = 'silo
     const headers = { ...extra, 'content-length': String(part.byteLength), 'accept-ranges': 'bytes', ...(range ? { 'content-range': `bytes ${start}-${data.byteLength - 1}/${data.byteLength}` } : {}) };
     res.writeHead(range ? 206 : 200, headers);
     if (req.method === 'HEAD') return void res.end();
+    if (stallOnce.delete(path)) {
+      res.write(part.subarray(0, part.byteLength >> 1)); // and never end: the client must give up
+      return;
+    }
     if (cutOnce.delete(path)) {
       res.write(part.subarray(0, part.byteLength >> 1), () => res.socket?.destroy());
       return;
@@ -171,13 +178,14 @@ export async function startHubServer(opts: HubServerOptions = {}, repoId = 'silo
       return sendBytes(req, res, hit.path, body(hit.path, hit.body), { etag: `"${m[1]}"` });
     }
     const m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url);
-    if (!m) return void res.writeHead(404, { 'x-error-code': 'RepoNotFound' }).end();
+    // The real hub answers an unknown repo like a private one: 401 with X-Error-Code RepoNotFound.
+    if (!m) return void res.writeHead(401, { 'x-error-code': 'RepoNotFound' }).end();
     const [, repo, revEnc, pathEnc] = m as unknown as [string, string, string, string];
     const gatedToken = opts.gated?.[repo];
     if (gatedToken !== undefined && req.headers.authorization !== `Bearer ${gatedToken}`) {
       return void res.writeHead(401, { 'x-error-code': 'GatedRepo' }).end('Access to this model is restricted');
     }
-    if (repo !== repoId && gatedToken === undefined) return void res.writeHead(404, { 'x-error-code': 'RepoNotFound' }).end();
+    if (repo !== repoId && gatedToken === undefined) return void res.writeHead(401, { 'x-error-code': 'RepoNotFound' }).end('Repository not found');
     const revision = decodeURIComponent(revEnc);
     if (revision !== 'main' && revision !== commit) return void res.writeHead(404, { 'x-error-code': 'RevisionNotFound' }).end();
     const path = pathEnc.split('/').map(decodeURIComponent).join('/');
@@ -213,5 +221,5 @@ export async function startHubServer(opts: HubServerOptions = {}, repoId = 'silo
   };
   const timer = setTimeout(() => void close(), opts.lifetimeMs ?? 120_000);
   timer.unref();
-  return { endpoint, cdn: cdnOrigin, repoId, commit, files, requests, cutOnce, corrupt, sha256: (p) => shaOf.get(p)!, close };
+  return { endpoint, cdn: cdnOrigin, repoId, commit, files, requests, cutOnce, corrupt, stallOnce, sha256: (p) => shaOf.get(p)!, close };
 }
