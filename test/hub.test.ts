@@ -163,6 +163,12 @@ describe('downloads into the hub cache', () => {
     expect(offline.provenance.commit).toBe(commit);
     expect(offline.provenance.files).toEqual(hub.provenance.files);
     expect(offline.variant).toBe('fp16');
+    // With the hub unreachable (nothing listens on port 1) the cached revision is used, as huggingface_hub does.
+    const lines: string[] = [];
+    const unreachable = await openHubModel(REPO, opts({ endpoint: 'http://127.0.0.1:1', log: (l) => lines.push(l) }));
+    expect(unreachable.provenance).toMatchObject({ commit, offline: true, files: hub.provenance.files });
+    expect(lines.join('\n')).toMatch(/cannot reach http:\/\/127\.0\.0\.1:1 .*; trying the cache/);
+    await expect(openHubModel('silo-test/other', opts({ endpoint: 'http://127.0.0.1:1' }))).rejects.toThrow(/cannot reach http:\/\/127\.0\.0\.1:1 .*, and offline: silo-test\/other@main is not in the cache/);
     // HF_HUB_OFFLINE=1 in the environment does the same, and a full commit hash works without refs/.
     await openHubModel(REPO, { cacheDir, endpoint: server.endpoint, env: { HF_HUB_OFFLINE: '1' }, revision: commit });
     expect(server.requests).toEqual([]);

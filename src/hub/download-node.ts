@@ -4,19 +4,12 @@
 // a few times; a later run resumes too), verified by sha256 against an LFS etag before it becomes the
 // blob. The token goes only to the endpoint's own origin. Node only.
 
-import { HubError, isSha256, normalizeEtag } from './model-ref.js';
+import { HubError, HubUnreachableError, isSha256, normalizeEtag } from './model-ref.js';
 import type { RepoCache } from './cache-node.js';
 import { acquireBlobLock } from './blob-lock-node.js';
+import type { FileProgress } from './progress-text.js';
 
-export interface FileProgress {
-  file: string;
-  bytes: number;
-  total: number | null;
-  /** Bytes per second over this download so far (resumed bytes not counted). */
-  rate: number;
-  /** Seconds left at that rate, null when unknown. */
-  etaSeconds: number | null;
-}
+export type { FileProgress };
 
 export interface HubRequestContext {
   repoId: string;
@@ -72,7 +65,7 @@ async function send(ctx: HubRequestContext, url: string, init: RequestInit, path
   } catch (e) {
     const cause = (e as { cause?: { message?: string } }).cause?.message;
     const why = (e as Error).name === 'TimeoutError' || (e as Error).name === 'AbortError' ? `no answer within ${(ctx.timeoutMs ?? 30_000) / 1000} s` : (cause ?? (e as Error).message);
-    throw new HubError(`${describe(ctx, path)}: cannot reach ${new URL(url).origin} (${why})`);
+    throw new HubUnreachableError(`${describe(ctx, path)}: cannot reach ${new URL(url).origin} (${why})`);
   }
 }
 

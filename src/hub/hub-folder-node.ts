@@ -5,7 +5,7 @@
 
 import type { FolderAccess } from '../formats/folder.js';
 import { dirFolder } from '../formats/folder-node.js';
-import { HubError, hubSettingsFromEnv, isCommitHash, resolveUrl, validateRepoId, type HubSettings } from './model-ref.js';
+import { HubError, HubUnreachableError, hubSettingsFromEnv, isCommitHash, resolveUrl, validateRepoId, type HubSettings } from './model-ref.js';
 import { fileExists, linkSnapshot, markNoExist, readRef, repoCache, writeRef, type RepoCache } from './cache-node.js';
 import { downloadBlob, headFile, sha256File, type FileMeta, type FileProgress, type HubRequestContext } from './download-node.js';
 import { chooseRestorationFiles } from './restoration-files.js';
@@ -90,10 +90,13 @@ export async function openHubModel(repoId: string, opts: HubFolderOptions = {}):
   let fetchedBytes = 0;
   let commit: string;
 
-  if (settings.offline) {
+  let usedCacheOnly = settings.offline;
+  /** The cache alone (offline, or the hub unreachable): every missing file is named. */
+  const fromCache = async (why: string): Promise<HubFolder> => {
+    usedCacheOnly = true;
     const c = isCommitHash(revision) ? revision : await readRef(cache, revision);
     if (!c) {
-      throw new HubError(`offline: ${repoId}@${revision} is not in the cache ${settings.cacheDir} (no ${cache.ref(revision)}); run once without --offline / HF_HUB_OFFLINE to download it`);
+      throw new HubError(`${why}: ${repoId}@${revision} is not in the cache ${settings.cacheDir} (no ${cache.ref(revision)}); run once without --offline / HF_HUB_OFFLINE to download it`);
     }
     commit = c;
     const chosen = await chooseRestorationFiles(
@@ -103,16 +106,25 @@ export async function openHubModel(repoId: string, opts: HubFolderOptions = {}):
     );
     if (chosen.missing.length) {
       throw new HubError(
-        `offline: ${repoId}@${revision} (commit ${commit}) is missing from the cache ${settings.cacheDir}: ${chosen.missing.join(', ')}; ` +
+        `${why}: ${repoId}@${revision} (commit ${commit}) is missing from the cache ${settings.cacheDir}: ${chosen.missing.join(', ')}; ` +
           `run once without --offline (unset HF_HUB_OFFLINE) to fetch them, or \`huggingface-cli download ${repoId} ${chosen.missing.filter((m) => !m.includes(' ')).join(' ')}\``.trim(),
       );
     }
     return finish(chosen.files, chosen.variant);
-  }
+  };
+  if (settings.offline) return fromCache('offline');
 
   const ctx: HubRequestContext = { repoId, revision, endpoint: settings.endpoint, token: settings.token, fetch: opts.fetch, attempts: opts.attempts, timeoutMs: opts.timeoutMs };
   // The first HEAD pins the commit; every later file is resolved at that commit, so a push in between cannot mix versions.
-  const first = await headFile(ctx, resolveUrl(settings.endpoint, repoId, revision, 'model_index.json'), 'model_index.json');
+  let first: FileMeta | null;
+  try {
+    first = await headFile(ctx, resolveUrl(settings.endpoint, repoId, revision, 'model_index.json'), 'model_index.json');
+  } catch (e) {
+    // As huggingface_hub does: with the hub unreachable (not refusing), a cached revision is used.
+    if (!(e instanceof HubUnreachableError)) throw e;
+    log(`${e.message}; trying the cache`);
+    return fromCache(`${e.message}, and offline`);
+  }
   if (!first) throw new HubError(`${repoId}@${revision}: no model_index.json; restoration needs a diffusers Stable Diffusion repo`);
   commit = first.commit;
   metas.set('model_index.json', first);
@@ -158,7 +170,7 @@ export async function openHubModel(repoId: string, opts: HubFolderOptions = {}):
       folder: restrictedFolder(snapshotDir, new Set(files), `${repoId}@${revision}`),
       variant,
       snapshotDir,
-      provenance: { repo: repoId, revision, commit, endpoint: settings.endpoint, offline: settings.offline, files: list, fetchedBytes },
+      provenance: { repo: repoId, revision, commit, endpoint: settings.endpoint, offline: usedCacheOnly, files: list, fetchedBytes },
     };
   }
 }

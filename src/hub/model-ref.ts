@@ -6,6 +6,9 @@ import { SiloError } from '../engine/errors.js';
 
 export class HubError extends SiloError {}
 
+/** No answer from the hub at all (refused, DNS, timeout): the cache may still serve. */
+export class HubUnreachableError extends HubError {}
+
 export type ModelRef =
   | { kind: 'folder'; path: string }
   | { kind: 'url'; url: string }

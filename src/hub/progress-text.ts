@@ -1,7 +1,15 @@
 // One line describing a download in progress, for the CLI (and later the web page). Browser-safe.
 
-import type { FileProgress } from './download-node.js';
-
+/** One file's download progress. */
+export interface FileProgress {
+  file: string;
+  bytes: number;
+  total: number | null;
+  /** Bytes per second over this download so far (resumed bytes not counted). */
+  rate: number;
+  /** Seconds left at that rate, null when unknown. */
+  etaSeconds: number | null;
+}
 const MB = 1e6;
 
 function fmtSeconds(s: number): string {
