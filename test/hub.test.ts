@@ -9,7 +9,7 @@ import { dirname, join, relative } from 'node:path';
 import { hubSettingsFromEnv, parseModelRef, resolveUrl, validateRepoId, HubError } from '../src/hub/model-ref.js';
 import { openHubModel, type HubFolderOptions } from '../src/hub/hub-folder-node.js';
 import { downloadBlob, headFile, type FileProgress } from '../src/hub/download-node.js';
-import { repoCache } from '../src/hub/cache-node.js';
+import { linkSnapshot, repoCache } from '../src/hub/cache-node.js';
 import { openComponent } from '../src/models/diffusers-folder.js';
 import { shardSafetensors, parseSafetensors, type SafetensorsEntry } from '../src/formats/safetensors.js';
 import { subFolder } from '../src/formats/folder.js';
@@ -174,6 +174,19 @@ describe('downloads into the hub cache', () => {
     expect(server.requests).toEqual([]);
   });
 
+  it('a snapshot entry is a copy of the blob where symlinks fail', async () => {
+    const cache = repoCache(cacheDir, REPO);
+    mkdirSync(join(repoDir(), 'blobs'), { recursive: true });
+    writeFileSync(cache.blob('abc123'), 'blob bytes');
+    await linkSnapshot(cache, server.commit, 'unet/config.json', 'abc123', async () => {
+      throw Object.assign(new Error('EPERM: operation not permitted, symlink'), { code: 'EPERM' });
+    });
+    const entry = cache.snapshot(server.commit, 'unet/config.json');
+    expect(lstatSync(entry).isSymbolicLink()).toBe(false);
+    expect(readFileSync(entry, 'utf8')).toBe('blob bytes');
+    expect(readdirSync(dirname(entry))).toEqual(['config.json']); // no temporary left
+  });
+
   it('a cut connection is resumed with Range and the blob matches its sha256', async () => {
     const file = 'unet/diffusion_pytorch_model.fp16.safetensors';
     server.cutOnce.add(file);
@@ -253,7 +266,9 @@ describe('downloads into the hub cache', () => {
       writeFileSync(join(repoDir(), 'blobs', etag), bytes);
       const link = join(repoDir(), 'snapshots', commit, f);
       mkdirSync(dirname(link), { recursive: true });
-      symlinkSync(relative(dirname(link), join(repoDir(), 'blobs', etag)), link);
+      // One entry a copy, as huggingface_hub leaves them where symlinks are unsupported: hashed for the provenance.
+      if (f === 'vae/diffusion_pytorch_model.safetensors') writeFileSync(link, bytes);
+      else symlinkSync(relative(dirname(link), join(repoDir(), 'blobs', etag)), link);
     }
     mkdirSync(join(repoDir(), 'refs'), { recursive: true });
     writeFileSync(join(repoDir(), 'refs/main'), commit);
@@ -304,6 +319,18 @@ describe('errors name what is wrong', () => {
       await expect(openHubModel('silo-test/partial', opts({ endpoint: partial.endpoint }))).rejects.toThrow(/scheduler\/scheduler_config\.json is not in the repo/);
     } finally {
       await partial.close();
+    }
+    // A UNet with only PyTorch pickles: refused, naming what was tried; the .bin is never fetched.
+    const binOnly = buildSdRepo();
+    for (const k of [...binOnly.keys()]) if (/^unet\/.*\.safetensors$/.test(k)) binOnly.delete(k);
+    const bins = await startHubServer({}, 'silo-test/bin-only', binOnly);
+    try {
+      await expect(openHubModel('silo-test/bin-only', opts({ endpoint: bins.endpoint }))).rejects.toThrow(
+        /no \.safetensors weights for unet: tried unet\/diffusion_pytorch_model\.fp16\.safetensors, .*unet\/diffusion_pytorch_model\.safetensors\.index\.json \(\.bin\/\.ckpt weights are not downloaded; convert them with `silo convert`\)/,
+      );
+      expect(bins.requests.filter((r) => r.path.endsWith('.bin'))).toEqual([]);
+    } finally {
+      await bins.close();
     }
     await expect(openHubModel('bad--id', opts())).rejects.toThrow(/not a valid Hugging Face repo id/);
     expect(server.requests.filter((r) => r.path.includes('bad--id'))).toEqual([]);

@@ -65,9 +65,13 @@ export async function writeRef(cache: RepoCache, revision: string, commit: strin
   await rename(tmp, path);
 }
 
-/** snapshots/<commit>/<path> -> the blob: a relative symlink, or a copy where the file system refuses links. */
-export async function linkSnapshot(cache: RepoCache, commit: string, path: string, etag: string): Promise<void> {
-  const { mkdir, symlink, rm, copyFile, rename } = await fs();
+/**
+ * snapshots/<commit>/<path> -> the blob: a relative symlink, or a copy where the file system refuses
+ * links (Windows without developer mode, some network drives). `symlink` is replaceable for tests.
+ */
+export async function linkSnapshot(cache: RepoCache, commit: string, path: string, etag: string, symlink?: (target: string, path: string) => Promise<void>): Promise<void> {
+  const { mkdir, rm, copyFile, rename } = await fs();
+  symlink ??= (await fs()).symlink;
   const { dirname, relative } = await import('node:path');
   const dst = cache.snapshot(commit, path);
   const blob = cache.blob(etag);

@@ -175,6 +175,9 @@ export async function openHubModel(repoId: string, opts: HubFolderOptions = {}):
   }
 }
 
+/** The name the issue uses: a hub repo as a FolderAccess (plus variant and provenance). */
+export const hubFolder = openHubModel;
+
 /** Whether the snapshot entry already points at (or is a copy of) the blob with this etag. */
 async function linkedTo(cache: RepoCache, commit: string, path: string, etag: string): Promise<boolean> {
   const { realpath } = await import('node:fs/promises');
