@@ -130,9 +130,11 @@ describe('downloads into the hub cache', () => {
     expect(readdirSync(join(cacheDir, '.locks/models--silo-test--tiny-sd'))).toEqual([]); // locks released
     // Never the safety checker, the feature extractor, .bin files or the plain UNet next to its fp16 variant.
     for (const r of server.requests) expect(r.path).not.toMatch(/safety_checker|feature_extractor|\.bin$|unet\/diffusion_pytorch_model\.safetensors$/);
-    // LFS files came from the CDN origin, without the token; the hub itself got it.
+    // Every GET asked the hub at the commit; LFS files followed its 302 to the CDN origin, without the token.
+    const hubGets = gets().filter((r) => r.origin === 'hub');
+    expect(hubGets.map((r) => r.path.replace(`/${REPO}/resolve/${commit}/`, '')).sort()).toEqual([...RESTORATION_FILES].sort());
     const cdnGets = server.requests.filter((r) => r.origin === 'cdn');
-    expect(cdnGets.length).toBe(3);
+    expect(cdnGets.map((r) => r.path.slice('/cdn/'.length)).sort()).toEqual(RESTORATION_FILES.filter((f) => f.endsWith('.safetensors')).map((f) => server.sha256(f)).sort());
     for (const r of cdnGets) expect(r.authorization).toBeUndefined();
     expect(server.requests.filter((r) => r.origin === 'hub').every((r) => r.authorization === 'Bearer hf_not_for_the_cdn')).toBe(true);
     // Progress: per file up to its size, with a rate and an ETA.
@@ -221,6 +223,12 @@ describe('downloads into the hub cache', () => {
     const cdn = server.requests.filter((r) => r.origin === 'cdn' && r.path.endsWith(server.sha256(file)));
     expect(cdn.map((r) => r.range)).toEqual([`bytes=${half}-`]);
     expect(sha256(readFileSync(join(repoDir(), 'blobs', server.sha256(file))))).toBe(server.sha256(file));
+  });
+
+  it('a plain file is verified against its git blob id', async () => {
+    server.corrupt.add('unet/config.json');
+    await expect(openHubModel(REPO, opts())).rejects.toThrow(/unet\/config\.json: downloaded bytes have git blob id [0-9a-f]{40}, the hub says [0-9a-f]{40}; the partial file was deleted/);
+    expect(existsSync(join(repoDir(), 'snapshots', server.commit, 'unet/config.json'))).toBe(false);
   });
 
   it('wrong bytes: an error naming the file, the partial blob deleted, nothing in snapshots/', async () => {

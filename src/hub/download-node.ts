@@ -1,8 +1,10 @@
 // Talking to the hub for one file: the HEAD that learns commit, etag, size and the CDN location
 // (redirects not followed, as huggingface_hub does, except a relative one for a renamed repo), and
 // the resumable GET into blobs/<etag>.incomplete (Range: bytes=<have>- after a cut connection, retried
-// a few times; a later run resumes too), verified by sha256 against an LFS etag before it becomes the
-// blob. The token goes only to the endpoint's own origin. Node only.
+// a few times; a later run resumes too). Each GET asks the resolve URL again and follows its redirect,
+// so a signed CDN URL that expired during a long download is renewed; the token goes only to the
+// endpoint's own origin. Before the file becomes the blob it is verified against its etag: the sha256
+// of an LFS file, the git blob id of a plain one. Node only.
 
 import { HubError, HubUnreachableError, isSha256, normalizeEtag } from './model-ref.js';
 import type { RepoCache } from './cache-node.js';
@@ -27,6 +29,8 @@ export interface FileMeta {
   commit: string;
   etag: string;
   size: number;
+  /** The resolve URL that was asked (at the commit: what GET asks again). */
+  url: string;
   /** Where the bytes are (the CDN for LFS files), else the resolve URL itself. */
   location: string;
 }
@@ -92,7 +96,7 @@ export async function headFile(ctx: HubRequestContext, url: string, path: string
     // The etag names a file in blobs/: a plain name, never a path.
     if (!etag || !/^[\w-][\w.-]{0,127}$/.test(etag) || etag.includes('..')) throw new HubError(`${describe(ctx, path)}: the server sent no usable ETag`);
     if (!sizeText || !/^\d+$/.test(sizeText)) throw new HubError(`${describe(ctx, path)}: the server sent no file size`);
-    return { commit, etag, size: Number(sizeText), location: location ? new URL(location, target).href : target };
+    return { commit, etag, size: Number(sizeText), url: target, location: location ? new URL(location, target).href : target };
   }
   throw new HubError(`${describe(ctx, path)}: too many redirects`);
 }
@@ -113,10 +117,13 @@ async function getFollowing(ctx: HubRequestContext, url: string, headers: Record
   throw new HubError(`${describe(ctx, path)}: too many redirects`);
 }
 
-export async function sha256File(path: string): Promise<string> {
+/** sha256 of a file, or with `gitBlob` its git blob id (sha1 of "blob <size>\0" + bytes), streamed. */
+export async function sha256File(path: string, gitBlob = false): Promise<string> {
   const { createHash } = await import('node:crypto');
   const { createReadStream } = await import('node:fs');
-  const h = createHash('sha256');
+  const { stat } = await import('node:fs/promises');
+  const h = createHash(gitBlob ? 'sha1' : 'sha256');
+  if (gitBlob) h.update(`blob ${(await stat(path)).size}\0`);
   for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
   return h.digest('hex');
 }
@@ -160,7 +167,7 @@ export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, met
       };
       let res: Response;
       try {
-        res = await getFollowing(ctx, meta.location, headers, path, stall.signal);
+        res = await getFollowing(ctx, meta.url, headers, path, stall.signal);
       } catch (e) {
         clearTimeout(timer);
         if (stall.signal.aborted) {
@@ -208,11 +215,12 @@ export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, met
     if (have !== meta.size) {
       throw new HubError(`${describe(ctx, path)}: download incomplete after ${attempts} attempts (${have} of ${meta.size} bytes${lastError ? `; ${lastError.message}` : ''}); run again to resume`);
     }
-    if (isSha256(meta.etag)) {
-      const got = await sha256File(partial);
+    const kind = isSha256(meta.etag) ? 'sha256' : /^[0-9a-f]{40}$/.test(meta.etag) ? 'git blob id' : null;
+    if (kind) {
+      const got = await sha256File(partial, kind === 'git blob id');
       if (got !== meta.etag) {
         await rm(partial, { force: true });
-        throw new HubError(`${describe(ctx, path)}: downloaded bytes have sha256 ${got}, the hub says ${meta.etag}; the partial file was deleted, run again`);
+        throw new HubError(`${describe(ctx, path)}: downloaded bytes have ${kind} ${got}, the hub says ${meta.etag}; the partial file was deleted, run again`);
       }
     }
     await rename(partial, blob);

@@ -144,7 +144,8 @@ export async function openHubModel(repoId: string, opts: HubFolderOptions = {}):
   };
   const fetchOne = async (path: string) => {
     const meta = metas.get(path)!;
-    const n = await downloadBlob({ ...ctx, revision }, cache, meta, path, opts.onProgress);
+    // GET at the commit, whichever revision the HEAD asked (model_index.json's asked the branch).
+    const n = await downloadBlob(atCommit, cache, { ...meta, url: resolveUrl(settings.endpoint, repoId, commit, path) }, path, opts.onProgress);
     fetchedBytes += n;
     log(n > 0 ? `fetched ${repoId}/${path} (${n} bytes)` : `cached ${repoId}/${path}`);
     await linkSnapshot(cache, commit, path, meta.etag);
