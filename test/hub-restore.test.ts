@@ -39,7 +39,7 @@ function standIn(seen: { models?: Models }) {
 }
 
 const PHOTO = new URL('../../shared/assets/images/faces256/ffhq_69037.png', import.meta.url).pathname;
-const ENV = ['HF_ENDPOINT', 'HF_HUB_CACHE', 'HF_HUB_OFFLINE', 'HF_TOKEN'] as const;
+const ENV = ['HF_ENDPOINT', 'HF_HUB_CACHE', 'HF_HUB_OFFLINE', 'HF_TOKEN', 'HF_HOME', 'HF_TOKEN_PATH', 'HUGGING_FACE_HUB_TOKEN'] as const;
 
 let server: HubServer;
 let dir: string;
@@ -56,8 +56,8 @@ beforeAll(async () => {
   for (const k of ENV) saved[k] = process.env[k];
   process.env['HF_ENDPOINT'] = server.endpoint;
   process.env['HF_HUB_CACHE'] = join(dir, 'cache');
-  delete process.env['HF_HUB_OFFLINE'];
-  delete process.env['HF_TOKEN'];
+  process.env['HF_HOME'] = join(dir, 'home'); // no saved token of this machine's user
+  for (const k of ['HF_HUB_OFFLINE', 'HF_TOKEN', 'HF_TOKEN_PATH', 'HUGGING_FACE_HUB_TOKEN']) delete process.env[k];
 });
 afterAll(async () => {
   for (const k of ENV) {

@@ -37,7 +37,8 @@ const tempDir = (tag: string) => {
   temps.push(d);
   return d;
 };
-const opts = (extra: HubFolderOptions = {}): HubFolderOptions => ({ endpoint: server.endpoint, cacheDir, offline: false, env: {}, ...extra });
+// env: an empty HF_HOME, so no token saved on this machine can leak into the tests.
+const opts = (extra: HubFolderOptions = {}): HubFolderOptions => ({ endpoint: server.endpoint, cacheDir, offline: false, env: { HF_HOME: tempDir('home') }, ...extra });
 const repoDir = () => join(cacheDir, 'models--silo-test--tiny-sd');
 const gets = () => server.requests.filter((r) => r.method === 'GET');
 
@@ -84,7 +85,10 @@ describe('model references', () => {
   });
 
   it('reads HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE and the cache root as huggingface_hub does; quotes the revision', () => {
-    expect(hubSettingsFromEnv({}, '/home/u')).toEqual({ endpoint: 'https://huggingface.co', token: undefined, cacheDir: '/home/u/.cache/huggingface/hub', offline: false });
+    expect(hubSettingsFromEnv({}, '/home/u')).toEqual({ endpoint: 'https://huggingface.co', token: undefined, cacheDir: '/home/u/.cache/huggingface/hub', tokenPath: '/home/u/.cache/huggingface/token', offline: false });
+    expect(hubSettingsFromEnv({ HUGGING_FACE_HUB_TOKEN: 'hf_old' }).token).toBe('hf_old');
+    expect(hubSettingsFromEnv({ HF_TOKEN: 'hf_new', HUGGING_FACE_HUB_TOKEN: 'hf_old' }).token).toBe('hf_new');
+    expect(hubSettingsFromEnv({ HF_HOME: '/h', HF_TOKEN_PATH: '/t/tok' }).tokenPath).toBe('/t/tok');
     expect(hubSettingsFromEnv({ HF_HOME: '/h' }, '/home/u').cacheDir).toBe('/h/hub');
     expect(hubSettingsFromEnv({ HF_HOME: '/h', HF_HUB_CACHE: '/c' }, '/home/u').cacheDir).toBe('/c');
     expect(hubSettingsFromEnv({ XDG_CACHE_HOME: '/x' }, '/home/u').cacheDir).toBe('/x/huggingface/hub');
@@ -315,6 +319,12 @@ describe('errors name what is wrong', () => {
     expect(wrong.message).toMatch(/the token in HF_TOKEN was not accepted/);
     const ok = await openHubModel('silo-test/gated-sd', opts({ env: { HF_TOKEN: 'hf_secret' } }));
     expect(ok.provenance.files.length).toBe(RESTORATION_FILES.length);
+    // The token `huggingface-cli login` saved in $HF_HOME/token is used when HF_TOKEN is not set.
+    const home = tempDir('hfhome');
+    writeFileSync(join(home, 'token'), 'hf_secret\n');
+    server.requests.length = 0;
+    await openHubModel('silo-test/gated-sd', opts({ env: { HF_HOME: home }, cacheDir: tempDir('cache3') }));
+    expect(server.requests.filter((r) => r.origin === 'hub').every((r) => r.authorization === 'Bearer hf_secret')).toBe(true);
   });
 
   it('404s name the repo, the revision or the file', async () => {

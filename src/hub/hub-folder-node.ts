@@ -78,7 +78,7 @@ export async function openHubModel(repoId: string, opts: HubFolderOptions = {}):
   const env = hubSettingsFromEnv(opts.env ?? process.env, homedir());
   const settings: HubSettings = {
     endpoint: (opts.endpoint ?? env.endpoint).replace(/\/+$/, ''),
-    token: opts.token ?? env.token,
+    token: opts.token ?? env.token ?? (await readTokenFile(env.tokenPath)),
     cacheDir: opts.cacheDir ?? env.cacheDir,
     offline: opts.offline ?? env.offline,
   };
@@ -174,6 +174,14 @@ export async function openHubModel(repoId: string, opts: HubFolderOptions = {}):
       provenance: { repo: repoId, revision, commit, endpoint: settings.endpoint, offline: usedCacheOnly, files: list, fetchedBytes },
     };
   }
+}
+
+/** The token `huggingface-cli login` saved, if any. */
+async function readTokenFile(path: string | undefined): Promise<string | undefined> {
+  if (!path) return undefined;
+  const { readFile } = await import('node:fs/promises');
+  const t = await readFile(path, 'utf8').then((s) => s.trim(), () => '');
+  return t && t.length < 1000 ? t : undefined;
 }
 
 /** The name the issue uses: a hub repo as a FolderAccess (plus variant and provenance). */

@@ -80,23 +80,27 @@ export interface HubSettings {
   token?: string;
   /** The cache root (Node only). */
   cacheDir?: string;
+  /** Where `huggingface-cli login` stored the token (Node only: read when no HF_TOKEN is set). */
+  tokenPath?: string;
   offline: boolean;
 }
 
 const truthy = (v: string | undefined) => v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.trim().toLowerCase());
 
 /**
- * The settings huggingface_hub reads from the environment: HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE and the
+ * The settings huggingface_hub reads from the environment: HF_ENDPOINT, HF_TOKEN (else the file
+ * `huggingface-cli login` writes: HF_TOKEN_PATH, else $HF_HOME/token), HF_HUB_OFFLINE and the
  * cache root (HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
  * ~/.cache/huggingface/hub; `home` is the user's home folder).
  */
 export function hubSettingsFromEnv(env: Record<string, string | undefined>, home?: string): HubSettings {
   const hfHome = env['HF_HOME'] || (env['XDG_CACHE_HOME'] ? `${env['XDG_CACHE_HOME']}/huggingface` : home ? `${home}/.cache/huggingface` : undefined);
-  const token = env['HF_TOKEN']?.trim();
+  const token = (env['HF_TOKEN'] || env['HUGGING_FACE_HUB_TOKEN'])?.trim(); // the second: older huggingface_hub
   return {
     endpoint: (env['HF_ENDPOINT'] || 'https://huggingface.co').replace(/\/+$/, ''),
     token: token ? token : undefined,
     cacheDir: env['HF_HUB_CACHE'] || (hfHome ? `${hfHome}/hub` : undefined),
+    tokenPath: env['HF_TOKEN_PATH'] || (hfHome ? `${hfHome}/token` : undefined),
     offline: truthy(env['HF_HUB_OFFLINE']),
   };
 }
