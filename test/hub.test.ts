@@ -210,7 +210,7 @@ describe('downloads into the hub cache', () => {
     const file = 'text_encoder/model.safetensors';
     server.stallOnce.add(file);
     const t0 = Date.now();
-    await openHubModel(REPO, opts({ timeoutMs: 1000 }));
+    await openHubModel(REPO, opts({ timeoutMs: 2000 }));
     const cdn = server.requests.filter((r) => r.origin === 'cdn' && r.path.endsWith(server.sha256(file)));
     expect(cdn.map((r) => r.range?.replace(/\d+/, 'N'))).toEqual([undefined, 'bytes=N-']);
     expect(sha256(readFileSync(join(repoDir(), 'blobs', server.sha256(file))))).toBe(server.sha256(file));
