@@ -12,6 +12,11 @@ export interface CaseOptions {
   /** Storage dtype for weights/activations where the module supports f16 (tolerances loosen). */
   dtype?: 'f32' | 'f16';
   log?: (line: string) => void;
+  /**
+   * Multi-step cases (silo_step): run only the first N stored steps (slow adapters). The case is still
+   * validated whole; the skipped steps' tensors are logged as not compared, never counted as passing.
+   */
+  maxSteps?: number;
 }
 
 export type CaseRunner = (engine: Engine, files: CaseFiles, manifest: Record<string, unknown>, opts: CaseOptions) => Promise<CheckItem[]>;
