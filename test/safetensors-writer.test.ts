@@ -19,6 +19,7 @@ import { writeSafetensorsFile } from '../src/formats/safetensors-node.js';
 import { SiloError } from '../src/engine/errors.js';
 import { OutputFileError } from '../src/formats/atomic-write-node.js';
 import { goldenDir } from './helpers/golden.js';
+import { rejection } from './helpers/rejection.js';
 
 let dir: string;
 beforeAll(() => {
@@ -39,15 +40,6 @@ function countingSink(): ByteSink & { total: number; first: Uint8Array | null; t
     },
   };
   return s;
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('writeSafetensors streams', () => {

@@ -10,20 +10,11 @@ import { parseSafetensors, SAFETENSORS_DTYPES, type SafetensorsDType } from '../
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { buildCheckpoint, buildZip, PickleWriter, specPickle, tensorSpec, writeSpec, type Spec } from './helpers/torch-fixtures.js';
 import { GOLDEN_ROOT } from './helpers/golden.js';
+import { rejection } from './helpers/rejection.js';
 
 const TAEF2 = `${GOLDEN_ROOT}/taef2`;
 // The hand-built fixtures hold one expanded view (w_expand); it is refused by default (tested below).
 const open = (bytes: Uint8Array, name = 'test.pt', options: TorchCheckpointOptions = { allowExpandedTensors: true }) => TorchCheckpoint.open(bytes, name, options);
-
-/** Resolves to the thrown error (failing if nothing is thrown). */
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('TAEF2 .pth files equal their safetensors conversions', () => {
   for (const part of ['encoder', 'decoder']) {

@@ -10,7 +10,6 @@
 // Writing: writeSafetensorsFile streams the header and then each tensor into a temporary file beside
 // the output, fsyncs it and renames it over the output, so the output is either complete or untouched.
 
-import { SiloError } from '../engine/errors.js';
 import { stageStream } from './atomic-write-node.js';
 import {
   SafetensorsError,

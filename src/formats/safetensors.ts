@@ -5,7 +5,7 @@
 
 import type { Engine } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
-import { bf16BitsToF32, f16BitsToF32, f32ArrayToF16, f32ToBf16Bits, shapeSize, shapeString, type DType } from '../engine/dtype.js';
+import { f16BitsToF32, f32ArrayToF16, f32ToBf16Bits, shapeSize, shapeString, type DType } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
 
 export const SAFETENSORS_DTYPES = {
