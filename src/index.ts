@@ -45,7 +45,7 @@ export * from './solvers/schedulers/index.js';
 export * from './solvers/degradations/index.js';
 export { makeDegradation, DEGRADATION_TASKS, type DegradationTask } from './solvers/degradations/tasks.js';
 export * from './solvers/metrics.js';
-export { restore, RESTORE_METHODS, RestoreAbortedError, type RestoreMethod, type RestoreModels, type RestoreOptions, type RestoreReport } from './solvers/restore.js';
+export { restore, RESTORE_METHODS, RestoreAbortedError, type RestoreMethod, type RestoreModels, type RestoreOptions, type RestoreReport } from './restore/loop.js';
 export { siloStep, cnnMeasurement } from './solvers/samplers/silo.js';
 export { latentDpsStep, psldStep, pixelMeasurement } from './solvers/samplers/pixel.js';
 export { guidedStep, type LatentMeasurement, type GuidedStep } from './solvers/samplers/guided.js';

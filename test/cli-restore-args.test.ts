@@ -176,7 +176,7 @@ describe('silo restore paths, checked before the GPU starts', () => {
     writeFileSync(y, await encodePng({ width: 16, height: 16, channels: 3, data: new Uint8Array(16 * 16 * 3) }));
     io = capture();
     expect(await main(args(['--input', y, '--task', 'sr4', '--size', '128']), io)).toBe(1);
-    expect(io.text()).toBe(`silo restore: ${y}: the measurement must be 32x32 for task sr4 at --size 128, got 16x16`);
+    expect(io.text()).toBe(`silo restore: ${y}: the measurement must be 32x32 for task sr4 at size 128, got 16x16`);
     mkdirSync(join(tmp, 'kernel-dir'));
     io = capture();
     expect(await main(args(['--ground-truth', PHOTO, '--task', 'motion_blur', '--kernel', join(tmp, 'kernel-dir')]), io)).toBe(1);

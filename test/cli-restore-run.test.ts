@@ -9,15 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main, type CliIO } from '../src/cli/silo.js';
 import { SiloError } from '../src/engine/errors.js';
-import * as restoreModule from '../src/solvers/restore.js';
+import * as restoreModule from '../src/restore/loop.js';
 import * as atomic from '../src/formats/atomic-write-node.js';
 import type { Engine } from '../src/engine/device.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { encodePng, decodePng } from '../src/io/png.js';
 import { GOLDEN_ROOT } from './helpers/golden.js';
 
-vi.mock('../src/solvers/restore.js', async (importOriginal) => {
-  const m = await importOriginal<typeof import('../src/solvers/restore.js')>();
+vi.mock('../src/restore/loop.js', async (importOriginal) => {
+  const m = await importOriginal<typeof import('../src/restore/loop.js')>();
   return { ...m, restore: vi.fn(m.restore) };
 });
 vi.mock('../src/formats/atomic-write-node.js', async (importOriginal) => {
@@ -55,6 +55,7 @@ function fakeRestore(seen: { opts?: Opts; y?: Float32Array }) {
         encode: phase,
         loop: { ...phase, perStepMs: 1, perStepDispatches: 1 },
         decode: phase,
+        previews: { count: 0, ms: 0, dispatches: 0 },
         residuals: [],
         finalResidual: 0,
         forwardMode: 'reuse' as const,
@@ -84,10 +85,10 @@ describe('silo restore: eta defaults follow the method', () => {
   it('latent-dps 1.0, SILO the task\'s (0.5 sr4, 1.0 inpainting), --eta when given, psld none', async () => {
     const cases: [string, string, string[], number | undefined, RegExp][] = [
       ['latent-dps', 'sr4', ['--size', '64'], 1, /eta 1 \(Latent-DPS default\)/],
-      ['latent-dps', 'sr4', ['--size', '64', '--eta', '0.25'], 0.25, /eta 0\.25 \(--eta\)/],
+      ['latent-dps', 'sr4', ['--size', '64', '--eta', '0.25'], 0.25, /eta 0\.25 \(given\)/],
       ['psld', 'sr4', ['--size', '64'], undefined, /eta n\/a \(not used: PSLD/],
-      ['silo-cnn', 'sr4', [], 0.5, /eta 0\.5 \(SILO's default for the task\)/],
-      ['silo-cnn', 'inpaint_center', [], 1, /eta 1 \(SILO's default for the task\)/],
+      ['silo-cnn', 'sr4', [], 0.5, /eta 0\.5 \(SILO's default for sr4\)/],
+      ['silo-cnn', 'inpaint_center', [], 1, /eta 1 \(SILO's default for inpaint_center\)/],
     ];
     for (const [method, task, extra, eta, line] of cases) {
       const seen: { opts?: Opts } = {};

@@ -9,8 +9,9 @@ import { Engine } from '../src/engine/device.js';
 import { DeviceLostError } from '../src/engine/errors.js';
 import { runProgram } from '../src/engine/recorder.js';
 import { scale } from '../src/engine/ops/elementwise.js';
-import { loadRestoreModels } from '../src/cli/restore-models.js';
-import { restore, type RestoreOptions } from '../src/solvers/restore.js';
+import { loadModels } from '../src/restore/models.js';
+import { dirFolder } from '../src/formats/folder-node.js';
+import { restore, type RestoreOptions } from '../src/restore/loop.js';
 import { AvgPoolOperator } from '../src/solvers/degradations/avgpool.js';
 import { GOLDEN_ROOT } from './helpers/golden.js';
 import { randomData } from './helpers/engine.js';
@@ -19,10 +20,11 @@ const OPTIONS: RestoreOptions = { method: 'latent-dps', steps: 2, seed: 7, image
 
 /** The tiny models, a 4x average-pooling measurement of a 64x64 image, and a way to free them all. */
 async function setUp(engine: Engine) {
-  const loaded = await loadRestoreModels(engine, { golden: GOLDEN_ROOT, method: 'latent-dps', prompt: 'A high quality photo of a face', needUncond: false, log: () => {} });
+  const loaded = await loadModels(engine, { golden: dirFolder(GOLDEN_ROOT) });
+  const text = await loaded.embed('A high quality photo of a face');
   const A = new AvgPoolOperator(engine, 4);
   const y = engine.tensor(randomData(3 * 16 * 16, 11), [1, 3, 16, 16], 'f32', 'y');
-  return { models: loaded.models, A, y, free: () => [() => y.dispose(), () => A.dispose(), () => loaded.dispose()].forEach((f) => f()) };
+  return { models: { ...loaded.base, text }, A, y, free: () => [() => y.dispose(), () => A.dispose(), () => loaded.dispose()].forEach((f) => f()) };
 }
 
 describe('device loss during restore()', () => {

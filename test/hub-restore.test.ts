@@ -11,12 +11,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main, type CliIO } from '../src/cli/silo.js';
 import { startHubServer, type HubServer } from './helpers/hub-server.js';
-import * as restoreModule from '../src/solvers/restore.js';
+import * as restoreModule from '../src/restore/loop.js';
 import type { Engine } from '../src/engine/device.js';
 import type { Tensor } from '../src/engine/tensor.js';
 
-vi.mock('../src/solvers/restore.js', async (importOriginal) => {
-  const m = await importOriginal<typeof import('../src/solvers/restore.js')>();
+vi.mock('../src/restore/loop.js', async (importOriginal) => {
+  const m = await importOriginal<typeof import('../src/restore/loop.js')>();
   return { ...m, restore: vi.fn(m.restore) };
 });
 const restoreSpy = vi.mocked(restoreModule.restore);
@@ -32,7 +32,7 @@ function standIn(seen: { models?: Models }) {
       latent: engine.tensor(new Float32Array(4 * 64), [1, 4, 8, 8], 'f32', 'stand_in_latent'),
       report: {
         method: opts.method, steps: opts.steps, timesteps: [1, 1] as [number, number], encode: phase, loop: { ...phase, perStepMs: 1, perStepDispatches: 1 },
-        decode: phase, residuals: [], finalResidual: 0, forwardMode: 'reuse' as const, unetTapeBytes: 0,
+        decode: phase, previews: { count: 0, ms: 0, dispatches: 0 }, residuals: [], finalResidual: 0, forwardMode: 'reuse' as const, unetTapeBytes: 0,
       },
     };
   };

@@ -24,7 +24,7 @@ import { inferDegradationConfig } from '../src/models/silo/config.js';
 import { DDPMScheduler } from '../src/solvers/schedulers/ddpm.js';
 import { SD15_SCHEDULER_CONFIG } from '../src/solvers/schedulers/config.js';
 import { makeDegradation } from '../src/solvers/degradations/index.js';
-import { NonFiniteStepError, restore, type RestoreMethod, type RestoreModels } from '../src/solvers/restore.js';
+import { NonFiniteStepError, restore, type RestoreMethod, type RestoreModels } from '../src/restore/loop.js';
 import { getEngine, randomData } from './helpers/engine.js';
 import { goldenDir } from './helpers/golden.js';
 

@@ -1,29 +1,25 @@
-// `silo restore`: one restoration from the command line. Loads the models (a diffusers folder + a SILO
-// operator, or the tiny golden models), reads the measurement (or degrades a ground truth with a task),
-// runs the chosen sampler with a progress bar, writes the PNG and a JSON report (settings, timings per
-// phase, dispatch counts incl. autoencoder dispatches inside the loop, peak GPU bytes, metrics).
+// `silo restore`: one restoration from the command line, a thin surface on the restoration layer
+// (src/restore/): this file parses and checks arguments, reads and writes files, and draws the progress
+// bar; the session loads nothing itself and does the measurement, the sampling, the metrics and the report.
 // Arguments and paths are checked before the GPU starts; outputs are written only when the whole run
 // succeeded, each atomically (a failed run writes nothing, a failed write keeps the old file).
 // Ctrl-C stops between two steps and still frees the GPU; a second Ctrl-C exits at once.
 
 import { Engine } from '../engine/device.js';
-import type { Tensor } from '../engine/tensor.js';
-import { SiloError } from '../engine/errors.js';
-import { runProgram } from '../engine/recorder.js';
 import { readImageFile } from '../io/image-node.js';
 import { encodePng } from '../io/png.js';
 import { fsReason, removePendingTempFiles, writeFilesAtomic } from '../formats/atomic-write-node.js';
-import { chwToRgb8, hasTransparency, imageToCHW, parseBackground, resizeAndCenterCrop, toRgb8, type Rgb } from '../io/image.js';
-import type { Image8 } from '../io/types.js';
-import type { Degradation } from '../solvers/degradations/types.js';
-import { isDegradationTask, makeDegradation, DEGRADATION_TASKS, type DegradationTask } from '../solvers/degradations/tasks.js';
+import { hasTransparency, parseBackground, toRgb8, type Rgb } from '../io/image.js';
+import { isDegradationTask, DEGRADATION_TASKS, type DegradationTask } from '../solvers/degradations/tasks.js';
 import { loadBlurKernel, type BlurKernel } from '../solvers/degradations/kernel-file.js';
-import { addMeasurementNoise } from '../solvers/degradations/noise.js';
-import { jpegRoundTrip } from '../solvers/degradations/jpeg.js';
-import { consistencyPsnr, msSsim, psnr, psnrY, ssim, unitFromSigned } from '../solvers/metrics.js';
-import { restore, RESTORE_METHODS, RestoreAbortedError, type RestoreMethod, type RestoreReport } from '../solvers/restore.js';
+import { RestoreAbortedError } from '../restore/loop.js';
+import { RESTORE_METHODS, isRestoreMethod, samplerFor, type RestoreMethod } from '../restore/registry.js';
+import { RESTORE_DEFAULTS } from '../restore/defaults.js';
+import { LATENT_FACTOR, checkMeasurementShape, nearestSizes } from '../restore/size.js';
+import { loadModels } from '../restore/models.js';
+import { resolveModelSpec } from '../restore/models-node.js';
+import { RestorationSession, type RestoreRequest } from '../restore/session.js';
 import type { ForwardMode } from '../solvers/samplers/eps-model.js';
-import { loadRestoreModels } from './restore-models.js';
 import { formatDownloadProgress } from '../hub/progress-text.js';
 import type { FileProgress } from '../hub/download-node.js';
 import { checkPaths, PathError, type InputPath, type OutputPath } from './output-files-node.js';
@@ -33,6 +29,8 @@ import type { CliIO } from './silo.js';
 import { looksLikePath, parseModelRef } from '../hub/model-ref.js';
 
 const isDirectory = async (p: string) => (await import('node:fs/promises')).stat(p).then((s) => s.isDirectory(), () => false);
+
+export { LATENT_FACTOR };
 
 export interface RestoreCliOptions {
   model?: string;
@@ -70,25 +68,9 @@ export interface RestoreCliOptions {
   quiet: boolean;
 }
 
-/** Image sizes must be multiples of SD's VAE factor (8), checked again against the loaded VAE. */
-export const LATENT_FACTOR = 8;
-/** Latent-DPS's step size when --eta is not given (restore()'s default for the method). */
-export const LATENT_DPS_ETA = 1.0;
-
-/**
- * The eta a method runs with and where it comes from: --eta when given, else SILO's per-task value
- * (undefined here: makeDegradation supplies it), Latent-DPS's 1.0; PSLD has no eta (omega, gamma).
- */
-export function methodEta(o: Pick<RestoreCliOptions, 'method' | 'eta'>): { eta?: number; from: string } {
-  if (o.method === 'psld') return { from: 'not used: PSLD steps with its own omega 1 and gamma 0.1' };
-  if (o.eta !== undefined) return { eta: o.eta, from: '--eta' };
-  if (o.method === 'latent-dps') return { eta: LATENT_DPS_ETA, from: 'Latent-DPS default' };
-  return { from: "SILO's default for the task" };
-}
-
 const hex = (c: Rgb) => '#' + c.map((v) => v.toString(16).padStart(2, '0')).join('');
 
-export const DEFAULT_PROMPT = 'A high quality photo of a face';
+export const DEFAULT_PROMPT = RESTORE_DEFAULTS.prompt;
 
 function fmtTime(ms: number): string {
   const s = Math.round(ms / 1000);
@@ -96,7 +78,7 @@ function fmtTime(ms: number): string {
 }
 
 /** A progress bar on a terminal (\r redraws), plain lines every ~10 % otherwise. */
-function progressPrinter(io: CliIO, quiet: boolean) {
+export function progressPrinter(io: CliIO, quiet: boolean) {
   const tty = !!process.stderr.isTTY;
   let lastPct = -1;
   return (p: { step: number; total: number; t: number; elapsedMs: number; residual?: number }) => {
@@ -116,13 +98,8 @@ function progressPrinter(io: CliIO, quiet: boolean) {
   };
 }
 
-function upload(engine: Engine, img: Image8, name: string): Tensor {
-  const { data, shape } = imageToCHW(img);
-  return engine.tensor(data, shape, 'f32', name);
-}
-
 /** Download progress: a redrawn line on a terminal, else a line per file at its end. */
-function downloadPrinter(io: CliIO, quiet: boolean) {
+export function downloadPrinter(io: CliIO, quiet: boolean) {
   const tty = !!process.stderr.isTTY;
   return (p: FileProgress) => {
     if (quiet) return;
@@ -148,7 +125,7 @@ export function restorePaths(o: RestoreCliOptions, modelIsFolder = true): { inpu
   return { inputs, outputs };
 }
 
-async function readInput(flag: string, path: string): Promise<Uint8Array> {
+export async function readInput(flag: string, path: string): Promise<Uint8Array> {
   try {
     const { readFile } = await import('node:fs/promises');
     return await readFile(path);
@@ -158,30 +135,58 @@ async function readInput(flag: string, path: string): Promise<Uint8Array> {
 }
 
 /** Reads an input image as RGB, compositing any transparency over the chosen background (and saying so). */
-async function readRgb(path: string, o: RestoreCliOptions, io: CliIO) {
+export async function readRgb(path: string, background: Rgb, io: CliIO) {
   const img = await readImageFile(path);
-  if (hasTransparency(img)) io.out(`${path}: has transparent pixels; composited over ${hex(o.background)} (--background)`);
-  return toRgb8(img, o.background);
+  if (hasTransparency(img)) io.out(`${path}: has transparent pixels; composited over ${hex(background)} (--background)`);
+  return toRgb8(img, background);
 }
 
-export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<number> {
-  // Everything that can be checked without the GPU is, before it starts: paths, images, the kernel.
-  // --model: a path is checked with the other inputs; a repo id is validated here, before any work.
-  const modelIsFolder = o.model === undefined || looksLikePath(o.model) || (await parseModelRef(o.model, isDirectory)).kind === 'folder';
-  const paths = restorePaths(o, modelIsFolder);
-  await checkPaths(paths.inputs, paths.outputs);
-  const gtImage = o.groundTruth ? await readRgb(o.groundTruth, o, io) : undefined;
-  const inImage = o.input ? await readRgb(o.input, o, io) : undefined;
-  const srFactor = o.task === 'sr4' || o.task === 'avgpool4' ? 4 : o.task === 'sr8' ? 8 : 1;
-  if (inImage && inImage.width !== inImage.height) throw new SiloError(`${o.input}: the measurement must be square, got ${inImage.width}x${inImage.height}`);
-  if (inImage && o.size !== undefined && inImage.width * srFactor !== o.size) {
-    throw new SiloError(`${o.input}: the measurement must be ${o.size / srFactor}x${o.size / srFactor} for task ${o.task} at --size ${o.size}, got ${inImage.width}x${inImage.height}`);
-  }
-  const motionKernel: BlurKernel | undefined = o.kernel ? await loadBlurKernel(await readInput('kernel', o.kernel), o.kernel) : undefined;
-  const { eta: etaChoice, from: etaFrom } = methodEta(o);
+/** The session request for these options (images already read). */
+export function restoreRequest(o: RestoreCliOptions, images: { groundTruth?: RestoreRequest['groundTruth']; measurement?: RestoreRequest['measurement'] }, motionKernel?: BlurKernel): RestoreRequest {
+  return {
+    task: o.task,
+    method: o.method,
+    groundTruth: images.groundTruth,
+    measurement: images.measurement,
+    groundTruthName: o.groundTruth,
+    measurementName: o.input,
+    motionKernel,
+    size: o.size,
+    steps: o.steps,
+    eta: o.eta,
+    seed: o.seed,
+    sigma: o.sigma,
+    prompt: o.prompt,
+    negativePrompt: o.negativePrompt,
+    cfg: o.cfg,
+    cfgFix: o.cfgFix,
+    clampW: o.clampW,
+    forward: o.forward,
+    activationBudget: o.activationBudgetMiB !== undefined ? o.activationBudgetMiB * 2 ** 20 : undefined,
+  };
+}
 
-  const engine = await Engine.create();
-  io.out(engine.summary());
+/** Loads the models these options name into a session (fetching a hub model first). */
+export async function openSession(engine: Engine, o: RestoreCliOptions, io: CliIO): Promise<{ session: RestorationSession; loadMs: number }> {
+  const t0 = performance.now();
+  const { spec, provenance } = await resolveModelSpec({
+    model: o.model,
+    offline: o.offline,
+    golden: o.golden,
+    operator: o.operator,
+    operatorKind: samplerFor(o.method).operator,
+    sigmaEmb: o.sigmaEmb,
+    allowNonFinite: o.allowNonFiniteWeights,
+    onDownload: downloadPrinter(io, o.quiet),
+    log: (l) => io.out(l),
+  });
+  const models = await loadModels(engine, spec);
+  for (const n of models.notes) io.out(n);
+  return { session: new RestorationSession(engine, models, provenance), loadMs: performance.now() - t0 };
+}
+
+/** Ctrl-C: the first stops between two steps (through the returned signal), a second exits at once. */
+export function interruptHandler(io: CliIO): { signal: AbortSignal; release(): void } {
   const controller = new AbortController();
   let interrupts = 0;
   const onSigint = () => {
@@ -195,129 +200,46 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
     controller.abort();
   };
   process.on('SIGINT', onSigint);
-  const owned: Tensor[] = [];
-  let loaded: Awaited<ReturnType<typeof loadRestoreModels>> | undefined;
-  let operatorToDispose: { dispose(): void } | undefined;
+  return { signal: controller.signal, release: () => process.off('SIGINT', onSigint) };
+}
+
+/** The CLI's own settings for the report (the session adds the resolved ones). */
+export function cliSettings(o: RestoreCliOptions): Record<string, unknown> {
+  const { background, quiet: _quiet, ...rest } = o;
+  return { ...rest, background: hex(background) };
+}
+
+export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<number> {
+  // Everything that can be checked without the GPU is, before it starts: paths, images, the kernel.
+  // --model: a path is checked with the other inputs; a repo id is validated here, before any work.
+  const modelIsFolder = o.model === undefined || looksLikePath(o.model) || (await parseModelRef(o.model, isDirectory)).kind === 'folder';
+  const paths = restorePaths(o, modelIsFolder);
+  await checkPaths(paths.inputs, paths.outputs);
+  const groundTruth = o.groundTruth ? await readRgb(o.groundTruth, o.background, io) : undefined;
+  const measurement = o.input ? await readRgb(o.input, o.background, io) : undefined;
+  checkMeasurementShape({ task: o.task, size: o.size, measurement: measurement && [measurement.width, measurement.height], measurementName: o.input });
+  const motionKernel: BlurKernel | undefined = o.kernel ? await loadBlurKernel(await readInput('kernel', o.kernel), o.kernel) : undefined;
+
+  const engine = await Engine.create();
+  io.out(engine.summary());
+  const interrupt = interruptHandler(io);
+  let session: RestorationSession | undefined;
   try {
-    const t0 = performance.now();
-    loaded = await loadRestoreModels(engine, {
-      model: o.model,
-      offline: o.offline,
-      onDownload: downloadPrinter(io, o.quiet),
-      golden: o.golden,
-      operator: o.operator,
-      sigmaEmb: o.sigmaEmb,
-      prompt: o.prompt,
-      negativePrompt: o.negativePrompt,
-      needUncond: o.cfg !== 1,
-      method: o.method,
+    const opened = await openSession(engine, o, io);
+    session = opened.session;
+    const result = await session.run(restoreRequest(o, { groundTruth, measurement }, motionKernel), {
+      onProgress: progressPrinter(io, o.quiet),
+      signal: interrupt.signal,
       log: (l) => io.out(l),
-      allowNonFinite: o.allowNonFiniteWeights,
     });
-    for (const n of loaded.notes) io.out(n);
-    const loadMs = performance.now() - t0;
-    const { models } = loaded;
-    const f = models.vae.downFactor;
-
-    // The image size: the operator's latent size fixes it for SILO; else --size, else the largest
-    // multiple of the VAE factor that the ground truth (or the measurement times the SR factor) covers.
-    const opSize = loaded.operatorLatentSize ? loaded.operatorLatentSize * f : undefined;
-    if (o.size !== undefined && o.size % f !== 0) throw new SiloError(`restore: --size ${o.size} is not a multiple of this VAE's factor ${f}`);
-    let size = o.size ?? opSize;
-    if (!size) size = Math.floor((gtImage ? Math.min(gtImage.width, gtImage.height) : Math.min(inImage!.width, inImage!.height) * srFactor) / f) * f;
-    if (size < f) throw new SiloError(`restore: the image is smaller than the VAE factor ${f}`);
-    if (opSize && size !== opSize) throw new SiloError(`restore: this operator works on ${opSize}x${opSize} images (latent ${loaded.operatorLatentSize}); --size ${o.size} does not match`);
-
-    const setup = makeDegradation(engine, o.task, size, size, { sigma: o.sigma, eta: etaChoice, motionKernel, seed: o.seed });
-    operatorToDispose = setup.operator;
-    const A = setup.operator;
-    // The eta the sampler gets; the task's description names SILO's eta, which PSLD does not use.
-    const eta = o.method === 'psld' ? undefined : setup.eta;
-    io.out(eta === undefined ? setup.description.replace(/, eta [^,]*$/, '') : setup.description);
-
-    // The ground truth (resized and centre-cropped to size) and the measurement y.
-    let x: Tensor | undefined;
-    let y: Tensor;
-    if (gtImage) {
-      const gt = resizeAndCenterCrop(gtImage, size, size);
-      x = upload(engine, gt, 'ground_truth');
-      owned.push(x);
-      if (o.task === 'jpeg10') {
-        // The real codec, entropy coding included; then the noise on the GPU.
-        const jpeg = jpegRoundTrip(gt.data, size, size, 10);
-        const clean = upload(engine, { width: size, height: size, channels: 3, data: jpeg }, 'jpeg');
-        y = (await runProgram(engine, 'measurement', (rec) => addMeasurementNoise(rec, clean, setup.sigma, o.seed, 1))).result;
-        clean.dispose();
-      } else {
-        y = (await runProgram(engine, 'measurement', (rec) => rec.engine.tidy(() => addMeasurementNoise(rec, A.apply(rec, x!), setup.sigma, o.seed, 1)))).result;
-      }
-    } else {
-      const want = size / srFactor;
-      const img = inImage!;
-      if (img.width !== want || img.height !== want) throw new SiloError(`${o.input}: the measurement must be ${want}x${want} for task ${o.task} at size ${size}, got ${img.width}x${img.height}`);
-      y = upload(engine, img, 'measurement');
-    }
-    owned.push(y);
+    io.out(`load ${fmtTime(opened.loadMs)}`);
     // Outputs are kept in memory and written only once the whole run has succeeded.
     const outputs: { path: string; bytes: Uint8Array; what: string }[] = [];
-    if (o.measurementOut) outputs.push({ path: o.measurementOut, bytes: await encodePng(chwToRgb8(await y.read(), y.shape)), what: 'measurement' });
-
-    io.out(`${o.method}: ${o.steps} steps, eta ${eta ?? 'n/a'} (${etaFrom}), seed ${o.seed}, sigma ${setup.sigma}, ${size}x${size} image, latent ${size / f}x${size / f}`);
-    const result = await restore(engine, models, A, y, {
-      method: o.method,
-      steps: o.steps,
-      seed: o.seed,
-      eta,
-      sigma: setup.sigma,
-      clampW: o.clampW,
-      guidanceScale: o.cfg,
-      cfgFix: o.cfgFix,
-      forward: o.forward,
-      activationBudget: o.activationBudgetMiB !== undefined ? o.activationBudgetMiB * 2 ** 20 : undefined,
-      imageSize: [size, size],
-      residualEvery: Math.max(1, Math.floor(o.steps / 20)),
-      onProgress: progressPrinter(io, o.quiet),
-      signal: controller.signal,
-    });
-    owned.push(result.image, result.latent);
-    const out = await result.image.read();
-    outputs.push({ path: o.out, bytes: await encodePng(chwToRgb8(out, result.image.shape)), what: 'restored image' });
-
-    const metrics: Record<string, number | null> = {};
-    metrics['consistency_psnr_vs_measurement'] = await measurementPsnr(engine, A, result.image, y);
-    if (x) {
-      const gt = await x.read();
-      const shape = x.shape;
-      const u = unitFromSigned(out);
-      const v = unitFromSigned(gt);
-      metrics['psnr'] = psnr(out, gt, 2);
-      metrics['psnr_y'] = psnrY(u, v, shape);
-      metrics['ssim'] = ssim(u, v, shape);
-      metrics['ms_ssim'] = size >= 176 ? msSsim(u, v, shape) : null;
-      metrics['consistency_psnr'] = await consistencyPsnr(A, result.image, x);
-    }
-    for (const [k, v] of Object.entries(metrics)) io.out(`${k}: ${v === null ? 'n/a (image too small)' : v.toFixed(3)}`);
-    printPhases(io, result.report, loadMs);
+    if (o.measurementOut) outputs.push({ path: o.measurementOut, bytes: await encodePng(result.measurement), what: 'measurement' });
+    outputs.push({ path: o.out, bytes: await encodePng(result.image), what: 'restored image' });
     if (o.report) {
-      const report = {
-        settings: { ...o, task: o.task, eta: eta ?? null, eta_from: etaFrom, sigma: setup.sigma, size, degradation: setup.description, background: hex(o.background) },
-        adapter: engine.summary(),
-        models: loaded.notes,
-        ...(loaded.model ? { model: loaded.model } : {}),
-        timings_ms: { load: loadMs, encode: result.report.encode.ms, loop: result.report.loop.ms, per_step: result.report.loop.perStepMs, decode: result.report.decode.ms },
-        dispatches: {
-          encode: result.report.encode.dispatches,
-          loop: result.report.loop.dispatches,
-          per_step: result.report.loop.perStepDispatches,
-          autoencoder_in_loop: result.report.loop.autoencoderDispatches,
-          decode: result.report.decode.dispatches,
-        },
-        peak_gpu_bytes: { encode: result.report.encode.peakLiveBytes, loop_step: result.report.loop.peakLiveBytes, decode: result.report.decode.peakLiveBytes, pool_live: engine.pool.stats.peakLiveBytes, pool_allocated: engine.pool.stats.peakAllocatedBytes },
-        unet_forward: { mode: result.report.forwardMode, kept_activation_bytes: result.report.unetTapeBytes },
-        residuals: result.report.residuals,
-        final_residual: result.report.finalResidual,
-        metrics,
-      };
+      const r = result.report as { settings: object; timings_ms: object };
+      const report = { ...r, settings: { ...cliSettings(o), ...r.settings }, timings_ms: { load: opened.loadMs, ...r.timings_ms } };
       outputs.push({ path: o.report, bytes: new TextEncoder().encode(JSON.stringify(report, null, 1) + '\n'), what: 'report' });
     }
     await writeFilesAtomic(outputs);
@@ -330,39 +252,10 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
     }
     throw e;
   } finally {
-    process.off('SIGINT', onSigint);
-    for (const t of owned) t.dispose();
-    operatorToDispose?.dispose();
-    loaded?.dispose();
+    interrupt.release();
+    session?.dispose();
     engine.destroy();
   }
-}
-
-/** PSNR of A(output) against the measurement itself (what a user without ground truth can check). */
-async function measurementPsnr(engine: Engine, A: Degradation, image: Tensor, y: Tensor): Promise<number> {
-  const { result } = await runProgram(engine, 'measurement_psnr', (rec) => A.apply(rec, image));
-  try {
-    return psnr(await result.read(), await y.read(), 2);
-  } finally {
-    result.dispose();
-  }
-}
-
-function printPhases(io: CliIO, r: RestoreReport, loadMs: number): void {
-  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-  io.out(`load ${fmtTime(loadMs)}; encode ${r.encode.ms.toFixed(0)} ms (${r.encode.dispatches} dispatches, peak ${mib(r.encode.peakLiveBytes)})`);
-  io.out(
-    `loop ${r.steps} steps in ${(r.loop.ms / 1000).toFixed(1)} s (${r.loop.perStepMs.toFixed(0)} ms/step, ${r.loop.perStepDispatches.toFixed(0)} dispatches/step, ` +
-      `${r.loop.autoencoderDispatches} autoencoder dispatches in the loop, peak ${mib(r.loop.peakLiveBytes)})`,
-  );
-  io.out(`UNet forward mode: ${r.forwardMode} (a reuse step keeps ${mib(r.unetTapeBytes)} of activations)`);
-  io.out(`decode ${r.decode.ms.toFixed(0)} ms (${r.decode.dispatches} dispatches, peak ${mib(r.decode.peakLiveBytes)})`);
-}
-
-/** Nearest valid sizes for a message: the multiples of LATENT_FACTOR around n. */
-function nearestSizes(n: number): string {
-  const lo = Math.floor(n / LATENT_FACTOR) * LATENT_FACTOR;
-  return lo < LATENT_FACTOR ? `${LATENT_FACTOR}` : `${lo} or ${lo + LATENT_FACTOR}`;
 }
 
 /**
@@ -379,8 +272,9 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   const conflict = (cond: unknown, message: string) => {
     if (cond) throw new UsageError(message);
   };
-  const method = (str('method') ?? 'silo-cnn') as RestoreMethod;
-  if (!RESTORE_METHODS.includes(method)) throw new UsageError(`--method ${method}: expected one of ${RESTORE_METHODS.join(', ')}`);
+  const methodName = str('method') ?? 'silo-cnn';
+  if (!isRestoreMethod(methodName)) throw new UsageError(`--method ${methodName}: expected one of ${RESTORE_METHODS.join(', ')}`);
+  const method: RestoreMethod = methodName;
   const task = str('task') ?? 'gaussian_blur';
   if (!isDegradationTask(task)) throw new UsageError(`--task ${task}: expected one of ${DEGRADATION_TASKS.join(', ')}`);
   const forward = str('forward') ?? 'auto';
@@ -390,11 +284,11 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   if (size !== undefined && size % LATENT_FACTOR !== 0) {
     throw new UsageError(`--size ${size}: expected a multiple of ${LATENT_FACTOR} (the VAE's latent factor); nearest valid sizes: ${nearestSizes(size)}`);
   }
-  const steps = num('steps', { integer: true, min: 1, max: 999, what: 'a number of steps (DDPM with leading spacing cannot step 1000)' }) ?? 999;
+  const steps = num('steps', { integer: true, min: 1, max: 999, what: 'a number of steps (DDPM with leading spacing cannot step 1000)' }) ?? RESTORE_DEFAULTS.steps;
   const eta = num('eta', { above: 0, what: 'a step size' });
-  const seed = num('seed', { integer: true, min: 0, what: 'a non-negative integer seed' }) ?? 1000;
-  const sigma = num('sigma', { min: 0, what: 'a noise level' }) ?? 0.02;
-  const cfg = num('cfg', { what: 'a guidance scale' }) ?? 1;
+  const seed = num('seed', { integer: true, min: 0, what: 'a non-negative integer seed' }) ?? RESTORE_DEFAULTS.seed;
+  const sigma = num('sigma', { min: 0, what: 'a noise level' }) ?? RESTORE_DEFAULTS.sigma;
+  const cfg = num('cfg', { what: 'a guidance scale' }) ?? RESTORE_DEFAULTS.cfg;
   const budget = num('activation-budget', { above: 0, what: 'a number of MiB' });
   let background: Rgb;
   try {
@@ -403,7 +297,8 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
     throw new UsageError(`--${(e as Error).message}`);
   }
 
-  const isSilo = method === 'silo-cnn' || method === 'silo-rg';
+  const sampler = samplerFor(method);
+  const isSilo = sampler.space === 'latent';
   conflict(!str('model') && !str('golden'), 'give --model <diffusers folder> or --golden <../shared/golden>');
   conflict(str('model') && str('golden'), '--model and --golden both given; choose one set of models');
   conflict(!str('input') && !str('ground-truth'), 'give --input <measurement> or --ground-truth <image> (degraded with --task)');
@@ -414,7 +309,7 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   conflict(!isSilo && str('sigma-emb'), `--sigma-emb is only used by silo-cnn and silo-rg (the method is ${method})`);
   conflict(method === 'silo-rg' && !str('operator'), 'method silo-rg needs --operator <folder with config.json and weights.safetensors>');
   conflict(method === 'silo-cnn' && !str('operator') && !str('golden'), 'method silo-cnn needs --operator <cnn weights.safetensors>');
-  conflict(method === 'psld' && eta !== undefined, '--eta does not apply to psld (it steps with its own omega 1 and gamma 0.1)');
+  conflict(!sampler.usesEta && eta !== undefined, `--eta does not apply to ${method} (it steps with its own weights)`);
   conflict(cfg === 1 && str('negative-prompt') !== undefined, '--negative-prompt has no effect with --cfg 1 (no classifier-free guidance); set --cfg too');
   conflict(cfg === 1 && values['cfg-fix'] === true, '--cfg-fix has no effect with --cfg 1 (no classifier-free guidance); set --cfg too');
   conflict(values['offline'] === true && !str('model'), '--offline only applies to a hub repo id given with --model');

@@ -33,7 +33,7 @@ import { siloStep, type SiloOperator } from '../../src/solvers/samplers/silo.js'
 import { latentDpsStep, psldStep } from '../../src/solvers/samplers/pixel.js';
 import { residualNorm } from '../../src/solvers/samplers/residual.js';
 import { degradationModelVjp } from '../../src/models/silo/cnn-vjp.js';
-import { restore, RestoreAbortedError, type RestoreMethod, type RestoreModels, type RestoreOptions, type RestoreProgress, type RestoreReport, type RestoreResult } from '../../src/solvers/restore.js';
+import { restore, RestoreAbortedError, type RestoreMethod, type RestoreModels, type RestoreOptions, type RestoreProgress, type RestoreReport, type RestoreResult } from '../../src/restore/loop.js';
 import { loadUNetFolder } from '../../src/check/unet.js';
 import { readJson, readSafetensors } from '../../src/check/files.js';
 import { parseVaeConfig } from '../../src/models/vae/config.js';

@@ -49,7 +49,7 @@ export interface DegradationSetup {
 }
 
 /** SILO's eta: 1.0 for inpainting, 0.5 for blur, SR and JPEG (avgpool4, SR-like, takes SR's). */
-const SILO_ETA: Record<DegradationTask, number> = {
+export const SILO_ETA: Readonly<Record<DegradationTask, number>> = {
   gaussian_blur: 0.5,
   motion_blur: 0.5,
   sr4: 0.5,

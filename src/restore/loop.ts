@@ -1,6 +1,7 @@
-// The whole restoration: measurement -> (SILO: encode once) -> N guided DDPM steps -> decode once.
+// The whole restoration: measurement -> (latent samplers: encode once) -> N guided DDPM steps -> decode once.
 // Each sampling step is one recorded program with no read-back; the loop waits for it only to report
-// progress, to honour an AbortSignal between steps and to time it. Methods:
+// progress, to honour an AbortSignal between steps and to time it. The method is a Sampler from the
+// registry (registry.ts):
 //   silo-cnn / silo-rg  the latent operator compares E(y) with H(x0) or R(features): no autoencoder in the loop;
 //   latent-dps / psld   the residual lives in pixel space: decoder (and PSLD's encoder) in every step.
 // The report counts dispatches per phase, and autoencoder dispatches inside the loop separately, so
@@ -21,22 +22,23 @@ import { clamp, scale } from '../engine/ops/elementwise.js';
 import { randomNormal } from '../engine/ops/random.js';
 import { nonFiniteCount, nonFiniteCountInto, reduceTensor } from '../engine/ops/reduce.js';
 import { WeightLoader } from '../models/weights.js';
-import { diagnoseDecode, diagnoseStep } from './nonfinite-diagnosis.js';
+import { diagnoseDecode, diagnoseStep } from '../solvers/nonfinite-diagnosis.js';
 import type { UNet2DConditionModel } from '../models/unet/unet.js';
 import type { AutoencoderKL } from '../models/vae/autoencoder.js';
 import type { DegradationModel } from '../models/silo/cnn.js';
 import type { AggregationNetwork } from '../models/silo/readout.js';
 import { sigmaTimestep } from '../models/silo/config.js';
-import type { DDPMScheduler } from './schedulers/ddpm.js';
-import type { Degradation } from './degradations/types.js';
-import { usesCfg, type DiffusionPrior } from './samplers/denoiser.js';
-import { siloStep, type SiloOperator } from './samplers/silo.js';
-import { unetEpsModel, unetForwardMode, type ForwardMode, type UNetEpsOptions } from './samplers/eps-model.js';
+import type { DDPMScheduler } from '../solvers/schedulers/ddpm.js';
+import type { Degradation } from '../solvers/degradations/types.js';
+import { usesCfg, type DiffusionPrior } from '../solvers/samplers/denoiser.js';
+import type { SiloOperator } from '../solvers/samplers/silo.js';
+import { unetEpsModel, unetForwardMode, type ForwardMode, type UNetEpsOptions } from '../solvers/samplers/eps-model.js';
 import { unetTapeBytes } from '../models/unet/tape-bytes.js';
-import { latentDpsStep, psldStep } from './samplers/pixel.js';
+import { samplerFor, RESTORE_METHODS, type RestoreMethod } from './registry.js';
+import type { StepInputs } from './sampler.js';
+import { LATENT_DPS_ETA, SILO_DEFAULT_ETA } from './defaults.js';
 
-export type RestoreMethod = 'silo-cnn' | 'silo-rg' | 'latent-dps' | 'psld';
-export const RESTORE_METHODS: readonly RestoreMethod[] = ['silo-cnn', 'silo-rg', 'latent-dps', 'psld'];
+export { RESTORE_METHODS, type RestoreMethod };
 
 export class RestoreAbortedError extends SiloError {}
 
@@ -115,6 +117,9 @@ export interface RestoreOptions {
   activationBudget?: number;
   onProgress?: (p: RestoreProgress) => void;
   signal?: AbortSignal;
+  /** Decode the step's x0 estimate every k steps (not the last) and pass it to onPreview; 0 or undefined: never. */
+  previewEvery?: number;
+  onPreview?: (p: { step: number; total: number; image: Float32Array; shape: number[] }) => void | Promise<void>;
 }
 
 export interface PhaseReport {
@@ -132,6 +137,8 @@ export interface RestoreReport {
   encode: PhaseReport;
   loop: PhaseReport & { perStepMs: number; perStepDispatches: number };
   decode: PhaseReport;
+  /** The preview decodes (outside the loop's counts: they are a display choice, not the method's cost). */
+  previews: { count: number; ms: number; dispatches: number };
   /** Residual norms read back (step index, value). */
   residuals: [number, number][];
   finalResidual: number;
@@ -165,16 +172,18 @@ function phase(report: ProgramReport, ms: number): PhaseReport {
 const STREAM_ZT = 0;
 const STREAM_POSTERIOR = 2 ** 40;
 
+/** The step size when none is given: the defaults table's (defaults.ts) task-independent value. */
 function defaultEta(method: RestoreMethod): number {
-  return method === 'latent-dps' ? 1 : 0.5;
+  return method === 'latent-dps' ? LATENT_DPS_ETA : SILO_DEFAULT_ETA;
 }
 
+const OPERATOR_FIELD = { cnn: 'the CNN operator (models.cnn)', readout: 'the readout operator (models.readout)' } as const;
+
 function checkModels(m: RestoreModels, o: RestoreOptions): void {
-  assertArg(RESTORE_METHODS.includes(o.method), `restore: unknown method "${o.method}" (known: ${RESTORE_METHODS.join(', ')})`);
+  const sampler = samplerFor(o.method);
   assertArg(Number.isInteger(o.steps) && o.steps >= 1, `restore: steps must be a positive integer, got ${o.steps}`);
   assertArg(Number.isSafeInteger(o.seed) && o.seed >= 0, `restore: seed must be a non-negative integer, got ${o.seed}`);
-  if (o.method === 'silo-cnn') assertArg(m.cnn, 'restore: method silo-cnn needs the CNN operator (models.cnn)');
-  if (o.method === 'silo-rg') assertArg(m.readout, 'restore: method silo-rg needs the readout operator (models.readout)');
+  if (sampler.operator) assertArg(m[sampler.operator], `restore: method ${o.method} needs ${OPERATOR_FIELD[sampler.operator]}`);
   const sigma = o.sigma ?? 0.02;
   assertArg(Number.isFinite(sigma) && sigma >= 0, `restore: sigma must be >= 0, got ${sigma}`);
 }
@@ -191,8 +200,9 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
   const { unet, vae, scheduler } = models;
   const s = vae.scalingFactor;
   const sigma = opts.sigma ?? 0.02;
-  const eta = opts.eta ?? defaultEta(opts.method);
-  const isSilo = opts.method === 'silo-cnn' || opts.method === 'silo-rg';
+  const sampler = samplerFor(opts.method);
+  const eta = sampler.usesEta ? (opts.eta ?? defaultEta(opts.method)) : undefined;
+  const isSilo = sampler.space === 'latent';
   scheduler.setTimesteps(opts.steps);
   const timesteps = scheduler.timesteps.slice();
   const epsOpts: UNetEpsOptions = { forward: opts.forward, activationBudget: opts.activationBudget };
@@ -225,8 +235,8 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
             const scaled = scale(rec, z, s);
             return opts.clampW === false ? scaled : clamp(rec, scaled, -4, 4);
           });
-          const op = opts.method === 'silo-cnn' ? models.cnn!.config : models.readout!.config;
-          if (op.sigmaCondition && !sigmaEmb) sigmaEmb = unet.timeEmbedding(rec, sigmaTimestep(sigma));
+          const op = sampler.operator ? models[sampler.operator]?.config : undefined;
+          if (op?.sigmaCondition && !sigmaEmb) sigmaEmb = unet.timeEmbedding(rec, sigmaTimestep(sigma));
         }
         const latentShape = w ? w.shape : latentShapeFor(A, y, vae, unet, opts.imageSize);
         const zT = randomNormal(rec, latentShape, opts.seed, { offset: STREAM_ZT, name: 'z_T' });
@@ -241,17 +251,8 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
     const sigmaEmb = enc.result.sigmaEmb;
     const encodeReport = phase(enc.report, performance.now() - t0);
 
-    const operator: SiloOperator | undefined =
-      opts.method === 'silo-cnn'
-        ? { kind: 'cnn', model: models.cnn!, sigmaEmb: models.cnn!.config.sigmaCondition ? checkSigmaEmb(sigmaEmb, models.cnn!.config.sigmaEmbDim) : undefined }
-        : opts.method === 'silo-rg'
-          ? {
-              kind: 'readout',
-              model: models.readout!,
-              sigmaEmb: models.readout!.config.sigmaCondition ? checkSigmaEmb(sigmaEmb, models.readout!.config.sigmaEmbDim) : undefined,
-              mask: models.readoutMask,
-            }
-          : undefined;
+    const operator: SiloOperator | undefined = sampler.makeOperator?.(models, sigmaEmb);
+    const stepInputs: StepInputs = { prior, vae, A, y, w, operator, eta, gradClamp: opts.gradClamp, psldOmega: opts.psldOmega, psldGamma: opts.psldGamma };
 
     // Phase 2: the guided DDPM loop, one program per step.
     let z = zT;
@@ -260,6 +261,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
     let loopAutoencoder = 0;
     let loopPeak = 0;
     const residuals: [number, number][] = [];
+    const previews = { count: 0, ms: 0, dispatches: 0 };
     let lastNorm: Tensor | undefined;
     for (let i = 0; i < timesteps.length; i++) {
       if (opts.signal?.aborted) throw new RestoreAbortedError(`restore: stopped after ${i} of ${timesteps.length} steps`);
@@ -269,9 +271,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
         const noise = scheduler.stepCoefficients(t).noiseStd !== 0 ? randomNormal(rec, zIn.shape, opts.seed, { offset: i + 1, name: 'ddpm_noise' }) : undefined;
         // The noise is freed even when the step throws (a bad option found while recording).
         try {
-          if (operator) return siloStep(rec, prior, operator, w!, zIn, t, noise, { eta, gradClamp: opts.gradClamp });
-          if (opts.method === 'latent-dps') return latentDpsStep(rec, prior, vae, A, y, zIn, t, noise, { scale: eta });
-          return psldStep(rec, prior, vae, A, y, zIn, t, noise, { omega: opts.psldOmega ?? 1, gamma: opts.psldGamma ?? 0.1 });
+          return sampler.step(rec, stepInputs, zIn, t, noise);
         } finally {
           noise?.dispose();
         }
@@ -289,7 +289,11 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
         },
         { wait: true },
       );
-      for (const x of [result.eps, result.x0, result.prev, result.estimate, result.grad, ...Object.values(result.extras), (result as { glueNorm?: Tensor }).glueNorm]) x?.dispose();
+      const every = opts.previewEvery ?? 0;
+      const previewDue = every > 0 && !!opts.onPreview && (i + 1) % every === 0 && i < timesteps.length - 1;
+      // The x0 estimate stays for a preview (freed once decoded, or with the others on an error).
+      if (previewDue) owned.push(result.x0);
+      for (const x of [result.eps, previewDue ? undefined : result.x0, result.prev, result.estimate, result.grad, ...Object.values(result.extras), (result as { glueNorm?: Tensor }).glueNorm]) x?.dispose();
       // z (this step's start) stays until the new latent is verified: the diagnosis re-runs from it.
       owned.push(result.zPrev);
       lastNorm = replace(lastNorm, result.residualNorm);
@@ -317,15 +321,31 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
       loopDispatches += report.dispatches;
       loopAutoencoder += autoencoderDispatches(report);
       loopPeak = Math.max(loopPeak, report.peakLiveBytes);
-      const every = opts.residualEvery ?? 0;
+      if (previewDue) {
+        const p0 = performance.now();
+        const dec = await runProgram(engine, `restore/preview_${i}`, (rec) => rec.engine.tidy(() => clamp(rec, vae.decode(rec, scale(rec, result.x0, 1 / s)), -1, 1)), { wait: true });
+        owned.splice(owned.indexOf(result.x0), 1);
+        result.x0.dispose();
+        try {
+          const image = await dec.result.read();
+          previews.count++;
+          previews.dispatches += dec.report.dispatches;
+          previews.ms += performance.now() - p0;
+          await opts.onPreview!({ step: i + 1, total: timesteps.length, image, shape: dec.result.shape.slice() });
+        } finally {
+          dec.result.dispose();
+        }
+      }
+      const resEvery = opts.residualEvery ?? 0;
       let residual: number | undefined;
-      if (every > 0 && ((i + 1) % every === 0 || i === timesteps.length - 1)) {
+      if (resEvery > 0 && ((i + 1) % resEvery === 0 || i === timesteps.length - 1)) {
         residual = stepResidual;
         residuals.push([i, residual]);
       }
       opts.onProgress?.({ step: i + 1, total: timesteps.length, t, elapsedMs: performance.now() - loopStart, residual });
     }
-    const loopMs = performance.now() - loopStart;
+    // Previews are a display choice, not the method's cost: their decodes are reported apart.
+    const loopMs = performance.now() - loopStart - previews.ms;
     const finalResidual = lastNorm ? (await lastNorm.read())[0]! : NaN;
     if (lastNorm) owned.splice(owned.indexOf(lastNorm), 1);
     lastNorm?.dispose();
@@ -373,6 +393,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
         encode: encodeReport,
         loop: { ms: loopMs, dispatches: loopDispatches, autoencoderDispatches: loopAutoencoder, peakLiveBytes: loopPeak, perStepMs: loopMs / n, perStepDispatches: loopDispatches / n },
         decode: decodeReport,
+        previews,
         residuals,
         finalResidual,
         forwardMode: unetForwardMode(unet, batchShape, epsOpts),
@@ -382,17 +403,6 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
   } finally {
     for (const t of owned) t.dispose();
   }
-}
-
-function checkSigmaEmb(e: Tensor | undefined, width: number): Tensor {
-  if (!e) throw new ArgumentError('restore: the operator is sigma-conditioned and no sigma embedding was given');
-  if (e.shape[e.rank - 1] !== width) {
-    throw new ArgumentError(
-      `restore: the operator's sigma branch takes a ${width}-d embedding (SD-1.5's time embedding) but got ${shapeString(e.shape)}; ` +
-        `a UNet with another time-embedding width needs the embedding supplied (models.sigmaEmb / --sigma-emb)`,
-    );
-  }
-  return e;
 }
 
 /** The latent shape for pixel-space methods: the full image size (A's input) over the VAE factor. */
