@@ -49,9 +49,10 @@ import type { DiffusionPrior } from '../src/solvers/samplers/denoiser.js';
 import { unetEpsModel, type ForwardMode } from '../src/solvers/samplers/eps-model.js';
 import { unetTapeBytes } from '../src/models/unet/tape-bytes.js';
 import type { GuidedStep } from '../src/solvers/samplers/guided.js';
-import { siloStep } from '../src/solvers/samplers/silo.js';
-import { latentDpsStep, psldStep } from '../src/solvers/samplers/pixel.js';
-import { RESTORE_METHODS, autoencoderDispatches, type RestoreMethod } from '../src/solvers/restore.js';
+import { autoencoderDispatches } from '../src/restore/loop.js';
+import { RESTORE_METHODS, samplerFor, type RestoreMethod } from '../src/restore/registry.js';
+import { methodEta } from '../src/restore/defaults.js';
+import type { StepInputs } from '../src/restore/sampler.js';
 import { printTable, type Row } from './harness.js';
 import { sd15UNetConfig, sdVaeConfig } from './models.js';
 import { readFileSync } from 'node:fs';
@@ -286,18 +287,14 @@ function stepOutputs(s: GuidedStep): Tensor[] {
 async function benchMethod(engine: Engine, m: Models, inp: Inputs, method: RestoreMethod, mode: ForwardMode, a: SolverBenchArgs, steps: number): Promise<SolverResult> {
   const scheduler = new DDPMScheduler(SD15_SCHEDULER_CONFIG);
   const prior: DiffusionPrior = { model: unetEpsModel(m.unet, { forward: mode }), scheduler, text: inp.text };
-  const record = (rec: Recorder): GuidedStep => {
-    switch (method) {
-      case 'silo-cnn':
-        return siloStep(rec, prior, { kind: 'cnn', model: m.cnn, sigmaEmb: inp.sigmaEmb }, inp.w, inp.zt, a.t, inp.noise, { eta: 0.5 });
-      case 'silo-rg':
-        return siloStep(rec, prior, { kind: 'readout', model: m.readout, sigmaEmb: inp.sigmaEmb }, inp.w, inp.zt, a.t, inp.noise, { eta: 0.5 });
-      case 'latent-dps':
-        return latentDpsStep(rec, prior, m.vae, inp.A, inp.y, inp.zt, a.t, inp.noise, { scale: 1 });
-      case 'psld':
-        return psldStep(rec, prior, m.vae, inp.A, inp.y, inp.zt, a.t, inp.noise, { omega: 1, gamma: 0.1 });
-    }
+  // The step as restore() records it: the registry's sampler with the defaults table's eta for the task.
+  const sampler = samplerFor(method);
+  const inputs: StepInputs = {
+    prior, vae: m.vae, A: inp.A, y: inp.y, w: inp.w,
+    operator: sampler.makeOperator?.({ cnn: m.cnn, readout: m.readout }, inp.sigmaEmb),
+    eta: methodEta(method, a.task).eta,
   };
+  const record = (rec: Recorder): GuidedStep => sampler.step(rec, inputs, inp.zt, a.t, inp.noise);
   const once = async (i: number): Promise<{ sample: StepSample; report: ProgramReport; before: number; peakAllocated: number }> => {
     await engine.queue.onSubmittedWorkDone(); // nothing else in flight
     const before = engine.pool.stats.liveBytes;
