@@ -8,8 +8,9 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-const LAUNCHER = new URL('../bin/silo.mjs', import.meta.url).pathname;
+const LAUNCHER = fileURLToPath(new URL('../bin/silo.mjs', import.meta.url));
 
 /** A CLI whose main() prints `label` and its arguments and returns 3. */
 const cli = (label: string) => `export async function main(args) { console.log(${JSON.stringify(label)} + ' ' + args.join(' ')); return 3; }\n`;

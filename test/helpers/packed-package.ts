@@ -7,10 +7,11 @@ import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 // @ts-expect-error plain ESM script without types
 import { buildPackage } from '../../scripts/build.mjs';
 
-export const ROOT = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
 /** Built into dist/ by other scripts (bench, test pages); never part of the package. */
 export const DIST_DECOYS = ['dist/bench.mjs', 'dist/bench.mjs.map', 'dist/page.js'];
 
@@ -54,11 +55,19 @@ function mustRun(cmd: string, args: string[], opts: SpawnSyncOptions = {}): stri
   return r.stdout;
 }
 
-// npm must neither reach a registry nor touch the user's config while the test runs.
-const NPM_ENV = { ...process.env, npm_config_offline: 'true', npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' };
+// npm must not reach a registry, and gets its own cache so the user's is neither read nor written.
+const npmEnv = (tmp: string) => ({
+  ...process.env,
+  npm_config_offline: 'true',
+  npm_config_cache: join(tmp, 'npm-cache'),
+  npm_config_audit: 'false',
+  npm_config_fund: 'false',
+  npm_config_update_notifier: 'false',
+});
 
 export async function packAndInstall(): Promise<PackedPackage> {
   const tmp = mkdtempSync(join(tmpdir(), 'silo-pack-'));
+  const NPM_ENV = npmEnv(tmp);
   try {
     const stage = join(tmp, 'stage');
     const listed = JSON.parse(mustRun('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, env: NPM_ENV })) as [{ files: { path: string }[] }];
