@@ -6,11 +6,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, extname, resolve, sep } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Page } from 'puppeteer-core';
 // @ts-expect-error plain ESM script without types
 import { bundle } from '../../scripts/build.mjs';
+import { launchChromium, type Chromium } from './chromium.js';
 
-export const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 /** ../shared/golden is served read-only under /golden/ so page tests can fetch torch-written files. */
 const GOLDEN_DIR = resolve(new URL('../../../shared/golden', import.meta.url).pathname);
 
@@ -56,31 +56,14 @@ export async function openTestPage(entry: string): Promise<BrowserPage> {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
-  const userDataDir = mkdtempSync(join(tmpdir(), 'silo-chromium-'));
-  let browser: Browser;
+  let chromium: Chromium;
   try {
-    browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      protocolTimeout: 600_000,
-      args: [
-        '--headless=new',
-        '--no-sandbox',
-        '--enable-unsafe-webgpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--disable-default-apps',
-        '--disable-extensions',
-        `--user-data-dir=${userDataDir}`,
-      ],
-    });
+    chromium = await launchChromium();
   } catch (e) {
     server.close();
-    throw new Error(`could not launch ${CHROMIUM}: ${(e as Error).message}`);
+    throw e;
   }
+  const { browser } = chromium;
   const page = await browser.newPage();
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(String(e)));
@@ -96,10 +79,9 @@ export async function openTestPage(entry: string): Promise<BrowserPage> {
     page,
     url,
     close: async () => {
-      await browser.close();
+      await chromium.close();
       server.close();
       rmSync(dir, { recursive: true, force: true });
-      rmSync(userDataDir, { recursive: true, force: true });
     },
   };
 }
