@@ -26,6 +26,7 @@ import { checkPaths, PathError, type InputPath, type OutputPath } from './output
 import { parseNumberArg } from './numbers.js';
 import { UsageError } from './usage-error.js';
 import type { CliIO } from './silo.js';
+import type { BatchCliOptions } from './restore-batch.js';
 import { looksLikePath, parseModelRef } from '../hub/model-ref.js';
 
 const isDirectory = async (p: string) => (await import('node:fs/promises')).stat(p).then((s) => s.isDirectory(), () => false);
@@ -66,6 +67,8 @@ export interface RestoreCliOptions {
   /** What transparent pixels of the input images are composited over (default white). */
   background: Rgb;
   quiet: boolean;
+  /** --batch: many images into --out-dir (restore-batch.ts); --input/--ground-truth/--out are then unused. */
+  batch?: BatchCliOptions;
 }
 
 const hex = (c: Rgb) => '#' + c.map((v) => v.toString(16).padStart(2, '0')).join('');
@@ -205,7 +208,7 @@ export function interruptHandler(io: CliIO): { signal: AbortSignal; release(): v
 
 /** The CLI's own settings for the report (the session adds the resolved ones). */
 export function cliSettings(o: RestoreCliOptions): Record<string, unknown> {
-  const { background, quiet: _quiet, ...rest } = o;
+  const { background, quiet: _quiet, batch: _batch, ...rest } = o;
   return { ...rest, background: hex(background) };
 }
 
@@ -301,7 +304,16 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   const isSilo = sampler.space === 'latent';
   conflict(!str('model') && !str('golden'), 'give --model <diffusers folder> or --golden <../shared/golden>');
   conflict(str('model') && str('golden'), '--model and --golden both given; choose one set of models');
-  conflict(!str('input') && !str('ground-truth'), 'give --input <measurement> or --ground-truth <image> (degraded with --task)');
+  const batch = str('batch');
+  if (batch !== undefined) {
+    for (const f of ['input', 'ground-truth', 'out', 'report', 'measurement-out']) conflict(values[f] !== undefined, `--${f} does not apply to --batch (each item's image and report go to --out-dir)`);
+    conflict(!str('out-dir'), '--batch needs --out-dir <folder> (each item writes <id>.png and <id>.json there)');
+  } else {
+    for (const f of ['out-dir', 'shard', 'batch-as']) conflict(values[f] !== undefined, `--${f} only applies to --batch`);
+  }
+  const batchAs = str('batch-as') ?? 'input';
+  conflict(batchAs !== 'input' && batchAs !== 'ground-truth', `--batch-as ${batchAs}: expected input or ground-truth`);
+  conflict(batch === undefined && !str('input') && !str('ground-truth'), 'give --input <measurement> or --ground-truth <image> (degraded with --task), or --batch <folder|list.jsonl>');
   conflict(str('input') && str('ground-truth'), '--input and --ground-truth both given; --input is a measurement, --ground-truth an image to degrade: choose one');
   conflict(task === 'motion_blur' && !str('kernel'), '--task motion_blur needs --kernel <file> (.npy, text, .safetensors or PNG)');
   conflict(task !== 'motion_blur' && str('kernel'), `--kernel is only used by --task motion_blur (the task is ${task})`);
@@ -344,6 +356,7 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
     measurementOut: str('measurement-out'),
     background,
     quiet: values['quiet'] === true,
+    ...(batch !== undefined ? { batch: { batch, outDir: str('out-dir')!, shard: str('shard'), batchAs: batchAs as 'input' | 'ground-truth' } } : {}),
   };
 }
 
@@ -376,11 +389,15 @@ export const RESTORE_OPTIONS = {
   'measurement-out': { type: 'string' },
   background: { type: 'string' },
   quiet: { type: 'boolean', short: 'q' },
+  batch: { type: 'string' },
+  'out-dir': { type: 'string' },
+  shard: { type: 'string' },
+  'batch-as': { type: 'string' },
 } as const;
 
 export const RESTORE_USAGE = [
   'silo restore (--model <diffusers-dir|url|org/name[@rev]> | --golden <../shared/golden>) [--method silo-cnn|silo-rg|latent-dps|psld]',
-  '             (--ground-truth <image> | --input <measurement>) [--task ' + DEGRADATION_TASKS.join('|') + ']',
+  '             (--ground-truth <image> | --input <measurement> | --batch <folder|list.jsonl> --out-dir D [--shard i/N]) [--task ' + DEGRADATION_TASKS.join('|') + ']',
   '             [--operator <file|dir>] [--steps 999] [--eta X] [--seed 1000] [--sigma 0.02] [--size N] [--out restored.png] [--report r.json]',
   '  --model        a diffusers Stable Diffusion 1.5 folder (unet, vae, text_encoder, tokenizer, scheduler), its http(s) URL,',
   '                 or a Hugging Face repo id org/name[@revision] (an existing folder wins): fetched into the hub cache',
@@ -408,5 +425,12 @@ export const RESTORE_USAGE = [
   '  --out, --report, --measurement-out   output files (the measurement y as a PNG): written only when the run succeeds,',
   '                 each atomically (an existing file is replaced whole or kept); they must differ from each other and',
   '                 from every input, and their folders must exist and be writable (checked before the run starts)',
+  '  --batch        a folder of images (.png/.jpg) or a JSON-lines list ({"input": path} or {"ground_truth": path}, optional',
+  '                 "id", "seed", "prompt"; relative paths start at the list\'s folder): all restored on one model load into',
+  '                 --out-dir as <id>.png + <id>.json (the report), each pair written whole; a rerun skips finished items.',
+  '                 --batch-as input|ground-truth says what a folder\'s images are (default input). A failed item is',
+  '                 recorded and the batch goes on (exit 1 at the end); summary.json lists every item and mean metrics',
+  '  --shard i/N    restore only items k with k mod N = i (0 <= i < N); --shard N takes i from JOB_COMPLETION_INDEX',
+  '                 (a Kubernetes Indexed Job sets it): N machines cover one batch, each writing summary-i-of-N.json',
   '  Numbers are plain decimals; each flag may be given once. Ctrl-C stops between steps (exit 130), writing nothing.',
 ].join('\n');

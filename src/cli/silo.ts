@@ -12,6 +12,7 @@ import { RUNNERS } from '../check/registry.js';
 import { UsageError } from './usage-error.js';
 import { parseNumberArg } from './numbers.js';
 import { parseRestoreArgs, runRestore, RESTORE_OPTIONS, RESTORE_USAGE } from './restore.js';
+import { runRestoreBatch } from './restore-batch.js';
 
 export interface CliIO {
   out(line: string): void;
@@ -86,7 +87,7 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
       } catch (e) {
         throw new UsageError((e as Error).message);
       }
-      return runRestore(parsed, io);
+      return parsed.batch ? runRestoreBatch({ ...parsed, batch: parsed.batch }, io) : runRestore(parsed, io);
     },
   },
   convert: {
