@@ -1,16 +1,16 @@
-// `silo convert`: a PyTorch checkpoint (.pt/.pth/.ckpt, torch.save zip format) to .safetensors, read
-// with the restricted unpickler (nothing in the checkpoint is executed). Node only.
+// A PyTorch checkpoint (.pt/.pth/.ckpt, torch.save zip format) to .safetensors (`silo convert`, `silo
+// pull`), read with the restricted unpickler (nothing in the checkpoint is executed). Node only.
 //
 // The output is streamed tensor by tensor (writeSafetensorsFile), so memory stays around one tensor
 // and outputs beyond 4 GiB work; it appears only once complete. Nothing is changed silently: NaN/Inf
 // in the source and values that overflow a narrower --dtype are refused by default, naming each tensor.
 
 import { SiloError } from '../engine/errors.js';
-import { writeSafetensorsFile } from '../formats/safetensors-node.js';
-import { SAFETENSORS_DTYPES, type SafetensorsDType, type SafetensorsStreamEntry } from '../formats/safetensors.js';
-import { castChunks, emptyStats, FLOAT_DTYPES, FLOAT_MAX, type CastStats, type FloatDType, type OverflowPolicy } from '../formats/float-cast.js';
-import { readTorchCheckpointFile } from '../formats/torch-checkpoint-node.js';
-import { TorchCheckpointError, type TorchCheckpoint, type TorchTensor } from '../formats/torch-checkpoint.js';
+import { writeSafetensorsFile } from './safetensors-node.js';
+import { SAFETENSORS_DTYPES, type SafetensorsDType, type SafetensorsStreamEntry } from './safetensors.js';
+import { castChunks, emptyStats, FLOAT_DTYPES, FLOAT_MAX, type CastStats, type FloatDType, type OverflowPolicy } from './float-cast.js';
+import { readTorchCheckpointFile } from './torch-checkpoint-node.js';
+import { TorchCheckpointError, type TorchCheckpoint, type TorchTensor } from './torch-checkpoint.js';
 
 export type FloatTarget = 'F32' | 'F16' | 'BF16';
 export type { OverflowPolicy };
@@ -75,63 +75,73 @@ function listTensors(notes: ValueNote[], what: (n: ValueNote) => string, max = 2
   return lines.join('\n');
 }
 
-/** Converts `inPath` to `outPath`; the output appears only once complete (written beside it, then renamed). */
-export async function convertCheckpoint(inPath: string, outPath: string, options: ConvertOptions = {}): Promise<ConvertReport> {
-  const { resolve } = await import('node:path');
-  if (resolve(inPath) === resolve(outPath)) throw new TorchCheckpointError(inPath, 'output path is the input path');
-  const policy = options.overflow ?? 'error';
-  const target = options.dtype;
-  const ckpt = await readTorchCheckpointFile(inPath, {
+/** Opens `inPath` with the options convert applies (CRC checks on by default). */
+export async function openCheckpointForConvert(inPath: string, options: ConvertOptions = {}): Promise<TorchCheckpoint> {
+  return readTorchCheckpointFile(inPath, {
     verifyCrc: options.verifyCrc ?? true,
     maxTensorBytes: options.maxTensorBytes,
     allowExpandedTensors: options.allowExpanded,
   });
+}
+
+/** Converts `inPath` to `outPath`; the output appears only once complete (written beside it, then renamed). */
+export async function convertCheckpoint(inPath: string, outPath: string, options: ConvertOptions = {}): Promise<ConvertReport> {
+  const { resolve } = await import('node:path');
+  if (resolve(inPath) === resolve(outPath)) throw new TorchCheckpointError(inPath, 'output path is the input path');
+  const ckpt = await openCheckpointForConvert(inPath, options);
   try {
-    const sd = ckpt.stateDict(options.keyPath);
-    const stats = new Map<string, CastStats>();
-    const entries: Record<string, SafetensorsStreamEntry> = {};
-    const dtypes: Partial<Record<SafetensorsDType, number>> = {};
-    let dataBytes = 0;
-    for (const [name, t] of sd.tensors) {
-      const isFloat = FLOAT_DTYPES.has(t.dtype);
-      const dtype: SafetensorsDType = isFloat && target ? target : t.dtype;
-      const s = emptyStats();
-      if (isFloat) stats.set(name, s);
-      entries[name] = { dtype, shape: t.shape, chunks: () => tensorChunks(ckpt, inPath, name, t, dtype, policy, s) };
-      dtypes[dtype] = (dtypes[dtype] ?? 0) + 1;
-      dataBytes += t.numel * SAFETENSORS_DTYPES[dtype];
-    }
-    const notes = (): ValueNote[] =>
-      [...stats].filter(([, s]) => s.nan || s.inf || s.overflow).map(([name, s]) => ({ name, dtype: entries[name]!.dtype, ...s }));
-    await writeSafetensorsFile(outPath, entries, options.metadata, {
-      // Every tensor has been streamed (so every problem is known) but the output is not in place yet.
-      beforeCommit: () => {
-        const found = notes();
-        const nonfinite = found.filter((n) => n.nan || n.inf);
-        const overflow = found.filter((n) => n.overflow);
-        const parts: string[] = [];
-        if (nonfinite.length && !options.allowNonfinite) {
-          parts.push(
-            `${nonfinite.length} tensor(s) already hold NaN or Inf:\n${listTensors(nonfinite, (n) => `${n.nan} NaN, ${n.inf} Inf`)}\n` +
-              '  (pass --allow-nonfinite to convert them as they are)',
-          );
-        }
-        if (overflow.length && policy === 'error') {
-          const max = FLOAT_MAX[target as FloatDType];
-          parts.push(
-            `${overflow.length} tensor(s) hold values beyond ${target}'s ±${max}, which would become ±inf:\n` +
-              `${listTensors(overflow, (n) => `${n.overflow} value(s), largest magnitude ${fmt(n.maxOverflow)}`)}\n` +
-              `  (--overflow saturate clamps them to ±${max}; --overflow inf keeps the infinities)`,
-          );
-        }
-        if (parts.length) throw new ConvertError(`${inPath}: not converted (nothing written to ${outPath}):\n${parts.join('\n')}`);
-      },
-    });
-    const kept = notes().filter((n) => (n.overflow && policy !== 'error') || ((n.nan || n.inf) && options.allowNonfinite));
-    return { input: inPath, output: outPath, root: ckpt.root, keyPath: sd.keyPath, tensors: sd.tensors.size, dataBytes, dtypes, skipped: sd.skipped, notes: kept };
+    return await convertOpenCheckpoint(ckpt, inPath, outPath, options);
   } finally {
     await ckpt.close();
   }
+}
+
+/** Writes the state dict of an open checkpoint (named `inPath` in messages) to `outPath`; the caller closes it. */
+export async function convertOpenCheckpoint(ckpt: TorchCheckpoint, inPath: string, outPath: string, options: ConvertOptions = {}): Promise<ConvertReport> {
+  const policy = options.overflow ?? 'error';
+  const target = options.dtype;
+  const sd = ckpt.stateDict(options.keyPath);
+  const stats = new Map<string, CastStats>();
+  const entries: Record<string, SafetensorsStreamEntry> = {};
+  const dtypes: Partial<Record<SafetensorsDType, number>> = {};
+  let dataBytes = 0;
+  for (const [name, t] of sd.tensors) {
+    const isFloat = FLOAT_DTYPES.has(t.dtype);
+    const dtype: SafetensorsDType = isFloat && target ? target : t.dtype;
+    const s = emptyStats();
+    if (isFloat) stats.set(name, s);
+    entries[name] = { dtype, shape: t.shape, chunks: () => tensorChunks(ckpt, inPath, name, t, dtype, policy, s) };
+    dtypes[dtype] = (dtypes[dtype] ?? 0) + 1;
+    dataBytes += t.numel * SAFETENSORS_DTYPES[dtype];
+  }
+  const notes = (): ValueNote[] =>
+    [...stats].filter(([, s]) => s.nan || s.inf || s.overflow).map(([name, s]) => ({ name, dtype: entries[name]!.dtype, ...s }));
+  await writeSafetensorsFile(outPath, entries, options.metadata, {
+    // Every tensor has been streamed (so every problem is known) but the output is not in place yet.
+    beforeCommit: () => {
+      const found = notes();
+      const nonfinite = found.filter((n) => n.nan || n.inf);
+      const overflow = found.filter((n) => n.overflow);
+      const parts: string[] = [];
+      if (nonfinite.length && !options.allowNonfinite) {
+        parts.push(
+          `${nonfinite.length} tensor(s) already hold NaN or Inf:\n${listTensors(nonfinite, (n) => `${n.nan} NaN, ${n.inf} Inf`)}\n` +
+            '  (pass --allow-nonfinite to convert them as they are)',
+        );
+      }
+      if (overflow.length && policy === 'error') {
+        const max = FLOAT_MAX[target as FloatDType];
+        parts.push(
+          `${overflow.length} tensor(s) hold values beyond ${target}'s ±${max}, which would become ±inf:\n` +
+            `${listTensors(overflow, (n) => `${n.overflow} value(s), largest magnitude ${fmt(n.maxOverflow)}`)}\n` +
+            `  (--overflow saturate clamps them to ±${max}; --overflow inf keeps the infinities)`,
+        );
+      }
+      if (parts.length) throw new ConvertError(`${inPath}: not converted (nothing written to ${outPath}):\n${parts.join('\n')}`);
+    },
+  });
+  const kept = notes().filter((n) => (n.overflow && policy !== 'error') || ((n.nan || n.inf) && options.allowNonfinite));
+  return { input: inPath, output: outPath, root: ckpt.root, keyPath: sd.keyPath, tensors: sd.tensors.size, dataBytes, dtypes, skipped: sd.skipped, notes: kept };
 }
 
 /** One tensor's output bytes, read when the writer reaches it and cast chunk by chunk. */
