@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SiloError } from '../engine/errors.js';
 import { runConvert, type FloatTarget } from './convert.js';
+import { PULL_COMMAND } from './pull.js';
 import { runCheck } from './check.js';
 import { RUNNERS } from '../check/registry.js';
 import { UsageError } from './usage-error.js';
@@ -89,6 +90,7 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
       return runRestore(parsed, io);
     },
   },
+  pull: PULL_COMMAND,
   convert: {
     summary: 'convert a PyTorch checkpoint (.pt/.pth/.ckpt) to .safetensors without executing it',
     usage: [
