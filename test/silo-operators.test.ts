@@ -6,7 +6,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { releasedOperator, selectReleasedOperators, RELEASED_OPERATORS, OperatorNotReleasedError, PRIOR_RV, PRIOR_SD15 } from '../src/hub/silo-operators.js';
-import { convertSiloCheckpoint } from '../src/hub/silo-convert-node.js';
+import { convertOpenSiloCheckpoint, convertSiloCheckpoint } from '../src/hub/silo-convert-node.js';
+import { TorchCheckpoint } from '../src/formats/torch-checkpoint.js';
 import { SiloCheckpointError } from '../src/hub/silo-checkpoint.js';
 import { aggregationConfig, inferDegradationConfig } from '../src/models/silo/config.js';
 import { parseSafetensors } from '../src/formats/safetensors.js';
@@ -175,6 +176,13 @@ describe('silo convert on SILO checkpoints', () => {
     writeFileSync(odd, readoutCheckpoint(tinyCnnWeights(), { config: siloTrainConfig([8], 128) }));
     await expect(convertSiloCheckpoint(odd, join(dir, 'odd-out'))).rejects.toThrow(SiloCheckpointError);
     await expect(convertSiloCheckpoint(odd, join(dir, 'odd-out'))).rejects.toThrow(/odd\.pt: aggregation_network has no bottleneck_layers\.0\.conv1\.weight: not a SILO AggregationNetwork state dict/);
+
+    // Where the release promises a readout dict (silo pull), a bare state dict is refused by name.
+    const bare = await TorchCheckpoint.open(stateDictCheckpoint(tinyCnnWeights()), 'bare.pt');
+    await expect(convertOpenSiloCheckpoint(bare, 'bare.pt', join(dir, 'bare-out'), {}, 'readout')).rejects.toThrow(
+      /bare\.pt: not a SILO readout checkpoint \(expected a dict with an "aggregation_network" state dict; found keys sigma_condition_precondition\.0\.weight/,
+    );
+    expect(existsSync(join(dir, 'bare-out'))).toBe(false);
 
     const rg = join(dir, 'rg.pt');
     writeFileSync(rg, readoutCheckpoint(tinyReadoutWeights()));

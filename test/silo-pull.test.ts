@@ -152,6 +152,11 @@ describe('silo pull', () => {
     expect(io.errText()).toMatch(new RegExp(`trained_ckpt\\.zip: downloaded bytes have sha256 [0-9a-f]{64}, expected ${server.sha256}; the partial file .*trained_ckpt\\.zip\\.incomplete was deleted`));
     expect(readdirSync(releaseDir())).toEqual([]);
     expect(existsSync(join(cache, 'operators'))).toBe(false);
+    // Without an expected sha256 the zip's own CRC-32s catch them.
+    const unpinned = await pull(['--task', 'sr4', '--no-prior']);
+    expect(unpinned.code).toBe(1);
+    expect(unpinned.io.errText()).toMatch(/trained_ckpt\.zip: the download is not an intact zip \(zip .*(CRC-32 mismatch|deflate).*\); it was deleted, run again/);
+    expect(readdirSync(releaseDir())).toEqual([]);
     // The right bytes then pass the same check.
     server.corrupt = false;
     expect((await pull(['--task', 'sr4', '--no-prior'], { ...env, SILO_RELEASE_SHA256: server.sha256 })).code).toBe(0);

@@ -125,6 +125,24 @@ function missingMessage(s: Settings, rows: ReleasedOperator[], why: string): str
   );
 }
 
+/**
+ * Every entry of a fresh download against its CRC-32 (GitHub publishes no hash, the zip carries one per
+ * entry); a corrupt download is deleted, so no later run trusts it.
+ */
+async function verifyZip(zipPath: string): Promise<void> {
+  const { rm } = await import('node:fs/promises');
+  const src = await fileSource(zipPath);
+  try {
+    const zip = await ZipArchive.open(src);
+    for (const name of zip.names()) await zip.read(name, { verifyCrc: true });
+  } catch (e) {
+    await src.close?.();
+    await rm(zipPath, { force: true });
+    throw new SiloError(`${SILO_RELEASE.asset}: the download is not an intact zip (${(e as Error).message}); it was deleted, run again`);
+  }
+  await src.close?.();
+}
+
 /** A stored zip entry read in place; a deflated one inflated into memory. */
 async function entrySource(zip: ZipArchive, name: string): Promise<ByteSource> {
   const e = zip.entry(name);
@@ -196,6 +214,7 @@ export async function pullOperators(rows: ReleasedOperator[], o: ReleaseOptions 
       log(`fetching ${s.url}${s.expectedSha256 ? ` (expected sha256 ${s.expectedSha256})` : ' (no published sha256: the size is verified and the sha256 recorded)'}`);
       const d = await downloadAsset({ url: s.url, dest: s.zipPath, label: SILO_RELEASE.asset, expectedSha256: s.expectedSha256, fetch: o.fetch, attempts: o.attempts, timeoutMs: o.timeoutMs, onProgress: o.onProgress });
       fetchedBytes = d.fetched;
+      await verifyZip(s.zipPath);
       rec = { url: s.url, sha256: d.sha256, bytes: d.bytes, zipPath: s.zipPath };
       await mkdir(dirname(s.recordPath), { recursive: true });
       const tmp = `${s.recordPath}.${process.pid}.${hostname()}.tmp`;
