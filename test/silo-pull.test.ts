@@ -186,6 +186,12 @@ describe('silo pull', () => {
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.io.errText()).toMatch(re);
     }
+    // A checkpoint the zip does not hold (the release's layout changed): named, with what it holds.
+    const absent = await pull(['--task', 'gaussian_blur', '--no-prior']);
+    expect(absent.code).toBe(1);
+    expect(absent.io.errText()).toMatch(/trained_ckpt\.zip: no entry trained_ckpt\/RG\/gb_rg_ffhq_operator\.pt .*its checkpoints: trained_ckpt\/RG\/sr_4_rg_ffhq_operator\.pt, /);
+    expect(existsSync(join(opsDir(), 'gb_rg_ffhq_operator'))).toBe(false);
+    server.requests.length = 0;
     const none = await pull(['--task', 'motion_blur', '--no-prior']);
     expect(none.code).toBe(1);
     expect(none.io.errText()).toMatch(/SILO released no operator for motion_blur/);
