@@ -6,7 +6,8 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SiloError } from '../engine/errors.js';
-import { convertCheckpoint, convertNotes, type FloatTarget } from './convert.js';
+import { runConvert, type FloatTarget } from './convert.js';
+import { PULL_COMMAND } from './pull.js';
 import { runCheck } from './check.js';
 import { RUNNERS } from '../check/registry.js';
 import { UsageError } from './usage-error.js';
@@ -90,10 +91,11 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
       return parsed.batch ? runRestoreBatch({ ...parsed, batch: parsed.batch }, io) : runRestore(parsed, io);
     },
   },
+  pull: PULL_COMMAND,
   convert: {
     summary: 'convert a PyTorch checkpoint (.pt/.pth/.ckpt) to .safetensors without executing it',
     usage: [
-      'silo convert <in.pt> <out.safetensors> [--key <path>] [--dtype f32|f16|bf16] [--overflow error|saturate|inf] [--allow-nonfinite]\n' +
+      'silo convert <in.pt> <out.safetensors|out-folder> [--key <path>] [--dtype f32|f16|bf16] [--overflow error|saturate|inf] [--allow-nonfinite]\n' +
         '             [--max-tensor-bytes N] [--allow-expanded] [--no-crc]',
       '  --key              where the state dict sits, "/"-separated (e.g. state_dict); found automatically if omitted',
       '  --dtype            cast floating-point tensors (integer and bool tensors are kept)',
@@ -104,7 +106,10 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
       '                     claim gigabytes; raise it for a genuine checkpoint that stores less than its tensors',
       '  --allow-expanded   write expanded (stride-0) views with their data repeated (default: refuse, naming them)',
       '  --no-crc           skip the zip CRC-32 checks',
-      '  the output is written beside <out.safetensors> and renamed into place only when complete',
+      '  a SILO readout checkpoint ({step, config, aggregation_network, optimizer_state_dict}) becomes a folder:',
+      '                     <out>/config.json + <out>/weights.safetensors (what restore --method silo-rg --operator reads);',
+      '                     the optimizer state is left out; --key aggregation_network writes the bare weights file instead',
+      '  the output is written beside <out> and renamed into place only when complete',
     ].join('\n'),
     async run(args, io) {
       const { values, positionals } = options(args, {
@@ -126,7 +131,7 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
       const overflow = values.overflow ?? 'error';
       if (overflow !== 'error' && overflow !== 'saturate' && overflow !== 'inf') throw new UsageError(`--overflow ${overflow}: expected error, saturate or inf`);
       const [input, output] = positionals as [string, string];
-      const r = await convertCheckpoint(input, output, {
+      return runConvert(input, output, {
         keyPath: values.key,
         dtype: dtype as FloatTarget | undefined,
         overflow,
@@ -134,12 +139,7 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
         verifyCrc: !values['no-crc'],
         maxTensorBytes: values['max-tensor-bytes'] === undefined ? undefined : parseConvertNumber('max-tensor-bytes', values['max-tensor-bytes']),
         allowExpanded: values['allow-expanded'],
-      });
-      const dtypes = Object.entries(r.dtypes).map(([d, n]) => `${n} ${d}`).join(', ');
-      io.out(`${r.output}: ${r.tensors} tensors (${dtypes}), ${r.dataBytes} bytes of data${r.keyPath.length ? `, from key ${r.keyPath.join('/')}` : ''}`);
-      for (const line of convertNotes(r, overflow)) io.err(line);
-      if (r.skipped.length) io.out(`left out ${r.skipped.length} non-tensor entries: ${r.skipped.slice(0, 10).join(', ')}${r.skipped.length > 10 ? ', ...' : ''}`);
-      return 0;
+      }, io);
     },
   },
 };

@@ -208,7 +208,21 @@ export interface TensorSpec {
   stride: number[];
   location?: string;
 }
-export type Spec = null | boolean | number | string | TensorSpec | Spec[] | { tuple: Spec[] } | { dict: [string | number, Spec][]; ordered?: boolean };
+/**
+ * A pickled value: numbers are ints when integral (use { float } for a float such as 1.0); a dict is an
+ * OrderedDict unless `ordered: false`; `attributes` is the instance state torch's OrderedDict state dicts
+ * carry (`_metadata`), written with BUILD after the items as pickle's save_reduce does.
+ */
+export type Spec =
+  | null
+  | boolean
+  | number
+  | string
+  | TensorSpec
+  | Spec[]
+  | { float: number }
+  | { tuple: Spec[] }
+  | { dict: [string | number, Spec][]; ordered?: boolean; attributes?: [string, Spec][] };
 
 export function tensorSpec(storageType: string, key: string, numel: number, size: number[], stride?: number[], offset = 0): TensorSpec {
   const s = stride ?? size.map((_, i) => size.slice(i + 1).reduce((a, b) => a * b, 1));
@@ -226,6 +240,7 @@ export function writeSpec(w: PickleWriter, spec: Spec): PickleWriter {
     for (const s of spec) writeSpec(w, s);
     return w.appends();
   }
+  if ('float' in spec) return w.float(spec.float);
   if ('tuple' in spec) {
     w.mark();
     for (const s of spec.tuple) writeSpec(w, s);
@@ -240,7 +255,9 @@ export function writeSpec(w: PickleWriter, spec: Spec): PickleWriter {
       else w.str(k);
       writeSpec(w, v);
     }
-    return w.setitems();
+    w.setitems();
+    if (spec.attributes) writeSpec(w, { dict: spec.attributes, ordered: false }).build();
+    return w;
   }
   w.global('torch._utils', '_rebuild_tensor_v2').mark();
   w.mark().str('storage').global('torch', spec.storageType).str(spec.key).str(spec.location ?? 'cpu').int(spec.numel).tuple().binpersid();
@@ -269,3 +286,19 @@ export function buildCheckpoint(
 }
 
 export const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/** Float32 tensors for a hand-built checkpoint: each gets a storage of its own, keyed '0', '1', ... as torch.save numbers them. */
+export class TensorStore {
+  readonly storages: Record<string, Uint8Array> = {};
+  private next = 0;
+  f32(values: Float32Array, shape: number[]): TensorSpec {
+    const key = String(this.next++);
+    this.storages[key] = bytesOf(values).slice();
+    return tensorSpec('FloatStorage', key, values.length, shape);
+  }
+}
+
+/** torch.save(obj) bytes for `spec` whose tensors came from `store`. */
+export function torchSave(spec: Spec, store: TensorStore): Uint8Array {
+  return buildCheckpoint(specPickle(spec), store.storages).bytes;
+}
