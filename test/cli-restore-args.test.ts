@@ -108,19 +108,25 @@ describe('silo restore arguments', () => {
     await expectUsage(restoreArgs(['--input', PHOTO]), /--input and --ground-truth both given/);
     await expectUsage(restoreArgs([], { gt: false }), /give --input <measurement> or --ground-truth <image>/);
     await expectUsage(restoreArgs(['--model', tmp]), /--model and --golden both given/);
-    await expectUsage(['restore', '--ground-truth', PHOTO], /give --model <diffusers folder> or --golden/);
+    // Without --model/--golden/--operator the task's released SILO operator is used: none for some tasks and methods.
+    await expectUsage(['restore', '--ground-truth', PHOTO, '--task', 'avgpool4'], /SILO released no operator for avgpool4: .*latent-dps and psld need no operator/);
+    await expectUsage(['restore', '--ground-truth', PHOTO, '--task', 'sr4', '--method', 'silo-cnn'], /no released operator for sr4 with --method silo-cnn .*"preserve" CNN.*VJP.*Use --method silo-rg/);
+    await expectUsage(['restore', '--ground-truth', PHOTO, '--offline', '--golden', GOLDEN_ROOT], /--offline applies to downloads/);
+    await expectUsage(restoreArgs(['--clamp'], { method: 'psld' }), /--clamp\/--no-clamp only apply to silo-cnn and silo-rg/);
     await expectUsage(restoreArgs(['--task', 'motion_blur']), /motion_blur needs --kernel/);
     await expectUsage(restoreArgs(['--kernel', PHOTO]), /--kernel is only used by --task motion_blur \(the task is gaussian_blur\)/);
     await expectUsage(restoreArgs(['--operator', PHOTO]), /--operator is only used by silo-cnn and silo-rg \(the method is latent-dps\)/);
     await expectUsage(restoreArgs(['--sigma-emb', PHOTO], { method: 'psld' }), /--sigma-emb is only used by silo-cnn and silo-rg/);
-    await expectUsage(restoreArgs([], { method: 'silo-rg' }), /method silo-rg needs --operator/);
+    await expectUsage(restoreArgs([], { method: 'silo-rg' }), /method silo-rg with --golden needs --operator/);
     await expectUsage(restoreArgs(['--eta', '0.5'], { method: 'psld' }), /--eta does not apply to psld/);
     await expectUsage(restoreArgs(['--negative-prompt', 'blurry']), /--negative-prompt has no effect with --cfg 1/);
     await expectUsage(restoreArgs(['--cfg-fix']), /--cfg-fix has no effect with --cfg 1/);
     await expectUsage(restoreArgs(['--forward', 'reuse', '--activation-budget', '64']), /--activation-budget only applies to --forward auto/);
     await expectUsage(restoreArgs(['--background', 'grey']), /--background "grey": expected white, black or #rrggbb/);
     await expectUsage(restoreArgs(['--background', '#12345']), /--background "#12345"/);
-    await expectUsage(restoreArgs(['extra']), /unexpected argument\(s\) extra/);
+    await expectUsage(restoreArgs(['extra']), /--input and --ground-truth both given/); // a positional is the measurement
+    await expectUsage(['restore', '--golden', GOLDEN_ROOT, PHOTO, 'extra'], /unexpected argument\(s\) extra: give one image to restore/);
+    await expectUsage(['restore', '--golden', GOLDEN_ROOT, PHOTO, '--input', PHOTO], /give the measurement once/);
   });
 
   it('the help documents --background, the eta defaults and the output rules', async () => {

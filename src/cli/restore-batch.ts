@@ -15,7 +15,7 @@ import { checkMeasurementShape } from '../restore/size.js';
 import type { RestorationSession } from '../restore/session.js';
 import { batchSummary, folderItems, parseBatchList, parseShard, shardItems, summaryName, BatchError, type BatchItem, type ItemOutcome, type Shard } from '../restore/batch.js';
 import { checkPaths, PathError } from './output-files-node.js';
-import { cliSettings, interruptHandler, openSession, progressPrinter, readInput, readRgb, restorePaths, restoreRequest, type RestoreCliOptions } from './restore.js';
+import { cliSettings, interruptHandler, openSession, resolveModels, progressPrinter, readInput, readRgb, restorePaths, restoreRequest, type RestoreCliOptions } from './restore.js';
 import type { CliIO } from './silo.js';
 import { looksLikePath, parseModelRef } from '../hub/model-ref.js';
 
@@ -86,13 +86,14 @@ export async function runRestoreBatch(o: RestoreCliOptions & { batch: BatchCliOp
     return 0;
   }
 
+  const resolved = await resolveModels(o, io);
   const engine = await Engine.create();
   io.out(engine.summary());
   const interrupt = interruptHandler(io);
   let session: RestorationSession | undefined;
   let aborted = false;
   try {
-    const opened = await openSession(engine, o, io);
+    const opened = await openSession(engine, resolved, io);
     session = opened.session;
     for (let k = 0; k < todo.length; k++) {
       const { item, path, png, json } = todo[k]!;
@@ -102,7 +103,7 @@ export async function runRestoreBatch(o: RestoreCliOptions & { batch: BatchCliOp
         const img = await readRgb(path, o.background, io);
         const images = item.as === 'input' ? { measurement: img } : { groundTruth: img };
         if (item.as === 'input') checkMeasurementShape({ task: o.task, size: o.size, measurement: [img.width, img.height], measurementName: path });
-        const req = { ...restoreRequest(o, images, motionKernel), seed: item.seed ?? o.seed, prompt: item.prompt ?? o.prompt, measurementName: item.as === 'input' ? path : undefined, groundTruthName: item.as === 'input' ? undefined : path };
+        const req = { ...restoreRequest(o, images, motionKernel), operatorDefaults: opened.operatorDefaults, seed: item.seed ?? o.seed, prompt: item.prompt ?? o.prompt, measurementName: item.as === 'input' ? path : undefined, groundTruthName: item.as === 'input' ? undefined : path };
         const result = await session.run(req, { onProgress: progressPrinter(io, o.quiet), signal: interrupt.signal, log: o.quiet ? undefined : (l) => io.out(`${prefix}: ${l}`) });
         const r = result.report as { settings: object };
         const report = { item: { id: item.id, path, as: item.as }, ...r, settings: { ...cliSettings(o), ...r.settings } };

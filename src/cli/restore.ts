@@ -14,10 +14,11 @@ import { isDegradationTask, DEGRADATION_TASKS, type DegradationTask } from '../s
 import { loadBlurKernel, type BlurKernel } from '../solvers/degradations/kernel-file.js';
 import { RestoreAbortedError } from '../restore/loop.js';
 import { RESTORE_METHODS, isRestoreMethod, samplerFor, type RestoreMethod } from '../restore/registry.js';
-import { RESTORE_DEFAULTS } from '../restore/defaults.js';
+import { RESTORE_DEFAULTS, defaultMethod } from '../restore/defaults.js';
+import { OperatorNotReleasedError, releasedOperator } from '../hub/silo-operators.js';
 import { LATENT_FACTOR, checkMeasurementShape, nearestSizes } from '../restore/size.js';
 import { loadModels } from '../restore/models.js';
-import { resolveModelSpec } from '../restore/models-node.js';
+import { resolveModelSpec, type ResolvedModels } from '../restore/models-node.js';
 import { RestorationSession, type RestoreRequest } from '../restore/session.js';
 import type { ForwardMode } from '../solvers/samplers/eps-model.js';
 import { formatDownloadProgress } from '../hub/progress-text.js';
@@ -51,11 +52,13 @@ export interface RestoreCliOptions {
   eta?: number;
   seed: number;
   sigma: number;
-  prompt: string;
+  /** undefined: the released operator's prompt, else SILO's FFHQ prompt. */
+  prompt?: string;
   negativePrompt?: string;
   cfg: number;
   cfgFix: boolean;
-  clampW: boolean;
+  /** --clamp / --no-clamp; undefined: the released operator's setting, else clamp. */
+  clampW?: boolean;
   /** Load weights that hold NaN/Inf (the sampler's checks then name the first bad step and stage). */
   allowNonFiniteWeights: boolean;
   forward: ForwardMode | 'auto';
@@ -72,8 +75,6 @@ export interface RestoreCliOptions {
 }
 
 const hex = (c: Rgb) => '#' + c.map((v) => v.toString(16).padStart(2, '0')).join('');
-
-export const DEFAULT_PROMPT = RESTORE_DEFAULTS.prompt;
 
 function fmtTime(ms: number): string {
   const s = Math.round(ms / 1000);
@@ -169,10 +170,14 @@ export function restoreRequest(o: RestoreCliOptions, images: { groundTruth?: Res
   };
 }
 
-/** Loads the models these options name into a session (fetching a hub model first). */
-export async function openSession(engine: Engine, o: RestoreCliOptions, io: CliIO): Promise<{ session: RestorationSession; loadMs: number }> {
-  const t0 = performance.now();
-  const { spec, provenance } = await resolveModelSpec({
+/**
+ * The models these options name, resolved to folders: a hub prior and SILO's released operator are
+ * downloaded here, before the GPU starts (a download problem never costs a device).
+ */
+export async function resolveModels(o: RestoreCliOptions, io: CliIO): Promise<ResolvedModels> {
+  return resolveModelSpec({
+    task: o.task,
+    method: o.method,
     model: o.model,
     offline: o.offline,
     golden: o.golden,
@@ -183,9 +188,17 @@ export async function openSession(engine: Engine, o: RestoreCliOptions, io: CliI
     onDownload: downloadPrinter(io, o.quiet),
     log: (l) => io.out(l),
   });
+}
+
+/** Loads resolved models into a session; the released operator's settings become the request defaults. */
+export async function openSession(engine: Engine, resolved: ResolvedModels, io: CliIO): Promise<{ session: RestorationSession; loadMs: number; operatorDefaults?: RestoreRequest['operatorDefaults'] }> {
+  const t0 = performance.now();
+  const { spec, provenance, released } = resolved;
   const models = await loadModels(engine, spec);
   for (const n of models.notes) io.out(n);
-  return { session: new RestorationSession(engine, models, provenance), loadMs: performance.now() - t0 };
+  const operator = released && { ...released.release, checkpoint: released.entry.path, dataset: released.entry.dataset, script: released.entry.script };
+  const operatorDefaults = released && { eta: released.entry.eta, prompt: released.entry.prompt, clampW: released.entry.clamp, source: `SILO's ${released.entry.script}` };
+  return { session: new RestorationSession(engine, models, { model: provenance, operator }), loadMs: performance.now() - t0, operatorDefaults };
 }
 
 /** Ctrl-C: the first stops between two steps (through the returned signal), a second exits at once. */
@@ -223,14 +236,15 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
   checkMeasurementShape({ task: o.task, size: o.size, measurement: measurement && [measurement.width, measurement.height], measurementName: o.input });
   const motionKernel: BlurKernel | undefined = o.kernel ? await loadBlurKernel(await readInput('kernel', o.kernel), o.kernel) : undefined;
 
+  const resolved = await resolveModels(o, io);
   const engine = await Engine.create();
   io.out(engine.summary());
   const interrupt = interruptHandler(io);
   let session: RestorationSession | undefined;
   try {
-    const opened = await openSession(engine, o, io);
+    const opened = await openSession(engine, resolved, io);
     session = opened.session;
-    const result = await session.run(restoreRequest(o, { groundTruth, measurement }, motionKernel), {
+    const result = await session.run({ ...restoreRequest(o, { groundTruth, measurement }, motionKernel), operatorDefaults: opened.operatorDefaults }, {
       onProgress: progressPrinter(io, o.quiet),
       signal: interrupt.signal,
       log: (l) => io.out(l),
@@ -275,11 +289,22 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   const conflict = (cond: unknown, message: string) => {
     if (cond) throw new UsageError(message);
   };
-  const methodName = str('method') ?? 'silo-cnn';
-  if (!isRestoreMethod(methodName)) throw new UsageError(`--method ${methodName}: expected one of ${RESTORE_METHODS.join(', ')}`);
-  const method: RestoreMethod = methodName;
   const task = str('task') ?? 'gaussian_blur';
   if (!isDegradationTask(task)) throw new UsageError(`--task ${task}: expected one of ${DEGRADATION_TASKS.join(', ')}`);
+  const operatorPath = str('operator');
+  const released = () => {
+    try {
+      return releasedOperator(task, str('method')).method;
+    } catch (e) {
+      if (e instanceof OperatorNotReleasedError) throw new UsageError(e.message);
+      throw e;
+    }
+  };
+  // No --method: what the operator given implies, the golden CNN, or the operator SILO released for the task.
+  const methodName =
+    str('method') ?? (operatorPath ? defaultMethod({ operator: operatorPath.endsWith('.safetensors') ? 'file' : 'folder' }) : str('golden') ? 'silo-cnn' : released());
+  if (!isRestoreMethod(methodName)) throw new UsageError(`--method ${methodName}: expected one of ${RESTORE_METHODS.join(', ')}`);
+  const method: RestoreMethod = methodName;
   const forward = str('forward') ?? 'auto';
   if (forward !== 'auto' && forward !== 'reuse' && forward !== 'recompute') throw new UsageError(`--forward ${forward}: expected auto, reuse or recompute`);
 
@@ -302,7 +327,6 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
 
   const sampler = samplerFor(method);
   const isSilo = sampler.space === 'latent';
-  conflict(!str('model') && !str('golden'), 'give --model <diffusers folder> or --golden <../shared/golden>');
   conflict(str('model') && str('golden'), '--model and --golden both given; choose one set of models');
   const batch = str('batch');
   if (batch !== undefined) {
@@ -319,12 +343,15 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   conflict(task !== 'motion_blur' && str('kernel'), `--kernel is only used by --task motion_blur (the task is ${task})`);
   conflict(!isSilo && str('operator'), `--operator is only used by silo-cnn and silo-rg (the method is ${method})`);
   conflict(!isSilo && str('sigma-emb'), `--sigma-emb is only used by silo-cnn and silo-rg (the method is ${method})`);
-  conflict(method === 'silo-rg' && !str('operator'), 'method silo-rg needs --operator <folder with config.json and weights.safetensors>');
-  conflict(method === 'silo-cnn' && !str('operator') && !str('golden'), 'method silo-cnn needs --operator <cnn weights.safetensors>');
+  conflict(method === 'silo-rg' && !operatorPath && str('golden'), 'method silo-rg with --golden needs --operator <folder with config.json and weights.safetensors>');
+  // A latent method without --operator takes SILO's released one: say now if there is none.
+  if (isSilo && !operatorPath && !str('golden')) released();
+  conflict(values['clamp'] === true && values['no-clamp'] === true, '--clamp and --no-clamp both given');
+  conflict((values['clamp'] === true || values['no-clamp'] === true) && !isSilo, `--clamp/--no-clamp only apply to silo-cnn and silo-rg (they clamp w = E(y)); the method is ${method}`);
   conflict(!sampler.usesEta && eta !== undefined, `--eta does not apply to ${method} (it steps with its own weights)`);
   conflict(cfg === 1 && str('negative-prompt') !== undefined, '--negative-prompt has no effect with --cfg 1 (no classifier-free guidance); set --cfg too');
   conflict(cfg === 1 && values['cfg-fix'] === true, '--cfg-fix has no effect with --cfg 1 (no classifier-free guidance); set --cfg too');
-  conflict(values['offline'] === true && !str('model'), '--offline only applies to a hub repo id given with --model');
+  conflict(values['offline'] === true && str('golden'), '--offline applies to downloads (a hub --model, SILO\'s released operators), not to --golden');
   conflict(forward !== 'auto' && budget !== undefined, `--activation-budget only applies to --forward auto (got --forward ${forward})`);
 
   return {
@@ -343,11 +370,11 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
     eta,
     seed,
     sigma,
-    prompt: str('prompt') ?? DEFAULT_PROMPT,
+    prompt: str('prompt'),
     negativePrompt: str('negative-prompt'),
     cfg,
     cfgFix: values['cfg-fix'] === true,
-    clampW: values['no-clamp'] !== true,
+    clampW: values['no-clamp'] === true ? false : values['clamp'] === true ? true : undefined,
     allowNonFiniteWeights: values['allow-nonfinite-weights'] === true,
     forward,
     activationBudgetMiB: budget,
@@ -381,6 +408,7 @@ export const RESTORE_OPTIONS = {
   cfg: { type: 'string' },
   'cfg-fix': { type: 'boolean' },
   'no-clamp': { type: 'boolean' },
+  clamp: { type: 'boolean' },
   'allow-nonfinite-weights': { type: 'boolean' },
   forward: { type: 'string' },
   'activation-budget': { type: 'string' },
@@ -396,13 +424,19 @@ export const RESTORE_OPTIONS = {
 } as const;
 
 export const RESTORE_USAGE = [
-  'silo restore (--model <diffusers-dir|url|org/name[@rev]> | --golden <../shared/golden>) [--method silo-cnn|silo-rg|latent-dps|psld]',
-  '             (--ground-truth <image> | --input <measurement> | --batch <folder|list.jsonl> --out-dir D [--shard i/N]) [--task ' + DEGRADATION_TASKS.join('|') + ']',
+  'silo restore [<measurement>] [--task ' + DEGRADATION_TASKS.join('|') + '] [--model <diffusers-dir|url|org/name[@rev]> | --golden <../shared/golden>]',
+  '             [--method silo-cnn|silo-rg|latent-dps|psld] (--input <measurement> | --ground-truth <image> | --batch <folder|list.jsonl> --out-dir D [--shard i/N])',
   '             [--operator <file|dir>] [--steps 999] [--eta X] [--seed 1000] [--sigma 0.02] [--size N] [--out restored.png] [--report r.json]',
+  '  <measurement>  the degraded photo to restore (as --input)',
+  '  With neither --model nor --operator, SILO\'s own weights are used: the operator SILO released for --task',
+  '                 (silo pull; e.g. sr4 -> the SR x4 readout operator, sr8 -> the SR x8 CNN) and the prior its script',
+  '                 samples with (stablediffusionapi/realistic-vision-v51 from the hub), fetched on first use, cached',
   '  --model        a diffusers Stable Diffusion 1.5 folder (unet, vae, text_encoder, tokenizer, scheduler), its http(s) URL,',
   '                 or a Hugging Face repo id org/name[@revision] (an existing folder wins): fetched into the hub cache',
   '                 (HF_HUB_CACHE, HF_HOME; HF_ENDPOINT; HF_TOKEN for gated repos), fp16 weights preferred, resumable',
-  '  --offline      a repo id from the cache only (as HF_HUB_OFFLINE=1); names any file that is missing',
+  '  --offline      hub models and SILO\'s operators from the caches only (as HF_HUB_OFFLINE=1); names anything missing',
+  '  --method       default: silo-rg for a --operator folder, silo-cnn for a .safetensors file or --golden, else the',
+  '                 method of the operator SILO released for the task',
   '  --golden       the tiny golden models (unet_mini, vae_mini, clip_text_mini, silo_cnn) for CPU-sized runs',
   '  --operator     silo-cnn: CNN weights .safetensors (silo convert a .pt first); silo-rg: folder with config.json + weights.safetensors',
   '  --sigma-emb    <file.safetensors>[:tensor] e_sigma when the UNet cannot make it (golden: silo_cnn/golden.safetensors by default)',
@@ -417,7 +451,8 @@ export const RESTORE_USAGE = [
   '  --background   white|black|#rrggbb: what transparent pixels of the input images are composited over (default white)',
   '  --prompt, --negative-prompt, --cfg, --cfg-fix   text conditioning and classifier-free guidance (SILO default cfg 1;',
   '                 --negative-prompt and --cfg-fix need --cfg other than 1)',
-  '  --no-clamp     do not clamp w = E(y) to [-4, 4]',
+  '  --clamp, --no-clamp   clamp w = E(y) to [-4, 4] or not (default: as SILO\'s script for the released operator;',
+  '                 otherwise clamp)',
   '  --allow-nonfinite-weights   load weights holding NaN/Inf (default: refuse, naming file and tensor); a step or',
   '                 decode that then produces NaN/Inf still stops the run, naming the step, t and the first bad stage',
   '  --forward      auto|reuse|recompute: keep the UNet activations of a step for its VJP, or recompute them (auto: reuse',

@@ -81,10 +81,12 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
         io.out(SUBCOMMANDS.restore!.usage);
         return 0;
       }
-      if (positionals.length) throw new UsageError(`unexpected argument(s) ${positionals.join(' ')}`);
+      // One positional: the measurement (as --input).
+      if (positionals.length > 1) throw new UsageError(`unexpected argument(s) ${positionals.slice(1).join(' ')}: give one image to restore`);
+      if (positionals.length && values.input !== undefined) throw new UsageError(`${positionals[0]} and --input ${values.input}: give the measurement once`);
       let parsed;
       try {
-        parsed = parseRestoreArgs(values);
+        parsed = parseRestoreArgs(positionals.length ? { ...values, input: positionals[0] } : values);
       } catch (e) {
         throw new UsageError((e as Error).message);
       }

@@ -49,6 +49,11 @@ export interface RestoreRequest {
   forward?: ForwardMode | 'auto';
   /** Bytes of UNet activations 'auto' may keep per step. */
   activationBudget?: number;
+  /**
+   * The settings the operator was trained and released with (SILO's script for it), used where the
+   * request leaves eta, prompt or clampW unset; `source` names it in the report.
+   */
+  operatorDefaults?: { eta: number; prompt: string; clampW: boolean; source: string };
 }
 
 export interface Preview {
@@ -107,7 +112,7 @@ export class RestorationSession {
     readonly engine: Engine,
     readonly models: LoadedModels,
     /** Where the prior came from (hub provenance, folder, URL), recorded in every report. */
-    readonly provenance?: unknown,
+    readonly provenance: { model?: unknown; operator?: unknown } = {},
   ) {}
 
   /** Restores one image. Nothing of the request stays on the GPU afterwards. */
@@ -130,8 +135,10 @@ export class RestorationSession {
     const seed = req.seed ?? RESTORE_DEFAULTS.seed;
     const steps = req.steps ?? RESTORE_DEFAULTS.steps;
     const cfg = req.cfg ?? RESTORE_DEFAULTS.cfg;
-    const prompt = req.prompt ?? RESTORE_DEFAULTS.prompt;
-    const { eta: etaChoice, from: etaFrom } = methodEta(req.method, req.task, req.eta);
+    const od = sampler.space === 'latent' ? req.operatorDefaults : undefined;
+    const prompt = req.prompt ?? od?.prompt ?? RESTORE_DEFAULTS.prompt;
+    const clampW = req.clampW ?? od?.clampW ?? RESTORE_DEFAULTS.clampW;
+    const { eta: etaChoice, from: etaFrom } = req.eta === undefined && od ? { eta: od.eta, from: od.source } : methodEta(req.method, req.task, req.eta);
 
     const owned: Tensor[] = [];
     let A: Degradation | undefined;
@@ -175,7 +182,7 @@ export class RestorationSession {
         seed,
         eta,
         sigma: setup.sigma,
-        clampW: req.clampW ?? RESTORE_DEFAULTS.clampW,
+        clampW,
         guidanceScale: cfg,
         cfgFix: req.cfgFix,
         forward: req.forward,
@@ -210,14 +217,15 @@ export class RestorationSession {
       const settings: ResolvedSettings = {
         method: req.method, task: req.task, steps, eta: eta ?? null, eta_from: etaFrom, seed, sigma: setup.sigma, size,
         degradation: setup.description, prompt, negative_prompt: req.negativePrompt ?? null, cfg, cfg_fix: req.cfgFix ?? false,
-        clamp_w: req.clampW ?? RESTORE_DEFAULTS.clampW, forward: req.forward ?? 'auto',
+        clamp_w: clampW, forward: req.forward ?? 'auto',
       };
       const r = result.report;
       const report = {
         settings,
         adapter: engine.summary(),
         models: models.notes,
-        ...(this.provenance ? { model: this.provenance } : {}),
+        ...(this.provenance.model ? { model: this.provenance.model } : {}),
+        ...(this.provenance.operator ? { operator: this.provenance.operator } : {}),
         timings_ms: { encode: r.encode.ms, loop: r.loop.ms, per_step: r.loop.perStepMs, decode: r.decode.ms, previews: r.previews.ms },
         dispatches: {
           encode: r.encode.dispatches,
