@@ -14,6 +14,8 @@ import { makeDegradation, type DegradationTask } from '../solvers/degradations/t
 import type { BlurKernel } from '../solvers/degradations/kernel-file.js';
 import { addMeasurementNoise } from '../solvers/degradations/noise.js';
 import { jpegRoundTrip } from '../solvers/degradations/jpeg.js';
+import { InpaintingOperator } from '../solvers/degradations/inpaint.js';
+import { resizeMaskAntialiased } from '../solvers/degradations/latent-mask.js';
 import { consistencyPsnr, msSsim, psnr, psnrY, ssim, unitFromSigned } from '../solvers/metrics.js';
 import type { ForwardMode } from '../solvers/samplers/eps-model.js';
 import { restore, type RestoreProgress, type RestoreReport } from './loop.js';
@@ -173,10 +175,20 @@ export class RestorationSession {
       owned.push(y);
       const measurement = chwToRgb8(await y.read(), y.shape);
 
+      // A cond_inpaint readout operator (SILO's random-box inpainting) also reads the mask at latent size.
+      let readoutMask: Tensor | undefined;
+      const readout = sampler.operator === 'readout' ? models.base.readout : undefined;
+      if (readout?.config.condInpaint) {
+        if (!(A instanceof InpaintingOperator)) throw new SiloError(`restore: this readout operator was trained for inpainting (cond_inpaint: it reads the mask), but task ${req.task} has no mask`);
+        const n = readout.config.latentSize;
+        readoutMask = engine.tensor(resizeMaskAntialiased(A.mask, A.height, A.width, n, n), [1, 1, n, n], 'f32', 'readout_mask');
+        owned.push(readoutMask);
+      }
+
       const text = await models.embed(prompt);
       const uncond = cfg !== 1 ? await models.embed(req.negativePrompt ?? '') : undefined;
       log(`${req.method}: ${steps} steps, eta ${eta ?? 'n/a'} (${etaFrom}), seed ${seed}, sigma ${setup.sigma}, ${size}x${size} image, latent ${size / f}x${size / f}`);
-      const result = await restore(engine, { ...models.base, text, uncond }, A, y, {
+      const result = await restore(engine, { ...models.base, text, uncond, readoutMask }, A, y, {
         method: req.method,
         steps,
         seed,
