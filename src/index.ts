@@ -51,6 +51,8 @@ export type { Sampler, StepInputs, OperatorKind } from './restore/sampler.js';
 export { RESTORE_DEFAULTS, methodEta, defaultMethod } from './restore/defaults.js';
 export { LATENT_FACTOR, measurementFactor, checkMeasurementShape, resolveSize } from './restore/size.js';
 export { loadModels, type ModelSpec, type LoadedModels, type FileRef } from './restore/models.js';
+export { parseBatchList, folderItems, parseShard, shardItems, batchSummary, BatchError, type BatchItem, type Shard } from './restore/batch.js';
+export { RELEASED_OPERATORS, releasedOperator, SILO_RELEASE, OperatorNotReleasedError, type ReleasedOperator } from './hub/silo-operators.js';
 export { RestorationSession, type RestoreRequest, type RestorationResult, type RunOptions, type Preview, type ResolvedSettings } from './restore/session.js';
 export { siloStep, cnnMeasurement } from './solvers/samplers/silo.js';
 export { latentDpsStep, psldStep, pixelMeasurement } from './solvers/samplers/pixel.js';

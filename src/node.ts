@@ -8,3 +8,5 @@ export { readSafetensorsFile, readSafetensorsIndex, writeSafetensorsFile, type W
 export { readTorchCheckpointFile } from './formats/torch-checkpoint-node.js';
 export { readImageFile, writePng } from './io/image-node.js';
 export { openHubModel, type HubFolder, type HubFolderOptions, type HubProvenance } from './hub/hub-folder-node.js';
+export { resolveModelSpec, ModelsUnavailableError, type ModelPaths, type ResolvedModels } from './restore/models-node.js';
+export { resolveReleasedOperator, pullOperators, siloCacheDir, type ResolvedOperator } from './hub/silo-release-node.js';
