@@ -8,7 +8,7 @@ import { isDegradationTask, DEGRADATION_TASKS } from '../solvers/degradations/ta
 import { selectReleasedOperators } from '../hub/silo-operators.js';
 import { pullOperators, siloCacheDir } from '../hub/silo-release-node.js';
 import { openHubModel } from '../hub/hub-folder-node.js';
-import { formatDownloadProgress, type FileProgress } from '../hub/progress-text.js';
+import { downloadPrinter } from './progress.js';
 
 interface IO {
   out(line: string): void;
@@ -29,16 +29,6 @@ export const PULL_USAGE = [
   '  (and checked against SILO_RELEASE_SHA256 when set); each operator is converted to what `silo restore` reads.',
   '  The prior goes into the Hugging Face cache (HF_HUB_CACHE / HF_HOME), fp16 weights where the repo has them.',
 ].join('\n');
-
-/** Download progress: a redrawn line on a terminal, else one line when a file completes. */
-function downloadPrinter(io: IO) {
-  const tty = !!process.stderr.isTTY;
-  return (p: FileProgress) => {
-    const end = p.total !== null && p.bytes === p.total;
-    if (tty) process.stderr.write(`\r${formatDownloadProgress(p)}   ${end ? '\n' : ''}`);
-    else if (end) io.err(formatDownloadProgress(p));
-  };
-}
 
 export interface PullArgs {
   tasks: string[];
@@ -95,7 +85,7 @@ export function parsePullArgs(args: string[]): PullArgs | 'help' {
 /** Fetches and converts what `a` names; prints what was fetched / converted / found and where. */
 export async function runPull(a: PullArgs, io: IO, env: Record<string, string | undefined> = process.env): Promise<number> {
   const rows = selectReleasedOperators({ tasks: a.tasks, all: a.all, method: a.method, dataset: a.dataset });
-  const onProgress = downloadPrinter(io);
+  const onProgress = downloadPrinter(io, false);
   const { operators, provenance, fetchedBytes } = await pullOperators(rows, { offline: a.offline, env, log: (l) => io.out(l), onProgress });
   const { homedir } = await import('node:os');
   io.out(`release ${provenance.url}: sha256 ${provenance.sha256}, ${provenance.bytes} bytes${fetchedBytes ? `, ${fetchedBytes} fetched now` : ', nothing fetched'}`);

@@ -15,7 +15,8 @@ import { checkMeasurementShape } from '../restore/size.js';
 import type { RestorationSession } from '../restore/session.js';
 import { batchSummary, folderItems, parseBatchList, parseShard, shardItems, summaryName, BatchError, type BatchItem, type ItemOutcome, type Shard } from '../restore/batch.js';
 import { checkPaths, PathError } from './output-files-node.js';
-import { cliSettings, interruptHandler, openSession, resolveModels, progressPrinter, readInput, readRgb, restorePaths, restoreRequest, type RestoreCliOptions } from './restore.js';
+import { progressPrinter } from './progress.js';
+import { cliSettings, interruptHandler, openSession, resolveModels, readInput, readRgb, restorePaths, restoreRequest, type RestoreCliOptions } from './restore.js';
 import type { CliIO } from './silo.js';
 import { looksLikePath, parseModelRef } from '../hub/model-ref.js';
 

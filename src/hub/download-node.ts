@@ -10,6 +10,7 @@ import { HubError, HubUnreachableError, isSha256, normalizeEtag } from './model-
 import type { RepoCache } from './cache-node.js';
 import { acquireBlobLock } from './blob-lock-node.js';
 import type { FileProgress } from './progress-text.js';
+import { appendBody } from './append-body-node.js';
 
 export type { FileProgress };
 
@@ -144,7 +145,7 @@ export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, met
     if (await done()) return 0; // another writer finished while we waited
     await mkdir(dirname(blob), { recursive: true });
     const partial = `${blob}.incomplete`;
-    let fetched = 0;
+    const counter = { fetched: 0 };
     const started = Date.now();
     const attempts = ctx.attempts ?? 4;
     let lastError: Error | undefined;
@@ -187,20 +188,10 @@ export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, met
       const fh = await open(partial, have > 0 ? 'a' : 'w');
       try {
         if (!res.body) throw new HubError(`${describe(ctx, path)}: empty response body`);
-        const reader = res.body.getReader();
-        let bytes = have;
-        for (;;) {
-          const { done: end, value } = await reader.read();
-          if (end) break;
-          if (bytes + value.byteLength > meta.size) throw new HubError(`${describe(ctx, path)}: the server sent more than the ${meta.size} bytes it announced`);
-          await fh.write(value);
-          alive();
-          bytes += value.byteLength;
-          fetched += value.byteLength;
-          const secs = (Date.now() - started) / 1000;
-          const rate = secs > 0 ? fetched / secs : 0;
-          onProgress?.({ file: path, bytes, total: meta.size, rate, etaSeconds: rate > 0 ? (meta.size - bytes) / rate : null });
-        }
+        await appendBody(res.body, fh, {
+          start: have, total: meta.size, file: path, counter, startedAt: started, alive, onProgress,
+          tooLong: () => new HubError(`${describe(ctx, path)}: the server sent more than the ${meta.size} bytes it announced`),
+        });
         lastError = undefined;
       } catch (e) {
         if (e instanceof HubError) throw e;
@@ -224,7 +215,7 @@ export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, met
       }
     }
     await rename(partial, blob);
-    return fetched;
+    return counter.fetched;
   } finally {
     await lock.release();
   }

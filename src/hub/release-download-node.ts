@@ -9,6 +9,7 @@ import { SiloError } from '../engine/errors.js';
 import { acquireBlobLock } from './blob-lock-node.js';
 import { sha256File } from './download-node.js';
 import type { FileProgress } from './progress-text.js';
+import { appendBody } from './append-body-node.js';
 
 export class ReleaseDownloadError extends SiloError {}
 
@@ -78,7 +79,7 @@ export async function downloadAsset(o: AssetDownloadOptions): Promise<AssetDownl
     const stallMs = o.timeoutMs ?? 30_000;
     const started = Date.now();
     let total: number | null = null;
-    let fetched = 0;
+    const counter = { fetched: 0 };
     let resumed = false;
     let lastError: Error | undefined;
     for (let attempt = 0; attempt < attempts; attempt++) {
@@ -146,20 +147,10 @@ export async function downloadAsset(o: AssetDownloadOptions): Promise<AssetDownl
       const fh = await open(partial, start > 0 ? 'a' : 'w');
       try {
         if (!res.body) throw new ReleaseDownloadError(`${o.label}: empty response body`);
-        const reader = res.body.getReader();
-        let bytes = start;
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          if (bytes + value.byteLength > total) throw new ReleaseDownloadError(`${o.label}: the server sent more than the ${total} bytes it announced`);
-          await fh.write(value);
-          alive();
-          bytes += value.byteLength;
-          fetched += value.byteLength;
-          const secs = (Date.now() - started) / 1000;
-          const rate = secs > 0 ? fetched / secs : 0;
-          o.onProgress?.({ file: o.label, bytes, total, rate, etaSeconds: rate > 0 ? (total - bytes) / rate : null });
-        }
+        await appendBody(res.body, fh, {
+          start, total, file: o.label, counter, startedAt: started, alive, onProgress: o.onProgress,
+          tooLong: () => new ReleaseDownloadError(`${o.label}: the server sent more than the ${total} bytes it announced`),
+        });
         lastError = undefined;
       } catch (e) {
         if (e instanceof ReleaseDownloadError) throw e;
@@ -181,7 +172,7 @@ export async function downloadAsset(o: AssetDownloadOptions): Promise<AssetDownl
       throw new ReleaseDownloadError(`${o.label}: downloaded bytes have sha256 ${sha256}, expected ${o.expectedSha256.toLowerCase()}; the partial file ${partial} was deleted, run again`);
     }
     await rename(partial, o.dest);
-    return { path: o.dest, sha256, bytes: total, fetched, resumed };
+    return { path: o.dest, sha256, bytes: total, fetched: counter.fetched, resumed };
   } finally {
     await lock.release();
   }
