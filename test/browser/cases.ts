@@ -14,6 +14,9 @@ import { matmulRef } from '../ref/matmul.js';
 import { fetchSafetensors } from '../../src/formats/safetensors.js';
 import { compare, type CheckItem } from '../../src/check/compare.js';
 import { urlCaseFiles } from '../../src/check/files.js';
+import { urlFolder } from '../../src/formats/folder.js';
+import { loadModels } from '../../src/restore/models.js';
+import { RestorationSession } from '../../src/restore/session.js';
 import { runUNetCase } from '../../src/check/unet.js';
 import { runClipTextMini } from '../../src/check/clip.js';
 import { runDpsStep } from '../../src/check/steps.js';
@@ -395,6 +398,41 @@ CASES.push(
     run: (engine) => goldenCase(engine, 'dps_step', runDpsStep),
   },
 );
+
+// The restoration layer in the page: RestorationSession with the golden models fetched over HTTP (the
+// browser's FolderAccess), one Latent-DPS step on a 64x64 gradient image degraded by avgpool4 without
+// noise, so the measurement it reports is the CPU's 4x4 block mean of the image (8-bit rounding apart).
+CASES.push({
+  name: 'restoration session in the page: golden models over HTTP, latent-dps avgpool4, 1 step',
+  atol: 1,
+  rtol: 0,
+  run: async (engine) => {
+    const models = await loadModels(engine, { golden: urlFolder('/golden') });
+    const session = new RestorationSession(engine, models);
+    try {
+      const n = 64;
+      const gt = new Uint8Array(n * n * 3);
+      for (let y = 0; y < n; y++) for (let x = 0; x < n; x++) gt.set([x * 4, y * 4, (x + y) * 2], (y * n + x) * 3);
+      const r = await session.run({ task: 'avgpool4', method: 'latent-dps', groundTruth: { width: n, height: n, channels: 3, data: gt }, sigma: 0, steps: 1, seed: 3 });
+      if (r.image.width !== n || r.image.height !== n) throw new Error(`restored image is ${r.image.width}x${r.image.height}`);
+      for (const k of ['psnr', 'ssim', 'consistency_psnr']) if (!Number.isFinite(r.metrics[k])) throw new Error(`metric ${k} = ${r.metrics[k]}`);
+      const dispatches = (r.report as { dispatches: { autoencoder_in_loop: number } }).dispatches;
+      if (!(dispatches.autoencoder_in_loop > 0)) throw new Error('latent-dps ran no decoder in the loop');
+      const m = n / 4;
+      const expected = new Float32Array(m * m * 3);
+      for (let by = 0; by < m; by++)
+        for (let bx = 0; bx < m; bx++)
+          for (let c = 0; c < 3; c++) {
+            let sum = 0;
+            for (let dy = 0; dy < 4; dy++) for (let dx = 0; dx < 4; dx++) sum += gt[((by * 4 + dy) * n + bx * 4 + dx) * 3 + c]!;
+            expected[(by * m + bx) * 3 + c] = sum / 16;
+          }
+      return { actual: Float32Array.from(r.measurement.data), expected };
+    } finally {
+      session.dispose();
+    }
+  },
+});
 
 export async function runCases(engine: Engine, only?: string[]): Promise<CaseResult[]> {
   const results: CaseResult[] = [];
