@@ -112,6 +112,9 @@ describe('silo restore arguments', () => {
     await expectUsage(['restore', '--ground-truth', PHOTO, '--task', 'avgpool4'], /SILO released no operator for avgpool4: .*latent-dps and psld need no operator/);
     await expectUsage(['restore', '--ground-truth', PHOTO, '--task', 'sr4', '--method', 'silo-cnn'], /no released operator for sr4 with --method silo-cnn .*"preserve" CNN.*VJP.*Use --method silo-rg/);
     await expectUsage(['restore', '--ground-truth', PHOTO, '--offline', '--golden', GOLDEN_ROOT], /--offline applies to downloads/);
+    await expectUsage(['restore', '--ground-truth', PHOTO, '--task', 'sr8', '--dataset', 'coco'], /no released operator for sr8 \(coco\)/);
+    await expectUsage(['restore', '--ground-truth', PHOTO, '--dataset', 'imagenet'], /--dataset imagenet: expected ffhq or coco/);
+    await expectUsage(restoreArgs(['--dataset', 'coco'], { method: 'silo-cnn' }), /--dataset picks one of SILO's released operators/);
     await expectUsage(restoreArgs(['--clamp'], { method: 'psld' }), /--clamp\/--no-clamp only apply to silo-cnn and silo-rg/);
     await expectUsage(restoreArgs(['--task', 'motion_blur']), /motion_blur needs --kernel/);
     await expectUsage(restoreArgs(['--kernel', PHOTO]), /--kernel is only used by --task motion_blur \(the task is gaussian_blur\)/);

@@ -37,6 +37,8 @@ export interface RestoreCliOptions {
   model?: string;
   /** --offline: a hub --model from the cache only (HF_HUB_OFFLINE=1 does the same). */
   offline?: boolean;
+  /** --dataset: the released operator's training set where a task has both (inpaint_center: ffhq or coco). */
+  dataset?: 'ffhq' | 'coco';
   golden?: string;
   operator?: string;
   sigmaEmb?: string;
@@ -140,6 +142,7 @@ export async function resolveModels(o: RestoreCliOptions, io: CliIO): Promise<Re
   return resolveModelSpec({
     task: o.task,
     method: o.method,
+    dataset: o.dataset,
     model: o.model,
     offline: o.offline,
     golden: o.golden,
@@ -254,9 +257,12 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   const task = str('task') ?? 'gaussian_blur';
   if (!isDegradationTask(task)) throw new UsageError(`--task ${task}: expected one of ${DEGRADATION_TASKS.join(', ')}`);
   const operatorPath = str('operator');
+  const datasetName = str('dataset');
+  if (datasetName !== undefined && datasetName !== 'ffhq' && datasetName !== 'coco') throw new UsageError(`--dataset ${datasetName}: expected ffhq or coco`);
+  const dataset = datasetName as 'ffhq' | 'coco' | undefined;
   const released = () => {
     try {
-      return releasedOperator(task, str('method')).method;
+      return releasedOperator(task, str('method'), dataset).method;
     } catch (e) {
       if (e instanceof OperatorNotReleasedError) throw new UsageError(e.message);
       throw e;
@@ -309,6 +315,7 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   // A latent method without --operator takes SILO's released one: say now if there is none.
   if (isSilo && !operatorPath && !str('golden')) released();
   conflict(values['clamp'] === true && values['no-clamp'] === true, '--clamp and --no-clamp both given');
+  conflict(dataset !== undefined && (!isSilo || operatorPath !== undefined || str('golden') !== undefined), '--dataset picks one of SILO\'s released operators: it applies to silo-cnn/silo-rg without --operator and --golden');
   conflict((values['clamp'] === true || values['no-clamp'] === true) && !isSilo, `--clamp/--no-clamp only apply to silo-cnn and silo-rg (they clamp w = E(y)); the method is ${method}`);
   conflict(!sampler.usesEta && eta !== undefined, `--eta does not apply to ${method} (it steps with its own weights)`);
   conflict(cfg === 1 && str('negative-prompt') !== undefined, '--negative-prompt has no effect with --cfg 1 (no classifier-free guidance); set --cfg too');
@@ -319,6 +326,7 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   return {
     model: str('model'),
     offline: values['offline'] === true,
+    dataset,
     golden: str('golden'),
     operator: str('operator'),
     sigmaEmb: str('sigma-emb'),
@@ -352,6 +360,7 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
 export const RESTORE_OPTIONS = {
   model: { type: 'string' },
   offline: { type: 'boolean' },
+  dataset: { type: 'string' },
   golden: { type: 'string' },
   operator: { type: 'string' },
   'sigma-emb': { type: 'string' },
@@ -390,13 +399,15 @@ export const RESTORE_USAGE = [
   '             [--method silo-cnn|silo-rg|latent-dps|psld] (--input <measurement> | --ground-truth <image> | --batch <folder|list.jsonl> --out-dir D [--shard i/N])',
   '             [--operator <file|dir>] [--steps 999] [--eta X] [--seed 1000] [--sigma 0.02] [--size N] [--out restored.png] [--report r.json]',
   '  <measurement>  the degraded photo to restore (as --input)',
-  '  With neither --model nor --operator, SILO\'s own weights are used: the operator SILO released for --task',
-  '                 (silo pull; e.g. sr4 -> the SR x4 readout operator, sr8 -> the SR x8 CNN) and the prior its script',
-  '                 samples with (stablediffusionapi/realistic-vision-v51 from the hub), fetched on first use, cached',
+  '  SILO\'s own weights by default: without --operator, silo-cnn/silo-rg take the operator SILO released for --task',
+  '                 (silo pull; e.g. sr4 -> the SR x4 readout operator, sr8 -> the SR x8 CNN), and without --model the',
+  '                 prior its script samples with (stablediffusionapi/realistic-vision-v51 from the hub); fetched on',
+  '                 first use with progress, cached',
   '  --model        a diffusers Stable Diffusion 1.5 folder (unet, vae, text_encoder, tokenizer, scheduler), its http(s) URL,',
   '                 or a Hugging Face repo id org/name[@revision] (an existing folder wins): fetched into the hub cache',
   '                 (HF_HUB_CACHE, HF_HOME; HF_ENDPOINT; HF_TOKEN for gated repos), fp16 weights preferred, resumable',
   '  --offline      hub models and SILO\'s operators from the caches only (as HF_HUB_OFFLINE=1); names anything missing',
+  '  --dataset      ffhq|coco: which released operator where SILO trained one on each (inpaint_center; default ffhq)',
   '  --method       default: silo-rg for a --operator folder, silo-cnn for a .safetensors file or --golden, else the',
   '                 method of the operator SILO released for the task',
   '  --golden       the tiny golden models (unet_mini, vae_mini, clip_text_mini, silo_cnn) for CPU-sized runs',

@@ -30,6 +30,8 @@ export interface ModelPaths {
   task?: DegradationTask;
   /** The method asked for (picks among the released operators of the task). */
   method?: string;
+  /** Which of SILO's training sets the released operator comes from, where a task has both (inpaint_center). */
+  dataset?: 'ffhq' | 'coco';
   allowNonFinite?: boolean;
   onDownload?: (p: FileProgress) => void;
   log?: (line: string) => void;
@@ -96,7 +98,7 @@ async function resolve(p: ModelPaths): Promise<ResolvedModels> {
   let released: ResolvedModels['released'];
   if (!p.golden && p.operatorKind && !p.operator) {
     if (!p.task) throw new SiloError('restore: no --operator and no task to find a released operator for');
-    const r = await resolveReleasedOperator({ task: p.task, method: p.method, offline: p.offline || undefined, log: p.log, onProgress: p.onDownload });
+    const r = await resolveReleasedOperator({ task: p.task, method: p.method, dataset: p.dataset, offline: p.offline || undefined, log: p.log, onProgress: p.onDownload });
     released = { entry: r.entry, operatorPath: r.operatorPath, release: r.provenance };
     p.log?.(`SILO's released ${r.entry.kind} operator for ${r.entry.task}: ${r.entry.path} (${r.entry.dataset.toUpperCase()}, as ${r.entry.script} runs it)`);
   }
