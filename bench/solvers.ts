@@ -242,6 +242,7 @@ interface Inputs {
   w: Tensor;
   y: Tensor;
   sigmaEmb: Tensor;
+  sigma: number;
   A: Degradation;
   description: string;
   dispose(): void;
@@ -272,6 +273,7 @@ async function makeInputs(engine: Engine, m: Models, a: SolverBenchArgs): Promis
   return {
     ...result,
     A: task.operator,
+    sigma: task.sigma,
     description: task.description,
     dispose: () => {
       for (const t of Object.values(result)) t.dispose();
@@ -291,7 +293,7 @@ async function benchMethod(engine: Engine, m: Models, inp: Inputs, method: Resto
   const sampler = samplerFor(method);
   const inputs: StepInputs = {
     prior, vae: m.vae, A: inp.A, y: inp.y, w: inp.w,
-    operator: sampler.makeOperator?.({ cnn: m.cnn, readout: m.readout }, inp.sigmaEmb),
+    operator: sampler.makeOperator?.({ cnn: m.cnn, readout: m.readout }, inp.sigmaEmb, inp.sigma),
     eta: methodEta(method, a.task).eta,
   };
   const record = (rec: Recorder): GuidedStep => sampler.step(rec, inputs, inp.zt, a.t, inp.noise);

@@ -27,15 +27,16 @@ import type { UNet2DConditionModel } from '../models/unet/unet.js';
 import type { AutoencoderKL } from '../models/vae/autoencoder.js';
 import type { DegradationModel } from '../models/silo/cnn.js';
 import type { AggregationNetwork } from '../models/silo/readout.js';
+import type { PreserveDegradationNetwork } from '../models/silo/preserve.js';
 import { sigmaTimestep } from '../models/silo/config.js';
 import type { DDPMScheduler } from '../solvers/schedulers/ddpm.js';
 import type { Degradation } from '../solvers/degradations/types.js';
 import { usesCfg, type DiffusionPrior } from '../solvers/samplers/denoiser.js';
-import type { SiloOperator } from '../solvers/samplers/silo.js';
+import { operatorSigmaEmb, type SiloOperator } from '../solvers/samplers/silo.js';
 import { unetEpsModel, unetForwardMode, type ForwardMode, type UNetEpsOptions } from '../solvers/samplers/eps-model.js';
 import { unetTapeBytes } from '../models/unet/tape-bytes.js';
 import { samplerFor, RESTORE_METHODS, type RestoreMethod } from './registry.js';
-import type { StepInputs } from './sampler.js';
+import { operatorModel, operatorTensors, type StepInputs } from './sampler.js';
 import { LATENT_DPS_ETA, SILO_DEFAULT_ETA } from './defaults.js';
 
 export { RESTORE_METHODS, type RestoreMethod };
@@ -64,8 +65,9 @@ export interface RestoreModels {
   /** Prompt embedding [1, L, D]; `uncond` the negative prompt's, for guidanceScale != 1. */
   text: Tensor;
   uncond?: Tensor;
-  /** silo-cnn's operator. */
+  /** silo-cnn's operator: SILO's DegradationModel, or (exactly one of the two) its preserve CNN. */
   cnn?: DegradationModel;
+  preserve?: PreserveDegradationNetwork;
   /** silo-rg's operator. */
   readout?: AggregationNetwork;
   /** cond_inpaint readout networks: the mask at latent resolution [1, 1, h, w]. */
@@ -177,13 +179,14 @@ function defaultEta(method: RestoreMethod): number {
   return method === 'latent-dps' ? LATENT_DPS_ETA : SILO_DEFAULT_ETA;
 }
 
-const OPERATOR_FIELD = { cnn: 'the CNN operator (models.cnn)', readout: 'the readout operator (models.readout)' } as const;
+const OPERATOR_FIELD = { cnn: 'a CNN operator (models.cnn or models.preserve)', readout: 'the readout operator (models.readout)' } as const;
 
 function checkModels(m: RestoreModels, o: RestoreOptions): void {
   const sampler = samplerFor(o.method);
   assertArg(Number.isInteger(o.steps) && o.steps >= 1, `restore: steps must be a positive integer, got ${o.steps}`);
   assertArg(Number.isSafeInteger(o.seed) && o.seed >= 0, `restore: seed must be a non-negative integer, got ${o.seed}`);
-  if (sampler.operator) assertArg(m[sampler.operator], `restore: method ${o.method} needs ${OPERATOR_FIELD[sampler.operator]}`);
+  if (sampler.operator) assertArg(operatorModel(m, sampler.operator), `restore: method ${o.method} needs ${OPERATOR_FIELD[sampler.operator]}`);
+  assertArg(!(m.cnn && m.preserve), 'restore: models.cnn and models.preserve are both set; silo-cnn guides with exactly one CNN operator');
   const sigma = o.sigma ?? 0.02;
   assertArg(Number.isFinite(sigma) && sigma >= 0, `restore: sigma must be >= 0, got ${sigma}`);
 }
@@ -235,8 +238,9 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
             const scaled = scale(rec, z, s);
             return opts.clampW === false ? scaled : clamp(rec, scaled, -4, 4);
           });
-          const op = sampler.operator ? models[sampler.operator]?.config : undefined;
-          if (op?.sigmaCondition && !sigmaEmb) sigmaEmb = unet.timeEmbedding(rec, sigmaTimestep(sigma));
+          // The preserve CNN embeds sigma itself: no UNet embedding for it.
+          const op = sampler.operator ? operatorModel(models, sampler.operator)?.config : undefined;
+          if (op && 'sigmaCondition' in op && op.sigmaCondition && !sigmaEmb) sigmaEmb = unet.timeEmbedding(rec, sigmaTimestep(sigma));
         }
         const latentShape = w ? w.shape : latentShapeFor(A, y, vae, unet, opts.imageSize);
         const zT = randomNormal(rec, latentShape, opts.seed, { offset: STREAM_ZT, name: 'z_T' });
@@ -251,7 +255,8 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
     const sigmaEmb = enc.result.sigmaEmb;
     const encodeReport = phase(enc.report, performance.now() - t0);
 
-    const operator: SiloOperator | undefined = sampler.makeOperator?.(models, sigmaEmb);
+    const operator: SiloOperator | undefined = sampler.makeOperator?.(models, sigmaEmb, sigma);
+    operatorTensors(operator).forEach(keep);
     const stepInputs: StepInputs = { prior, vae, A, y, w, operator, eta, gradClamp: opts.gradClamp, psldOmega: opts.psldOmega, psldGamma: opts.psldGamma };
 
     // Phase 2: the guided DDPM loop, one program per step.
@@ -307,7 +312,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
       if (!Number.isFinite(stepResidual) || badLatent !== 0) {
         const diagnosis = await diagnoseStep(engine, {
           method: opts.method, unet, vae, zt: z, t, text: models.text, uncond: usesCfg(prior) ? models.uncond : undefined,
-          w, y, sigmaEmb: operator?.sigmaEmb, replay: (rec) => recordStep(rec, z),
+          w, y, sigmaEmb: operatorSigmaEmb(operator), replay: (rec) => recordStep(rec, z),
         });
         throw new NonFiniteStepError(
           `restore: step ${i} of ${timesteps.length} (t=${t}, method ${opts.method}) produced non-finite values ` +

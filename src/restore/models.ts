@@ -21,8 +21,9 @@ import { parseClipTextConfig } from '../models/clip/config.js';
 import { ClipTokenizer } from '../models/clip/tokenizer.js';
 import { loadDiffusersPipeline } from '../models/pipeline.js';
 import { DegradationModel } from '../models/silo/cnn.js';
+import { PreserveDegradationNetwork } from '../models/silo/preserve.js';
 import { AggregationNetwork } from '../models/silo/readout.js';
-import { aggregationConfig, inferDegradationConfig } from '../models/silo/config.js';
+import { aggregationConfig, inferDegradationConfig, inferPreserveConfig, isPreserveStateDict } from '../models/silo/config.js';
 import { DDPMScheduler } from '../solvers/schedulers/ddpm.js';
 import { SD15_SCHEDULER_CONFIG } from '../solvers/schedulers/config.js';
 import type { RestoreModels } from './loop.js';
@@ -44,7 +45,10 @@ export interface ModelSpec {
   pipeline?: { folder: FolderAccess; variant?: string; label: string };
   /** ../shared/golden: the tiny models. */
   golden?: FolderAccess;
-  /** The operator: CNN weights (a .safetensors file) or a readout folder (config.json + weights.safetensors). */
+  /**
+   * The operator: CNN weights (a .safetensors file: SILO's DegradationModel, or its preserve
+   * LatentDegradationNetwork, told apart by the state dict) or a readout folder (config.json + weights.safetensors).
+   */
   operator?: { kind: 'cnn'; file: FileRef } | { kind: 'readout'; folder: FolderAccess; label: string };
   /** A safetensors file holding e_sigma, optionally naming the tensor (default the first [1, D] tensor). */
   sigmaEmb?: FileRef & { tensor?: string };
@@ -59,7 +63,7 @@ export interface LoadedModels {
   base: Omit<RestoreModels, 'text' | 'uncond'>;
   /** Notes for the report (what was loaded from where). */
   notes: string[];
-  /** The latent side the operator is built for (SILO's operators fix 64), when there is one. */
+  /** The latent side the operator is built for (SILO's operators fix 64), when there is one (the preserve CNN takes any). */
   operatorLatentSize?: number;
   /** The text encoder's output for a prompt, [1, 77, D]; cached per prompt, owned by this object. */
   embed(prompt: string): Promise<Tensor>;
@@ -132,9 +136,15 @@ export async function loadModels(engine: Engine, spec: ModelSpec): Promise<Loade
       const f = spec.operator.file;
       if (!f.name.endsWith('.safetensors')) throw new SiloError(`${f.label}: operators are read from .safetensors; convert a PyTorch checkpoint first with 'silo convert ${f.label} out.safetensors'`);
       const weights = await readSafetensors(f.folder, f.name);
-      const cfg = inferDegradationConfig(weights);
-      base.cnn = build(weights, (w) => new DegradationModel(w, cfg));
-      notes.push(`CNN operator ${f.label} (sigma_condition ${cfg.sigmaCondition})`);
+      if (isPreserveStateDict(weights)) {
+        const cfg = inferPreserveConfig(weights);
+        base.preserve = build(weights, (w) => new PreserveDegradationNetwork(w, cfg));
+        notes.push(`preserve CNN operator (LatentDegradationNetwork) ${f.label} (base ${cfg.baseChannels}, ${cfg.numBlocks} blocks, max_noise ${cfg.maxNoise})`);
+      } else {
+        const cfg = inferDegradationConfig(weights);
+        base.cnn = build(weights, (w) => new DegradationModel(w, cfg));
+        notes.push(`CNN operator ${f.label} (sigma_condition ${cfg.sigmaCondition})`);
+      }
     } else if (spec.operator?.kind === 'readout') {
       const { folder, label } = spec.operator;
       const cfg = aggregationConfig(await readJson(folder, 'config.json'));

@@ -20,6 +20,7 @@ import { consistencyPsnr, msSsim, psnr, psnrY, ssim, unitFromSigned } from '../s
 import type { ForwardMode } from '../solvers/samplers/eps-model.js';
 import { restore, type RestoreProgress, type RestoreReport } from './loop.js';
 import { samplerFor, type RestoreMethod } from './registry.js';
+import { operatorModel } from './sampler.js';
 import { methodEta, RESTORE_DEFAULTS } from './defaults.js';
 import { checkMeasurementShape, measurementFactor, resolveSize } from './size.js';
 import type { LoadedModels } from './models.js';
@@ -123,7 +124,7 @@ export class RestorationSession {
     const log = opts.log ?? (() => {});
     const sampler = samplerFor(req.method);
     if (!req.groundTruth === !req.measurement) throw new SiloError('restore: give either a ground truth to degrade or a measurement, not both and not neither');
-    if (sampler.operator && !models.base[sampler.operator]) {
+    if (sampler.operator && !operatorModel(models.base, sampler.operator)) {
       throw new SiloError(`restore: method ${req.method} needs a ${sampler.operator === 'cnn' ? 'CNN' : 'readout'} operator, and none was loaded`);
     }
     if (!sampler.usesEta && req.eta !== undefined) throw new SiloError(`restore: ${sampler.label} takes no eta (it steps with its own weights)`);

@@ -225,3 +225,35 @@ export const SILO_PRESERVE_SAMPLER_ARGS: Json = {
   num_blocks: 3,
   max_noise: 0.1,
 };
+
+/** Whether a state dict is a preserve LatentDegradationNetwork's (rather than a DegradationModel's). */
+export function isPreserveStateDict(source: TensorSource): boolean {
+  return source.has('initial_conv.weight') && source.has('pos_embedding.positional_embedding');
+}
+
+/**
+ * The preserve network's construction read off its state dict; max_noise is no tensor, so it is
+ * silo_sample.py's (0.1), as are the defaults of anything the shapes leave open.
+ */
+export function inferPreserveConfig(source: TensorSource): PreserveNetworkConfig {
+  const shape = (name: string) => {
+    if (!source.has(name)) throw new SiloConfigError(`${source.source}: missing tensor "${name}": not a SILO LatentDegradationNetwork state dict`);
+    return source.info(name).shape;
+  };
+  const pos = shape('pos_embedding.positional_embedding');
+  if (pos.length !== 3 || pos[1] !== pos[2]) {
+    throw new SiloConfigError(`${source.source}: pos_embedding.positional_embedding has shape [${pos.join(', ')}], expected [C, S, S]`);
+  }
+  let numBlocks = 0;
+  while (source.has(`blocks.${numBlocks}.conv1.weight`)) numBlocks++;
+  return preserveConfig({
+    ...SILO_PRESERVE_SAMPLER_ARGS,
+    in_channels: shape('initial_proj.0.weight')[0],
+    out_channels: shape('final_conv.weight')[0],
+    base_channels: shape('initial_conv.weight')[0],
+    noise_embed_dim: shape('identity_gate.0.weight')[1],
+    pos_embed_channels: pos[0],
+    pos_size: pos[1],
+    num_blocks: numBlocks,
+  });
+}

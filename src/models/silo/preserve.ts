@@ -120,6 +120,8 @@ export class PreserveDegradationNetwork {
   readonly identityGate: Linear;
   readonly positionalEmbedding: Tensor;
   readonly dtype: DType;
+  /** The engine holding the weights (embedNoise's tensors go there too). */
+  readonly engine: Engine;
 
   constructor(
     w: WeightLoader,
@@ -127,6 +129,7 @@ export class PreserveDegradationNetwork {
   ) {
     const c = config;
     this.dtype = w.dtype;
+    this.engine = w.engine;
     this.positionalEmbedding = w.get('pos_embedding.positional_embedding', [c.posEmbedChannels, c.posSize, c.posSize]);
     this.initialProj = new Conv2d(w, 'initial_proj.0', c.inChannels, c.inChannels, 1);
     this.initialConv = new Conv2d(w, 'initial_conv', c.inChannels + c.posEmbedChannels, c.baseChannels, 3, { padding: 1 });
