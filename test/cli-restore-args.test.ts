@@ -110,7 +110,7 @@ describe('silo restore arguments', () => {
     await expectUsage(restoreArgs(['--model', tmp]), /--model and --golden both given/);
     // Without --model/--golden/--operator the task's released SILO operator is used: none for some tasks and methods.
     await expectUsage(['restore', '--ground-truth', PHOTO, '--task', 'avgpool4'], /SILO released no operator for avgpool4: .*latent-dps and psld need no operator/);
-    await expectUsage(['restore', '--ground-truth', PHOTO, '--task', 'sr4', '--method', 'silo-cnn'], /no released operator for sr4 with --method silo-cnn .*"preserve" CNN.*VJP.*Use --method silo-rg/);
+    await expectUsage(['restore', '--ground-truth', PHOTO, '--task', 'sr4', '--method', 'silo-rg', '--dataset', 'coco'], /no released operator for sr4 with --method silo-rg \(coco\).*"preserve" CNN.*Use --method silo-cnn/);
     await expectUsage(['restore', '--ground-truth', PHOTO, '--offline', '--golden', GOLDEN_ROOT], /--offline applies to downloads/);
     await expectUsage(['restore', '--ground-truth', PHOTO, '--task', 'sr8', '--dataset', 'coco'], /no released operator for sr8 \(coco\)/);
     await expectUsage(['restore', '--ground-truth', PHOTO, '--dataset', 'imagenet'], /--dataset imagenet: expected ffhq or coco/);
@@ -130,6 +130,19 @@ describe('silo restore arguments', () => {
     await expectUsage(restoreArgs(['extra']), /--input and --ground-truth both given/); // a positional is the measurement
     await expectUsage(['restore', '--golden', GOLDEN_ROOT, PHOTO, 'extra'], /unexpected argument\(s\) extra: give one image to restore/);
     await expectUsage(['restore', '--golden', GOLDEN_ROOT, PHOTO, '--input', PHOTO], /give the measurement once/);
+  });
+
+  it("--task sr4 --method silo-cnn resolves to SILO's preserve CNN (offline with empty caches: named as missing, before the GPU)", async () => {
+    const keys = ['SILO_CACHE', 'HF_HUB_CACHE', 'HF_HUB_OFFLINE'] as const;
+    const saved = keys.map((k) => process.env[k]);
+    Object.assign(process.env, { SILO_CACHE: join(tmp, 'no-silo'), HF_HUB_CACHE: join(tmp, 'no-hub'), HF_HUB_OFFLINE: '1' });
+    try {
+      const io = capture();
+      expect(await main(['restore', '--ground-truth', PHOTO, '--task', 'sr4', '--method', 'silo-cnn', '--out', join(tmp, 'p.png')], io), io.text()).toBe(1);
+      expect(io.text()).toMatch(/SILO's operator sr_4_cnn_ffhq_operator \(sr4, silo-cnn\) is not in the cache/);
+    } finally {
+      keys.forEach((k, i) => (saved[i] === undefined ? delete process.env[k] : (process.env[k] = saved[i])));
+    }
   });
 
   it('the help documents --background, the eta defaults and the output rules', async () => {

@@ -63,6 +63,10 @@ describe('the registry of released operators', () => {
     expect(releasedOperator('sr8')).toMatchObject({ method: 'silo-cnn', kind: 'cnn', path: 'trained_ckpt/CNN/sr_8_cnn_ffhq_operator.pt' });
     expect(releasedOperator('sr8', 'silo-rg').path).toBe('trained_ckpt/RG/sr_8_rg_ffhq_operator.pt');
     expect(releasedOperator('inpaint_center').dataset).toBe('ffhq');
+    // sr4's CNN is the "preserve" network SILO runs on COCO with SD-1.5 (cnn_coco_sr_4.sh); usable since it has a VJP.
+    const preserve = { kind: 'preserve', dataset: 'coco', prior: PRIOR_SD15, eta: 0.75, clamp: true, prompt: 'A high quality photo', script: 'scripts/cnn_coco_sr_4.sh' };
+    expect(releasedOperator('sr4', 'silo-cnn')).toMatchObject(preserve);
+    expect(releasedOperator('sr4', undefined, 'coco')).toMatchObject(preserve);
   });
 
   it('says plainly when no released operator fits, what the release has, and what would do', () => {
@@ -75,10 +79,10 @@ describe('the registry of released operators', () => {
       }
       throw new Error('no error');
     };
-    const sr4cnn = err(() => releasedOperator('sr4', 'silo-cnn'));
-    expect(sr4cnn).toMatch(/no released operator for sr4 with --method silo-cnn/);
-    expect(sr4cnn).toMatch(/"preserve" CNN \(COCO, SD-1\.5 prior, trained_ckpt\/RG\/sr_4_cnn_ffhq_operator\.pt\): .*VJP this engine does not have yet/);
-    expect(sr4cnn).toMatch(/Use --method silo-rg, or --operator with a DegradationModel trained for sr4 \(silo train, issue #13\)/);
+    const sr4rgCoco = err(() => releasedOperator('sr4', 'silo-rg', 'coco'));
+    expect(sr4rgCoco).toMatch(/no released operator for sr4 with --method silo-rg \(coco\)/);
+    expect(sr4rgCoco).toMatch(/silo-cnn "preserve" CNN \(COCO, SD-1\.5 prior, trained_ckpt\/RG\/sr_4_cnn_ffhq_operator\.pt\)/);
+    expect(sr4rgCoco).toMatch(/Use --method silo-cnn, or --operator with a readout operator folder trained for sr4 \(silo train, issue #13\)/);
     const gbcnn = err(() => releasedOperator('gaussian_blur', 'silo-cnn'));
     expect(gbcnn).toMatch(/silo-rg readout \(FFHQ, Realistic Vision v5\.1 prior, trained_ckpt\/RG\/gb_rg_ffhq_operator\.pt\)/);
     expect(gbcnn).toMatch(/Use --method silo-rg, or --operator with a DegradationModel/);

@@ -92,8 +92,7 @@ export async function runPull(a: PullArgs, io: IO, env: Record<string, string | 
   io.out(`cache ${siloCacheDir(env, env['HOME'] || homedir())}`);
   for (const op of operators) {
     const e = op.entry;
-    const note = e.unsupported ? `; not usable for restoration yet: ${e.unsupported}` : '';
-    io.out(`${e.task} ${e.method} (${e.kind}, ${e.dataset}): ${op.operatorPath} [prior ${e.prior}, eta ${e.eta}, clamp ${e.clamp}, prompt "${e.prompt}"]${note}`);
+    io.out(`${e.task} ${e.method} (${e.kind}, ${e.dataset}): ${op.operatorPath} [prior ${e.prior}, eta ${e.eta}, clamp ${e.clamp}, prompt "${e.prompt}"]`);
   }
   if (a.prior) {
     for (const prior of [...new Set(rows.map((r) => r.prior))]) {

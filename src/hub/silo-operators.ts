@@ -30,8 +30,6 @@ export interface ReleasedOperator {
   condInpaint: boolean;
   /** The script in SILO's repo that runs it. */
   script: string;
-  /** Why this engine cannot guide with it yet; absent when it can. */
-  unsupported?: string;
 }
 
 export const SILO_RELEASE = {
@@ -49,8 +47,6 @@ export const PRIOR_RV = 'stablediffusionapi/realistic-vision-v51';
 export const PRIOR_SD15 = 'botp/stable-diffusion-v1-5';
 const FACE = 'A high quality photo of a face';
 const PHOTO = 'A high quality photo';
-const PRESERVE_VJP =
-  'it is a "preserve" LatentDegradationNetwork, whose VJP this engine does not have yet (forward only), so restoration cannot guide with it';
 
 const rg = (task: DegradationTask, stem: string, eta: number, clamp: boolean, extra: Partial<ReleasedOperator> = {}): ReleasedOperator => ({
   task,
@@ -85,11 +81,11 @@ export const RELEASED_OPERATORS: readonly ReleasedOperator[] = [
     task: 'inpaint_center', method: 'silo-rg', kind: 'readout', path: 'trained_ckpt/RG/ip_rg_coco_operator.pt', name: 'ip_rg_coco_operator',
     dataset: 'coco', prior: PRIOR_SD15, eta: 1, prompt: PHOTO, clamp: false, sigmaCondition: true, condInpaint: false, script: 'scripts/rg_coco_ip.sh',
   },
-  // Sits in RG/ and is named _ffhq_, yet SILO runs it on COCO with the SD-1.5 prior (cnn_coco_sr_4.sh).
+  // Sits in RG/ and is named _ffhq_, yet SILO runs it on COCO with the SD-1.5 prior (cnn_coco_sr_4.sh);
+  // a "preserve" LatentDegradationNetwork conditioned on sigma itself (silo-cnn guides with either CNN).
   {
     task: 'sr4', method: 'silo-cnn', kind: 'preserve', path: 'trained_ckpt/RG/sr_4_cnn_ffhq_operator.pt', name: 'sr_4_cnn_ffhq_operator',
     dataset: 'coco', prior: PRIOR_SD15, eta: 0.75, prompt: PHOTO, clamp: true, sigmaCondition: true, condInpaint: false, script: 'scripts/cnn_coco_sr_4.sh',
-    unsupported: PRESERVE_VJP,
   },
 ];
 
@@ -113,7 +109,7 @@ export function releasedOperator(task: string, method?: string, dataset?: 'ffhq'
     throw new OperatorNotReleasedError(`method ${method} uses no SILO operator (only silo-rg and silo-cnn do); ${ALTERNATIVES}`);
   }
   const rows = RELEASED_OPERATORS.filter((r) => r.task === task);
-  const usable = rows.filter((r) => !r.unsupported && (!method || r.method === method) && (!dataset || r.dataset === dataset));
+  const usable = rows.filter((r) => (!method || r.method === method) && (!dataset || r.dataset === dataset));
   if (usable.length) {
     const byDataset = usable.filter((r) => r.dataset === (dataset ?? 'ffhq'));
     const pool = byDataset.length ? byDataset : usable;
@@ -126,8 +122,8 @@ export function releasedOperator(task: string, method?: string, dataset?: 'ffhq'
         `Use --operator with an operator trained for ${task} (silo train, issue #13), or ${ALTERNATIVES}.`,
     );
   }
-  const released = rows.map((r) => `${describeRow(r)}${r.unsupported ? `: ${r.unsupported}` : ''}`).join('; ');
-  const others = [...new Set(rows.filter((r) => !r.unsupported).map((r) => r.method))].filter((m) => m !== method);
+  const released = rows.map(describeRow).join('; ');
+  const others = [...new Set(rows.map((r) => r.method))].filter((m) => m !== method);
   const need =
     method === 'silo-cnn'
       ? `--operator with a DegradationModel trained for ${task} (silo train, issue #13)`

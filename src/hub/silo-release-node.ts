@@ -15,7 +15,7 @@ import { fileSource } from '../formats/torch-checkpoint-node.js';
 import { TorchCheckpoint } from '../formats/torch-checkpoint.js';
 import { readSafetensorsFile } from '../formats/safetensors-node.js';
 import { writeFileAtomic } from '../formats/atomic-write-node.js';
-import { inferDegradationConfig } from '../models/silo/config.js';
+import { inferDegradationConfig, inferPreserveConfig } from '../models/silo/config.js';
 import { acquireBlobLock } from './blob-lock-node.js';
 import { downloadAsset } from './release-download-node.js';
 import { convertOpenSiloCheckpoint } from './silo-convert-node.js';
@@ -166,7 +166,10 @@ async function convertEntry(zip: ZipArchive, row: ReleasedOperator, dir: string,
     } else {
       await mkdir(dir, { recursive: true });
       await convertOpenSiloCheckpoint(ckpt, src.name, `${dir}/weights.safetensors`, {}, 'state-dict');
-      if (row.kind === 'cnn') inferDegradationConfig(await readSafetensorsFile(`${dir}/weights.safetensors`));
+      // Fail at conversion, not at the first restoration, on a state dict of another architecture.
+      const converted = await readSafetensorsFile(`${dir}/weights.safetensors`);
+      if (row.kind === 'cnn') inferDegradationConfig(converted);
+      else inferPreserveConfig(converted);
     }
   } finally {
     ckpt.releaseStorages();
