@@ -12,6 +12,8 @@ import { decodePng, encodePng } from '../src/io/png.js';
 import { resizeAndCenterCrop } from '../src/io/image.js';
 import { startHubServer, type HubServer } from './helpers/hub-server.js';
 import { readoutCheckpoint, releaseZip, startReleaseServer, stateDictCheckpoint, tinyCnnWeights, tinyReadoutWeights, type ReleaseServer } from './helpers/silo-release.js';
+import { preserveWeights } from './helpers/silo-preserve.js';
+import { preserveConfig } from '../src/models/silo/config.js';
 
 const FACE = new URL('../../shared/assets/images/faces256/ffhq_69037.png', import.meta.url).pathname;
 const PRIOR = 'stablediffusionapi/realistic-vision-v51';
@@ -39,6 +41,10 @@ describe('SILO release: silo pull, then silo restore --task with nothing else', 
       releaseZip({
         'trained_ckpt/RG/sr_4_rg_ffhq_operator.pt': readoutCheckpoint(tinyReadoutWeights({ featureDims: UNET_MINI_FEATURES, projection: 128, latent: 8, emb: 128 }), { optimizerParams: 3 }),
         'trained_ckpt/CNN/sr_8_cnn_ffhq_operator.pt': stateDictCheckpoint(tinyCnnWeights({ latent: 8, emb: 128 })),
+        // SILO's preserve CNN for sr4 (a bare state dict, as the real one), small: base 8, 2 blocks.
+        'trained_ckpt/RG/sr_4_cnn_ffhq_operator.pt': stateDictCheckpoint(
+          new Map(Object.entries(preserveWeights(preserveConfig({ base_channels: 8, num_blocks: 2, noise_embed_dim: 16 }), 21))),
+        ),
       }),
     );
     for (const k of ENV) saved[k] = process.env[k];
@@ -81,6 +87,19 @@ describe('SILO release: silo pull, then silo restore --task with nothing else', 
     expect(report.dispatches.autoencoder_in_loop).toBe(0);
     const png = await decodePng(readFileSync(out), out);
     expect([png.width, png.height]).toEqual([64, 64]);
+  }, 300_000);
+
+  it("restore --task sr4 --method silo-cnn fetches SILO's preserve CNN and guides with it, with its script's settings", async () => {
+    // The hub imitation serves one repo (the FFHQ prior, cached by the test above); the row's own prior is SD-1.5.
+    const reportPath = join(tmp, 'preserve.json');
+    const io = capture();
+    const args = ['restore', '--ground-truth', photo, '--task', 'sr4', '--method', 'silo-cnn', '--model', PRIOR, '--steps', '1', '--quiet', '--out', join(tmp, 'p.png'), '--report', reportPath];
+    expect(await main(args, io), io.text()).toBe(0);
+    expect(io.text()).toMatch(/SILO's released preserve operator for sr4: trained_ckpt\/RG\/sr_4_cnn_ffhq_operator\.pt \(COCO, as scripts\/cnn_coco_sr_4\.sh runs it\)/);
+    const report = JSON.parse(readFileSync(reportPath, 'utf8'));
+    expect(report.settings).toMatchObject({ method: 'silo-cnn', task: 'sr4', eta: 0.75, clamp_w: true, prompt: 'A high quality photo' });
+    expect(report.operator).toMatchObject({ checkpoint: 'trained_ckpt/RG/sr_4_cnn_ffhq_operator.pt', dataset: 'coco' });
+    expect(report.dispatches.autoencoder_in_loop).toBe(0);
   }, 300_000);
 
   it('offline, an operator that was never pulled is named with what to do; the measurement as a positional argument', async () => {
