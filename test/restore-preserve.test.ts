@@ -13,7 +13,9 @@ import { dirFolder } from '../src/formats/folder-node.js';
 import { main, type CliIO } from '../src/cli/silo.js';
 import { decodePng } from '../src/io/png.js';
 import { preserveConfig, inferPreserveConfig, isPreserveStateDict, sigmaTimestep } from '../src/models/silo/config.js';
-import { sinusoidalNoiseEmbedding } from '../src/models/silo/preserve.js';
+import { PreserveDegradationNetwork, sinusoidalNoiseEmbedding } from '../src/models/silo/preserve.js';
+import { preserveNetworkVjp } from '../src/models/silo/preserve-vjp.js';
+import * as pkg from '../src/index.js';
 import type { DegradationModel } from '../src/models/silo/cnn.js';
 import { loadModels } from '../src/restore/models.js';
 import { RestorationSession } from '../src/restore/session.js';
@@ -47,6 +49,8 @@ describe("SILO's preserve CNN as silo-cnn's operator", () => {
     const missing = preserveWeights(CONFIG, 11);
     delete missing['identity_gate.0.weight'];
     expect(() => inferPreserveConfig(file(missing, 'm.safetensors'))).toThrow(/m\.safetensors: missing tensor "identity_gate\.0\.weight": not a SILO LatentDegradationNetwork/);
+    // The package entry exports what RestoreModels.preserve needs.
+    expect([pkg.PreserveDegradationNetwork, pkg.preserveNetworkVjp, pkg.inferPreserveConfig]).toEqual([PreserveDegradationNetwork, preserveNetworkVjp, inferPreserveConfig]);
   });
 
   it('silo restore --method silo-cnn --operator <preserve> --task sr4: exit 0, no autoencoder in the loop, the note names it', async () => {

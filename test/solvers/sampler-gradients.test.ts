@@ -627,7 +627,7 @@ describe('restore() end to end (2 steps, 64x64)', () => {
     await expect(fails(models({ cnn }), { ...base, steps: 0 })).rejects.toThrow(/steps must be a positive integer, got 0/);
     await expect(fails(models({ cnn }), { ...base, steps: 1.5 })).rejects.toThrow(/steps must be a positive integer, got 1.5/);
     await expect(fails(models({ cnn }), { ...base, method: 'dps' as RestoreMethod })).rejects.toThrow(/unknown method "dps" \(known: silo-cnn, silo-rg, latent-dps, psld\)/);
-    await expect(fails(models(), base)).rejects.toThrow(/method silo-cnn needs the CNN operator \(models\.cnn\)/);
+    await expect(fails(models(), base)).rejects.toThrow(/method silo-cnn needs a CNN operator \(models\.cnn or models\.preserve\)/);
     await expect(fails(models({ cnn }), { ...base, method: 'silo-rg' })).rejects.toThrow(/method silo-rg needs the readout operator \(models\.readout\)/);
     await expect(fails(models({ cnn }), { ...base, seed: -1 })).rejects.toThrow(/seed must be a non-negative integer/);
     await expect(fails(models({ cnn }), { ...base, sigma: -0.1 })).rejects.toThrow(/sigma must be >= 0/);
