@@ -8,6 +8,9 @@ import { conv2dRef } from '../ref/conv2d.js';
 import { groupNormRef } from '../ref/norm.js';
 import { matmulRef } from '../ref/matmul.js';
 import { bilinearRef } from '../ref/resample.js';
+import { conv2dBackwardRef } from '../ref/conv2d-backward.js';
+import { groupNormSpec, rowNormBackwardRef } from '../ref/norm-backward.js';
+import { unaryBackwardRef } from '../ref/elementwise-backward.js';
 
 export type Weights = Record<string, { data: Float32Array; shape: number[] }>;
 
@@ -119,3 +122,109 @@ export function preserveRef(c: PreserveNetworkConfig, w: Weights, z: Float32Arra
     return (1 - gate[bi]!) * v + gate[bi]! * cp[i]! + z[i]! * g('skip_scale')[0]!;
   });
 }
+
+/** Channels [start, start + count) of x [batch, C, hw]. */
+function sliceRef(x: ArrayLike<number>, ch: number, start: number, count: number, batch: number, hw: number): Float64Array {
+  const out = new Float64Array(batch * count * hw);
+  for (let i = 0; i < batch; i++) {
+    for (let k = 0; k < count * hw; k++) out[(i * count) * hw + k] = x[(i * ch + start) * hw + k]!;
+  }
+  return out;
+}
+
+const addRef = (a: ArrayLike<number>, b: ArrayLike<number>) => Float64Array.from(a as ArrayLike<number>, (v, i) => v + b[i]!);
+
+/**
+ * d/dz sum(cot * preserveRef(z)) composed from the CPU backward references (f64 accumulation) over the
+ * forward references' saved activations: the chain rule written out once more, layer by layer, with
+ * kernels independent of the GPU ones.
+ */
+export function preserveVjpRef(c: PreserveNetworkConfig, w: Weights, z: Float32Array, shape: number[], emb: Float32Array, cot: Float32Array): Float64Array {
+  const [b, cin, h, wd] = shape as [number, number, number, number];
+  const hw = h * wd;
+  const g = (k: string) => w[k]!.data;
+  const pad = (name: string) => {
+    const ws = w[`${name}.weight`]!.shape;
+    return [(ws[2]! - 1) / 2, (ws[3]! - 1) / 2] as [number, number];
+  };
+  const conv = (x: ArrayLike<number>, ci: number, name: string) =>
+    conv2dRef(x, [b, ci, h, wd], g(`${name}.weight`), w[`${name}.weight`]!.shape, g(`${name}.bias`), { padding: pad(name) }).out;
+  const convBack = (x: ArrayLike<number>, ci: number, name: string, gy: ArrayLike<number>) =>
+    conv2dBackwardRef(x, [b, ci, h, wd], g(`${name}.weight`), w[`${name}.weight`]!.shape, gy, { padding: pad(name) }).gradX;
+  const linear = (name: string) => {
+    const ws = w[`${name}.weight`]!.shape;
+    return matmulRef(emb, [b, ws[1]!], g(`${name}.weight`), ws, { transB: true, bias: g(`${name}.bias`) }).out;
+  };
+  // Each block returns its output and its backward (gradient of the output -> gradient of the input).
+  const block = (p: string, x: Float32Array, ci: number, co: number): [Float32Array, (gy: ArrayLike<number>) => Float64Array] => {
+    const groups = Math.min(8, co);
+    const sh = [b, co, h, wd];
+    const residual = ci !== co ? conv(x, ci, `${p}.skip_conv`) : x;
+    const a1 = conv(x, ci, `${p}.conv1`);
+    const hs = groupNormRef(a1, sh, groups, g(`${p}.norm1.weight`), g(`${p}.norm1.bias`), 1e-5, 'silu');
+    const np = linear(`${p}.noise_proj`);
+    const h2 = hs.map((v, i) => v + np[Math.floor(i / (co * hw)) * co + (Math.floor(i / hw) % co)]!);
+    const a2 = conv(h2, co, `${p}.conv2`);
+    const sum = groupNormRef(a2, sh, groups, g(`${p}.norm2.weight`), g(`${p}.norm2.bias`)).map((v, i) => v + residual[i]!);
+    const back = (gy: ArrayLike<number>) => {
+      const gs = unaryBackwardRef(sum, gy, { act: 'silu' });
+      const ga2 = rowNormBackwardRef(a2, gs, groupNormSpec(sh, groups), g(`${p}.norm2.weight`), g(`${p}.norm2.bias`)).dx;
+      const gh2 = convBack(h2, co, `${p}.conv2`, ga2);
+      const ga1 = rowNormBackwardRef(a1, gh2, groupNormSpec(sh, groups, 1e-5, true), g(`${p}.norm1.weight`), g(`${p}.norm1.bias`)).dx;
+      return addRef(convBack(x, ci, `${p}.conv1`, ga1), ci !== co ? convBack(x, ci, `${p}.skip_conv`, gs) : gs);
+    };
+    return [sum.map((s) => s * sig(s)), back];
+  };
+  const cpPre = conv(z, cin, 'initial_proj.0');
+  const pc = c.posEmbedChannels;
+  const pos1 = bilinearRef(g('pos_embedding.positional_embedding'), pc, c.posSize, c.posSize, h, wd);
+  const pos = new Float32Array(b * pc * hw);
+  for (let i = 0; i < b; i++) pos.set(pos1, i * pc * hw);
+  const initialIn = concatRef(z, cin, pos, pc, b, hw);
+  let x = conv(initialIn, cin + pc, 'initial_conv');
+  const ch = [c.baseChannels, ...Array.from({ length: c.numBlocks }, (_, i) => Math.min(c.baseChannels * 2 ** i, 128))];
+  const n = c.numBlocks;
+  const skips: Float32Array[] = [];
+  const down: ((gy: ArrayLike<number>) => Float64Array)[] = [];
+  for (let i = 0; i < n; i++) {
+    skips.push(x);
+    let back;
+    [x, back] = block(`blocks.${i}`, x, ch[i]!, ch[i + 1]!);
+    down.push(back);
+  }
+  const [xb, bottleneckBack] = block('bottleneck', x, ch[n]!, ch[n]!);
+  x = xb;
+  const up: ((gy: ArrayLike<number>) => Float64Array)[] = [];
+  for (let i = 0; i < n; i++) {
+    const ci = i > 0 ? ch[n - i]! + ch[n - i - 1]! : ch[n - i]!;
+    const input = i > 0 ? concatRef(x, ch[n - i]!, skips[skips.length - i - 1]!, ch[n - i - 1]!, b, hw) : x;
+    let back;
+    [x, back] = block(`up_blocks.${i}`, input, ci, ch[n - i - 1]!);
+    up.push(back);
+  }
+  const gate = linear('identity_gate.0').map(sig);
+  const gateOf = (i: number) => gate[Math.floor(i / (c.outChannels * hw))]!;
+
+  let gx: Float64Array = convBack(x, c.baseChannels, 'final_conv', Float64Array.from(cot, (v, i) => v * (1 - gateOf(i))));
+  const skipGrads: Float64Array[] = [];
+  for (let i = n - 1; i >= 0; i--) {
+    const gIn = up[i]!(gx);
+    if (i === 0) {
+      gx = gIn;
+      continue;
+    }
+    const [main, skip] = [ch[n - i]!, ch[n - i - 1]!];
+    skipGrads[n - i - 1] = sliceRef(gIn, main + skip, main, skip, b, hw);
+    gx = sliceRef(gIn, main + skip, 0, main, b, hw);
+  }
+  gx = bottleneckBack(gx);
+  for (let i = n - 1; i >= 0; i--) {
+    gx = down[i]!(gx);
+    if (skipGrads[i]) gx = addRef(gx, skipGrads[i]!);
+  }
+  const gInitial = sliceRef(conv2dBackwardRef(initialIn, [b, cin + pc, h, wd], g('initial_conv.weight'), w['initial_conv.weight']!.shape, gx, { padding: [1, 1] }).gradX, cin + pc, 0, cin, b, hw);
+  const gProj = convBack(z, cin, 'initial_proj.0', unaryBackwardRef(cpPre, Float64Array.from(cot, (v, i) => v * gateOf(i)), { act: 'silu' }));
+  const skipScale = g('skip_scale')[0]!;
+  return Float64Array.from(gInitial, (v, i) => v + gProj[i]! + cot[i]! * skipScale);
+}
+
