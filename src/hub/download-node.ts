@@ -10,7 +10,7 @@ import { HubError, HubUnreachableError, isSha256, normalizeEtag } from './model-
 import type { RepoCache } from './cache-node.js';
 import { acquireBlobLock } from './blob-lock-node.js';
 import type { FileProgress } from './progress-text.js';
-import { appendBody } from './append-body-node.js';
+import { resumableGet } from './resumable-get-node.js';
 
 export type { FileProgress };
 
@@ -135,7 +135,7 @@ export async function sha256File(path: string, gitBlob = false): Promise<string>
  * Returns the number of bytes fetched (0 when the blob was already there).
  */
 export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, meta: FileMeta, path: string, onProgress?: (p: FileProgress) => void): Promise<number> {
-  const { stat, rename, rm, open, mkdir } = await import('node:fs/promises');
+  const { stat, rename, rm, mkdir } = await import('node:fs/promises');
   const { dirname } = await import('node:path');
   const blob = cache.blob(meta.etag);
   const done = async () => (await stat(blob).catch(() => null))?.isFile() ?? false;
@@ -145,63 +145,26 @@ export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, met
     if (await done()) return 0; // another writer finished while we waited
     await mkdir(dirname(blob), { recursive: true });
     const partial = `${blob}.incomplete`;
-    const counter = { fetched: 0 };
-    const started = Date.now();
     const attempts = ctx.attempts ?? 4;
-    let lastError: Error | undefined;
-    for (let attempt = 0; attempt < attempts; attempt++) {
-      let have = (await stat(partial).catch(() => null))?.size ?? 0;
-      if (have > meta.size) {
-        await rm(partial, { force: true });
-        have = 0;
-      }
-      if (have === meta.size) break;
-      if (attempt > 0) await new Promise((r) => setTimeout(r, 200 * attempt));
-      const headers: Record<string, string> = have > 0 ? { range: `bytes=${have}-` } : {};
-      // A connection that delivers nothing for timeoutMs is aborted: to the loop below, a cut one.
-      const stall = new AbortController();
-      const stallMs = ctx.timeoutMs ?? 30_000;
-      let timer = setTimeout(() => stall.abort(), stallMs);
-      const alive = () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => stall.abort(), stallMs);
-      };
-      let res: Response;
-      try {
-        res = await getFollowing(ctx, meta.url, headers, path, stall.signal);
-      } catch (e) {
-        clearTimeout(timer);
-        if (stall.signal.aborted) {
-          lastError = new Error(`no answer within ${stallMs / 1000} s`);
-          continue;
-        }
-        throw e;
-      }
-      if (!res.ok) {
-        if (res.status === 416 && have > 0) {
-          await rm(partial, { force: true }); // the server disowns our partial bytes: start over
-          continue;
-        }
-        throw responseError(ctx, path, res);
-      }
-      if (have > 0 && res.status !== 206) have = 0; // Range ignored: the body is the whole file
-      const fh = await open(partial, have > 0 ? 'a' : 'w');
-      try {
-        if (!res.body) throw new HubError(`${describe(ctx, path)}: empty response body`);
-        await appendBody(res.body, fh, {
-          start: have, total: meta.size, file: path, counter, startedAt: started, alive, onProgress,
-          tooLong: () => new HubError(`${describe(ctx, path)}: the server sent more than the ${meta.size} bytes it announced`),
-        });
-        lastError = undefined;
-      } catch (e) {
-        if (e instanceof HubError) throw e;
-        // A cut or stalled connection: keep the bytes, resume on the next attempt.
-        lastError = stall.signal.aborted ? new Error(`the connection stalled for ${stallMs / 1000} s`) : (e as Error);
-      } finally {
-        clearTimeout(timer);
-        await fh.close();
-      }
-    }
+    const got = await resumableGet({
+      partial,
+      expectedSize: meta.size,
+      attempts,
+      stallMs: ctx.timeoutMs,
+      file: path,
+      onProgress,
+      // Each GET asks the resolve URL again: a signed CDN URL that expired meanwhile is renewed.
+      request: (headers, signal) => getFollowing(ctx, meta.url, headers, path, signal),
+      accept: (res, have) => {
+        if (res.status === 416 && have > 0) return 'restart'; // the server disowns our partial bytes
+        if (!res.ok) throw responseError(ctx, path, res);
+        // A 200 to a Range request ignored it: the body is the whole file.
+        return { start: have > 0 && res.status === 206 ? have : 0, total: meta.size };
+      },
+      tooLong: (total) => new HubError(`${describe(ctx, path)}: the server sent more than the ${total} bytes it announced`),
+      isFatal: (e) => e instanceof HubError,
+    });
+    const lastError = got.lastError;
     const have = (await stat(partial).catch(() => null))?.size ?? 0;
     if (have !== meta.size) {
       throw new HubError(`${describe(ctx, path)}: download incomplete after ${attempts} attempts (${have} of ${meta.size} bytes${lastError ? `; ${lastError.message}` : ''}); run again to resume`);
@@ -215,7 +178,7 @@ export async function downloadBlob(ctx: HubRequestContext, cache: RepoCache, met
       }
     }
     await rename(partial, blob);
-    return counter.fetched;
+    return got.fetched;
   } finally {
     await lock.release();
   }

@@ -9,7 +9,7 @@ import { SiloError } from '../engine/errors.js';
 import { acquireBlobLock } from './blob-lock-node.js';
 import { sha256File } from './download-node.js';
 import type { FileProgress } from './progress-text.js';
-import { appendBody } from './append-body-node.js';
+import { resumableGet } from './resumable-get-node.js';
 
 export class ReleaseDownloadError extends SiloError {}
 
@@ -69,97 +69,49 @@ function contentRange(v: string | null): { start: number; total: number } | null
 
 /** Downloads `url` to `dest` (see the file comment); the caller holds no lock, this takes `${dest}.lock`. */
 export async function downloadAsset(o: AssetDownloadOptions): Promise<AssetDownload> {
-  const { stat, rename, rm, open, mkdir } = await import('node:fs/promises');
+  const { stat, rename, rm, mkdir } = await import('node:fs/promises');
   const { dirname } = await import('node:path');
   await mkdir(dirname(o.dest), { recursive: true });
   const lock = await acquireBlobLock(`${o.dest}.lock`);
   try {
     const partial = `${o.dest}.incomplete`;
     const attempts = o.attempts ?? 4;
-    const stallMs = o.timeoutMs ?? 30_000;
-    const started = Date.now();
-    let total: number | null = null;
-    const counter = { fetched: 0 };
-    let resumed = false;
-    let lastError: Error | undefined;
-    for (let attempt = 0; attempt < attempts; attempt++) {
-      const have = (await stat(partial).catch(() => null))?.size ?? 0;
-      if (total !== null && have === total) break;
-      if (attempt > 0) await new Promise((r) => setTimeout(r, 200 * attempt));
-      const stall = new AbortController();
-      let timer = setTimeout(() => stall.abort(), stallMs);
-      const alive = () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => stall.abort(), stallMs);
-      };
-      let res: Response;
-      try {
-        res = await get(o, have > 0 ? { range: `bytes=${have}-` } : {}, stall.signal);
-      } catch (e) {
-        clearTimeout(timer);
-        if (!stall.signal.aborted) throw e;
-        lastError = new Error(`no answer within ${stallMs / 1000} s`);
-        continue;
-      }
-      if (res.status === 416 && have > 0) {
-        clearTimeout(timer);
-        await res.body?.cancel();
-        await rm(partial, { force: true }); // the server disowns our partial bytes: start over
-        continue;
-      }
-      if (!res.ok) {
-        clearTimeout(timer);
-        await res.body?.cancel();
-        const why = res.status === 404 ? 'no such release asset' : `HTTP ${res.status} ${res.statusText}`.trim();
-        throw new ReleaseDownloadError(`${o.label}: ${why} at ${o.url}`);
-      }
-      // The size: Content-Range's total on a 206, Content-Length on a 200 (the whole file, from byte 0).
-      let start = 0;
-      let size: number | null;
-      if (res.status === 206) {
-        const cr = contentRange(res.headers.get('content-range'));
-        if (!cr || cr.start !== have) {
-          clearTimeout(timer);
-          await res.body?.cancel();
-          throw new ReleaseDownloadError(`${o.label}: the server answered the range request from byte ${have} with Content-Range ${JSON.stringify(res.headers.get('content-range'))}`);
+    const got = await resumableGet({
+      partial,
+      attempts,
+      stallMs: o.timeoutMs,
+      file: o.label,
+      onProgress: o.onProgress,
+      request: (headers, signal) => get(o, headers, signal),
+      accept: (res, have, knownTotal) => {
+        if (res.status === 416 && have > 0) return 'restart'; // the server disowns our partial bytes
+        if (!res.ok) {
+          const why = res.status === 404 ? 'no such release asset' : `HTTP ${res.status} ${res.statusText}`.trim();
+          throw new ReleaseDownloadError(`${o.label}: ${why} at ${o.url}`);
         }
-        start = have;
-        size = cr.total;
-        resumed = true;
-      } else {
-        const len = res.headers.get('content-length');
-        size = len && /^\d+$/.test(len) ? Number(len) : null;
-      }
-      if (size === null) {
-        clearTimeout(timer);
-        await res.body?.cancel();
-        throw new ReleaseDownloadError(`${o.label}: the server sent no size (Content-Length), so the download cannot be verified`);
-      }
-      if (total !== null && size !== total) {
+        // The size: Content-Range's total on a 206, Content-Length on a 200 (the whole file, from byte 0).
+        let start = 0;
+        let size: number | null;
+        if (res.status === 206) {
+          const cr = contentRange(res.headers.get('content-range'));
+          if (!cr || cr.start !== have) {
+            throw new ReleaseDownloadError(`${o.label}: the server answered the range request from byte ${have} with Content-Range ${JSON.stringify(res.headers.get('content-range'))}`);
+          }
+          start = have;
+          size = cr.total;
+        } else {
+          const len = res.headers.get('content-length');
+          size = len && /^\d+$/.test(len) ? Number(len) : null;
+        }
+        if (size === null) throw new ReleaseDownloadError(`${o.label}: the server sent no size (Content-Length), so the download cannot be verified`);
         // The file changed on the server between attempts: what we have belongs to another version.
-        clearTimeout(timer);
-        await res.body?.cancel();
-        await rm(partial, { force: true });
-        total = null;
-        continue;
-      }
-      total = size;
-      const fh = await open(partial, start > 0 ? 'a' : 'w');
-      try {
-        if (!res.body) throw new ReleaseDownloadError(`${o.label}: empty response body`);
-        await appendBody(res.body, fh, {
-          start, total, file: o.label, counter, startedAt: started, alive, onProgress: o.onProgress,
-          tooLong: () => new ReleaseDownloadError(`${o.label}: the server sent more than the ${total} bytes it announced`),
-        });
-        lastError = undefined;
-      } catch (e) {
-        if (e instanceof ReleaseDownloadError) throw e;
-        lastError = stall.signal.aborted ? new Error(`the connection stalled for ${stallMs / 1000} s`) : (e as Error);
-      } finally {
-        clearTimeout(timer);
-        await fh.close();
-      }
-    }
+        if (knownTotal !== null && size !== knownTotal) return 'restart';
+        return { start, total: size };
+      },
+      tooLong: (total) => new ReleaseDownloadError(`${o.label}: the server sent more than the ${total} bytes it announced`),
+      isFatal: (e) => e instanceof ReleaseDownloadError,
+    });
+    const { total, lastError } = got;
     const have = (await stat(partial).catch(() => null))?.size ?? 0;
     if (total === null || have !== total) {
       throw new ReleaseDownloadError(
@@ -172,7 +124,7 @@ export async function downloadAsset(o: AssetDownloadOptions): Promise<AssetDownl
       throw new ReleaseDownloadError(`${o.label}: downloaded bytes have sha256 ${sha256}, expected ${o.expectedSha256.toLowerCase()}; the partial file ${partial} was deleted, run again`);
     }
     await rename(partial, o.dest);
-    return { path: o.dest, sha256, bytes: total, fetched: counter.fetched, resumed };
+    return { path: o.dest, sha256, bytes: total, fetched: got.fetched, resumed: got.resumed };
   } finally {
     await lock.release();
   }
