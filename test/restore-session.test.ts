@@ -41,10 +41,12 @@ describe('sampler registry and defaults', () => {
     }
   });
 
-  it('the default method follows a given operator, else the released one', () => {
+  it('the default method follows a given operator or the golden CNN; otherwise none (the released operator decides)', () => {
     expect(defaultMethod({ operator: 'folder' })).toBe('silo-rg');
     expect(defaultMethod({ operator: 'file' })).toBe('silo-cnn');
-    expect(defaultMethod({ releasedMethod: 'silo-rg' })).toBe('silo-rg');
+    expect(defaultMethod({ operator: 'folder', golden: true })).toBe('silo-rg');
+    expect(defaultMethod({ golden: true })).toBe('silo-cnn');
+    expect(defaultMethod({})).toBeUndefined();
   });
 
   it('size rules: square measurements, SR factors, multiples of the VAE factor, the operator fixes the size', () => {

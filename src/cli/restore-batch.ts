@@ -11,7 +11,6 @@ import { encodePng } from '../io/png.js';
 import { writeFilesAtomic } from '../formats/atomic-write-node.js';
 import { loadBlurKernel, type BlurKernel } from '../solvers/degradations/kernel-file.js';
 import { RestoreAbortedError } from '../restore/loop.js';
-import { checkMeasurementShape } from '../restore/size.js';
 import type { RestorationSession } from '../restore/session.js';
 import { batchSummary, folderItems, parseBatchList, parseShard, shardItems, summaryName, BatchError, type BatchItem, type ItemOutcome, type Shard } from '../restore/batch.js';
 import { checkPaths, PathError } from './output-files-node.js';
@@ -103,7 +102,6 @@ export async function runRestoreBatch(o: RestoreCliOptions & { batch: BatchCliOp
       try {
         const img = await readRgb(path, o.background, io);
         const images = item.as === 'input' ? { measurement: img } : { groundTruth: img };
-        if (item.as === 'input') checkMeasurementShape({ task: o.task, size: o.size, measurement: [img.width, img.height], measurementName: path });
         const req = { ...restoreRequest(o, images, motionKernel), operatorDefaults: opened.operatorDefaults, seed: item.seed ?? o.seed, prompt: item.prompt ?? o.prompt, measurementName: item.as === 'input' ? path : undefined, groundTruthName: item.as === 'input' ? undefined : path };
         const result = await session.run(req, { onProgress: progressPrinter(io, o.quiet), signal: interrupt.signal, log: o.quiet ? undefined : (l) => io.out(`${prefix}: ${l}`) });
         const r = result.report as { settings: object };

@@ -31,8 +31,6 @@ import { looksLikePath, parseModelRef } from '../hub/model-ref.js';
 
 const isDirectory = async (p: string) => (await import('node:fs/promises')).stat(p).then((s) => s.isDirectory(), () => false);
 
-export { LATENT_FACTOR };
-
 export interface RestoreCliOptions {
   model?: string;
   /** --offline: a hub --model from the cache only (HF_HUB_OFFLINE=1 does the same). */
@@ -268,9 +266,8 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
       throw e;
     }
   };
-  // No --method: what the operator given implies, the golden CNN, or the operator SILO released for the task.
-  const methodName =
-    str('method') ?? (operatorPath ? defaultMethod({ operator: operatorPath.endsWith('.safetensors') ? 'file' : 'folder' }) : str('golden') ? 'silo-cnn' : released());
+  // No --method: what the models given imply, else the method of the operator SILO released for the task.
+  const methodName = str('method') ?? defaultMethod({ operator: operatorPath === undefined ? undefined : operatorPath.endsWith('.safetensors') ? 'file' : 'folder', golden: !!str('golden') }) ?? released();
   if (!isRestoreMethod(methodName)) throw new UsageError(`--method ${methodName}: expected one of ${RESTORE_METHODS.join(', ')}`);
   const method: RestoreMethod = methodName;
   const forward = str('forward') ?? 'auto';

@@ -31,9 +31,13 @@ export function methodEta(method: RestoreMethod, task: DegradationTask, given?: 
   return { eta: LATENT_DPS_ETA, from: `${sampler.label} default` };
 }
 
-/** The method when none is given: the one a given operator implies, else the one SILO's release uses for the task. */
-export function defaultMethod(o: { operator?: 'file' | 'folder'; releasedMethod?: RestoreMethod }): RestoreMethod {
+/**
+ * The method the given models imply when none is named: a readout folder -> silo-rg, a CNN file or the
+ * golden models (whose operator is the CNN) -> silo-cnn; undefined when the models say nothing (then
+ * the task's released operator decides).
+ */
+export function defaultMethod(o: { operator?: 'file' | 'folder'; golden?: boolean }): RestoreMethod | undefined {
   if (o.operator === 'folder') return 'silo-rg';
-  if (o.operator === 'file') return 'silo-cnn';
-  return o.releasedMethod ?? 'silo-cnn';
+  if (o.operator === 'file' || o.golden) return 'silo-cnn';
+  return undefined;
 }
