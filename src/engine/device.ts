@@ -18,6 +18,11 @@ export interface EngineOptions {
   disableFeatures?: Array<'shader-f16' | 'subgroups' | 'timestamp-query'>;
   /** Called with one-line diagnostics (adapter report, device loss). */
   log?: (line: string) => void;
+  /**
+   * Use at most these limits (never more than the device offers): to see how a smaller GPU would
+   * fare, and for tests of limit errors.
+   */
+  limits?: Partial<Record<LimitName, number>>;
 }
 
 export interface AdapterReport {
@@ -128,7 +133,8 @@ export class Engine {
       requiredLimits,
     });
     const limits = {} as EngineLimits;
-    for (const name of LIMIT_NAMES) limits[name] = device.limits[name];
+    // A cap below WebGPU's defaults cannot be requested from the device; the engine's own checks (pool, bindings) enforce it.
+    for (const name of LIMIT_NAMES) limits[name] = Math.min(device.limits[name], options.limits?.[name] ?? Infinity);
     limits.minUniformBufferOffsetAlignment = device.limits.minUniformBufferOffsetAlignment;
     limits.minStorageBufferOffsetAlignment = device.limits.minStorageBufferOffsetAlignment;
     const info = describe(

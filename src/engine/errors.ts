@@ -20,7 +20,15 @@ export class KernelError extends SiloError {
 export class DeviceLostError extends SiloError {}
 
 /** The adapter cannot meet a requirement (a limit, a feature). */
-export class LimitError extends SiloError {}
+export class LimitError extends SiloError {
+  constructor(
+    message: string,
+    /** Which limit, how many bytes were needed and how many it allows, where a size limit was hit. */
+    readonly exceeded?: { limit: string; needed: number; available: number },
+  ) {
+    super(message);
+  }
+}
 
 export class ArgumentError extends SiloError {}
 

@@ -43,6 +43,7 @@ export class BufferPool {
       if (bytes > this.maxBufferSize) {
         throw new LimitError(
           `${what}: needs a buffer of ${bytes} bytes but the adapter's maxBufferSize is ${this.maxBufferSize}`,
+          { limit: 'maxBufferSize', needed: bytes, available: this.maxBufferSize },
         );
       }
       size = Math.ceil(bytes / 4) * 4;

@@ -183,6 +183,7 @@ export class Recorder {
       if (size > limits.maxStorageBufferBindingSize) {
         throw new LimitError(
           `${where}: binding "${b.name}" is ${size} bytes, over the adapter's maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize}`,
+          { limit: 'maxStorageBufferBindingSize', needed: size, available: limits.maxStorageBufferBindingSize },
         );
       }
       if (b.kind === 'storage') {

@@ -6,13 +6,15 @@
 // endpoint's own origin. Before the file becomes the blob it is verified against its etag: the sha256
 // of an LFS file, the git blob id of a plain one. Node only.
 
-import { HubError, HubUnreachableError, isSha256, normalizeEtag } from './model-ref.js';
+import { HubError, HubUnreachableError, hubResponseError, isSha256, normalizeEtag } from './model-ref.js';
 import type { RepoCache } from './cache-node.js';
 import { acquireBlobLock } from './blob-lock-node.js';
 import type { FileProgress } from './progress-text.js';
 import { resumableGet } from './resumable-get-node.js';
 
 export type { FileProgress };
+/** The user-facing error for a failed hub response (the shared, browser-safe mapping). */
+export const responseError = (ctx: HubRequestContext, path: string, res: Response): HubError => hubResponseError(ctx, path, res);
 
 export interface HubRequestContext {
   repoId: string;
@@ -41,25 +43,6 @@ const describe = (ctx: HubRequestContext, path: string) => `${ctx.repoId}@${ctx.
 function authHeaders(ctx: HubRequestContext, url: string): Record<string, string> {
   if (!ctx.token || new URL(url).origin !== new URL(ctx.endpoint).origin) return {};
   return { authorization: `Bearer ${ctx.token}` };
-}
-
-/** The user-facing error for a failed hub response. */
-export function responseError(ctx: HubRequestContext, path: string, res: Response): HubError {
-  const code = res.headers.get('x-error-code') ?? '';
-  const howToken = 'set HF_TOKEN=hf_... (a read token from https://huggingface.co/settings/tokens; for a gated repo, accept its terms on the model page first)';
-  // The hub answers an unknown repo, or a private one without a token, alike (401 or 404, RepoNotFound).
-  if (code === 'RepoNotFound') {
-    return new HubError(`${ctx.repoId}: no such repo on ${ctx.endpoint}, or it is private (HTTP ${res.status}); check the id${ctx.token ? ' and that HF_TOKEN can read it' : `, and if it is private ${howToken}`}`);
-  }
-  if (res.status === 401 || res.status === 403) {
-    const tok = ctx.token ? 'the token in HF_TOKEN was not accepted for it (does it have read access, and did you accept the terms on the model page?)' : `no token was sent: ${howToken}`;
-    return new HubError(`${ctx.repoId}: the repo is gated or private (HTTP ${res.status} for ${path}); ${tok}`);
-  }
-  if (res.status === 404) {
-    if (code === 'RevisionNotFound') return new HubError(`${ctx.repoId}: no revision "${ctx.revision}" (HTTP 404)`);
-    return new HubError(`${describe(ctx, path)}: no such file in the repo (HTTP 404)`);
-  }
-  return new HubError(`${describe(ctx, path)}: HTTP ${res.status} ${res.statusText}`.trim());
 }
 
 async function send(ctx: HubRequestContext, url: string, init: RequestInit, path: string): Promise<Response> {

@@ -5,7 +5,8 @@
 // requests (206). 404s carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound); a gated
 // repo answers 401 without the right Bearer token. The repo is the tiny golden models laid out as a
 // diffusers SD repo, built in memory at start-up. Knobs: cut the connection mid-file once, send wrong
-// bytes. Every request is logged. Requests are bounded, and the servers close themselves after
+// bytes. For pages on another origin it sends the hub's CORS headers and answers the JSON API the
+// browser client uses (revision -> commit, the paged file tree with LFS sha256s). Every request is logged. Requests are bounded, and the servers close themselves after
 // `lifetimeMs` even if a test forgets to.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createHash } from 'node:crypto';
@@ -28,6 +29,8 @@ export interface HubServerOptions {
   gated?: Record<string, string>;
   lifetimeMs?: number;
   maxRequests?: number;
+  /** Entries per page of the tree API (default 10, so listings page). */
+  treePageSize?: number;
 }
 
 export interface HubServer {
@@ -170,6 +173,12 @@ export async function startHubServer(opts: HubServerOptions = {}, repoId = 'silo
     const url = req.url ?? '';
     requests.push({ origin, method: req.method ?? '', path: url, range: req.headers.range, authorization: req.headers.authorization });
     if (requests.length > maxRequests) return void res.writeHead(429).end();
+    // CORS as the real hub sends it, so a page on another origin can read answers and headers.
+    res.setHeader('access-control-allow-origin', '*');
+    res.setHeader('access-control-expose-headers', 'x-repo-commit, x-linked-etag, x-linked-size, x-error-code, etag, content-length, content-range, link');
+    if (req.method === 'OPTIONS') {
+      return void res.writeHead(204, { 'access-control-allow-methods': 'GET, HEAD', 'access-control-allow-headers': 'authorization, range', 'access-control-max-age': '600' }).end();
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405).end();
     if (origin === 'cdn') {
       const m = /^\/cdn\/([0-9a-f]{64})$/.exec(url);
@@ -177,6 +186,8 @@ export async function startHubServer(opts: HubServerOptions = {}, repoId = 'silo
       if (!hit) return void res.writeHead(404).end();
       return sendBytes(req, res, hit.path, body(hit.path, hit.body), { etag: `"${m[1]}"` });
     }
+    const api = apiAnswer(url, req.headers.authorization);
+    if (api) return void res.writeHead(api.status, { 'content-type': 'application/json', ...api.headers }).end(JSON.stringify(api.body));
     const m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url);
     // The real hub answers an unknown repo like a private one: 401 with X-Error-Code RepoNotFound.
     if (!m) return void res.writeHead(401, { 'x-error-code': 'RepoNotFound' }).end();
@@ -203,6 +214,30 @@ export async function startHubServer(opts: HubServerOptions = {}, repoId = 'silo
     sendBytes(req, res, path, body(path, data), { etag: `"${gitBlobId(data)}"`, 'x-repo-commit': commit });
   };
 
+  // The JSON API the browser client uses: /api/models/{repo}/revision/{rev} (the commit) and
+  // /api/models/{repo}/tree/{rev}?recursive=true (paths, sizes, LFS sha256s), paged by `treePageSize` with Link: rel="next".
+  const apiAnswer = (url: string, authorization: string | undefined): { status: number; body: unknown; headers?: Record<string, string> } | null => {
+    const m = /^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree)\/([^/?]+)(?:\?(.*))?$/.exec(url);
+    if (!m) return null;
+    const [, repo, kind, revEnc, query] = m as unknown as [string, string, string, string, string | undefined];
+    const gatedToken = opts.gated?.[repo];
+    if (gatedToken !== undefined && authorization !== `Bearer ${gatedToken}`) return { status: 401, body: { error: 'Access to this model is restricted' }, headers: { 'x-error-code': 'GatedRepo' } };
+    if (repo !== repoId && gatedToken === undefined) return { status: 401, body: { error: 'Repository not found' }, headers: { 'x-error-code': 'RepoNotFound' } };
+    const revision = decodeURIComponent(revEnc);
+    if (revision !== 'main' && revision !== commit) return { status: 404, body: { error: 'Invalid rev id' }, headers: { 'x-error-code': 'RevisionNotFound' } };
+    if (kind === 'revision') return { status: 200, body: { id: repoId, sha: commit, siblings: [...files.keys()].map((rfilename) => ({ rfilename })) } };
+    const all = [...files].map(([path, data]) => ({
+      type: 'file', path, size: isLfs(path) ? 135 : data.byteLength, oid: gitBlobId(data),
+      ...(isLfs(path) ? { lfs: { oid: shaOf.get(path)!, size: data.byteLength, pointerSize: 135 } } : {}),
+    }));
+    const cursor = Number(new URLSearchParams(query ?? '').get('cursor') ?? '0');
+    const page = all.slice(cursor, cursor + treePageSize);
+    const next = cursor + treePageSize < all.length ? { link: `<${endpointUrl}/api/models/${repoId}/tree/${revEnc}?recursive=true&cursor=${cursor + treePageSize}>; rel="next"` } : undefined;
+    return { status: 200, body: page, ...(next ? { headers: next } : {}) };
+  };
+  const treePageSize = opts.treePageSize ?? 10;
+  let endpointUrl = '';
+
   const listen = async (s: Server) => {
     await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
     s.unref();
@@ -210,7 +245,7 @@ export async function startHubServer(opts: HubServerOptions = {}, repoId = 'silo
   };
   const hub = createServer(handler('hub'));
   const cdn = createServer(handler('cdn'));
-  const endpoint = await listen(hub);
+  const endpoint = (endpointUrl = await listen(hub));
   cdnOrigin = await listen(cdn);
   const close = async () => {
     clearTimeout(timer);

@@ -1,0 +1,198 @@
+// The page's worker: owns the WebGPU engine, the weight store and the restoration session. Loading
+// streams weights through the store tensor by tensor; a run reports steps, residuals and previews, and
+// stops within a step on Cancel. Every failure comes back as an 'error' message of a kind the page can
+// explain. All the logic is in src/ (restore, hub); this file only translates messages.
+
+import { Engine } from '../src/engine/device.js';
+import { DeviceLostError, LimitError, SiloError } from '../src/engine/errors.js';
+import { decodeImage, sniffImageFormat } from '../src/io/decode.js';
+import { resizeAndCenterCrop } from '../src/io/image.js';
+import { ImageError, type Image8 } from '../src/io/types.js';
+import { HubUnreachableError } from '../src/hub/model-ref.js';
+import { openWeightStore, StoreError, type WeightStore } from '../src/hub/weight-store.js';
+import { loadModels } from '../src/restore/models.js';
+import { resolveBrowserModels } from '../src/restore/models-browser.js';
+import { RestorationSession } from '../src/restore/session.js';
+import { RestoreAbortedError } from '../src/restore/loop.js';
+import { limitAdvice } from '../src/restore/limit-advice.js';
+import { RESTORE_METHODS, samplerFor } from '../src/restore/registry.js';
+import { RESTORE_DEFAULTS } from '../src/restore/defaults.js';
+import { DEGRADATION_TASKS } from '../src/solvers/degradations/tasks.js';
+import type { Catalog, ErrorKind, FromWorker, Rgba, ToWorker, RunSettings } from './protocol.js';
+
+const CATALOG: Catalog = {
+  methods: RESTORE_METHODS.map((name) => ({ name, label: samplerFor(name).label, operator: samplerFor(name).operator ?? null })),
+  // motion_blur needs a kernel file, which the page does not take.
+  tasks: DEGRADATION_TASKS.filter((t) => t !== 'motion_blur'),
+  defaults: { steps: RESTORE_DEFAULTS.steps, seed: RESTORE_DEFAULTS.seed, prompt: RESTORE_DEFAULTS.prompt },
+};
+
+/** Image files larger than this are refused before decoding. */
+const MAX_IMAGE_FILE_BYTES = 64 << 20;
+/** Decoded images larger than this (pixels) are refused: they would only be resized down. */
+const MAX_IMAGE_PIXELS = 8192 * 8192;
+
+const post = (m: FromWorker, transfer: Transferable[] = []) => (self as unknown as Worker).postMessage(m, transfer);
+const log = (line: string) => post({ type: 'log', line });
+
+let engine: Engine | null = null;
+let store: WeightStore | null = null;
+let session: RestorationSession | null = null;
+let engineOptions: { limits?: Record<string, number> } = {};
+let loadAbort: AbortController | null = null;
+let runAbort: AbortController | null = null;
+
+function rgba(img: Image8): Rgba {
+  const { width, height, channels, data } = img;
+  const out = new Uint8ClampedArray(width * height * 4);
+  for (let i = 0, j = 0; i < width * height; i++, j += channels) {
+    const gray = channels < 3;
+    out[i * 4] = data[j]!;
+    out[i * 4 + 1] = data[gray ? j : j + 1]!;
+    out[i * 4 + 2] = data[gray ? j : j + 2]!;
+    out[i * 4 + 3] = 255;
+  }
+  return { width, height, data: out };
+}
+
+function classify(e: unknown, size?: number): { kind: ErrorKind; message: string } {
+  const message = (e as Error)?.message ?? String(e);
+  if (e instanceof DeviceLostError || engine?.isLost) {
+    return { kind: 'device-lost', message: `${message}. The GPU was lost (driver reset, out of memory, or the tab was in the background too long): press Load again to start a new device.` };
+  }
+  if (e instanceof LimitError) {
+    if (/WebGPU is not available|no WebGPU adapter/.test(message)) return { kind: 'no-webgpu', message };
+    return { kind: 'limit', message: size ? limitAdvice(e, size) : message };
+  }
+  if (e instanceof ImageError) return { kind: 'image', message };
+  if (e instanceof StoreError && /quota/i.test(message)) return { kind: 'quota', message };
+  if (e instanceof HubUnreachableError) return { kind: 'network', message };
+  if (e instanceof SiloError) return { kind: 'input', message };
+  return { kind: 'other', message };
+}
+
+async function ensureEngine(): Promise<Engine> {
+  if (engine && !engine.isLost) return engine;
+  session?.dispose();
+  session = null;
+  engine = await Engine.create({ log, ...(engineOptions.limits ? { limits: engineOptions.limits } : {}) });
+  return engine;
+}
+
+/** Our own decoders for PNG and JPEG (the same pixels as the CLI); the browser's for the rest. */
+async function decode(bytes: Uint8Array, name: string): Promise<Image8> {
+  if (bytes.byteLength > MAX_IMAGE_FILE_BYTES) throw new ImageError(name, `${(bytes.byteLength / 1e6).toFixed(0)} MB is too large (at most ${MAX_IMAGE_FILE_BYTES / 2 ** 20} MiB)`);
+  const format = sniffImageFormat(bytes);
+  if (format === 'png' || format === 'jpeg') return decodeImage(bytes, name);
+  let bitmap: ImageBitmap;
+  try {
+    bitmap = await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>]));
+  } catch {
+    return decodeImage(bytes, name); // its error says what the bytes are and what is supported
+  }
+  if (bitmap.width * bitmap.height > MAX_IMAGE_PIXELS) throw new ImageError(name, `${bitmap.width}x${bitmap.height} is too large (at most ${MAX_IMAGE_PIXELS} pixels)`);
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const ctx = canvas.getContext('2d')!;
+  ctx.drawImage(bitmap, 0, 0);
+  const d = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+  return { width: d.width, height: d.height, channels: 4, data: new Uint8Array(d.data.buffer) };
+}
+
+async function load(m: Extract<ToWorker, { type: 'load' }>) {
+  loadAbort?.abort();
+  const abort = (loadAbort = new AbortController());
+  const t0 = performance.now();
+  const e = await ensureEngine();
+  if (!store) throw new StoreError('the weight store is not open (init first)');
+  session?.dispose();
+  session = null;
+  const resolved = await resolveBrowserModels(m.model, m.operator, {
+    store,
+    signal: abort.signal,
+    log,
+    onProgress: (p) => post({ type: 'download', ...p }),
+  });
+  try {
+    const models = await loadModels(e, { ...resolved.spec, log });
+    session = new RestorationSession(e, models, resolved.provenance);
+    const op = models.base.cnn || models.base.preserve ? 'cnn' : models.base.readout ? 'readout' : null;
+    post({ type: 'loaded', notes: models.notes, fetchedBytes: resolved.fetchedBytes(), operator: op, loadMs: performance.now() - t0, ...(models.operatorLatentSize ? { operatorSize: models.operatorLatentSize * models.base.vae.downFactor } : {}) });
+  } finally {
+    resolved.close();
+  }
+}
+
+async function run(m: Extract<ToWorker, { type: 'run' }>) {
+  if (!session) throw new SiloError('no models loaded: press Load first');
+  const s: RunSettings = m.settings;
+  const img = await decode(new Uint8Array(m.image), m.imageName);
+  if (img.width * img.height > MAX_IMAGE_PIXELS) throw new ImageError(m.imageName, `${img.width}x${img.height} is too large (at most ${MAX_IMAGE_PIXELS} pixels)`);
+  const abort = (runAbort = new AbortController());
+  const gt = m.role === 'ground-truth';
+  if (gt) post({ type: 'started', size: s.size, input: rgba(resizeAndCenterCrop(img, s.size, s.size)) });
+  try {
+    const result = await session.run(
+      {
+        task: s.task, method: s.method, steps: s.steps, seed: s.seed, size: s.size,
+        ...(s.prompt ? { prompt: s.prompt } : {}),
+        ...(gt ? { groundTruth: img, groundTruthName: m.imageName } : { measurement: img, measurementName: m.imageName }),
+      },
+      {
+        signal: abort.signal,
+        log,
+        onProgress: (p) => post({ type: 'progress', step: p.step, total: p.total, elapsedMs: p.elapsedMs, ...(p.residual !== undefined ? { residual: p.residual } : {}) }),
+        ...(s.previewEvery > 0 ? { previewEvery: s.previewEvery, onPreview: (p) => post({ type: 'preview', step: p.step, total: p.total, image: rgba(p.image) }) } : {}),
+      },
+    );
+    post({ type: 'done', image: rgba(result.image), measurement: rgba(result.measurement), metrics: result.metrics, report: JSON.stringify(result.report, null, 2) });
+  } finally {
+    if (runAbort === abort) runAbort = null;
+  }
+}
+
+async function cacheInfo() {
+  if (!store) return;
+  const list = await store.list();
+  post({ type: 'cache', kind: store.kind, entries: list.length, bytes: list.reduce((n, f) => n + f.size, 0) });
+}
+
+self.onmessage = async (ev: MessageEvent<ToWorker>) => {
+  const m = ev.data;
+  try {
+    switch (m.type) {
+      case 'init': {
+        engineOptions = { limits: m.limits };
+        store = await openWeightStore(m.cache);
+        const e = await ensureEngine();
+        post({ type: 'ready', adapter: e.summary(), software: e.info.software, cache: store.kind, limits: { ...e.limits }, catalog: CATALOG });
+        await cacheInfo();
+        break;
+      }
+      case 'load':
+        await load(m);
+        await cacheInfo();
+        break;
+      case 'run':
+        await run(m);
+        break;
+      case 'cancel':
+        runAbort?.abort();
+        loadAbort?.abort();
+        break;
+      case 'cache-info':
+        await cacheInfo();
+        break;
+      case 'clear-cache':
+        await store?.clear();
+        await cacheInfo();
+        break;
+    }
+  } catch (e) {
+    if (e instanceof RestoreAbortedError || (e as Error)?.name === 'AbortError') {
+      post({ type: 'cancelled', message: (e as Error).message || 'cancelled' });
+      return;
+    }
+    const during = m.type === 'init' ? 'init' : m.type === 'load' ? 'load' : m.type === 'run' ? 'run' : 'cache';
+    post({ type: 'error', during, ...classify(e, m.type === 'run' ? m.settings.size : undefined) });
+  }
+};
