@@ -20,9 +20,18 @@ export interface BrowserPage {
   close: () => Promise<void>;
 }
 
-export async function openTestPage(entry: string): Promise<BrowserPage> {
+export interface TestPageOptions {
+  /** More bundles served beside page.js: output file name -> entry (e.g. a worker script). */
+  bundles?: Record<string, string>;
+  /** The window function whose appearance says the page is ready (default siloRunCases). */
+  ready?: string;
+}
+
+export async function openTestPage(entry: string, options: TestPageOptions = {}): Promise<BrowserPage> {
   const dir = mkdtempSync(join(tmpdir(), 'silo-browser-'));
   await bundle(entry, join(dir, 'page.js'), 'browser');
+  for (const [file, src] of Object.entries(options.bundles ?? {})) await bundle(src, join(dir, file), 'browser');
+  const ready = options.ready ?? 'siloRunCases';
   const html = '<!doctype html><meta charset="utf-8"><title>silo-webgpu tests</title><script type="module" src="page.js"></script>';
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]!;
@@ -72,7 +81,7 @@ export async function openTestPage(entry: string): Promise<BrowserPage> {
   });
   const url = `http://127.0.0.1:${port}/`;
   await page.goto(url);
-  await page.waitForFunction(() => typeof (window as unknown as { siloRunCases?: unknown }).siloRunCases === 'function', { timeout: 30_000 }).catch(() => {
+  await page.waitForFunction((name: string) => typeof (window as unknown as Record<string, unknown>)[name] === 'function', { timeout: 30_000 }, ready).catch(() => {
     throw new Error(`test page did not load: ${errors.join('; ')}`);
   });
   return {
