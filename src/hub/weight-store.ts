@@ -303,6 +303,7 @@ class CacheApiStore implements WeightStore {
       await cache.delete(metaUrl);
       await cache.delete(fileUrl);
     } catch (e) {
+      body.cancel(e).catch(() => {});
       throw await storeErrorFrom(e, expect.label, expect.size ?? null);
     }
     // Our own branch to cache.put rather than body.tee(): on abort or mismatch we can error it, so
@@ -599,11 +600,15 @@ class OpfsStore implements WeightStore {
     let dir: DirHandle | null = null;
     let tmpName = `${name}.partial`;
     let handle: SyncAccessHandle | null = null;
+    /** Set once the old entry is gone: only then is there anything of ours to clean up. */
+    let started = false;
     try {
       dir = (await this.dirOf(segs, true))!;
-      // The meta goes first, so an interrupted replacement reads as absent, not as the old file.
-      await this.remove(dir, `${name}.meta.json`);
+      // The data goes first: if another worker holds it open, removal fails and the old entry
+      // stays whole. Either file missing reads as absent, so an interruption between is safe.
       await this.remove(dir, name);
+      await this.remove(dir, `${name}.meta.json`);
+      started = true;
       let file = (await dir.getFileHandle(tmpName, { create: true })) as FileHandle;
       if (typeof file.move !== 'function') {
         // No rename: write the final name directly; the meta written last marks it complete.
@@ -631,12 +636,13 @@ class OpfsStore implements WeightStore {
       const meta: EntryMeta = { size: v.size, sha256: v.sha256, complete: true, storedAt: new Date().toISOString() };
       await this.writeTextFile(dir, `${name}.meta.json`, JSON.stringify(meta));
     } catch (e) {
+      body.cancel(e).catch(() => {}); // a body never read (busy, quota before the first write) must not hang the download
       try {
         handle?.close();
       } catch {
         // already closed
       }
-      if (dir) {
+      if (dir && started) {
         await this.remove(dir, `${name}.meta.json`).catch(() => {});
         await this.remove(dir, tmpName).catch(() => {});
       }

@@ -214,6 +214,23 @@ export function storeChecks(kind: StoreKind): [string, () => Promise<string | vo
     }),
     ...(kind === 'opfs'
       ? [
+          c('replacing a file another store holds open fails as busy and keeps the old entry', async () => {
+            const other = await openWeightStore(kind, { chunkBytes });
+            const held = await other.open(key);
+            assert(held, 'other store: open() returned null');
+            const e = await rejection(store.put(key, streamOf(src), { label: 'replace' }), 'put over a held file');
+            assert(isStoreError(e, 'busy'), `not a busy StoreError: ${e}`);
+            held.close();
+            const again = await store.open(key);
+            assert(again && again.size === src.length, `the old entry is gone after: ${(e as Error).message}`);
+            again.close();
+            // The same store refuses while it holds the file itself.
+            const mine = await store.open(key);
+            const e2 = await rejection(store.put(key, streamOf(src), { label: 'replace' }), 'put over an own open file');
+            assert(isStoreError(e2, 'busy'), `not a busy StoreError: ${e2}`);
+            mine?.close();
+            return (e as Error).message;
+          }),
           c('failed puts leave no files behind on disk', async () => {
             const names = await opfsNames();
             const want = ['hub/org--name/0123abcd/unet/diffusion_pytorch_model.safetensors', 'hub/org--name/0123abcd/unet/diffusion_pytorch_model.safetensors.meta.json'];
