@@ -154,6 +154,35 @@ describe('nonFiniteCount and checkFinite', () => {
     });
   }
 
+  for (const dtype of ['f32', 'f16'] as const) {
+    it(`nonFiniteCountInto counts a ${dtype} tensor larger than one binding range by range (binding limit lowered to 4 KiB)`, async (ctx) => {
+      if (dtype === 'f16' && !engine.hasF16) {
+        console.log('SKIP f16 ranged count: this adapter has no shader-f16');
+        ctx.skip();
+      }
+      const limits = engine.limits as { maxStorageBufferBindingSize: number };
+      const saved = limits.maxStorageBufferBindingSize;
+      const n = 10_007; // 40 KB in f32, 20 KB in f16: several ranges, the last one partial
+      const data = randomData(n, 5);
+      const spots = [0, 1023, 1024, 2047, 2048, 5000, n - 1];
+      for (const i of spots) data[i] = i % 2 ? NaN : -Infinity;
+      const x = engine.tensor(data, [n], dtype);
+      const counts = engine.tensor(new Float32Array(3), [3]);
+      limits.maxStorageBufferBindingSize = 4096;
+      try {
+        await runProgram(engine, 'ranged_count', (rec) => {
+          red.nonFiniteCountInto(rec, x, counts, 1);
+          return counts;
+        });
+      } finally {
+        limits.maxStorageBufferBindingSize = saved;
+      }
+      expect(Array.from(await counts.read())).toEqual([0, spots.length, 0]);
+      x.dispose();
+      counts.dispose();
+    });
+  }
+
   it('checkFinite resolves for finite tensors', async () => {
     const x = engine.tensor(randomData(1031, 3, -1e30, 1e30), [1031]);
     await expect(red.checkFinite(engine, x, 'latent')).resolves.toBeUndefined();

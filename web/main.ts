@@ -197,15 +197,15 @@ function updateMethods() {
     sel.lastElementChild!.toggleAttribute('disabled', !ok);
   }
   const wanted = params.get('method') ?? (modelsLoaded?.operator === 'cnn' ? 'silo-cnn' : modelsLoaded?.operator === 'readout' ? 'silo-rg' : before || 'latent-dps');
-  const usable = [...sel.options].filter((o) => !o.disabled).map((o) => o.value);
+  const usable = Array.from(sel.options).filter((o) => !o.disabled).map((o) => o.value);
   sel.value = usable.includes(wanted) ? wanted : (usable[0] ?? '');
 }
 
 function showSourceFields() {
   const kind = $<HTMLSelectElement>('model-kind').value;
-  for (const el of document.querySelectorAll<HTMLElement>('[data-for]')) el.hidden = el.dataset.for !== kind;
+  for (const el of Array.from(document.querySelectorAll<HTMLElement>('[data-for]'))) el.hidden = el.dataset.for !== kind;
   const op = $<HTMLSelectElement>('operator-kind').value;
-  for (const el of document.querySelectorAll<HTMLElement>('[data-op]')) el.hidden = el.dataset.op !== op;
+  for (const el of Array.from(document.querySelectorAll<HTMLElement>('[data-op]'))) el.hidden = el.dataset.op !== op;
 }
 
 let pickedHandle: FileSystemDirectoryHandle | undefined;
@@ -217,7 +217,7 @@ function modelSource(): BrowserModelSource {
     case 'url':
       return { kind: 'url', url: $('model-url').value.trim() };
     case 'folder':
-      return { kind: 'folder', ...(pickedHandle ? { handle: pickedHandle } : { files: [...($('model-folder').files ?? [])] }) };
+      return { kind: 'folder', ...(pickedHandle ? { handle: pickedHandle } : { files: Array.from($('model-folder').files ?? []) }) };
     default:
       return { kind: 'tiny', url: $('tiny-url').value.trim() };
   }

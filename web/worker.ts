@@ -14,7 +14,6 @@ import { loadModels } from '../src/restore/models.js';
 import { resolveBrowserModels } from '../src/restore/models-browser.js';
 import { RestorationSession } from '../src/restore/session.js';
 import { RestoreAbortedError } from '../src/restore/loop.js';
-import { limitAdvice } from '../src/restore/limit-advice.js';
 import { RESTORE_METHODS, samplerFor } from '../src/restore/registry.js';
 import { RESTORE_DEFAULTS } from '../src/restore/defaults.js';
 import { DEGRADATION_TASKS } from '../src/solvers/degradations/tasks.js';
@@ -55,17 +54,17 @@ function rgba(img: Image8): Rgba {
   return { width, height, data: out };
 }
 
-function classify(e: unknown, size?: number): { kind: ErrorKind; message: string } {
+function classify(e: unknown, run?: RunSettings): { kind: ErrorKind; message: string } {
   const message = (e as Error)?.message ?? String(e);
   if (e instanceof DeviceLostError || engine?.isLost) {
     return { kind: 'device-lost', message: `${message}. The GPU was lost (driver reset, out of memory, or the tab was in the background too long): press Load again to start a new device.` };
   }
   if (e instanceof LimitError) {
     if (/WebGPU is not available|no WebGPU adapter/.test(message)) return { kind: 'no-webgpu', message };
-    return { kind: 'limit', message: size ? limitAdvice(e, size) : message };
+    return { kind: 'limit', message: run && session ? session.limitAdvice(e, run.size, run.method) : message };
   }
   if (e instanceof ImageError) return { kind: 'image', message };
-  if (e instanceof StoreError && /quota/i.test(message)) return { kind: 'quota', message };
+  if (e instanceof StoreError && e.code === 'quota') return { kind: 'quota', message };
   if (e instanceof HubUnreachableError) return { kind: 'network', message };
   if (e instanceof SiloError) return { kind: 'input', message };
   return { kind: 'other', message };
@@ -188,11 +187,11 @@ self.onmessage = async (ev: MessageEvent<ToWorker>) => {
         break;
     }
   } catch (e) {
-    if (e instanceof RestoreAbortedError || (e as Error)?.name === 'AbortError') {
+    if (e instanceof RestoreAbortedError || (e as Error)?.name === 'AbortError' || (e instanceof StoreError && e.code === 'aborted')) {
       post({ type: 'cancelled', message: (e as Error).message || 'cancelled' });
       return;
     }
     const during = m.type === 'init' ? 'init' : m.type === 'load' ? 'load' : m.type === 'run' ? 'run' : 'cache';
-    post({ type: 'error', during, ...classify(e, m.type === 'run' ? m.settings.size : undefined) });
+    post({ type: 'error', during, ...classify(e, m.type === 'run' ? m.settings : undefined) });
   }
 };

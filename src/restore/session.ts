@@ -5,7 +5,8 @@
 
 import type { Engine } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
-import { SiloError } from '../engine/errors.js';
+import { SiloError, type LimitError } from '../engine/errors.js';
+import { limitAdvice, restorationBytesPerPixel } from './limit-advice.js';
 import { runProgram } from '../engine/recorder.js';
 import { chwToRgb8, imageToCHW, resizeAndCenterCrop } from '../io/image.js';
 import type { Image8 } from '../io/types.js';
@@ -118,6 +119,23 @@ export class RestorationSession {
     readonly provenance: { model?: unknown; operator?: unknown } = {},
   ) {}
 
+  /** How many times its latent sides the UNet halves without remainder (2^(down blocks - 1)). */
+  get unetMultiple(): number {
+    return 2 ** (this.models.base.unet.config.blockOutChannels.length - 1);
+  }
+
+  /** Restored sides are multiples of this (the VAE's factor times the UNet's multiple; SD-1.5: 64). */
+  get sizeMultiple(): number {
+    return this.models.base.vae.downFactor * this.unetMultiple;
+  }
+
+  /** What a LimitError met at `size` with `method` means for the user: the limit, the need, and a size that fits. */
+  limitAdvice(e: LimitError, size: number, method: RestoreMethod): string {
+    const { unet, vae } = this.models.base;
+    const inLoop = samplerFor(method).space === 'pixel' ? vae.config : undefined;
+    return limitAdvice(e, size, this.sizeMultiple, restorationBytesPerPixel(unet.config, vae.downFactor, inLoop));
+  }
+
   /** Restores one image. Nothing of the request stays on the GPU afterwards. */
   async run(req: RestoreRequest, opts: RunOptions = {}): Promise<RestorationResult> {
     const { engine, models } = this;
@@ -133,7 +151,7 @@ export class RestorationSession {
     const f = models.base.vae.downFactor;
     const size = resolveSize({
       task: req.task, size: req.size, groundTruth: dims(req.groundTruth), measurement: dims(req.measurement), measurementName: req.measurementName,
-      vaeFactor: f, operatorSize: models.operatorLatentSize ? models.operatorLatentSize * f : undefined,
+      vaeFactor: f, unetMultiple: this.unetMultiple, operatorSize: models.operatorLatentSize ? models.operatorLatentSize * f : undefined,
     });
     const seed = req.seed ?? RESTORE_DEFAULTS.seed;
     const steps = req.steps ?? RESTORE_DEFAULTS.steps;

@@ -41,18 +41,22 @@ export function checkMeasurementShape(i: SizeInputs): void {
 
 /**
  * The restored image's side: the operator's (SILO's operators are built for one latent size), else the
- * requested size, else the largest multiple of the VAE factor the ground truth (or the measurement
- * times the task's factor) covers.
+ * requested size, else the largest multiple of the size factor the ground truth (or the measurement
+ * times the task's factor) covers. The size factor is the VAE's times the UNet's: its latent sides must
+ * halve without remainder at each of its down blocks (SD-1.5: 8 x 8 = 64).
  */
-export function resolveSize(i: SizeInputs & { vaeFactor: number; operatorSize?: number }): number {
-  const f = i.vaeFactor;
-  if (i.size !== undefined && i.size % f !== 0) throw new SiloError(`restore: size ${i.size} is not a multiple of this VAE's factor ${f}; nearest valid sizes: ${nearestSizes(i.size, f)}`);
+export function resolveSize(i: SizeInputs & { vaeFactor: number; unetMultiple?: number; operatorSize?: number }): number {
+  const f = i.vaeFactor * (i.unetMultiple ?? 1);
+  if (i.size !== undefined && i.size % f !== 0) {
+    const why = f === i.vaeFactor ? `this VAE's factor ${f}` : `${f} (the VAE's factor ${i.vaeFactor} times the ${i.unetMultiple} the UNet's down blocks need)`;
+    throw new SiloError(`restore: size ${i.size} is not a multiple of ${why}; nearest valid sizes: ${nearestSizes(i.size, f)}`);
+  }
   let size = i.size ?? i.operatorSize;
   if (!size) {
     const side = i.groundTruth ? Math.min(...i.groundTruth) : Math.min(...i.measurement!) * measurementFactor(i.task);
     size = Math.floor(side / f) * f;
   }
-  if (size < f) throw new SiloError(`restore: the image is smaller than the VAE factor ${f}`);
+  if (size < f) throw new SiloError(`restore: the image is smaller than the size factor ${f}`);
   if (i.operatorSize && size !== i.operatorSize) {
     throw new SiloError(`restore: this operator works on ${i.operatorSize}x${i.operatorSize} images (latent ${i.operatorSize / f}); size ${i.size} does not match`);
   }

@@ -9,7 +9,7 @@ import type { Engine } from '../device.js';
 import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { runProgram } from '../recorder.js';
-import { shapeString } from '../dtype.js';
+import { bytesPerElement, shapeString } from '../dtype.js';
 import { SiloError, assertArg } from '../errors.js';
 
 /** A tensor holds NaN or Inf where finite values are required. */
@@ -45,6 +45,8 @@ export interface ReduceOptions {
   op?: string;
   /** Write the result into element `slot` of this f32 tensor instead of a new [1] tensor (which is then returned). */
   into?: { tensor: Tensor; slot: number };
+  /** Reduce only these bytes of x's buffer (offset aligned to minStorageBufferOffsetAlignment): for tensors larger than one binding. */
+  range?: { offset: number; bytes: number };
 }
 
 /** The reduction machinery behind sum/mean/l2Norm/maxAbs/nonFiniteCount. */
@@ -57,7 +59,8 @@ export function reduceTensor(rec: Recorder, x: Tensor, kind: ReduceKind, opts: R
   const wg = workgroupSize(engine);
   const chunk = wg * per;
   const consts = { WG: wg, PER: per, OP: OP_CODE[kind], F16: x.dtype === 'f16' };
-  let n = x.size;
+  const range = opts.range;
+  let n = range ? range.bytes / bytesPerElement(x.dtype) : x.size;
   let groups = Math.max(1, Math.ceil(n / chunk));
   // The count reads raw bits (array<u32>), so it never needs an f16 pipeline.
   const first = engine.kernel({
@@ -77,7 +80,7 @@ export function reduceTensor(rec: Recorder, x: Tensor, kind: ReduceKind, opts: R
   let out = groups === 1 ? result : engine.empty([2 * groups], 'f32', `${op}:partials`);
   rec.dispatch(first, {
     op,
-    bindings: kind === 'count' ? { rbits: x, rout: out } : { rx: x, rout: out },
+    bindings: { [kind === 'count' ? 'rbits' : 'rx']: range ? { buffer: x.buffer, offset: range.offset, size: Math.ceil(range.bytes / 4) * 4 } : x, rout: out },
     uniforms: { n, groups, finish: groups === 1 ? 1 : 0, scale, slot },
     workgroups: groupGrid(engine, groups),
   });
@@ -116,7 +119,24 @@ export const nonFiniteCount = (rec: Recorder, x: Tensor): Tensor => reduceTensor
 
 /** nonFiniteCount(x) written into element `slot` of the f32 tensor `counts` (one buffer, one read-back for many tensors). */
 export const nonFiniteCountInto = (rec: Recorder, x: Tensor, counts: Tensor, slot: number): void => {
-  reduceTensor(rec, x, 'count', { op: 'nonfinite_count', into: { tensor: counts, slot } });
+  const engine = rec.engine;
+  const max = engine.limits.maxStorageBufferBindingSize;
+  if (x.byteLength <= max) {
+    reduceTensor(rec, x, 'count', { op: 'nonfinite_count', into: { tensor: counts, slot } });
+    return;
+  }
+  // Larger than one binding (SD-1.5's f32 token embedding is 151 MB; browsers may allow 128 MiB):
+  // count aligned ranges of the buffer, then add the counts up.
+  const align = Math.max(4, engine.limits.minStorageBufferOffsetAlignment);
+  const step = Math.floor(max / align) * align;
+  const ranges = Math.ceil(x.byteLength / step);
+  const parts = engine.empty([ranges], 'f32', 'nonfinite_count:ranges');
+  for (let r = 0; r < ranges; r++) {
+    const offset = r * step;
+    reduceTensor(rec, x, 'count', { op: 'nonfinite_count', into: { tensor: parts, slot: r }, range: { offset, bytes: Math.min(step, x.byteLength - offset) } });
+  }
+  reduceTensor(rec, parts, 'sum', { op: 'nonfinite_count', into: { tensor: counts, slot } });
+  parts.dispose();
 };
 
 /** Runs nonFiniteCount as its own program and throws, naming `what`, if any element is NaN or Inf. */
