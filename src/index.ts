@@ -56,6 +56,14 @@ export { loadModels, type ModelSpec, type LoadedModels, type FileRef } from './r
 export { parseBatchList, folderItems, parseShard, shardItems, batchSummary, BatchError, type BatchItem, type Shard } from './restore/batch.js';
 export { RELEASED_OPERATORS, releasedOperator, SILO_RELEASE, OperatorNotReleasedError, type ReleasedOperator } from './hub/silo-operators.js';
 export { RestorationSession, type RestoreRequest, type RestorationResult, type RunOptions, type Preview, type ResolvedSettings } from './restore/session.js';
+// In a web page (a worker): model sources streamed into a verified weight cache, picked folders, limit advice.
+export { resolveBrowserModels, type BrowserModelSource, type BrowserOperatorSource, type ResolvedBrowserModels } from './restore/models-browser.js';
+export { openHubModelInBrowser, openUrlFolderInBrowser, type BrowserHubOptions, type BrowserSourceOptions, type StoredFolder } from './hub/hub-browser.js';
+export { openWeightStore, StoreError, type WeightStore, type StoredFile, type StoreKind, type PutExpect, type StoreErrorCode } from './hub/weight-store.js';
+export { pickedFilesFolder, directoryHandleFolder, blobByteReader } from './formats/picked-folder.js';
+export { ChunkedBytes } from './formats/chunked-bytes.js';
+export { Sha256, sha256Hex } from './hub/sha256.js';
+export { limitAdvice, restorationBytesPerPixel, sizeThatFits } from './restore/limit-advice.js';
 export { siloStep, cnnMeasurement } from './solvers/samplers/silo.js';
 export { latentDpsStep, psldStep, pixelMeasurement } from './solvers/samplers/pixel.js';
 export { guidedStep, type LatentMeasurement, type GuidedStep } from './solvers/samplers/guided.js';

@@ -72,6 +72,7 @@ let catalog: Catalog | null = null;
 let modelsLoaded: { operator: 'cnn' | 'readout' | null; operatorSize?: number } | null = null;
 let image: { bytes: ArrayBuffer; name: string } | null = null;
 let residuals: { step: number; r: number }[] = [];
+let downloading = false;
 
 worker.onerror = (e) => {
   showError('worker', 'other', `the worker failed to start: ${e.message}`);
@@ -93,8 +94,11 @@ worker.onmessage = (ev: MessageEvent<FromWorker>) => {
     case 'log':
       demo.log.push(m.line);
       $('log').textContent += `${m.line}\n`;
+      // While loading, the latest line says what is happening between downloads (building, uploading).
+      if (demo.state === 'loading' && !downloading) $('download-text').textContent = m.line;
       break;
     case 'download': {
+      downloading = m.total === null || m.bytes < m.total;
       const p = $<HTMLProgressElement>('download-progress');
       p.max = m.total ?? 1;
       p.value = m.total ? m.bytes : 0;
@@ -286,6 +290,10 @@ function run() {
 async function takeImage(file: File) {
   image = { bytes: await file.arrayBuffer(), name: file.name };
   $('image-info').textContent = `${file.name} (${(file.size / 1e3).toFixed(0)} kB)`;
+  const thumb = $<HTMLImageElement>('image-thumb');
+  if (thumb.src) URL.revokeObjectURL(thumb.src);
+  thumb.src = URL.createObjectURL(file);
+  thumb.hidden = false;
   setState(demo.state);
 }
 

@@ -179,6 +179,62 @@ describe('the restoration page in headless Chromium', () => {
     await page.close();
   }, 300_000);
 
+  it('Clear cache empties the store, and the next load downloads again', async () => {
+    const page = await openPage(hubQuery());
+    await waitState(page, ['idle'], 60_000);
+    await page.click('#load'); // from the cache, or filling it
+    expect((await waitState(page, ['ready', 'error'], 180_000)).state).toBe('ready');
+    await page.waitForFunction(() => /^[1-9]\d* files/.test(document.getElementById('cache-info')!.textContent ?? ''), { timeout: 10_000 });
+    await page.click('#clear-cache');
+    await page.waitForFunction(() => /^0 files, 0\.0 MB/.test(document.getElementById('cache-info')!.textContent ?? ''), { timeout: 10_000 });
+    const before = weightRequests();
+    await page.click('#load');
+    const loaded = await waitState(page, ['ready', 'error'], 180_000);
+    expect(loaded.state, JSON.stringify(loaded.errors)).toBe('ready');
+    expect(loaded.fetchedBytes).toBeGreaterThan(1e6);
+    expect(weightRequests() - before).toBeGreaterThan(0);
+    await page.close();
+  }, 300_000);
+
+  it('the Cache API fallback stores and serves the weights too', async () => {
+    for (const visit of [1, 2]) {
+      const page = await openPage(hubQuery({ cache: 'cache-api' }));
+      expect((await waitState(page, ['idle', 'error'], 60_000)).state).toBe('idle');
+      expect(await page.$eval('#webgpu-status', (e) => e.textContent)).toMatch(/Cache API \(fallback\)/);
+      const before = weightRequests();
+      await page.click('#load');
+      const loaded = await waitState(page, ['ready', 'error'], 180_000);
+      expect(loaded.state, JSON.stringify(loaded.errors)).toBe('ready');
+      if (visit === 1) expect(weightRequests() - before).toBeGreaterThan(0);
+      else expect([loaded.fetchedBytes, weightRequests() - before]).toEqual([0, 0]);
+      await page.close();
+    }
+  }, 300_000);
+
+  it('a local folder the user picks loads tensor by tensor, with no request to the hub', async () => {
+    const dir = join(tmp, 'tiny-sd');
+    for (const [path, bytes] of hub.files) {
+      mkdirSync(join(dir, path, '..'), { recursive: true });
+      writeFileSync(join(dir, path), bytes);
+    }
+    const page = await openPage({ model: 'folder', operator: 'none', method: 'latent-dps', task: 'sr4', size: '64', steps: '2', cache: 'memory' });
+    await waitState(page, ['idle'], 60_000);
+    const input = await page.$('#model-folder');
+    await (input as unknown as { uploadFile: (...p: string[]) => Promise<void> }).uploadFile(dir);
+    expect(await page.$eval('#model-folder', (e) => (e as HTMLInputElement).files!.length)).toBe(hub.files.size);
+    const before = hub.requests.length;
+    await page.click('#load');
+    const loaded = await waitState(page, ['ready', 'error'], 180_000);
+    expect(loaded.state, JSON.stringify(loaded.errors)).toBe('ready');
+    expect(hub.requests.length).toBe(before);
+    expect(await page.$eval('#log', (e) => e.textContent)).toMatch(/diffusers pipeline from picked folder tiny-sd/);
+    await pickImage(page, PHOTO);
+    await page.click('#run');
+    const done = await waitState(page, ['done', 'error'], 300_000);
+    expect(done.state, JSON.stringify(done.errors)).toBe('done');
+    await page.close();
+  }, 400_000);
+
   it('Cancel stops a long run within a step, and the page can run again', async () => {
     const page = await openPage(hubQuery({ steps: '400', previewEvery: '0' }));
     await waitState(page, ['idle'], 60_000);
@@ -235,6 +291,28 @@ describe('the restoration page in headless Chromium', () => {
     const again = await waitState(page, ['error', 'done'], 300_000);
     expect(again.state, JSON.stringify(again.errors.at(-1))).toBe('done');
     expect(await page.$eval('#error', (e) => (e as HTMLElement).hidden)).toBe(true);
+    await page.close();
+  }, 600_000);
+
+  it('a lost device (the GPU process killed) is named, and Load starts a new one', async () => {
+    const page = await openPage(hubQuery({ method: 'latent-dps', steps: '2', previewEvery: '0' }));
+    await waitState(page, ['idle'], 60_000);
+    await page.click('#load');
+    expect((await waitState(page, ['ready', 'error'], 180_000)).state).toBe('ready');
+    const cdp = await chromium.browser.target().createCDPSession();
+    await cdp.send('Browser.crashGpuProcess');
+    await cdp.detach();
+    await pickImage(page, PHOTO);
+    await page.click('#run');
+    const s = await waitState(page, ['error', 'done'], 120_000);
+    expect(s.state, 'the run after the GPU process died').toBe('error');
+    expect(s.errors.at(-1)).toMatchObject({ kind: 'device-lost' });
+    expect(await page.$eval('#error', (e) => e.textContent)).toMatch(/The GPU device was lost .*press Load again/);
+    await page.click('#load');
+    expect((await waitState(page, ['ready', 'error'], 180_000)).state).toBe('ready');
+    await page.click('#run');
+    const again = await waitState(page, ['error', 'done'], 300_000);
+    expect(again.state, JSON.stringify(again.errors.at(-1))).toBe('done');
     await page.close();
   }, 600_000);
 
