@@ -304,6 +304,8 @@ export function openUrlFolderInBrowser(baseUrl: string, opts: BrowserSourceOptio
         if (opened.has(name)) return opened.get(name)!.then(() => true, () => false);
         const cached = await store.open(key(name));
         if (cached) {
+          // openFile() will reuse this entry without logging, so its "cached" line is written here.
+          log(`cached ${base}/${name}`);
           opened.set(name, Promise.resolve(cached));
           return true;
         }

@@ -117,10 +117,10 @@ export function hubResponseError(
   const howToken = `set ${tokenSetting === 'HF_TOKEN' ? 'HF_TOKEN=hf_...' : tokenSetting} (a read token from https://huggingface.co/settings/tokens; for a gated repo, accept its terms on the model page first)`;
   // The hub answers an unknown repo, or a private one without a token, alike (401 or 404, RepoNotFound).
   if (code === 'RepoNotFound') {
-    return new HubError(`${ctx.repoId}: no such repo on ${ctx.endpoint}, or it is private (HTTP ${res.status}); check the id${ctx.token ? ' and that ${tokenSetting} can read it' : `, and if it is private ${howToken}`}`);
+    return new HubError(`${ctx.repoId}: no such repo on ${ctx.endpoint}, or it is private (HTTP ${res.status}); check the id${ctx.token ? ` and that ${tokenSetting} can read it` : `, and if it is private ${howToken}`}`);
   }
   if (res.status === 401 || res.status === 403) {
-    const tok = ctx.token ? 'the token in ${tokenSetting} was not accepted for it (does it have read access, and did you accept the terms on the model page?)' : `no token was sent: ${howToken}`;
+    const tok = ctx.token ? `the token in ${tokenSetting} was not accepted for it (does it have read access, and did you accept the terms on the model page?)` : `no token was sent: ${howToken}`;
     return new HubError(`${ctx.repoId}: the repo is gated or private (HTTP ${res.status} for ${path}); ${tok}`);
   }
   if (res.status === 404) {
