@@ -191,14 +191,14 @@ describe('openHubModelInBrowser', () => {
     const store = await openWeightStore('memory');
     const unknown = await errorOf(openHubModelInBrowser('silo-test/nope', hubOpts(store)));
     expect(unknown).toBeInstanceOf(HubError);
-    expect(unknown.message).toMatch(/^silo-test\/nope: no such repo on http:\/\/127\.0\.0\.1:\d+, or it is private \(HTTP 401\); check the id, and if it is private set a token in the Token field/);
+    expect(unknown.message).toMatch(/^silo-test\/nope: no such repo on http:\/\/127\.0\.0\.1:\d+, or it is private \(HTTP 401\); check the id, and if it is private enter a token in the Token field/);
 
     const gated = await errorOf(openHubModelInBrowser(GATED, hubOpts(store)));
     expect(gated).toBeInstanceOf(HubError);
-    expect(gated.message).toMatch(/^silo-test\/gated-sd: the repo is gated or private \(HTTP 401 for the revision\); no token was sent: set a token in the Token field/);
+    expect(gated.message).toMatch(/^silo-test\/gated-sd: the repo is gated or private \(HTTP 401 for the revision\); no token was sent: enter a token in the Token field/);
     const wrong = await errorOf(openHubModelInBrowser(GATED, hubOpts(store, { token: 'nope' })));
     expect(wrong).toBeInstanceOf(HubError);
-    expect(wrong.message).toMatch(/the repo is gated or private \(HTTP 401 for the revision\); the token in .*Token field was not accepted/);
+    expect(wrong.message).toMatch(/the repo is gated or private \(HTTP 401 for the revision\); the token in the Token field was not accepted/);
     expect(wrong.message).not.toContain('${');
 
     const from = server.requests.length;

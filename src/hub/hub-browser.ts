@@ -132,7 +132,7 @@ export async function openHubModelInBrowser(repoId: string, opts: BrowserHubOpti
   const refKey = `${repoKey}/refs/${encodeURIComponent(revision)}`;
   const api = async (url: string, what: string) => {
     const res = await request(fetchFn, url, { headers: headers(url), signal }, `${repoId}@${revision}`);
-    if (!res.ok) throw hubResponseError(ctx, what, res, 'a token in the Token field');
+    if (!res.ok) throw hubResponseError(ctx, what, res, 'the Token field');
     return res;
   };
 
@@ -170,7 +170,7 @@ export async function openHubModelInBrowser(repoId: string, opts: BrowserHubOpti
     if (offline) throw new HubUnreachableError(`${repoId}@${revision}: ${path} is not in this browser's weight cache and the hub cannot be reached`);
     const url = resolveUrl(endpoint, repoId, commit, path);
     const res = await request(fetchFn, url, { headers: headers(url), signal }, `${repoId}@${commit}: ${path}`);
-    if (!res.ok || !res.body) throw hubResponseError({ ...ctx, revision: commit }, path, res, 'a token in the Token field');
+    if (!res.ok || !res.body) throw hubResponseError({ ...ctx, revision: commit }, path, res, 'the Token field');
     const label = `${repoId}@${commit.slice(0, 12)}/${path}`;
     const report = progressReporter(path, entry.size, opts.onProgress);
     let stored: StoredFile;

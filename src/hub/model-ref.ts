@@ -110,11 +110,11 @@ export function hubResponseError(
   ctx: { repoId: string; revision: string; endpoint: string; token?: string },
   path: string,
   res: Response,
-  /** How this surface takes a token (the CLI: HF_TOKEN; the page: its token field). */
+  /** Where this surface takes a token from (the CLI: HF_TOKEN; the page: 'the Token field'). */
   tokenSetting = 'HF_TOKEN',
 ): HubError {
   const code = res.headers.get('x-error-code') ?? '';
-  const howToken = `set ${tokenSetting === 'HF_TOKEN' ? 'HF_TOKEN=hf_...' : tokenSetting} (a read token from https://huggingface.co/settings/tokens; for a gated repo, accept its terms on the model page first)`;
+  const howToken = `${tokenSetting === 'HF_TOKEN' ? 'set HF_TOKEN=hf_...' : `enter a token in ${tokenSetting}`} (a read token from https://huggingface.co/settings/tokens; for a gated repo, accept its terms on the model page first)`;
   // The hub answers an unknown repo, or a private one without a token, alike (401 or 404, RepoNotFound).
   if (code === 'RepoNotFound') {
     return new HubError(`${ctx.repoId}: no such repo on ${ctx.endpoint}, or it is private (HTTP ${res.status}); check the id${ctx.token ? ` and that ${tokenSetting} can read it` : `, and if it is private ${howToken}`}`);
