@@ -236,6 +236,10 @@ function operatorSource(): BrowserOperatorSource {
       if (!f) throw new Error('pick an operator .safetensors file first');
       return { kind: 'file', file: f };
     }
+    case 'readout-url':
+      return { kind: 'readout-url', url: $('operator-folder-url').value.trim() };
+    case 'readout-folder':
+      return { kind: 'readout-folder', files: Array.from($('operator-folder').files ?? []) };
     case 'tiny':
       return { kind: 'tiny' };
     default:
@@ -350,7 +354,7 @@ function offerDownloads(report: string) {
 }
 
 // ---- wiring
-for (const [id, key] of [['hub-repo', 'repo'], ['hub-revision', 'revision'], ['hub-endpoint', 'endpoint'], ['model-url', 'url'], ['tiny-url', 'tinyUrl'], ['operator-url', 'operatorUrl'], ['operator-sigma-url', 'sigmaUrl']] as const) {
+for (const [id, key] of [['hub-repo', 'repo'], ['hub-revision', 'revision'], ['hub-endpoint', 'endpoint'], ['model-url', 'url'], ['tiny-url', 'tinyUrl'], ['operator-url', 'operatorUrl'], ['operator-sigma-url', 'sigmaUrl'], ['operator-folder-url', 'operatorFolderUrl']] as const) {
   const v = params.get(key);
   if (v !== null) $(id).value = v;
 }

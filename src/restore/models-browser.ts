@@ -22,6 +22,9 @@ export type BrowserOperatorSource =
   /** A CNN operator's .safetensors (SILO's DegradationModel or its preserve network), optionally with e_sigma's file. */
   | { kind: 'url'; url: string; sigmaUrl?: string; sigmaTensor?: string }
   | { kind: 'file'; file: File }
+  /** A readout operator's folder (config.json + weights.safetensors) at a base URL, or picked (SILO-RG). */
+  | { kind: 'readout-url'; url: string }
+  | { kind: 'readout-folder'; files?: File[]; handle?: FileSystemDirectoryHandle }
   /** The tiny test models' SILO CNN (with the tiny source only). */
   | { kind: 'tiny' };
 
@@ -46,9 +49,13 @@ function splitUrl(url: string): { base: string; name: string } {
 const absolute = (url: string) => new URL(url, globalThis.location?.href).href;
 
 export async function resolveBrowserModels(model: BrowserModelSource, operator: BrowserOperatorSource, opts: BrowserSourceOptions): Promise<ResolvedBrowserModels> {
-  const opened: StoredFolder[] = [];
-  const track = (s: StoredFolder) => (opened.push(s), s);
-  const close = () => opened.splice(0).forEach((s) => s.close());
+  const sources: StoredFolder[] = [];
+  const track = (s: StoredFolder) => (sources.push(s), s);
+  let closed = false;
+  const close = () => {
+    if (!closed) sources.forEach((s) => s.close());
+    closed = true;
+  };
   try {
     const spec: ModelSpec = {};
     const provenance: ResolvedBrowserModels['provenance'] = {};
@@ -108,13 +115,32 @@ export async function resolveBrowserModels(model: BrowserModelSource, operator: 
         provenance.operator = { file: operator.file.name, size: operator.file.size };
         break;
       }
+      case 'readout-url': {
+        const s = track(openUrlFolderInBrowser(absolute(operator.url), opts));
+        for (const f of ['config.json', 'weights.safetensors']) {
+          if (!(await s.folder.exists(f))) throw new SiloError(`${s.folder.location}: no ${f} there; give the base URL of a readout operator folder (config.json + weights.safetensors, as \`silo convert\` writes it)`);
+        }
+        spec.operator = { kind: 'readout', folder: s.folder, label: s.folder.location };
+        provenance.operator = s.provenance;
+        break;
+      }
+      case 'readout-folder': {
+        const folder = operator.handle ? directoryHandleFolder(operator.handle) : operator.files?.length ? pickedFilesFolder(operator.files) : null;
+        if (!folder) throw new SiloError('operator: pick the readout operator folder first (config.json + weights.safetensors)');
+        for (const f of ['config.json', 'weights.safetensors']) {
+          if (!(await folder.exists(f))) throw new SiloError(`${folder.location}: no ${f} in the picked folder; a readout operator folder holds config.json and weights.safetensors`);
+        }
+        spec.operator = { kind: 'readout', folder, label: `picked folder ${folder.location}` };
+        provenance.operator = { folder: folder.location };
+        break;
+      }
       case 'tiny': {
         if (!tinyRoot) throw new SiloError('operator: the tiny test operator goes with the tiny test models; pick those as the model source, or give an operator URL or file');
         spec.operator = { kind: 'cnn', file: { folder: subFolder(tinyRoot, 'silo_cnn'), name: 'weights.safetensors', label: `${tinyRoot.location}/silo_cnn/weights.safetensors` } };
         break;
       }
     }
-    return { spec, provenance, fetchedBytes: () => opened.reduce((n, s) => n + s.fetchedBytes, 0), close };
+    return { spec, provenance, fetchedBytes: () => sources.reduce((n, s) => n + s.fetchedBytes, 0), close };
   } catch (e) {
     close();
     throw e;
