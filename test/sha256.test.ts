@@ -1,21 +1,11 @@
 import { describe, it, expect } from 'vitest';
 import { createHash } from 'node:crypto';
 import { Sha256, sha256Hex } from '../src/hub/sha256.js';
+import { randomBytes } from './helpers/random-bytes.js';
 
 const ref = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** Deterministic pseudo-random bytes (xorshift), so a failure reproduces. */
-function bytes(n: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 describe('Sha256', () => {
   it('matches the FIPS 180-2 "abc" vector', () => {
@@ -23,16 +13,16 @@ describe('Sha256', () => {
   });
 
   it.each([0, 1, 55, 56, 63, 64, 65, 119, 120, 1000003])('matches node:crypto on %i bytes', (n) => {
-    const b = bytes(n, n + 7);
+    const b = randomBytes(n, n + 7);
     expect(sha256Hex(b)).toBe(ref(b));
   });
 
   it('gives the same digest for 1-byte pieces and random piece sizes', () => {
-    const b = bytes(5000, 3);
+    const b = randomBytes(5000, 3);
     const one = new Sha256();
     for (let i = 0; i < b.length; i++) one.update(b.subarray(i, i + 1));
     expect(one.hex()).toBe(ref(b));
-    const big = bytes(300_001, 9);
+    const big = randomBytes(300_001, 9);
     for (let trial = 0; trial < 5; trial++) {
       const h = new Sha256();
       let pos = 0;
@@ -48,13 +38,13 @@ describe('Sha256', () => {
   });
 
   it('hex() is stable and update() after it throws', () => {
-    const h = new Sha256().update(bytes(10));
+    const h = new Sha256().update(randomBytes(10));
     expect(h.hex()).toBe(h.hex());
     expect(() => h.update(new Uint8Array(1))).toThrow(/after hex/);
   });
 
   it('hashes faster than 100 MB/s', () => {
-    const b = bytes(32 << 20, 5);
+    const b = randomBytes(32 << 20, 5);
     sha256Hex(b.subarray(0, 1 << 20)); // warm up the JIT
     // Best of three, so other work on a shared machine does not decide the result.
     let best = Infinity;

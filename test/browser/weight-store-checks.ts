@@ -3,6 +3,7 @@
 import { openWeightStore, storeErrorFrom, StoreError, opfsMoveWorked, type StoreKind, type WeightStore } from '../../src/hub/weight-store.js';
 import { sha256Hex } from '../../src/hub/sha256.js';
 import { SafetensorsFile, serializeSafetensors, f32Entry } from '../../src/formats/safetensors.js';
+import { randomBytes } from '../helpers/random-bytes.js';
 
 export interface CheckResult {
   name: string;
@@ -38,17 +39,6 @@ async function rejection(p: Promise<unknown>, what: string): Promise<unknown> {
   throw new CheckFailed(`${what} resolved; it should have rejected`);
 }
 
-function pseudoRandom(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /** `data` as a stream of odd-sized pieces (fresh arrays, as fetch gives); endless repeats it forever. */
 function streamOf(data: Uint8Array, endless = false): ReadableStream<Uint8Array> {
@@ -123,7 +113,7 @@ async function opfsNames(): Promise<string[]> {
 
 export function storeChecks(kind: StoreKind): [string, () => Promise<string | void>][] {
   const chunkBytes = 1 << 20; // small chunks so ~3 MB crosses in-memory chunk boundaries
-  const src = pseudoRandom(3_000_017, 42);
+  const src = randomBytes(3_000_017, 42);
   const hash = sha256Hex(src);
   const key = 'hub/org--name/0123abcd/unet/diffusion_pytorch_model.safetensors';
   const label = 'unet/diffusion_pytorch_model.safetensors';
