@@ -118,6 +118,7 @@ worker.onmessage = (ev: MessageEvent<FromWorker>) => {
     }
     case 'started':
       draw('before', m.input);
+      draw('groundtruth', m.input);
       break;
     case 'progress': {
       demo.progressEvents++;

@@ -16,6 +16,7 @@ import { startHubServer, type HubServer } from '../helpers/hub-server.js';
 import { preserveWeights } from '../helpers/silo-preserve.js';
 import { preserveConfig } from '../../src/models/silo/config.js';
 import { f32Entry, serializeSafetensors } from '../../src/formats/safetensors.js';
+import { crc32 } from '../../src/formats/zip.js';
 import { launchChromium, type Chromium } from './chromium.js';
 
 const PHOTO = new URL('../../../shared/assets/images/faces256/ffhq_69037.png', import.meta.url).pathname;
@@ -47,6 +48,7 @@ beforeAll(async () => {
   const w = preserveWeights(cfg, 11);
   writeFileSync(join(ops, 'preserve.safetensors'), serializeSafetensors(Object.fromEntries(Object.entries(w).map(([k, v]) => [k, f32Entry(v.data, v.shape)]))));
   writeFileSync(join(ops, 'not-an-image.png'), 'this is text, not a PNG');
+  writeFileSync(join(ops, 'huge.png'), hugePngHeader(30_000, 30_000));
   site = await serveWeb({ site: dir, mounts: { '/ops/': ops }, log: (l: string) => served.push(l) });
   chromium = await launchChromium();
 }, 180_000);
@@ -127,10 +129,14 @@ describe('the restoration page in headless Chromium', () => {
     expect(done.progressEvents).toBe(6);
     expect(done.previews).toBeGreaterThan(0);
 
-    // The result is a picture: not blank, and not the measurement shown beside it.
+    // The result is a picture: not blank, and not the input photo.
     const after = await canvasPixels(page, 'after');
     const measured = await canvasPixels(page, 'before');
+    const input = await canvasPixels(page, 'groundtruth');
     expect([after.width, after.height]).toEqual([64, 64]);
+    expect([input.width, input.height]).toEqual([64, 64]);
+    const meanAbsDiff = after.data.reduce((a, v, i) => a + (i % 4 === 3 ? 0 : Math.abs(v - input.data[i]!)), 0) / (64 * 64 * 3);
+    expect(meanAbsDiff, 'the restored canvas differs from the input photo').toBeGreaterThan(1);
     const lum = after.data.filter((_, i) => i % 4 !== 3);
     const mean = lum.reduce((a, b) => a + b, 0) / lum.length;
     const spread = Math.sqrt(lum.reduce((a, b) => a + (b - mean) ** 2, 0) / lum.length);
@@ -253,7 +259,7 @@ describe('the restoration page in headless Chromium', () => {
     await page.close();
   }, 400_000);
 
-  it('a file that is not an image is refused with a message naming it', async () => {
+  it('a file that is not an image, and one that declares 30000x30000 pixels, are refused with messages naming them', async () => {
     const page = await openPage(hubQuery());
     await waitState(page, ['idle'], 60_000);
     await page.click('#load');
@@ -266,6 +272,11 @@ describe('the restoration page in headless Chromium', () => {
     const shown = await page.$eval('#error', (e) => ({ text: e.textContent, hidden: (e as HTMLElement).hidden }));
     expect(shown.hidden).toBe(false);
     expect(shown.text).toMatch(/This image cannot be used .*not-an-image\.png: not a known image format/);
+    await pickImage(page, join(tmp, 'ops', 'huge.png'));
+    await page.click('#run');
+    const huge = await waitState(page, ['error', 'done'], 60_000);
+    expect(huge.errors.at(-1)).toMatchObject({ during: 'run', kind: 'image' });
+    expect(huge.errors.at(-1)!.message).toMatch(/huge\.png: 30000x30000 = 900000000 pixels is more than maxPixels/);
     await page.close();
   }, 300_000);
 
@@ -329,3 +340,17 @@ describe('the restoration page in headless Chromium', () => {
     await page.close();
   }, 120_000);
 });
+
+/** A PNG signature and IHDR that declare width x height RGB pixels, and nothing more: decoders must refuse before allocating. */
+function hugePngHeader(width: number, height: number): Uint8Array {
+  const out = new Uint8Array(8 + 25);
+  out.set([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(8, 13);
+  out.set([0x49, 0x48, 0x44, 0x52], 12); // IHDR
+  dv.setUint32(16, width);
+  dv.setUint32(20, height);
+  out.set([8, 2, 0, 0, 0], 24); // 8-bit RGB, deflate, adaptive filters, no interlace
+  dv.setUint32(29, crc32(out.subarray(12, 29)));
+  return out;
+}
