@@ -411,6 +411,8 @@ if (!('gpu' in navigator)) {
   showError('init', 'no-webgpu', $('webgpu-status').textContent);
   setState('no-webgpu');
 } else {
-  const cache = (params.get('cache') ?? 'auto') as 'auto';
+  const cache = (params.get('cache') ?? 'auto') as 'auto' | 'opfs' | 'cache-api' | 'memory';
+  // Ask that the browser not evict gigabytes of weights under storage pressure (window-only API).
+  if (cache !== 'memory') void navigator.storage?.persist?.().catch(() => false);
   send({ type: 'init', cache, ...(Object.keys(limits).length ? { limits } : {}) });
 }
