@@ -58,6 +58,12 @@ describe('sampler registry and defaults', () => {
     expect(() => resolveSize({ task: 'sr8', size: 256, groundTruth: [700, 700], vaeFactor: 8, operatorSize: 512 })).toThrow('this operator works on 512x512 images (latent 64); size 256 does not match');
     expect(() => resolveSize({ task: 'sr4', size: 60, groundTruth: [64, 64], vaeFactor: 8 })).toThrow("size 60 is not a multiple of this VAE's factor 8; nearest valid sizes: 56 or 64");
     expect(() => resolveSize({ task: 'sr4', groundTruth: [7, 7], vaeFactor: 8 })).toThrow('the image is smaller than the VAE factor 8');
+    // The UNet halves the latent at each down block (SD-1.5 and the tiny UNet: 3 times), so sides are multiples of 64.
+    expect(() => resolveSize({ task: 'sr4', size: 72, groundTruth: [200, 200], vaeFactor: 8, unetMultiple: 8 })).toThrow(
+      "size 72 is not a multiple of 64 (the VAE's factor 8 times the 8 the UNet's down blocks need); nearest valid sizes: 64 or 128",
+    );
+    expect(resolveSize({ task: 'gaussian_blur', groundTruth: [200, 250], vaeFactor: 8, unetMultiple: 8 })).toBe(192);
+    expect(() => resolveSize({ task: 'sr4', groundTruth: [60, 60], vaeFactor: 8, unetMultiple: 8 })).toThrow("the image is smaller than the size factor 64 (the VAE's 8 times the UNet's 8)");
   });
 });
 
@@ -124,11 +130,13 @@ describe('RestorationSession on the tiny golden models', () => {
     expect(engine.pool.stats.liveBytes).toBe(live);
   }, 300_000);
 
-  it('refuses a request without an image, with both, a method without its operator, and eta for PSLD', async () => {
+  it('refuses a request without an image, with both, a method without its operator, eta for PSLD, and a size the UNet cannot halve', async () => {
     await expect(session.run({ ...request })).rejects.toThrow('give either a ground truth to degrade or a measurement');
     await expect(session.run({ ...request, groundTruth: photo, measurement: photo })).rejects.toThrow('give either a ground truth to degrade or a measurement');
     await expect(session.run({ ...request, method: 'silo-rg', groundTruth: photo })).rejects.toThrow('method silo-rg needs a readout operator, and none was loaded');
     await expect(session.run({ ...request, method: 'psld', eta: 0.5, groundTruth: photo })).rejects.toThrow('PSLD takes no eta');
+    expect(session.sizeMultiple).toBe(64);
+    await expect(session.run({ ...request, size: 72, groundTruth: photo })).rejects.toThrow("size 72 is not a multiple of 64 (the VAE's factor 8 times the 8 the UNet's down blocks need)");
     expect(baseline).toBeLessThanOrEqual(engine.pool.stats.liveBytes);
   });
 });

@@ -56,7 +56,7 @@ export function resolveSize(i: SizeInputs & { vaeFactor: number; unetMultiple?: 
     const side = i.groundTruth ? Math.min(...i.groundTruth) : Math.min(...i.measurement!) * measurementFactor(i.task);
     size = Math.floor(side / f) * f;
   }
-  if (size < f) throw new SiloError(`restore: the image is smaller than the size factor ${f}`);
+  if (size < f) throw new SiloError(`restore: the image is smaller than ${f === i.vaeFactor ? `the VAE factor ${f}` : `the size factor ${f} (the VAE's ${i.vaeFactor} times the UNet's ${i.unetMultiple})`}`);
   if (i.operatorSize && size !== i.operatorSize) {
     throw new SiloError(`restore: this operator works on ${i.operatorSize}x${i.operatorSize} images (latent ${i.operatorSize / f}); size ${i.size} does not match`);
   }
