@@ -112,6 +112,12 @@ worker.onmessage = (ev: MessageEvent<FromWorker>) => {
       $('download-text').textContent = `loaded in ${(m.loadMs / 1000).toFixed(1)} s (${m.fetchedBytes ? `${(m.fetchedBytes / MB).toFixed(1)} MB downloaded` : 'all weights from the cache'})`;
       for (const n of m.notes) $('log').textContent += `${n}\n`;
       if (m.operatorSize) $('size').value = String(m.operatorSize);
+      if (m.released) {
+        // SILO's own settings for its operator: the task it imitates, its method and prompt.
+        $<HTMLSelectElement>('task').value = m.released.task;
+        $('prompt').value = m.released.prompt;
+        $('log').textContent += `SILO's settings for this operator: task ${m.released.task}, ${m.released.method}, eta ${m.released.eta}, prompt "${m.released.prompt}"\n`;
+      }
       updateMethods();
       setState('ready');
       break;
@@ -182,6 +188,10 @@ function fillSettings(c: Catalog) {
   task.replaceChildren();
   for (const t of c.tasks) option(task, t);
   task.value = params.get('task') ?? 'sr4';
+  const zipTask = $<HTMLSelectElement>('operator-zip-task');
+  zipTask.replaceChildren();
+  for (const t of c.releasedTasks) option(zipTask, t);
+  zipTask.value = c.releasedTasks.includes(task.value as never) ? task.value : c.releasedTasks[0]!;
   $('steps').value = params.get('steps') ?? String(c.defaults.steps);
   $('seed').value = params.get('seed') ?? String(c.defaults.seed);
   $('prompt').value = params.get('prompt') ?? c.defaults.prompt;
@@ -236,6 +246,11 @@ function operatorSource(): BrowserOperatorSource {
       const f = $('operator-file').files?.[0];
       if (!f) throw new Error('pick an operator .safetensors file first');
       return { kind: 'file', file: f };
+    }
+    case 'release-zip': {
+      const f = $('operator-zip').files?.[0];
+      if (!f) throw new Error("pick SILO's trained_ckpt.zip first");
+      return { kind: 'release-zip', file: f, task: $<HTMLSelectElement>('operator-zip-task').value };
     }
     case 'readout-url':
       return { kind: 'readout-url', url: $('operator-folder-url').value.trim() };

@@ -33,6 +33,8 @@ export interface Catalog {
   methods: { name: RestoreMethod; label: string; operator: 'cnn' | 'readout' | null }[];
   tasks: DegradationTask[];
   defaults: { steps: number; seed: number; prompt: string };
+  /** Tasks SILO released an operator for (the release-zip operator source). */
+  releasedTasks: DegradationTask[];
 }
 
 export type ToWorker =
@@ -47,7 +49,11 @@ export type FromWorker =
   | { type: 'ready'; adapter: string; software: boolean; cache: StoreKind; limits: Record<string, number>; catalog: Catalog }
   | { type: 'log'; line: string }
   | { type: 'download'; file: string; bytes: number; total: number | null; rate: number; etaSeconds: number | null }
-  | { type: 'loaded'; notes: string[]; fetchedBytes: number; operatorSize?: number; operator: 'cnn' | 'readout' | null; loadMs: number }
+  | {
+      type: 'loaded'; notes: string[]; fetchedBytes: number; operatorSize?: number; operator: 'cnn' | 'readout' | null; loadMs: number;
+      /** A released SILO operator: the task it was trained for and SILO's settings for it. */
+      released?: { task: DegradationTask; method: RestoreMethod; prompt: string; eta: number };
+    }
   | { type: 'started'; size: number; input: Rgba }
   | { type: 'progress'; step: number; total: number; elapsedMs: number; residual?: number }
   | { type: 'preview'; step: number; total: number; image: Rgba }

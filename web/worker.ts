@@ -16,7 +16,9 @@ import { RestorationSession } from '../src/restore/session.js';
 import { RestoreAbortedError } from '../src/restore/loop.js';
 import { RESTORE_METHODS, samplerFor } from '../src/restore/registry.js';
 import { RESTORE_DEFAULTS } from '../src/restore/defaults.js';
-import { DEGRADATION_TASKS } from '../src/solvers/degradations/tasks.js';
+import { DEGRADATION_TASKS, type DegradationTask } from '../src/solvers/degradations/tasks.js';
+import { RELEASED_OPERATORS } from '../src/hub/silo-operators.js';
+import type { ResolvedBrowserModels } from '../src/restore/models-browser.js';
 import type { Catalog, ErrorKind, FromWorker, Rgba, ToWorker, RunSettings } from './protocol.js';
 
 const CATALOG: Catalog = {
@@ -24,6 +26,7 @@ const CATALOG: Catalog = {
   // motion_blur needs a kernel file, which the page does not take.
   tasks: DEGRADATION_TASKS.filter((t) => t !== 'motion_blur'),
   defaults: { steps: RESTORE_DEFAULTS.steps, seed: RESTORE_DEFAULTS.seed, prompt: RESTORE_DEFAULTS.prompt },
+  releasedTasks: [...new Set(RELEASED_OPERATORS.map((r) => r.task))],
 };
 
 /** Image files larger than this are refused before decoding. */
@@ -37,6 +40,8 @@ const log = (line: string) => post({ type: 'log', line });
 let engine: Engine | null = null;
 let store: WeightStore | null = null;
 let session: RestorationSession | null = null;
+/** The released SILO operator the session holds, if any: its task and SILO's settings for it. */
+let released: ResolvedBrowserModels['released'];
 let engineOptions: { limits?: Record<string, number> } = {};
 let loadAbort: AbortController | null = null;
 let runAbort: AbortController | null = null;
@@ -105,6 +110,7 @@ async function load(m: Extract<ToWorker, { type: 'load' }>) {
   if (!store) throw new StoreError('the weight store is not open (init first)');
   session?.dispose();
   session = null;
+  released = undefined;
   const resolved = await resolveBrowserModels(m.model, m.operator, {
     store,
     signal: abort.signal,
@@ -114,8 +120,13 @@ async function load(m: Extract<ToWorker, { type: 'load' }>) {
   try {
     const models = await loadModels(e, { ...resolved.spec, log });
     session = new RestorationSession(e, models, resolved.provenance);
+    released = resolved.released;
     const op = models.base.cnn || models.base.preserve ? 'cnn' : models.base.readout ? 'readout' : null;
-    post({ type: 'loaded', notes: models.notes, fetchedBytes: resolved.fetchedBytes(), operator: op, loadMs: performance.now() - t0, ...(models.operatorLatentSize ? { operatorSize: models.operatorLatentSize * models.base.vae.downFactor } : {}) });
+    post({
+      type: 'loaded', notes: models.notes, fetchedBytes: resolved.fetchedBytes(), operator: op, loadMs: performance.now() - t0,
+      ...(models.operatorLatentSize ? { operatorSize: models.operatorLatentSize * models.base.vae.downFactor } : {}),
+      ...(released ? { released: { task: released.task as DegradationTask, method: released.method as RunSettings['method'], prompt: released.defaults.prompt, eta: released.defaults.eta } } : {}),
+    });
   } finally {
     resolved.close();
   }
@@ -124,6 +135,10 @@ async function load(m: Extract<ToWorker, { type: 'load' }>) {
 async function run(m: Extract<ToWorker, { type: 'run' }>) {
   if (!session) throw new SiloError('no models loaded: press Load first');
   const s: RunSettings = m.settings;
+  // A released operator imitates one degradation: running it on another would guide towards the wrong measurement.
+  if (released && samplerFor(s.method).space === 'latent' && s.task !== released.task) {
+    throw new SiloError(`the loaded operator is SILO's for ${released.task}, not ${s.task}: choose task ${released.task}, or load the release's operator for ${s.task}`);
+  }
   const img = await decode(new Uint8Array(m.image), m.imageName);
   if (img.width * img.height > MAX_IMAGE_PIXELS) throw new ImageError(m.imageName, `${img.width}x${img.height} is too large (at most ${MAX_IMAGE_PIXELS} pixels)`);
   const abort = (runAbort = new AbortController());
@@ -133,6 +148,7 @@ async function run(m: Extract<ToWorker, { type: 'run' }>) {
     const result = await session.run(
       {
         task: s.task, method: s.method, steps: s.steps, seed: s.seed, size: s.size,
+        ...(released ? { operatorDefaults: released.defaults } : {}),
         ...(s.prompt ? { prompt: s.prompt } : {}),
         ...(gt ? { groundTruth: img, groundTruthName: m.imageName } : { measurement: img, measurementName: m.imageName }),
       },

@@ -6,7 +6,7 @@
 
 import { SiloError } from '../engine/errors.js';
 import { PickleDict, PickleGlobal, type PickleValue } from '../formats/pickle.js';
-import { TorchTensor } from '../formats/torch-checkpoint.js';
+import { TorchTensor, type TorchCheckpoint } from '../formats/torch-checkpoint.js';
 import { aggregationConfig } from '../models/silo/config.js';
 
 type Json = Record<string, unknown>;
@@ -123,4 +123,24 @@ export function readoutArgsFromShapes(shapes: ReadonlyMap<string, readonly numbe
     throw fail(`derived constructor arguments are not usable: ${(e as Error).message}`);
   }
   return { args, notes };
+}
+
+/**
+ * The config.json of a converted readout checkpoint (`ckpt` holds a readout dict): the constructor
+ * arguments read off the shapes, where it came from, its step and stored config; `dropped` names the
+ * top-level keys left out (the optimizer state), `notes` what the tensors overrule.
+ */
+export function readoutConfig(ckpt: TorchCheckpoint, source: string): { config: Json; dropped: string[]; notes: string[] } {
+  const top = ckpt.value as PickleDict;
+  const sd = ckpt.stateDict('aggregation_network');
+  const shapes = new Map([...sd.tensors].map(([n, t]) => [n, t.shape] as const));
+  const stored = pickleToJson(top.get('config') ?? null);
+  const { args, notes } = readoutArgsFromShapes(shapes, stored, source);
+  const dropped = [...top.keys()].map(String).filter((k) => !['aggregation_network', 'config', 'step'].includes(k));
+  const config = {
+    ...args,
+    _source: 'silo-webgpu: a SILO readout checkpoint converted; constructor arguments read off the tensor shapes, as silo_utils.StableDiffusionPipeline builds the network',
+    _silo_checkpoint: { file: source, step: pickleToJson(top.get('step') ?? null), dropped, config: stored },
+  };
+  return { config, dropped, notes };
 }

@@ -10,7 +10,7 @@ import type { TorchCheckpoint } from '../formats/torch-checkpoint.js';
 import { OutputFileError, fsReason } from '../formats/atomic-write-node.js';
 import { convertOpenCheckpoint, openCheckpointForConvert, type ConvertOptions, type ConvertReport } from '../formats/torch-convert-node.js';
 import { TorchCheckpointError } from '../formats/torch-checkpoint.js';
-import { isReadoutCheckpoint, pickleToJson, readoutArgsFromShapes, SiloCheckpointError } from './silo-checkpoint.js';
+import { isReadoutCheckpoint, readoutConfig, SiloCheckpointError } from './silo-checkpoint.js';
 import { PickleDict } from '../formats/pickle.js';
 
 export interface SiloConvertResult {
@@ -72,17 +72,7 @@ export async function convertOpenSiloCheckpoint(
         'give a folder path (or --key aggregation_network for the bare weights file)',
     );
   }
-  const top = ckpt.value as PickleDict;
-  const sd = ckpt.stateDict('aggregation_network');
-  const shapes = new Map([...sd.tensors].map(([n, t]) => [n, t.shape] as const));
-  const stored = pickleToJson(top.get('config') ?? null);
-  const { args, notes } = readoutArgsFromShapes(shapes, stored, inPath);
-  const dropped = [...top.keys()].map(String).filter((k) => !['aggregation_network', 'config', 'step'].includes(k));
-  const config = {
-    ...args,
-    _source: 'silo-webgpu: a SILO readout checkpoint converted; constructor arguments read off the tensor shapes, as silo_utils.StableDiffusionPipeline builds the network',
-    _silo_checkpoint: { file: inPath, step: pickleToJson(top.get('step') ?? null), dropped, config: stored },
-  };
+  const { config, dropped, notes } = readoutConfig(ckpt, inPath);
   const { join } = await import('node:path');
   let report!: ConvertReport;
   await writeFolderAtomic(outPath, async (dir) => {

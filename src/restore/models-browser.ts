@@ -8,6 +8,9 @@ import { directoryHandleFolder, pickedFilesFolder } from '../formats/picked-fold
 import { openHubModelInBrowser, openUrlFolderInBrowser, type BrowserSourceOptions, type StoredFolder } from '../hub/hub-browser.js';
 import { subFolder } from '../formats/folder.js';
 import type { ModelSpec } from './models.js';
+import { blobSource } from '../formats/zip.js';
+import { operatorFromReleaseZip } from '../hub/silo-release-browser.js';
+import { SILO_RELEASE } from '../hub/silo-operators.js';
 
 export type BrowserModelSource =
   | { kind: 'hub'; repo: string; revision?: string; endpoint?: string; token?: string }
@@ -25,12 +28,19 @@ export type BrowserOperatorSource =
   /** A readout operator's folder (config.json + weights.safetensors) at a base URL, or picked (SILO-RG). */
   | { kind: 'readout-url'; url: string }
   | { kind: 'readout-folder'; files?: File[]; handle?: FileSystemDirectoryHandle }
+  /** SILO's released operator for `task`, out of its trained_ckpt.zip the user picked (converted in memory). */
+  | { kind: 'release-zip'; file: Blob & { name?: string }; task: string; method?: string; dataset?: 'ffhq' | 'coco' }
   /** The tiny test models' SILO CNN (with the tiny source only). */
   | { kind: 'tiny' };
 
 export interface ResolvedBrowserModels {
   spec: ModelSpec;
   provenance: { model?: unknown; operator?: unknown };
+  /**
+   * SILO's settings for a released operator (RestoreRequest.operatorDefaults) and the one task it was
+   * trained for; undefined for other operators.
+   */
+  released?: { task: string; method: string; defaults: { eta: number; prompt: string; clampW: boolean; source: string } };
   /** Bytes downloaded while resolving (0 on a visit that found everything in the store). */
   fetchedBytes(): number;
   /** Releases the stored files (call once loadModels has built the models). */
@@ -59,6 +69,7 @@ export async function resolveBrowserModels(model: BrowserModelSource, operator: 
   try {
     const spec: ModelSpec = {};
     const provenance: ResolvedBrowserModels['provenance'] = {};
+    let released: ResolvedBrowserModels['released'];
     let tinyRoot: FolderAccess | undefined;
     switch (model.kind) {
       case 'hub': {
@@ -134,13 +145,23 @@ export async function resolveBrowserModels(model: BrowserModelSource, operator: 
         provenance.operator = { folder: folder.location };
         break;
       }
+      case 'release-zip': {
+        const name = operator.file.name ?? SILO_RELEASE.asset;
+        const z = await operatorFromReleaseZip(blobSource(operator.file, name), operator.task, { method: operator.method, dataset: operator.dataset });
+        spec.operator = z.operator;
+        provenance.operator = z.provenance;
+        released = { task: z.row.task, method: z.row.method, defaults: z.defaults };
+        opts.log?.(`SILO's ${z.row.method} operator for ${z.row.task} (${z.row.dataset}) from ${name}:${z.row.path}, converted in memory; SILO trained it with the prior ${z.row.prior}`);
+        for (const n of z.notes) opts.log?.(n);
+        break;
+      }
       case 'tiny': {
         if (!tinyRoot) throw new SiloError('operator: the tiny test operator goes with the tiny test models; pick those as the model source, or give an operator URL or file');
         spec.operator = { kind: 'cnn', file: { folder: subFolder(tinyRoot, 'silo_cnn'), name: 'weights.safetensors', label: `${tinyRoot.location}/silo_cnn/weights.safetensors` } };
         break;
       }
     }
-    return { spec, provenance, fetchedBytes: () => sources.reduce((n, s) => n + s.fetchedBytes, 0), close };
+    return { spec, provenance, ...(released ? { released } : {}), fetchedBytes: () => sources.reduce((n, s) => n + s.fetchedBytes, 0), close };
   } catch (e) {
     close();
     throw e;

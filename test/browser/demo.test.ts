@@ -17,6 +17,7 @@ import { preserveWeights } from '../helpers/silo-preserve.js';
 import { preserveConfig } from '../../src/models/silo/config.js';
 import { f32Entry, serializeSafetensors } from '../../src/formats/safetensors.js';
 import { crc32 } from '../../src/formats/zip.js';
+import { goldenReleaseZip } from '../helpers/silo-release.js';
 import { launchChromium, type Chromium } from './chromium.js';
 
 const PHOTO = new URL('../../../shared/assets/images/faces256/ffhq_69037.png', import.meta.url).pathname;
@@ -240,6 +241,37 @@ describe('the restoration page in headless Chromium', () => {
     expect(done.state, JSON.stringify(done.errors)).toBe('done');
     await page.close();
   }, 400_000);
+
+  it("SILO's trained_ckpt.zip picked in the page: its sr4 operator is converted in memory and SILO-RG set up with SILO's settings", async () => {
+    const zipPath = join(tmp, 'trained_ckpt.zip');
+    writeFileSync(zipPath, goldenReleaseZip(['sr4']));
+    const page = await openPage({ model: 'hub', repo: hub.repoId, endpoint: hub.endpoint, operator: 'release-zip', task: 'gaussian_blur', prompt: 'something else', cache: 'opfs' });
+    await waitState(page, ['idle'], 60_000);
+    expect((await page.$$eval('#operator-zip-task option', (o) => o.map((e) => (e as HTMLOptionElement).value))).sort()).toEqual(['gaussian_blur', 'inpaint_center', 'inpaint_random', 'jpeg10', 'sr4', 'sr8']);
+    await page.select('#operator-zip-task', 'sr4');
+    const input = await page.$('#operator-zip');
+    await (input as unknown as { uploadFile: (p: string) => Promise<void> }).uploadFile(zipPath);
+    await page.click('#load');
+    const loaded = await waitState(page, ['ready', 'error'], 180_000);
+    expect(loaded.state, JSON.stringify(loaded.errors)).toBe('ready');
+    const form = await page.evaluate(() => ({
+      task: (document.getElementById('task') as HTMLSelectElement).value,
+      method: (document.getElementById('method') as HTMLSelectElement).value,
+      prompt: (document.getElementById('prompt') as HTMLInputElement).value,
+      size: (document.getElementById('size') as HTMLInputElement).value,
+      log: document.getElementById('log')!.textContent,
+    }));
+    expect(form).toMatchObject({ task: 'sr4', method: 'silo-rg', prompt: 'A high quality photo of a face', size: '512' });
+    expect(form.log).toMatch(/SILO's silo-rg operator for sr4 \(ffhq\) from trained_ckpt\.zip:trained_ckpt\/RG\/sr_4_rg_ffhq_operator\.pt, converted in memory/);
+    // The operator imitates sr4 only: another task is refused before any work.
+    await page.select('#task', 'gaussian_blur');
+    await pickImage(page, PHOTO);
+    await page.click('#run');
+    const s = await waitState(page, ['error', 'done'], 60_000);
+    expect(s.errors.at(-1)).toMatchObject({ during: 'run', kind: 'input' });
+    expect(s.errors.at(-1)!.message).toMatch(/the loaded operator is SILO's for sr4, not gaussian_blur/);
+    await page.close();
+  }, 300_000);
 
   it('Cancel stops a long run within a step, and the page can run again', async () => {
     const page = await openPage(hubQuery({ steps: '400', previewEvery: '0' }));
