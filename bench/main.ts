@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Engine } from '../src/engine/device.js';
 import { runKernelBench } from './kernels.js';
-import { runModelBench } from './models.js';
+import { parseModelArgs, runModelBench } from './models.js';
 import { runSolverBench } from './solvers.js';
 
 async function main(): Promise<void> {
@@ -12,11 +12,13 @@ async function main(): Promise<void> {
   const quick = args.includes('--quick');
   const fi = args.indexOf('--filter');
   const filter = fi >= 0 ? args[fi + 1] : undefined;
+  // Bad flags fail before the adapter is set up.
+  const modelArgs = suite === 'models' ? parseModelArgs(args) : undefined;
   const engine = await Engine.create();
   console.log(engine.summary());
   let payload: unknown;
   if (suite === 'kernels') payload = await runKernelBench(engine, { quick, filter });
-  else if (suite === 'models') payload = await runModelBench(engine, { filter });
+  else if (suite === 'models') payload = await runModelBench(engine, { filter, ...modelArgs });
   else if (suite === 'solvers') payload = await runSolverBench(engine, { filter, args });
   else throw new Error(`unknown benchmark suite "${suite}" (available: kernels, models, solvers)`);
   const adapter = (engine.info.description || engine.info.architecture || engine.info.vendor || 'adapter').split(/[\s:(]/)[0]!.toLowerCase();

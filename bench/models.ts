@@ -1,5 +1,6 @@
 // Full-size models with seeded random weights generated on the GPU: one SD-1.5 UNet evaluation at a
-// 32x32 latent and one SD VAE decode at 256x256, in f32 and (with shader-f16) f16. The configs are the
+// 32x32 latent and one SD VAE decode at 256x256 (--latent N: an NxN latent, 8N x 8N image), in f32
+// and (with shader-f16) f16. The configs are the
 // golden mini configs (SD-1.5's structure) with SD-1.5's widths put back.
 
 import { readFileSync } from 'node:fs';
@@ -14,8 +15,8 @@ import { parseUNetConfig } from '../src/models/unet/config.js';
 import { AutoencoderKL } from '../src/models/vae/autoencoder.js';
 import { parseVaeConfig } from '../src/models/vae/config.js';
 import { printTable, type Row } from './harness.js';
+import { GOLDEN } from './golden.js';
 
-const GOLDEN = new URL('../../shared/golden', import.meta.url).pathname;
 
 export function sd15UNetConfig(): Record<string, unknown> {
   const cfg = JSON.parse(readFileSync(`${GOLDEN}/unet_mini/config.json`, 'utf8')) as Record<string, unknown>;
@@ -64,7 +65,7 @@ function paramStats(src: RandomWeightSource): { params: number } {
   return { params };
 }
 
-async function benchUNet(engine: Engine, dtype: DType, log: (l: string) => void): Promise<ModelResult> {
+async function benchUNet(engine: Engine, dtype: DType, latent: number, log: (l: string) => void): Promise<ModelResult> {
   const src = new RandomWeightSource(1, 'SD-1.5 UNet random weights');
   const t0 = performance.now();
   const before = engine.pool.stats.liveBytes;
@@ -76,7 +77,7 @@ async function benchUNet(engine: Engine, dtype: DType, log: (l: string) => void)
   const { params } = paramStats(src);
   log(`UNet ${dtype}: ${(params / 1e6).toFixed(1)}M parameters generated in ${(generateMs / 1000).toFixed(1)} s`);
   const inputs = await timed(engine, 'unet inputs', (rec) => [
-    randomNormal(rec, [1, 4, 32, 32], 11, { dtype }),
+    randomNormal(rec, [1, 4, latent, latent], 11, { dtype }),
     randomNormal(rec, [1, 77, 768], 12, { dtype }),
   ]);
   const [sample, ehs] = inputs.result as [ReturnType<typeof randomNormal>, ReturnType<typeof randomNormal>];
@@ -91,7 +92,7 @@ async function benchUNet(engine: Engine, dtype: DType, log: (l: string) => void)
   ehs.dispose();
   loaded.dispose();
   return {
-    model: 'SD-1.5 UNet, 32x32 latent, 77 tokens',
+    model: `SD-1.5 UNet, ${latent}x${latent} latent, 77 tokens`,
     dtype,
     params,
     weightBytes,
@@ -104,7 +105,7 @@ async function benchUNet(engine: Engine, dtype: DType, log: (l: string) => void)
   };
 }
 
-async function benchVae(engine: Engine, dtype: DType, log: (l: string) => void): Promise<ModelResult> {
+async function benchVae(engine: Engine, dtype: DType, latent: number, log: (l: string) => void): Promise<ModelResult> {
   const src = new RandomWeightSource(2, 'SD VAE random weights');
   const t0 = performance.now();
   const before = engine.pool.stats.liveBytes;
@@ -115,7 +116,7 @@ async function benchVae(engine: Engine, dtype: DType, log: (l: string) => void):
   const generateMs = performance.now() - t0;
   const { params } = paramStats(src);
   log(`VAE ${dtype}: ${(params / 1e6).toFixed(1)}M parameters generated in ${(generateMs / 1000).toFixed(1)} s`);
-  const z = (await timed(engine, 'vae input', (rec) => randomNormal(rec, [1, 4, 32, 32], 13, { dtype }))).result;
+  const z = (await timed(engine, 'vae input', (rec) => randomNormal(rec, [1, 4, latent, latent], 13, { dtype }))).result;
   const run = await timed(engine, 'vae decode', (rec) => vae.decode(rec, z));
   const img = await run.result.read();
   if (!img.every(Number.isFinite)) throw new Error(`VAE ${dtype}: non-finite output`);
@@ -123,7 +124,7 @@ async function benchVae(engine: Engine, dtype: DType, log: (l: string) => void):
   z.dispose();
   loaded.dispose();
   return {
-    model: 'SD VAE decode, 32x32 latent -> 256x256',
+    model: `SD VAE decode, ${latent}x${latent} latent -> ${8 * latent}x${8 * latent}`,
     dtype,
     params,
     weightBytes,
@@ -136,14 +137,25 @@ async function benchVae(engine: Engine, dtype: DType, log: (l: string) => void):
   };
 }
 
-export async function runModelBench(engine: Engine, opts: { filter?: string } = {}): Promise<{ results: ModelResult[] }> {
+/** The models benchmark's own flag: --latent N (a multiple of 8: the UNet halves it three times), default 32. */
+export function parseModelArgs(args: readonly string[]): { latent: number } {
+  const i = args.indexOf('--latent');
+  if (i < 0) return { latent: 32 };
+  const v = args[i + 1];
+  const n = Number(v);
+  if (v === undefined || !Number.isInteger(n) || n < 8 || n % 8 !== 0) throw new Error(`--latent must be a multiple of 8 (the UNet halves it three times), got ${JSON.stringify(v ?? null)}`);
+  return { latent: n };
+}
+
+export async function runModelBench(engine: Engine, opts: { filter?: string; latent?: number } = {}): Promise<{ latent: number; results: ModelResult[] }> {
+  const latent = opts.latent ?? 32;
   const results: ModelResult[] = [];
   const dtypes: DType[] = engine.hasF16 ? ['f32', 'f16'] : ['f32'];
   if (!engine.hasF16) console.log('f16 rows skipped: this adapter has no shader-f16');
   for (const dtype of dtypes) {
     for (const [name, fn] of [['unet', benchUNet], ['vae', benchVae]] as const) {
       if (opts.filter && !`${name} ${dtype}`.includes(opts.filter)) continue;
-      const r = await fn(engine, dtype, (l) => console.log(`  ${l}`));
+      const r = await fn(engine, dtype, latent, (l) => console.log(`  ${l}`));
       console.log(`  ${r.model} ${dtype}: ${(r.runMs / 1000).toFixed(2)} s, ${r.dispatches} dispatches, peak ${(r.peakLiveBytes / 2 ** 20).toFixed(0)} MiB`);
       results.push(r);
       engine.pool.trim();
@@ -160,5 +172,5 @@ export async function runModelBench(engine: Engine, opts: { filter?: string } = 
     'peak activations MiB': r.peakActivationBytes / 2 ** 20,
   }));
   printTable(`models on ${engine.summary()}`, rows);
-  return { results };
+  return { latent, results };
 }

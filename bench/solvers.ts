@@ -56,6 +56,7 @@ import type { StepInputs } from '../src/restore/sampler.js';
 import { printTable, type Row } from './harness.js';
 import { sd15UNetConfig, sdVaeConfig } from './models.js';
 import { readFileSync } from 'node:fs';
+import { GOLDEN } from './golden.js';
 
 export const FORWARD_MODES: readonly ForwardMode[] = ['reuse', 'recompute'];
 export type PixelTask = 'sr4' | 'gaussian_blur';
@@ -188,7 +189,6 @@ export class BenchWeightSource extends RandomWeightSource {
   }
 }
 
-const GOLDEN = new URL('../../shared/golden', import.meta.url).pathname;
 const goldenConfig = (name: string) => JSON.parse(readFileSync(`${GOLDEN}/${name}/config.json`, 'utf8')) as Record<string, unknown>;
 
 interface Models {
