@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares .gpu/ (ignored by git) for the prepared GPU run, bench/gpu.sh, on the device machine, which
+# Prepares .gpu/ (in .gitignore) for the prepared GPU run, bench/gpu.sh, on the device machine, which
 # has a GPU but no Node, no npm and no network: Node itself (xz-compressed), Dawn's linux-x64 Node
 # binding, the Vulkan loader and GL vendor libraries (Debian packages, unpacked there), the benchmark
 # bundle and the two golden configs the benchmarks read. About 40 MB: under the 64 MiB a run may carry.
@@ -16,5 +16,4 @@ cp -r node_modules/webgpu/dist/linux-x64 .gpu/node_modules/webgpu/dist/
 xz -T0 -6 -c "$(command -v node)" > .gpu/node.xz
 for c in unet_mini vae_mini; do cp "../shared/golden/$c/config.json" ".gpu/golden/$c/"; done
 (cd .gpu/debs && apt-get download -q libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 2>/dev/null)
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 echo "gpu-carry: .gpu/ is $(du -sh .gpu | cut -f1) (node $(node --version), webgpu $(node -p "require('./node_modules/webgpu/package.json').version"))"
