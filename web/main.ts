@@ -5,6 +5,7 @@
 // document.body.dataset.state and window.siloDemo say where the page is (for people and tests).
 
 import type { Catalog, FromWorker, Rgba, RunSettings, ToWorker } from './protocol.js';
+import { formatDownloadProgress } from '../src/hub/progress-text.js';
 import type { BrowserModelSource, BrowserOperatorSource } from '../src/restore/models-browser.js';
 
 type State = 'starting' | 'no-webgpu' | 'idle' | 'loading' | 'ready' | 'running' | 'done' | 'cancelled' | 'error';
@@ -102,8 +103,7 @@ worker.onmessage = (ev: MessageEvent<FromWorker>) => {
       const p = $<HTMLProgressElement>('download-progress');
       p.max = m.total ?? 1;
       p.value = m.total ? m.bytes : 0;
-      const size = m.total ? `${(m.bytes / MB).toFixed(1)} / ${(m.total / MB).toFixed(1)} MB` : `${(m.bytes / MB).toFixed(1)} MB`;
-      $('download-text').textContent = `${m.file}: ${size}, ${(m.rate / MB).toFixed(1)} MB/s${m.etaSeconds !== null ? `, ${fmtSeconds(m.etaSeconds)} left` : ''}`;
+      $('download-text').textContent = formatDownloadProgress(m);
       break;
     }
     case 'loaded': {

@@ -8,6 +8,7 @@ import { DeviceLostError, LimitError, SiloError } from '../src/engine/errors.js'
 import { decodeImage, sniffImageFormat } from '../src/io/decode.js';
 import { resizeAndCenterCrop } from '../src/io/image.js';
 import { ImageError, type Image8 } from '../src/io/types.js';
+import { pixelCapProblem } from '../src/io/pixel-cap.js';
 import { HubUnreachableError } from '../src/hub/model-ref.js';
 import { openWeightStore, StoreError, type WeightStore } from '../src/hub/weight-store.js';
 import { loadModels } from '../src/restore/models.js';
@@ -31,10 +32,8 @@ const CATALOG: Catalog = {
 
 /** Image files larger than this are refused before decoding. */
 const MAX_IMAGE_FILE_BYTES = 64 << 20;
-/** Decoded images larger than this (pixels) are refused: they would only be resized down. */
-const MAX_IMAGE_PIXELS = 8192 * 8192;
 
-const post = (m: FromWorker, transfer: Transferable[] = []) => (self as unknown as Worker).postMessage(m, transfer);
+const post = (m: FromWorker) => (self as unknown as Worker).postMessage(m);
 const log = (line: string) => post({ type: 'log', line });
 
 let engine: Engine | null = null;
@@ -94,7 +93,9 @@ async function decode(bytes: Uint8Array, name: string): Promise<Image8> {
   } catch {
     return decodeImage(bytes, name); // its error says what the bytes are and what is supported
   }
-  if (bitmap.width * bitmap.height > MAX_IMAGE_PIXELS) throw new ImageError(name, `${bitmap.width}x${bitmap.height} is too large (at most ${MAX_IMAGE_PIXELS} pixels)`);
+  // The browser decoded it already; the same cap as our decoders keeps the copy below bounded.
+  const tooLarge = pixelCapProblem(bitmap.width, bitmap.height);
+  if (tooLarge) throw new ImageError(name, tooLarge);
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const ctx = canvas.getContext('2d')!;
   ctx.drawImage(bitmap, 0, 0);
@@ -140,7 +141,6 @@ async function run(m: Extract<ToWorker, { type: 'run' }>) {
     throw new SiloError(`the loaded operator is SILO's for ${released.task}, not ${s.task}: choose task ${released.task}, or load the release's operator for ${s.task}`);
   }
   const img = await decode(new Uint8Array(m.image), m.imageName);
-  if (img.width * img.height > MAX_IMAGE_PIXELS) throw new ImageError(m.imageName, `${img.width}x${img.height} is too large (at most ${MAX_IMAGE_PIXELS} pixels)`);
   const abort = (runAbort = new AbortController());
   const gt = m.role === 'ground-truth';
   if (gt) post({ type: 'started', size: s.size, input: rgba(resizeAndCenterCrop(img, s.size, s.size)) });
