@@ -84,27 +84,79 @@ fn norm_stats(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   }
 }
 
+// One thread per (row, chunk). The chunk is short enough (a few KiB per thread) that the second pass
+// (squared deviations) reads it back from cache: one read of the activation from memory, and the same
+// two-pass numerics as norm_stats. Writes (mean, rstd) when a row is one chunk, else (mean, M2).
 @compute @workgroup_size(WG)
-fn norm_stats_row(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let row = gid.x + gid.y * nwg.x * WG;
-  if (row >= ns.rows) { return; }
-  let base = row * ns.len;
+fn norm_stats_chunk(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let job = gid.x + gid.y * nwg.x * WG;
+  if (job >= ns.rows * ns.chunks) { return; }
+  let row = job / ns.chunks;
+  let start = (job % ns.chunks) * ns.chunk;
+  let cnt = min(ns.chunk, ns.len - start);
+  let base = row * ns.len + start;
   var total = 0.0;
   var part = 0.0;
-  for (var i = 0u; i < ns.len; i++) {
+  for (var i = 0u; i < cnt; i++) {
     part += f32(nx[base + i]);
     if ((i & (BLOCK - 1u)) == BLOCK - 1u) { total += part; part = 0.0; }
   }
-  let mu = (total + part) / f32(ns.len);
+  let mu = (total + part) / f32(cnt);
   total = 0.0;
   part = 0.0;
-  for (var i = 0u; i < ns.len; i++) {
+  for (var i = 0u; i < cnt; i++) {
     let d = f32(nx[base + i]) - mu;
     part += d * d;
     if ((i & (BLOCK - 1u)) == BLOCK - 1u) { total += part; part = 0.0; }
   }
-  nmom[2u * row] = mu;
-  nmom[2u * row + 1u] = inverseSqrt((total + part) / f32(ns.len) + ns.eps);
+  let m2 = total + part;
+  if (ns.chunks == 1u) {
+    nmom[2u * row] = mu;
+    nmom[2u * row + 1u] = inverseSqrt(m2 / f32(cnt) + ns.eps);
+  } else {
+    nmom[2u * job] = mu;
+    nmom[2u * job + 1u] = m2;
+  }
+}
+
+// norm_stats_chunk on vec4s (rows and chunks a multiple of 4 long): a quarter of the loads and loop trips.
+@group(0) @binding(41) var<storage, read> nx4: array<vec4<ST>>;
+@group(0) @binding(42) var<storage, read_write> nmom4: array<f32>;
+@group(0) @binding(43) var<uniform> ns4: NormStats;
+
+@compute @workgroup_size(WG)
+fn norm_stats_chunk4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let job = gid.x + gid.y * nwg.x * WG;
+  if (job >= ns4.rows * ns4.chunks) { return; }
+  let row = job / ns4.chunks;
+  let start = (job % ns4.chunks) * ns4.chunk;
+  let cnt = min(ns4.chunk, ns4.len - start);
+  let base = (row * ns4.len + start) / 4u;
+  let cnt4 = cnt / 4u;
+  var total = vec4f(0.0);
+  var part = vec4f(0.0);
+  for (var i = 0u; i < cnt4; i++) {
+    part += vec4f(nx4[base + i]);
+    if ((i & (BLOCK / 4u - 1u)) == BLOCK / 4u - 1u) { total += part; part = vec4f(0.0); }
+  }
+  total += part;
+  let mu = (total.x + total.y + total.z + total.w) / f32(cnt);
+  total = vec4f(0.0);
+  part = vec4f(0.0);
+  for (var i = 0u; i < cnt4; i++) {
+    let d = vec4f(nx4[base + i]) - mu;
+    part += d * d;
+    if ((i & (BLOCK / 4u - 1u)) == BLOCK / 4u - 1u) { total += part; part = vec4f(0.0); }
+  }
+  total += part;
+  let m2 = total.x + total.y + total.z + total.w;
+  if (ns4.chunks == 1u) {
+    nmom4[2u * row] = mu;
+    nmom4[2u * row + 1u] = inverseSqrt(m2 / f32(cnt) + ns4.eps);
+  } else {
+    nmom4[2u * job] = mu;
+    nmom4[2u * job + 1u] = m2;
+  }
 }
 
 @group(0) @binding(3) var<storage, read> cmom: array<f32>;
@@ -156,6 +208,65 @@ fn norm_apply(@builtin(global_invocation_id) gid: vec3u) {
   if (HAS_W) { y *= f32(aw[ai]); }
   if (HAS_B) { y += f32(ab[ai]); }
   aout[i] = ST(activate(ACT, y, 0.0));
+}
+
+// norm_apply over segments: runs of a row that share one affine index (GroupNorm: a channel's plane,
+// AFF_SHARED) or a whole row whose elements index the affine parameters (LayerNorm), in vec4s. The
+// segment comes from the workgroup id, so the row and affine index cost one division per workgroup
+// instead of three per element (integer division is scalarised on CPU adapters and dominated
+// norm_apply there); x may split a long segment over several workgroups of `span` vec4s each.
+override AFF_SHARED: bool = true;
+
+struct NormSeg {
+  segs: u32,
+  seg4: u32,     // vec4s per segment
+  span: u32,     // vec4s per workgroup along a segment
+  per_wg: u32,   // whole segments per workgroup (short segments; then span >= seg4)
+  per_row: u32,  // segments per normalised row
+  amod: u32,     // affine parameters (AFF_SHARED: index = segment % amod)
+}
+
+@group(0) @binding(35) var<storage, read> vx: array<vec4<ST>>;
+@group(0) @binding(36) var<storage, read> vstats: array<f32>;
+@group(0) @binding(37) var<storage, read> vw: array<ST>;
+@group(0) @binding(38) var<storage, read> vb: array<ST>;
+@group(0) @binding(39) var<storage, read_write> vout: array<vec4<ST>>;
+@group(0) @binding(40) var<uniform> nv: NormSeg;
+
+fn vparam4(w: bool, at: u32) -> vec4f {
+  if (w) { return vec4f(f32(vw[at]), f32(vw[at + 1u]), f32(vw[at + 2u]), f32(vw[at + 3u])); }
+  return vec4f(f32(vb[at]), f32(vb[at + 1u]), f32(vb[at + 2u]), f32(vb[at + 3u]));
+}
+
+@compute @workgroup_size(WG)
+fn norm_apply_seg(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                  @builtin(local_invocation_index) lid: u32) {
+  let first = (wid.y + wid.z * nwg.y) * nv.per_wg;
+  let start = wid.x * nv.span;
+  let end = min(start + nv.span, nv.seg4);
+  for (var s = first; s < min(first + nv.per_wg, nv.segs); s++) {
+    let r = s / nv.per_row;
+    let mu = vstats[2u * r];
+    let rs = vstats[2u * r + 1u];
+    var ws = 1.0;
+    var bs = 0.0;
+    if (AFF_SHARED) {
+      let a = s % nv.amod;
+      if (HAS_W) { ws = f32(vw[a]); }
+      if (HAS_B) { bs = f32(vb[a]); }
+    }
+    for (var v = start + lid; v < end; v += WG) {
+      let j = s * nv.seg4 + v;
+      var y = (vec4f(vx[j]) - mu) * rs;
+      if (AFF_SHARED) {
+        y = y * ws + bs;
+      } else {
+        if (HAS_W) { y *= vparam4(true, 4u * v); }
+        if (HAS_B) { y += vparam4(false, 4u * v); }
+      }
+      vout[j] = vec4<ST>(vec4f(activate(ACT, y.x, 0.0), activate(ACT, y.y, 0.0), activate(ACT, y.z, 0.0), activate(ACT, y.w, 0.0)));
+    }
+  }
 }
 
 // ---- Backward (f32 storage only) ----

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../src/engine/device.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { runProgram } from '../src/engine/recorder.js';
-import { groupNorm, layerNorm, normChunks, type NormLayout } from '../src/engine/ops/norm.js';
+import { groupNorm, layerNorm, normChunks, normSegments, threadChunks, type NormLayout } from '../src/engine/ops/norm.js';
 import { getEngine, randomData, expectClose, type Tolerance } from './helpers/engine.js';
 import { groupNormRef, layerNormRef } from './ref/norm.js';
 
@@ -22,6 +22,13 @@ const OFFSET: Tolerance = { atol: 5e-5, rtol: 1e-5 };
 const F16: Tolerance = { atol: 1e-3, rtol: 1e-3 };
 
 const LAYOUTS: NormLayout[] = ['thread', 'group'];
+// The statistics layouts run with the adapter's default apply span; the vec4 segment apply
+// (norm_apply_seg) also runs with spans that split segments unevenly (1, 3 vec4s per workgroup) and
+// with one that packs every segment into one workgroup.
+const RUNS: Array<{ layout: NormLayout; span?: number }> = [
+  ...LAYOUTS.map((layout) => ({ layout })),
+  ...[1, 3, 1 << 20].map((span) => ({ layout: 'thread' as const, span })),
+];
 const size = (shape: number[]) => shape.reduce((p, d) => p * d, 1);
 
 interface Case {
@@ -71,11 +78,11 @@ async function checkGroupNorm(
   const t = upload(c, [C], dtype);
   const r = dtype === 'f32' ? c : await readBack(t, c);
   const ref = groupNormRef(r.x, c.shape, groups, r.w, r.b, opts.eps ?? 1e-5, opts.act ?? 'none');
-  for (const layout of LAYOUTS) {
-    const { result } = await runProgram(engine, 'gn', (rec) => groupNorm(rec, t.x, groups, t.w, t.b, { ...opts, layout }));
+  for (const { layout, span } of RUNS) {
+    const { result } = await runProgram(engine, 'gn', (rec) => groupNorm(rec, t.x, groups, t.w, t.b, { ...opts, layout, span }));
     expect(result.shape).toEqual(c.shape);
     expect(result.dtype).toBe(dtype);
-    expectClose(await result.read(), ref, tol, `${what} (${layout})`);
+    expectClose(await result.read(), ref, tol, `${what} (${layout}, span ${span ?? 'default'})`);
     result.dispose();
   }
   disposeAll(t);
@@ -85,10 +92,10 @@ async function checkLayerNorm(c: Case, normShape: number[], eps: number | undefi
   const t = upload(c, normShape, dtype);
   const r = dtype === 'f32' ? c : await readBack(t, c);
   const ref = layerNormRef(r.x, size(normShape), r.w, r.b, eps ?? 1e-5);
-  for (const layout of LAYOUTS) {
-    const { result } = await runProgram(engine, 'ln', (rec) => layerNorm(rec, t.x, normShape, t.w, t.b, { eps, layout }));
+  for (const { layout, span } of RUNS) {
+    const { result } = await runProgram(engine, 'ln', (rec) => layerNorm(rec, t.x, normShape, t.w, t.b, { eps, layout, span }));
     expect(result.shape).toEqual(c.shape);
-    expectClose(await result.read(), ref, tol, `${what} (${layout})`);
+    expectClose(await result.read(), ref, tol, `${what} (${layout}, span ${span ?? 'default'})`);
     result.dispose();
   }
   disposeAll(t);
@@ -134,14 +141,45 @@ describe('groupNorm', () => {
     const ramp = makeCase([1, 2, 64, 64], [2], 15);
     ramp.x = ramp.x.map((v, i) => v + (i / ramp.x.length) * 10);
     await checkGroupNorm(ramp, 1, {}, F32, 'ramp along a split row');
-    // the split path records stats + combine + apply; one thread per row records stats + apply
+    // split rows record stats + combine + apply; rows of one chunk record stats + apply
     const x = engine.tensor(randomData(131072, 1), [1, 32, 64, 64]);
     const split = await runProgram(engine, 'gn', (rec) => groupNorm(rec, x, 1, undefined, undefined, { layout: 'group' }));
     expect(split.report.dispatches).toBe(3);
-    const row = await runProgram(engine, 'gn', (rec) => groupNorm(rec, x, 1, undefined, undefined, { layout: 'thread' }));
-    expect(row.report.dispatches).toBe(2);
-    expectClose(await split.result.read(), await row.result.read(), F32, 'split vs per-thread');
+    const chunked = await runProgram(engine, 'gn', (rec) => groupNorm(rec, x, 1, undefined, undefined, { layout: 'thread' }));
+    expect(chunked.report.dispatches).toBe(3);
+    const small = engine.tensor(randomData(32768, 2), [1, 32, 32, 32]);
+    const whole = await runProgram(engine, 'gn', (rec) => groupNorm(rec, small, 32, undefined, undefined, { layout: 'thread' }));
+    expect(whole.report.dispatches).toBe(2);
+    small.dispose();
+    expectClose(await split.result.read(), await chunked.result.read(), F32, 'workgroup split vs thread chunks');
     x.dispose();
+  });
+
+  it('thread chunks: whole vec4s when the row is, at most 2048 elements, the last one shorter', async () => {
+    expect(threadChunks(2048)).toEqual({ chunks: 1, chunk: 2048 });
+    expect(threadChunks(40960)).toEqual({ chunks: 20, chunk: 2048 });
+    expect(threadChunks(5120)).toEqual({ chunks: 3, chunk: 1708 });
+    expect(threadChunks(5121)).toEqual({ chunks: 3, chunk: 1707 });
+    expect(threadChunks(4100)).toEqual({ chunks: 3, chunk: 1368 });
+    for (const len of [2049, 4100, 5121, 131072, 99999]) {
+      const { chunks, chunk } = threadChunks(len);
+      expect(chunk).toBeLessThanOrEqual(2048);
+      expect((chunks - 1) * chunk).toBeLessThan(len);
+      expect(chunks * chunk).toBeGreaterThanOrEqual(len);
+    }
+    // rows of 4100 and 5120 elements: three vec4 chunks each, the last one shorter; offset data
+    await checkGroupNorm(makeCase([2, 4, 41, 100], [4], 16, 'both', 29, 31), 2, { act: 'silu' }, OFFSET, 'len 4100 in 3 chunks');
+    await checkLayerNorm(makeCase([3, 5120], [5120], 17), [5120], undefined, F32, 'ln len 5120 in 3 chunks');
+  });
+
+  it('segments for the vec4 apply: planes of spatial % 4 == 0, whole LayerNorm rows, else the scalar apply', async () => {
+    expect(normSegments({ len: 40960, adiv: 4096, amod: 320 })).toEqual({ seg: 4096, shared: true });
+    expect(normSegments({ len: 320, adiv: 1, amod: 320 })).toEqual({ seg: 320, shared: false });
+    expect(normSegments({ len: 150, adiv: 15, amod: 320 })).toBeUndefined();
+    expect(normSegments({ len: 77, adiv: 1, amod: 77 })).toBeUndefined();
+    // several planes per group and segments per workgroup that straddle rows
+    await checkGroupNorm(makeCase([2, 6, 4, 2], [6], 18), 3, { act: 'silu' }, F32, 'gn planes of 8, 2 per group');
+    await checkGroupNorm(makeCase([3, 10, 2, 6], [10], 19, 'weight'), 5, {}, F32, 'gn planes of 12, weight only');
   });
 
   it('rejects groups that do not divide C, bad weight/bias shapes and dtypes, naming the shapes', async () => {
