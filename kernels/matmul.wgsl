@@ -201,6 +201,36 @@ fn transpose_last2(@builtin(global_invocation_id) gid: vec3u) {
   tp_out[base + c * tp_p.rows + r] = tp_in[base + r * tp_p.cols + c];
 }
 
+// transpose_last2 in 4x4 blocks (R and C multiples of 4): a thread reads four vec4 rows and writes four
+// vec4 columns, so every load and store is a vector and neighbouring threads write neighbouring vec4s.
+// The one-element-per-thread kernel above ran at 0.27 GB/s on lavapipe for SD's feed-forward weights.
+@group(0) @binding(11) var<storage, read> tq_in: array<ST4>;
+@group(0) @binding(12) var<storage, read_write> tq_out: array<ST4>;
+@group(0) @binding(13) var<uniform> tq_p: TransposeParams;
+
+// x runs along blocks of 4 rows; (y, z) enumerate (batch, block of 4 columns).
+@compute @workgroup_size(8, 8)
+fn transpose_last2_4(@builtin(global_invocation_id) gid: vec3u) {
+  let rb = gid.x;
+  let q = gid.y + gid.z * tq_p.row_len;
+  let c4 = tq_p.cols / 4u;
+  let r4 = tq_p.rows / 4u;
+  if (rb >= r4 || q >= tq_p.total) { return; }
+  let batch = q / c4;
+  let cb = q - batch * c4;
+  let base = batch * tq_p.rows * c4; // in vec4s, the same for input and output
+  let at = base + 4u * rb * c4 + cb;
+  let v0 = tq_in[at];
+  let v1 = tq_in[at + c4];
+  let v2 = tq_in[at + 2u * c4];
+  let v3 = tq_in[at + 3u * c4];
+  let o = base + 4u * cb * r4 + rb;
+  tq_out[o] = ST4(v0.x, v1.x, v2.x, v3.x);
+  tq_out[o + r4] = ST4(v0.y, v1.y, v2.y, v3.y);
+  tq_out[o + 2u * r4] = ST4(v0.z, v1.z, v2.z, v3.z);
+  tq_out[o + 3u * r4] = ST4(v0.w, v1.w, v2.w, v3.w);
+}
+
 // The baseline: one output per thread on an 8x8 workgroup, x along N and y along M.
 @compute @workgroup_size(8, 8)
 fn matmul_naive(@builtin(global_invocation_id) gid: vec3u) {

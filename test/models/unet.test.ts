@@ -154,7 +154,8 @@ const OTHER_CONFIG = {
 };
 
 describe('transposeLast2 (the NCHW <-> token layout permute)', () => {
-  for (const shape of [[3, 13, 7], [1, 1, 5], [2, 2, 65, 9], [4, 1]]) {
+  // 4x4 blocks when both dims are multiples of 4 (block grids that do not fill the 8x8 workgroups), else one element per thread
+  for (const shape of [[3, 13, 7], [1, 1, 5], [2, 2, 65, 9], [4, 1], [3, 12, 8], [2, 36, 100], [1, 4, 4], [2, 3, 8, 4], [2, 64, 12], [16, 4]]) {
     it(`${JSON.stringify(shape)} against a CPU transpose`, async () => {
       const x = randomData(size(shape), size(shape));
       const [R, C] = shape.slice(-2) as [number, number];

@@ -71,22 +71,26 @@ export function transposeLast2(rec: Recorder, x: Tensor, op = 'transpose'): Tens
   const engine = rec.engine;
   const [R, C] = x.shape.slice(-2) as [number, number];
   const batches = x.size / (R * C);
+  const out = engine.empty([...x.shape.slice(0, -2), C, R], x.dtype, op);
+  if (out.size === 0) return out;
+  // 4x4 blocks when both dims allow vec4 rows (SD's weights and token layouts all do).
+  const blocked = R % 4 === 0 && C % 4 === 0;
   const kernel = engine.kernel({
     family: 'matmul',
     source,
     includes: [activations],
-    entry: 'transpose_last2',
+    entry: blocked ? 'transpose_last2_4' : 'transpose_last2',
     dtype: x.dtype,
     consts: { WG: 8, ACT: 0, HAS_BIAS: false },
   });
-  const out = engine.empty([...x.shape.slice(0, -2), C, R], x.dtype, op);
-  const groupsY = Math.ceil((C * batches) / 8);
+  const [rowsX, cols] = blocked ? [R / 4, C / 4] : [R, C];
+  const groupsY = Math.ceil((cols * batches) / 8);
   const ny = Math.min(groupsY, engine.limits.maxComputeWorkgroupsPerDimension);
   rec.dispatch(kernel, {
     op,
-    bindings: { tp_in: x, tp_out: out },
-    uniforms: { rows: R, cols: C, row_len: ny * 8, total: C * batches },
-    workgroups: [Math.ceil(R / 8), ny, Math.ceil(groupsY / ny)],
+    bindings: blocked ? { tq_in: x, tq_out: out } : { tp_in: x, tp_out: out },
+    uniforms: { rows: R, cols: C, row_len: ny * 8, total: cols * batches },
+    workgroups: [Math.ceil(rowsX / 8), ny, Math.ceil(groupsY / ny)],
   });
   return out;
 }
