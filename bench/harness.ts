@@ -58,6 +58,36 @@ export interface Row {
   [column: string]: string | number | null;
 }
 
+export interface OpKindTime {
+  kind: string;
+  dispatches: number;
+  gpuMs: number;
+  /** Share of the profiled total, in per cent. */
+  percent: number;
+}
+
+/**
+ * GPU time of a profiled program by kind of op: the last segment of each op path
+ * ("unet/up_blocks.1/resnets.0/conv2d" -> conv2d), with a trailing helper dispatch kept beside its op
+ * ("…/ff/linear/transpose_b" -> linear/transpose_b), largest first. Ops without a timestamp count 0.
+ */
+export function opKindBreakdown(ops: Record<string, { dispatches: number; gpuNs: number }>): OpKindTime[] {
+  const kinds = new Map<string, { dispatches: number; ns: number }>();
+  for (const [path, s] of Object.entries(ops)) {
+    const parts = path.split('/');
+    const last = parts[parts.length - 1]!;
+    const kind = last === 'transpose_b' && parts.length > 1 ? `${parts[parts.length - 2]}/${last}` : last;
+    const k = kinds.get(kind) ?? { dispatches: 0, ns: 0 };
+    k.dispatches += s.dispatches;
+    k.ns += s.gpuNs;
+    kinds.set(kind, k);
+  }
+  const total = [...kinds.values()].reduce((t, k) => t + k.ns, 0);
+  return [...kinds.entries()]
+    .map(([kind, k]) => ({ kind, dispatches: k.dispatches, gpuMs: k.ns / 1e6, percent: total > 0 ? (100 * k.ns) / total : 0 }))
+    .sort((a, b) => b.gpuMs - a.gpuMs || (a.kind < b.kind ? -1 : 1));
+}
+
 export function printTable(title: string, rows: Row[]): void {
   if (!rows.length) return;
   const cols = Object.keys(rows[0]!);

@@ -14,7 +14,7 @@ import { UNet2DConditionModel } from '../src/models/unet/unet.js';
 import { parseUNetConfig } from '../src/models/unet/config.js';
 import { AutoencoderKL } from '../src/models/vae/autoencoder.js';
 import { parseVaeConfig } from '../src/models/vae/config.js';
-import { printTable, type Row } from './harness.js';
+import { opKindBreakdown, printTable, type OpKindTime, type Row } from './harness.js';
 import { GOLDEN } from './golden.js';
 
 
@@ -41,11 +41,22 @@ export interface ModelResult {
   /** The same peak above what was live before the run: the activations' memory plan. */
   peakActivationBytes: number;
   maxBindingBytes: number;
+  /** With --profile: the measured run's GPU time by kind of op (timestamp queries, one pass per dispatch). */
+  profile?: OpKindTime[];
 }
 
-async function timed<T>(engine: Engine, name: string, record: (rec: Recorder) => T): Promise<{ result: T; ms: number; dispatches: number; peak: number; above: number }> {
+interface Timed<T> {
+  result: T;
+  ms: number;
+  dispatches: number;
+  peak: number;
+  above: number;
+  profile?: OpKindTime[];
+}
+
+async function timed<T>(engine: Engine, name: string, record: (rec: Recorder) => T, profile = false): Promise<Timed<T>> {
   const before = engine.pool.stats.liveBytes;
-  const rec = new Recorder(engine, name);
+  const rec = new Recorder(engine, name, { profile: profile && engine.hasTimestamps });
   let result: T;
   try {
     result = record(rec);
@@ -56,7 +67,9 @@ async function timed<T>(engine: Engine, name: string, record: (rec: Recorder) =>
   await engine.queue.onSubmittedWorkDone();
   const t0 = performance.now();
   const report = await rec.submit({ wait: true });
-  return { result, ms: performance.now() - t0, dispatches: report.dispatches, peak: report.peakLiveBytes, above: report.peakLiveBytes - before };
+  const ms = performance.now() - t0;
+  const kinds = report.profiledMs !== undefined ? opKindBreakdown(report.ops) : undefined;
+  return { result, ms, dispatches: report.dispatches, peak: report.peakLiveBytes, above: report.peakLiveBytes - before, profile: kinds };
 }
 
 function paramStats(src: RandomWeightSource): { params: number } {
@@ -65,7 +78,14 @@ function paramStats(src: RandomWeightSource): { params: number } {
   return { params };
 }
 
-async function benchUNet(engine: Engine, dtype: DType, latent: number, log: (l: string) => void): Promise<ModelResult> {
+interface ModelArgs {
+  latent: number;
+  /** Time every dispatch with timestamp queries and report the GPU time by kind of op. */
+  profile: boolean;
+}
+
+async function benchUNet(engine: Engine, dtype: DType, a: ModelArgs, log: (l: string) => void): Promise<ModelResult> {
+  const latent = a.latent;
   const src = new RandomWeightSource(1, 'SD-1.5 UNet random weights');
   const t0 = performance.now();
   const before = engine.pool.stats.liveBytes;
@@ -84,7 +104,7 @@ async function benchUNet(engine: Engine, dtype: DType, latent: number, log: (l: 
   // warm-up compiles every pipeline, then one measured evaluation
   const warm = await timed(engine, 'unet warm-up', (rec) => unet.forward(rec, sample, 500, ehs).eps);
   warm.result.dispose();
-  const run = await timed(engine, 'unet', (rec) => unet.forward(rec, sample, 500, ehs).eps);
+  const run = await timed(engine, 'unet', (rec) => unet.forward(rec, sample, 500, ehs).eps, a.profile);
   const eps = await run.result.read();
   if (!eps.every(Number.isFinite)) throw new Error(`UNet ${dtype}: non-finite output`);
   run.result.dispose();
@@ -102,10 +122,12 @@ async function benchUNet(engine: Engine, dtype: DType, latent: number, log: (l: 
     peakLiveBytes: run.peak,
     peakActivationBytes: run.above,
     maxBindingBytes: engine.limits.maxStorageBufferBindingSize,
+    profile: run.profile,
   };
 }
 
-async function benchVae(engine: Engine, dtype: DType, latent: number, log: (l: string) => void): Promise<ModelResult> {
+async function benchVae(engine: Engine, dtype: DType, a: ModelArgs, log: (l: string) => void): Promise<ModelResult> {
+  const latent = a.latent;
   const src = new RandomWeightSource(2, 'SD VAE random weights');
   const t0 = performance.now();
   const before = engine.pool.stats.liveBytes;
@@ -117,7 +139,7 @@ async function benchVae(engine: Engine, dtype: DType, latent: number, log: (l: s
   const { params } = paramStats(src);
   log(`VAE ${dtype}: ${(params / 1e6).toFixed(1)}M parameters generated in ${(generateMs / 1000).toFixed(1)} s`);
   const z = (await timed(engine, 'vae input', (rec) => randomNormal(rec, [1, 4, latent, latent], 13, { dtype }))).result;
-  const run = await timed(engine, 'vae decode', (rec) => vae.decode(rec, z));
+  const run = await timed(engine, 'vae decode', (rec) => vae.decode(rec, z), a.profile);
   const img = await run.result.read();
   if (!img.every(Number.isFinite)) throw new Error(`VAE ${dtype}: non-finite output`);
   run.result.dispose();
@@ -134,28 +156,35 @@ async function benchVae(engine: Engine, dtype: DType, latent: number, log: (l: s
     peakLiveBytes: run.peak,
     peakActivationBytes: run.above,
     maxBindingBytes: engine.limits.maxStorageBufferBindingSize,
+    profile: run.profile,
   };
 }
 
-/** The models benchmark's own flag: --latent N (a multiple of 8: the UNet halves it three times), default 32. */
-export function parseModelArgs(args: readonly string[]): { latent: number } {
+/**
+ * The models benchmark's own flags: --latent N (a multiple of 8: the UNet halves it three times), default
+ * 32; --profile (GPU time by kind of op, from timestamp queries).
+ */
+export function parseModelArgs(args: readonly string[]): ModelArgs {
+  const profile = args.includes('--profile');
   const i = args.indexOf('--latent');
-  if (i < 0) return { latent: 32 };
+  if (i < 0) return { latent: 32, profile };
   const v = args[i + 1];
   const n = Number(v);
   if (v === undefined || !Number.isInteger(n) || n < 8 || n % 8 !== 0) throw new Error(`--latent must be a multiple of 8 (the UNet halves it three times), got ${JSON.stringify(v ?? null)}`);
-  return { latent: n };
+  return { latent: n, profile };
 }
 
-export async function runModelBench(engine: Engine, opts: { filter?: string; latent?: number } = {}): Promise<{ latent: number; results: ModelResult[] }> {
+export async function runModelBench(engine: Engine, opts: { filter?: string; latent?: number; profile?: boolean } = {}): Promise<{ latent: number; results: ModelResult[] }> {
   const latent = opts.latent ?? 32;
+  const a: ModelArgs = { latent, profile: opts.profile ?? false };
+  if (a.profile && !engine.hasTimestamps) console.log('--profile ignored: this adapter has no timestamp-query');
   const results: ModelResult[] = [];
   const dtypes: DType[] = engine.hasF16 ? ['f32', 'f16'] : ['f32'];
   if (!engine.hasF16) console.log('f16 rows skipped: this adapter has no shader-f16');
   for (const dtype of dtypes) {
     for (const [name, fn] of [['unet', benchUNet], ['vae', benchVae]] as const) {
       if (opts.filter && !`${name} ${dtype}`.includes(opts.filter)) continue;
-      const r = await fn(engine, dtype, latent, (l) => console.log(`  ${l}`));
+      const r = await fn(engine, dtype, a, (l) => console.log(`  ${l}`));
       console.log(`  ${r.model} ${dtype}: ${(r.runMs / 1000).toFixed(2)} s, ${r.dispatches} dispatches, peak ${(r.peakLiveBytes / 2 ** 20).toFixed(0)} MiB`);
       results.push(r);
       engine.pool.trim();
@@ -172,5 +201,10 @@ export async function runModelBench(engine: Engine, opts: { filter?: string; lat
     'peak activations MiB': r.peakActivationBytes / 2 ** 20,
   }));
   printTable(`models on ${engine.summary()}`, rows);
+  for (const r of results) {
+    if (!r.profile) continue;
+    const top = r.profile.slice(0, 12).map((k) => ({ 'op kind': k.kind, dispatches: String(k.dispatches), 'GPU ms': k.gpuMs, '%': k.percent }));
+    printTable(`GPU time by kind of op (timestamp queries, one pass per dispatch): ${r.model} ${r.dtype}`, top);
+  }
   return { latent, results };
 }

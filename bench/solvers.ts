@@ -135,6 +135,11 @@ export interface SolverResult {
   error?: string;
   steps: StepSample[];
   msPerStep?: number;
+  /**
+   * JavaScript time to record and submit one step (ms - gpuWallMs: every dispatch encoded and its
+   * uniforms written from JavaScript), the median over the timed steps; the GPU time is the rest.
+   */
+  encodeMsPerStep?: number;
   dispatches?: number;
   autoencoderDispatches?: number;
   /** Program peak of live pooled bytes, every resident model included. */
@@ -324,6 +329,8 @@ async function benchMethod(engine: Engine, m: Models, inp: Inputs, method: Resto
     }
     const r = last!;
     res.msPerStep = median(res.steps.map((s) => s.ms));
+    const encode = res.steps.filter((s) => s.gpuWallMs !== undefined).map((s) => s.ms - s.gpuWallMs!);
+    if (encode.length) res.encodeMsPerStep = median(encode);
     res.dispatches = r.report.dispatches;
     res.autoencoderDispatches = autoencoderDispatches(r.report);
     res.peakLiveBytes = r.report.peakLiveBytes;
@@ -373,6 +380,7 @@ export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = 
     mode: r.mode,
     'ms/step': r.error ? `error` : r.msPerStep!,
     'x cnn': r.msRatio ?? null,
+    'encode ms/step': r.encodeMsPerStep ?? null,
     'dispatches/step': r.dispatches ?? null,
     'AE dispatches/step': r.autoencoderDispatches ?? null,
     'peak live MiB': r.peakLiveBytes !== undefined ? mib(r.peakLiveBytes) : null,

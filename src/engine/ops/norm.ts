@@ -101,7 +101,7 @@ export function normRowStats(rec: Recorder, x: Tensor, p: { op: string; layout: 
   const jobs = p.rows * chunks;
   const target = chunks === 1 ? stats : engine.empty([jobs, 2], 'f32', `${p.op}:moments`);
   const workgroups = perThread ? grid1d(engine, jobs, wgStats).workgroups : jobGrid(engine, jobs);
-  const bindings = vec4 ? { nx4: x, nmom4: target } : { nx: x, nmom: target };
+  const bindings: Record<string, Tensor> = vec4 ? { nx4: x, nmom4: target } : { nx: x, nmom: target };
   rec.dispatch(kStats, { op: p.op, bindings, uniforms: statsUniforms, workgroups });
   if (chunks > 1) {
     const kComb = engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry: 'norm_combine', dtype: 'f32', consts: { WG: 64, ACT: 0, HAS_W: false, HAS_B: false } });
