@@ -1,14 +1,16 @@
 // Matrix multiply: C[b] = act(scale * A[b] B[b] + bias), batched with broadcast batch dims.
 // Storage type ST (f32 or f16), accumulation in f32.
 //
-// Work layout (all blocked variants): a workgroup of WG threads shares one block of 8 output rows, and
-// each thread owns 8 columns of it (two groups of 4, strided by WG so neighbouring threads touch
-// neighbouring columns). Every A load is then the same address for the whole workgroup
-// (workgroup-uniform), which the CPU adapters turn into one scalar load and a broadcast; only B is
-// gathered per thread, and each gathered B value feeds 8 FMAs. 8 rows x 8 columns measured best on
-// both lavapipe and SwiftShader (4 x 4, 4 x 8, 8 x 4 and 2 x 16 were slower). The accumulators are
-// named variables, not an array, in the inner loop (an array the driver fails to unroll would live in
-// memory); no workgroup memory and no barriers (on CPU adapters those cost more than they save).
+// Work layout (all blocked variants): a workgroup of WG threads shares one block of ROWS output rows
+// (16 in matmul_nn4, 8 in matmul_any), and each thread owns 8 columns of it (two groups of 4, strided by
+// WG so neighbouring threads touch neighbouring columns). Every A load is then the same address for the
+// whole workgroup (workgroup-uniform), which the CPU adapters turn into one scalar load and a broadcast;
+// only B is gathered per thread (lavapipe runs a non-uniform load as a loop over the lanes, so these
+// loads dominate there), and each gathered B value feeds ROWS FMAs. Of 4 x 4, 4 x 8, 8 x 4, 2 x 16,
+// 8 x 8 and 16 x 8 (rows x columns), 16 x 8 measured best on both lavapipe and SwiftShader. The
+// accumulators are named variables, not an array, in the inner loop (an array the driver fails to
+// unroll would live in memory); no workgroup memory and no barriers (on CPU adapters those cost more
+// than they save).
 //
 // A(m, k) is at tile.a + m * sam + k * sak, so every variant also serves A transposed.
 // Variants, picked by the op from the shape:
@@ -48,7 +50,6 @@ struct MatmulParams {
 @group(0) @binding(6) var<storage, read_write> mm_c4: array<ST4>;
 @group(0) @binding(7) var<uniform> mm_p: MatmulParams;
 
-const ROWS: u32 = 8u;
 
 // Where one workgroup's tile starts: element offsets of its batch in A, B and C, and its first row.
 struct Tile {
@@ -112,6 +113,8 @@ fn matmul_nn4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) l
   let tl = tile_of(t);
   let a0 = a_row(tl, 0u); let a1 = a_row(tl, 1u); let a2 = a_row(tl, 2u); let a3 = a_row(tl, 3u);
   let a4 = a_row(tl, 4u); let a5 = a_row(tl, 5u); let a6 = a_row(tl, 6u); let a7 = a_row(tl, 7u);
+  let a8 = a_row(tl, 8u); let a9 = a_row(tl, 9u); let a10 = a_row(tl, 10u); let a11 = a_row(tl, 11u);
+  let a12 = a_row(tl, 12u); let a13 = a_row(tl, 13u); let a14 = a_row(tl, 14u); let a15 = a_row(tl, 15u);
   let sak = mm_p.sak;
   let n4 = mm_p.N / 4u;
   // Two vec4 columns per thread, WG apart.
@@ -121,6 +124,8 @@ fn matmul_nn4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) l
   let b1 = tl.b / 4u + min(c1, n4 - 1u);
   var s0 = mat2x4f(); var s1 = mat2x4f(); var s2 = mat2x4f(); var s3 = mat2x4f();
   var s4 = mat2x4f(); var s5 = mat2x4f(); var s6 = mat2x4f(); var s7 = mat2x4f();
+  var s8 = mat2x4f(); var s9 = mat2x4f(); var s10 = mat2x4f(); var s11 = mat2x4f();
+  var s12 = mat2x4f(); var s13 = mat2x4f(); var s14 = mat2x4f(); var s15 = mat2x4f();
   for (var k = 0u; k < mm_p.K; k++) {
     let x = mat2x4f(vec4f(mm_b4[b0 + k * n4]), vec4f(mm_b4[b1 + k * n4]));
     let ka = k * sak;
@@ -132,10 +137,20 @@ fn matmul_nn4(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) l
     s5 += f32(mm_a[a5 + ka]) * x;
     s6 += f32(mm_a[a6 + ka]) * x;
     s7 += f32(mm_a[a7 + ka]) * x;
+    if (ROWS == 16u) {
+      s8 += f32(mm_a[a8 + ka]) * x;
+      s9 += f32(mm_a[a9 + ka]) * x;
+      s10 += f32(mm_a[a10 + ka]) * x;
+      s11 += f32(mm_a[a11 + ka]) * x;
+      s12 += f32(mm_a[a12 + ka]) * x;
+      s13 += f32(mm_a[a13 + ka]) * x;
+      s14 += f32(mm_a[a14 + ka]) * x;
+      s15 += f32(mm_a[a15 + ka]) * x;
+    }
   }
   // A rolled store loop over (row inside M, column group); its bound is not a constant, so it stays
   // rolled: one copy of the epilogue and its activation instead of sixteen keeps compiles short.
-  var res = array<mat2x4f, ROWS>(s0, s1, s2, s3, s4, s5, s6, s7);
+  var res = array<mat2x4f, 16>(s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15);
   for (var q = 0u; q < 2u * min(ROWS, mm_p.M - tl.r0); q++) {
     store_vec4(tl, q / 2u, select(c0, c1, (q & 1u) == 1u), res[q / 2u][q & 1u]);
   }
@@ -172,7 +187,7 @@ fn matmul_any(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) l
     s6 += f32(mm_a[a6 + ka]) * x;
     s7 += f32(mm_a[a7 + ka]) * x;
   }
-  var res = array<mat2x4f, ROWS>(s0, s1, s2, s3, s4, s5, s6, s7);
+  var res = array<mat2x4f, 8>(s0, s1, s2, s3, s4, s5, s6, s7);
   for (var q = 0u; q < 2u * min(ROWS, mm_p.M - tl.r0); q++) {
     store_cols(tl, q / 2u, select(lo, hi, (q & 1u) == 1u), res[q / 2u][q & 1u]);
   }

@@ -69,7 +69,7 @@ const TRANSPOSES = [
 ];
 
 describe('matmul shapes x all transposes (f32)', () => {
-  // [M, K, N]: size 1, odd sizes, sizes off the 8-row / 8-column tile grid; some with N % 4 == 0 so the
+  // [M, K, N]: size 1, odd sizes, sizes off the 8- and 16-row / 8-column tile grids; some with N % 4 == 0 so the
   // vec4 variant meets ragged edges too; an SD-1.5 channel count.
   const shapes: Array<[number, number, number]> = [
     [1, 1, 1],
@@ -113,8 +113,9 @@ describe('batched matmul with broadcast batch dims', () => {
   }
 
   it('more than 65535 row tiles or batches (workgroups spill from y into z)', async () => {
-    // 8 rows per workgroup: 65535 * 8 + 20 rows need a second z layer.
-    await check([65535 * 8 + 20, 3], [3, 4], {}, 'tall');
+    // 16 rows per workgroup in matmul_nn4 (N % 4 == 0), 8 in matmul_any: 65535 * 16 + 20 and
+    // 65535 * 8 + 20 rows need a second z layer.
+    await check([65535 * 16 + 20, 3], [3, 4], {}, 'tall');
     await check([3, 65535 * 8 + 20], [3, 5], { transA: true }, 'tall transA');
     // 70000 batches of 1-row tiles; the transposed B's copy also spills (70000 * 8 rows of 8 threads).
     await check([70000, 1, 8], [70000, 4, 8], { transB: true }, 'many batches');
