@@ -53,7 +53,7 @@ import { autoencoderDispatches } from '../src/restore/loop.js';
 import { RESTORE_METHODS, samplerFor, type RestoreMethod } from '../src/restore/registry.js';
 import { methodEta } from '../src/restore/defaults.js';
 import type { StepInputs } from '../src/restore/sampler.js';
-import { printTable, type Row } from './harness.js';
+import { opKindBreakdown, printTable, type OpKindTime, type Row } from './harness.js';
 import { sd15UNetConfig, sdVaeConfig } from './models.js';
 import { readFileSync } from 'node:fs';
 import { GOLDEN } from './golden.js';
@@ -75,13 +75,16 @@ export interface SolverBenchArgs {
   latent: number;
   /** The timestep every measured step runs at. */
   t: number;
+  /** Time the last timed step's dispatches with timestamp queries and report the GPU time by kind of op. */
+  profile: boolean;
 }
 
 export class BenchArgsError extends Error {}
 
 /**
  * The suite's own flags (others, such as --quick and --filter, are main.ts's and are ignored here):
- * --steps N, --warmup K, --tiny, --mode reuse|recompute|both, --task sr4|gaussian_blur, --latent N, --t T.
+ * --steps N, --warmup K, --tiny, --mode reuse|recompute|both, --task sr4|gaussian_blur, --latent N, --t T,
+ * --profile.
  */
 export function parseSolverArgs(args: readonly string[]): SolverBenchArgs {
   const value = (flag: string): string | undefined => {
@@ -113,6 +116,7 @@ export function parseSolverArgs(args: readonly string[]): SolverBenchArgs {
     task: task as PixelTask,
     latent,
     t: int('--t', 0, 999) ?? 500,
+    profile: args.includes('--profile'),
   };
 }
 
@@ -150,6 +154,8 @@ export interface SolverResult {
   peakAllocatedBytes?: number;
   /** UNet activations kept from the forward for the VJP (reuse; 0 for recompute). */
   unetKeptBytes?: number;
+  /** With --profile: the last timed step's GPU time by kind of op (one pass per dispatch, so slower). */
+  profile?: OpKindTime[];
 }
 
 export interface RatioRow extends SolverResult {
@@ -302,12 +308,12 @@ async function benchMethod(engine: Engine, m: Models, inp: Inputs, method: Resto
     eta: methodEta(method, a.task).eta,
   };
   const record = (rec: Recorder): GuidedStep => sampler.step(rec, inputs, inp.zt, a.t, inp.noise);
-  const once = async (i: number): Promise<{ sample: StepSample; report: ProgramReport; before: number; peakAllocated: number }> => {
+  const once = async (i: number, profile = false): Promise<{ sample: StepSample; report: ProgramReport; before: number; peakAllocated: number }> => {
     await engine.queue.onSubmittedWorkDone(); // nothing else in flight
     const before = engine.pool.stats.liveBytes;
     const t0 = performance.now();
     // The Recorder resets the pool's peaks when it starts, so they are this step's.
-    const { result, report } = await runProgram(engine, `solvers/${method}/${mode}/${i}`, record, { wait: true });
+    const { result, report } = await runProgram(engine, `solvers/${method}/${mode}/${i}`, record, { wait: true, profile });
     const ms = performance.now() - t0;
     const peakAllocated = engine.pool.stats.peakAllocatedBytes;
     const outs = stepOutputs(result);
@@ -327,6 +333,8 @@ async function benchMethod(engine: Engine, m: Models, inp: Inputs, method: Resto
       last = await once(i);
       res.steps.push(last.sample);
     }
+    // The profiled step is extra (a pass per dispatch changes the timing), so the timed steps stay clean.
+    if (a.profile && engine.hasTimestamps) res.profile = opKindBreakdown((await once(steps, true)).report.ops);
     const r = last!;
     res.msPerStep = median(res.steps.map((s) => s.ms));
     const encode = res.steps.filter((s) => s.gpuWallMs !== undefined).map((s) => s.ms - s.gpuWallMs!);
@@ -391,6 +399,11 @@ export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = 
   }));
   printTable(`solver steps on ${engine.summary()} (${a.tiny ? 'TINY widths' : 'SD-1.5 architecture'}, ${a.latent}x${a.latent} latent)`, rows);
   for (const r of results) if (r.error) console.log(`  ${r.method} (${r.mode}) error: ${r.error}`);
+  for (const r of results) {
+    if (!r.profile) continue;
+    const top = r.profile.slice(0, 15).map((k) => ({ 'op kind': k.kind, dispatches: String(k.dispatches), 'GPU ms': k.gpuMs, '%': k.percent }));
+    printTable(`GPU time by kind of op, one profiled step (a pass per dispatch): ${r.method} ${r.mode}`, top);
+  }
   console.log(NOTES.map((n) => `  - ${n}`).join('\n'));
   return {
     architecture: a.tiny ? 'tiny (golden mini configs; not SD-1.5)' : 'SD-1.5 UNet + SD VAE (seeded random weights)',

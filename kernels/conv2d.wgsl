@@ -172,6 +172,125 @@ fn store_tile(i: u32, sums: vec4f, co0: u32, obase: vec4u, ok: vec4<bool>) {
   if (ok.w) { cy[o.w] = ST(activate(ACT, sums.w + bv, cu.alpha)); }
 }
 
+// conv3x3_px8: 3x3 taps, stride 1, padding 1, one group, W % 8 == 0 (SD's 3x3 convolutions and, with
+// flipped taps and swapped weight strides, their input gradients). Like conv2d a thread owns CO channels
+// (workgroup-uniform weights), but 8 pixels adjacent in a row: each kernel row needs two aligned vec4
+// loads and two scalar neighbours per thread for its three taps (conv2d: 12 scalar loads for 4 pixels),
+// and each weight loaded feeds 8 pixels. CPU adapters run a non-uniform load as a loop over the lanes
+// and a uniform one with a bounds check each, so both counts matter there.
+struct Conv3 {
+  cin: u32,
+  h: u32,
+  w: u32,
+  cout: u32,
+  quads: u32,       // N * H * W / 8: 8 pixels per thread
+  wco: u32,         // weight element stride between output channels
+  wci: u32,         // ... and between input channels
+  flip: u32,        // 1: tap (kh, kw) reads weight tap (2 - kh, 2 - kw)
+  alpha: f32,
+}
+
+@group(0) @binding(14) var<storage, read> q3x: array<ST>;
+@group(0) @binding(15) var<storage, read> q3x4: array<ST4>;
+@group(0) @binding(16) var<storage, read> q3w: array<ST>;
+@group(0) @binding(17) var<storage, read> q3b: array<ST>;
+@group(0) @binding(18) var<storage, read_write> q3y: array<ST4>;
+@group(0) @binding(19) var<uniform> k3u: Conv3;
+
+// Weight of tap (kh, kw) at offset `base` of a (channel, input channel) pair.
+fn w3(base: u32, kh: u32, kw: u32) -> f32 {
+  return f32(q3w[base + select(kh * 3u + kw, 8u - kh * 3u - kw, k3u.flip == 1u)]);
+}
+
+// One channel's three taps of a kernel row over the thread's 8 pixels (x0/x1/x2: the inputs under
+// taps 0/1/2, two vec4 columns each).
+fn taps3(acc: mat2x4f, wo: u32, kh: u32, x0: mat2x4f, x1: mat2x4f, x2: mat2x4f) -> mat2x4f {
+  return acc + w3(wo, kh, 0u) * x0 + w3(wo, kh, 1u) * x1 + w3(wo, kh, 2u) * x2;
+}
+
+@compute @workgroup_size(WG)
+fn conv3x3_px8(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let col0 = wid.y * CO;
+  let last = min(CO, k3u.cout - col0) - 1u;
+  let q = wid.x * WG + lid.x;
+  let qc = min(q, k3u.quads - 1u);
+  let w8 = k3u.w / 8u;
+  let plane = k3u.h * k3u.w;
+  let img = qc / (k3u.h * w8);
+  let rem = qc % (k3u.h * w8);
+  let oy = rem / w8;
+  let qx = rem % w8;
+  let has_l = qx > 0u;
+  let has_r = qx + 1u < w8;
+  let xbase = img * k3u.cin * plane + 8u * qx;
+  var acc0 = mat2x4f();
+  var acc1 = mat2x4f();
+  var acc2 = mat2x4f();
+  var acc3 = mat2x4f();
+  var acc4 = mat2x4f();
+  var acc5 = mat2x4f();
+  var acc6 = mat2x4f();
+  var acc7 = mat2x4f();
+  let c1 = min(1u, last) * k3u.wco;
+  let c2 = min(2u, last) * k3u.wco;
+  let c3 = min(3u, last) * k3u.wco;
+  let c4 = min(4u, last) * k3u.wco;
+  let c5 = min(5u, last) * k3u.wco;
+  let c6 = min(6u, last) * k3u.wco;
+  let c7 = min(7u, last) * k3u.wco;
+  let wb = col0 * k3u.wco;
+  for (var kh = 0u; kh < 3u; kh++) {
+    let iy = i32(oy) + i32(kh) - 1;
+    let row_ok = iy >= 0 && iy < i32(k3u.h);
+    let rowe = xbase + u32(clamp(iy, 0, i32(k3u.h) - 1)) * k3u.w;
+    for (var ci = 0u; ci < k3u.cin; ci++) {
+      let e = rowe + ci * plane;
+      let m0 = select(vec4f(0.0), vec4f(q3x4[e / 4u]), row_ok);
+      let m1 = select(vec4f(0.0), vec4f(q3x4[e / 4u + 1u]), row_ok);
+      let lv = select(0.0, f32(q3x[select(e, e - 1u, has_l)]), has_l && row_ok);
+      let rv = select(0.0, f32(q3x[select(e, e + 8u, has_r)]), has_r && row_ok);
+      let x0 = mat2x4f(vec4f(lv, m0.x, m0.y, m0.z), vec4f(m0.w, m1.x, m1.y, m1.z));
+      let x1 = mat2x4f(m0, m1);
+      let x2 = mat2x4f(vec4f(m0.y, m0.z, m0.w, m1.x), vec4f(m1.y, m1.z, m1.w, rv));
+      let wo = wb + ci * k3u.wci;
+      acc0 = taps3(acc0, wo, kh, x0, x1, x2);
+      if (CO > 1u) { acc1 = taps3(acc1, wo + c1, kh, x0, x1, x2); }
+      if (CO > 2u) {
+        acc2 = taps3(acc2, wo + c2, kh, x0, x1, x2);
+        acc3 = taps3(acc3, wo + c3, kh, x0, x1, x2);
+      }
+      if (CO > 4u) {
+        acc4 = taps3(acc4, wo + c4, kh, x0, x1, x2);
+        acc5 = taps3(acc5, wo + c5, kh, x0, x1, x2);
+        acc6 = taps3(acc6, wo + c6, kh, x0, x1, x2);
+        acc7 = taps3(acc7, wo + c7, kh, x0, x1, x2);
+      }
+    }
+  }
+  if (q >= k3u.quads) { return; }
+  let ob = ((img * k3u.cout + col0) * plane + oy * k3u.w) / 4u + 2u * qx;
+  let step = plane / 4u;
+  store3(0u, acc0, col0, ob);
+  if (CO > 1u && last >= 1u) { store3(1u, acc1, col0, ob + step); }
+  if (CO > 2u && last >= 2u) { store3(2u, acc2, col0, ob + 2u * step); }
+  if (CO > 2u && last >= 3u) { store3(3u, acc3, col0, ob + 3u * step); }
+  if (CO > 4u && last >= 4u) { store3(4u, acc4, col0, ob + 4u * step); }
+  if (CO > 4u && last >= 5u) { store3(5u, acc5, col0, ob + 5u * step); }
+  if (CO > 4u && last >= 6u) { store3(6u, acc6, col0, ob + 6u * step); }
+  if (CO > 4u && last >= 7u) { store3(7u, acc7, col0, ob + 7u * step); }
+}
+
+fn act4(v: vec4f) -> vec4f {
+  return vec4f(activate(ACT, v.x, k3u.alpha), activate(ACT, v.y, k3u.alpha), activate(ACT, v.z, k3u.alpha), activate(ACT, v.w, k3u.alpha));
+}
+
+fn store3(i: u32, sums: mat2x4f, col0: u32, at: u32) {
+  var bv = 0.0;
+  if (HAS_BIAS) { bv = f32(q3b[col0 + i]); }
+  q3y[at] = ST4(act4(sums[0] + bv));
+  q3y[at + 1u] = ST4(act4(sums[1] + bv));
+}
+
 struct Naive {
   total: u32,       // N * Cout * OH * OW
   row: u32,         // threads per grid row

@@ -16,13 +16,14 @@ beforeAll(async () => {
 
 describe('parseSolverArgs', () => {
   it('defaults: both modes, sr4, 32x32 latent, t 500, one warm-up, steps left to the adapter', () => {
-    expect(parseSolverArgs(['solvers'])).toEqual({ steps: undefined, warmup: 1, tiny: false, modes: ['reuse', 'recompute'], task: 'sr4', latent: 32, t: 500 });
+    expect(parseSolverArgs(['solvers'])).toEqual({ steps: undefined, warmup: 1, tiny: false, modes: ['reuse', 'recompute'], task: 'sr4', latent: 32, t: 500, profile: false });
   });
 
   it('reads its flags and ignores main.ts flags; --quick means one timed step unless --steps says otherwise', () => {
     const a = parseSolverArgs(['solvers', '--filter', 'psld', '--tiny', '--steps', '3', '--warmup', '0', '--mode', 'recompute', '--task', 'gaussian_blur', '--latent', '16', '--t', '999']);
-    expect(a).toEqual({ steps: 3, warmup: 0, tiny: true, modes: ['recompute'], task: 'gaussian_blur', latent: 16, t: 999 });
+    expect(a).toEqual({ steps: 3, warmup: 0, tiny: true, modes: ['recompute'], task: 'gaussian_blur', latent: 16, t: 999, profile: false });
     expect(parseSolverArgs(['solvers', '--quick']).steps).toBe(1);
+    expect(parseSolverArgs(['solvers', '--profile']).profile).toBe(true);
     expect(parseSolverArgs(['solvers', '--quick', '--steps', '2']).steps).toBe(2);
   });
 

@@ -37,6 +37,8 @@ const CONV_CASES: ConvCase[] = [
   { x: [1, 2, 6, 6], w: [3, 2, 4, 4], stride: [2, 2], padding: [2, 1] },
   // 288 taps: two workgroups along taps; 20 output channels: tiles of 8, 8 and a partial 4.
   { x: [2, 32, 17, 15], w: [20, 32, 3, 3], padding: [1, 1] },
+  // 3x3 / stride 1 / padding 1 with W % 8 == 0: the input gradient runs conv3x3_px8 with flipped taps.
+  { x: [2, 11, 5, 16], w: [6, 11, 3, 3], padding: [1, 1] },
 ];
 
 const convOut = (c: ConvCase) => {

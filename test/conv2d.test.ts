@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../src/engine/device.js';
 import type { DType } from '../src/engine/dtype.js';
 import { runProgram } from '../src/engine/recorder.js';
-import { conv2d, convTranspose2d, conv2dNaive } from '../src/engine/ops/conv2d.js';
+import { conv2d, convTranspose2d, conv2dNaive, conv3x3Applies } from '../src/engine/ops/conv2d.js';
 import type { Activation } from '../src/engine/ops/elementwise.js';
 import { getEngine, randomData, expectClose, type Tolerance } from './helpers/engine.js';
 import { conv2dRef, convTranspose2dRef } from './ref/conv2d.js';
@@ -129,6 +129,23 @@ describe('conv2d', () => {
     await checkConv({ n: 1, cin: 5, h: 8, w: 6, cout: 10, k: [5, 5], padding: [2, 2], stride: [2, 2], groups: 5 }, 303);
   });
 
+  it('3x3, stride 1, padding 1, W % 8 == 0 (conv3x3_px8): ragged channel tiles, rows past the edges, batches', async () => {
+    const g = (h: number, w: number, groups = 1) => ({ kh: 3, kw: 3, groups, h, w });
+    expect(conv3x3Applies(g(5, 16), [5, 16], [1, 1], [1, 1])).toBe(true);
+    expect(conv3x3Applies(g(5, 12), [5, 12], [1, 1], [1, 1])).toBe(false); // W % 8
+    expect(conv3x3Applies(g(5, 16, 2), [5, 16], [1, 1], [1, 1])).toBe(false); // groups
+    expect(conv3x3Applies(g(5, 16), [3, 14], [1, 1], [0, 0])).toBe(false); // padding 0
+    expect(conv3x3Applies(g(6, 16), [3, 8], [2, 2], [1, 1])).toBe(false); // stride 2
+    expect(conv3x3Applies({ kh: 1, kw: 1, groups: 1, h: 8, w: 8 }, [8, 8], [1, 1], [1, 1])).toBe(false);
+    const base = { k: [3, 3] as [number, number], padding: [1, 1] as [number, number] };
+    await checkConv({ ...base, n: 2, cin: 5, h: 6, w: 16, cout: 11, bias: true, act: 'silu' }, 500); // tiles of 8 + 3
+    await checkConv({ ...base, n: 1, cin: 3, h: 1, w: 8, cout: 2 }, 501); // one row: both vertical taps outside
+    await checkConv({ ...base, n: 3, cin: 4, h: 5, w: 8, cout: 9 }, 502); // 15 threads of 8 pixels
+    await checkConv({ ...base, n: 1, cin: 16, h: 9, w: 24, cout: 16, bias: true }, 503);
+    await checkConv({ ...base, n: 1, cin: 64, h: 16, w: 40, cout: 40, bias: true, act: 'gelu' }, 504); // 80 threads: two workgroups
+    await checkConvT({ ...base, n: 2, cin: 7, h: 4, w: 16, cout: 5, bias: true }, 505); // the flipped taps
+  });
+
   it('SD-1.5 channel counts at small sizes', async () => {
     await checkConv({ n: 1, cin: 320, h: 4, w: 4, cout: 320, k: [3, 3], padding: [1, 1], bias: true }, 400);
     await checkConv({ n: 2, cin: 4, h: 5, w: 5, cout: 320, k: [3, 3], padding: [1, 1], bias: true }, 401); // conv_in
@@ -180,6 +197,9 @@ describe('f16 storage', () => {
     await checkConv({ n: 1, cin: 320, h: 4, w: 4, cout: 320, k: [3, 3], padding: [1, 1], bias: true, act: 'silu' }, 701, 'f16', F16);
     await checkConv({ n: 1, cin: 6, h: 9, w: 9, cout: 6, k: [3, 3], padding: [1, 1], stride: [2, 2], groups: 6 }, 702, 'f16', F16);
     await checkConvT({ n: 1, cin: 5, h: 7, w: 5, cout: 3, k: [4, 4], stride: [2, 2], padding: [1, 1], bias: true }, 703, 'f16', F16);
+    // conv3x3_px8, forward and flipped
+    await checkConv({ n: 2, cin: 20, h: 5, w: 16, cout: 11, k: [3, 3], padding: [1, 1], bias: true, act: 'silu' }, 704, 'f16', F16);
+    await checkConvT({ n: 1, cin: 9, h: 3, w: 8, cout: 12, k: [3, 3], padding: [1, 1] }, 705, 'f16', F16);
   });
 });
 

@@ -179,6 +179,34 @@ describe('recorder', () => {
     expect(report.ops['silu']!.dispatches).toBe(1);
     expect(report.profiledMs).toBeGreaterThan(0);
   });
+
+  it('profiles programs longer than one query set (2048 dispatches each)', async (ctx) => {
+    if (!engine.hasTimestamps) {
+      console.log('SKIP profiling: this adapter has no timestamp-query');
+      ctx.skip();
+    }
+    const x = engine.tensor(new Float32Array(64).fill(1), [64]);
+    const big = engine.tensor(new Float32Array(1 << 20).fill(1), [1 << 20]);
+    const { result, report } = await runProgram(
+      engine,
+      'long profile',
+      (rec) => {
+        const outs = [];
+        for (let i = 0; i < 2 * 2048; i++) outs.push(ew.silu(rec, x));
+        outs.push(rec.scope('tail', () => ew.add(rec, big, big)));
+        return outs;
+      },
+      { profile: true },
+    );
+    expect(report.dispatches).toBe(4097);
+    expect(report.ops['silu']!.dispatches).toBe(4096);
+    // the last dispatch sits in the third query set and still gets its time
+    expect(report.ops['tail/add']!.gpuNs).toBeGreaterThan(0);
+    expect(report.ops['silu']!.gpuNs).toBeGreaterThan(0);
+    for (const t of result) t.dispose();
+    x.dispose();
+    big.dispose();
+  });
 });
 
 describe('tensors and pool', () => {

@@ -45,7 +45,10 @@ export interface RecorderOptions {
 }
 
 const UNIFORM_CHUNK = 1 << 20;
-const MAX_PROFILED = 2048; // 2 queries each; WebGPU caps a query set at 4096
+/** Dispatches per timestamp query set (2 queries each; WebGPU caps a query set at 4096 queries). */
+const PER_QUERY_SET = 2048;
+/** Dispatches profiled per program (a whole guided step at SD-1.5 size is ~3,000-4,600); later ones are not timed. */
+const MAX_PROFILED = 16 * PER_QUERY_SET;
 
 interface UniformChunk {
   buffer: GPUBuffer;
@@ -64,7 +67,8 @@ export class Recorder {
   private dispatchCount = 0;
   readonly ops = new Map<string, OpStats>();
   private kernelsUsed: string[] = [];
-  private querySet: GPUQuerySet | null = null;
+  private readonly profiling: boolean;
+  private querySets: GPUQuerySet[] = [];
   private queryOps: string[] = [];
 
   constructor(
@@ -81,9 +85,7 @@ export class Recorder {
     engine.device.pushErrorScope('out-of-memory');
     engine.device.pushErrorScope('validation');
     this.encoder = engine.device.createCommandEncoder({ label: name });
-    if (options.profile && engine.hasTimestamps) {
-      this.querySet = engine.device.createQuerySet({ type: 'timestamp', count: MAX_PROFILED * 2, label: `${name}:timestamps` });
-    }
+    this.profiling = !!options.profile && engine.hasTimestamps;
   }
 
   get dispatches(): number {
@@ -203,13 +205,17 @@ export class Recorder {
     const bindGroup = this.engine.device.createBindGroup({ layout: kernel.layout, entries, label: where });
     let pass: GPUComputePassEncoder;
     const key = this.path ? `${this.path}/${op}` : op;
-    if (this.querySet && this.queryOps.length < MAX_PROFILED) {
+    if (this.profiling && this.queryOps.length < MAX_PROFILED) {
       this.endPass();
-      const i = this.queryOps.length;
+      const i = this.queryOps.length % PER_QUERY_SET;
+      if (i === 0) {
+        const label = `${this.name}:timestamps${this.querySets.length}`;
+        this.querySets.push(this.engine.device.createQuerySet({ type: 'timestamp', count: 2 * PER_QUERY_SET, label }));
+      }
       this.queryOps.push(key);
       pass = this.encoder.beginComputePass({
         label: where,
-        timestampWrites: { querySet: this.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
+        timestampWrites: { querySet: this.querySets[this.querySets.length - 1]!, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
       });
       this.pass = pass;
     } else {
@@ -218,7 +224,7 @@ export class Recorder {
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
     if (wg[0]! > 0 && wg[1]! > 0 && wg[2]! > 0) pass.dispatchWorkgroups(wg[0]!, wg[1]!, wg[2]!);
-    if (this.querySet) this.endPass();
+    if (this.profiling) this.endPass();
     this.dispatchCount++;
     this.kernelsUsed.push(kernel.label);
     const s = this.ops.get(key);
@@ -263,7 +269,7 @@ export class Recorder {
     void this.engine.device.popErrorScope();
     void this.engine.device.popErrorScope();
     for (const s of this.stagings) s.destroy();
-    this.querySet?.destroy();
+    for (const q of this.querySets) q.destroy();
   }
 
   /**
@@ -277,10 +283,14 @@ export class Recorder {
     let resolveBuf: GPUBuffer | null = null;
     let readBuf: GPUBuffer | null = null;
     const nq = this.queryOps.length;
-    if (this.querySet && nq > 0) {
+    if (nq > 0) {
       resolveBuf = this.engine.device.createBuffer({ size: nq * 16, usage: 0x200 /* QUERY_RESOLVE */ | 0x4 });
       readBuf = this.engine.device.createBuffer({ size: nq * 16, usage: 0x1 | 0x8 });
-      this.encoder.resolveQuerySet(this.querySet, 0, nq * 2, resolveBuf, 0);
+      // Each set resolves to its own 32 KiB slice (a multiple of the 256-byte resolve alignment).
+      this.querySets.forEach((set, k) => {
+        const used = Math.min(PER_QUERY_SET, nq - k * PER_QUERY_SET);
+        this.encoder.resolveQuerySet(set, 0, 2 * used, resolveBuf!, k * PER_QUERY_SET * 16);
+      });
       this.encoder.copyBufferToBuffer(resolveBuf, 0, readBuf, 0, nq * 16);
     }
     for (const c of this.chunks) this.engine.queue.writeBuffer(c.buffer, 0, c.shadow, 0, Math.ceil(c.used / 4) * 4);
@@ -332,7 +342,7 @@ export class Recorder {
       }
     } finally {
       for (const s of this.stagings) s.destroy();
-      this.querySet?.destroy();
+      for (const q of this.querySets) q.destroy();
       resolveBuf?.destroy();
       readBuf?.destroy();
     }
