@@ -66,17 +66,21 @@ export interface OpKindTime {
   percent: number;
 }
 
+/** Sub-dispatch names the ops append to their own name (a transposed copy, each gradient, a reduction). */
+const HELPER_SEGMENTS = new Set(['transpose_b', 'x', 'weight', 'bias', 'a', 'b', 'a_sum', 'b_sum']);
+
 /**
  * GPU time of a profiled program by kind of op: the last segment of each op path
- * ("unet/up_blocks.1/resnets.0/conv2d" -> conv2d), with a trailing helper dispatch kept beside its op
- * ("…/ff/linear/transpose_b" -> linear/transpose_b), largest first. Ops without a timestamp count 0.
+ * ("unet/up_blocks.1/resnets.0/conv2d" -> conv2d), with a helper dispatch kept beside its op
+ * ("…/ff/linear/transpose_b" -> linear/transpose_b, "…/conv2d_backward/x" -> conv2d_backward/x),
+ * largest first. Ops without a timestamp count 0.
  */
 export function opKindBreakdown(ops: Record<string, { dispatches: number; gpuNs: number }>): OpKindTime[] {
   const kinds = new Map<string, { dispatches: number; ns: number }>();
   for (const [path, s] of Object.entries(ops)) {
     const parts = path.split('/');
     const last = parts[parts.length - 1]!;
-    const kind = last === 'transpose_b' && parts.length > 1 ? `${parts[parts.length - 2]}/${last}` : last;
+    const kind = HELPER_SEGMENTS.has(last) && parts.length > 1 ? `${parts[parts.length - 2]}/${last}` : last;
     const k = kinds.get(kind) ?? { dispatches: 0, ns: 0 };
     k.dispatches += s.dispatches;
     k.ns += s.gpuNs;

@@ -17,7 +17,7 @@ describe('parseModelArgs', () => {
 });
 
 describe('opKindBreakdown', () => {
-  it('sums a profiled program by the last segment of the op path, keeps transpose_b beside its op, largest first', () => {
+  it('sums a profiled program by the last segment of the op path, keeps helper dispatches beside their op, largest first', () => {
     const ms = (x: number) => x * 1e6;
     const kinds = opKindBreakdown({
       'unet/down_blocks.0/resnets.0/conv2d': { dispatches: 2, gpuNs: ms(30) },
@@ -25,6 +25,7 @@ describe('opKindBreakdown', () => {
       'unet/down_blocks.0/attentions.0/transformer_blocks.0/ff/linear': { dispatches: 2, gpuNs: ms(25) },
       'unet/down_blocks.0/attentions.0/transformer_blocks.0/ff/linear/transpose_b': { dispatches: 2, gpuNs: ms(15) },
       'unet/mid_block/resnets.0/group_norm': { dispatches: 3, gpuNs: ms(20) },
+      'vjp/up_blocks.0/conv2d_backward/x': { dispatches: 1, gpuNs: ms(5) },
       silu: { dispatches: 1, gpuNs: 0 },
     });
     expect(kinds.map((k) => [k.kind, k.dispatches, k.gpuMs])).toEqual([
@@ -32,9 +33,10 @@ describe('opKindBreakdown', () => {
       ['linear', 2, 25],
       ['group_norm', 3, 20],
       ['linear/transpose_b', 2, 15],
+      ['conv2d_backward/x', 1, 5],
       ['silu', 1, 0],
     ]);
-    expect(kinds.map((k) => k.percent)).toEqual([40, 25, 20, 15, 0]);
+    expect(kinds.map((k) => Math.round(k.percent * 100) / 100)).toEqual([38.1, 23.81, 19.05, 14.29, 4.76, 0]);
     expect(opKindBreakdown({})).toEqual([]);
   });
 });
