@@ -1,4 +1,5 @@
-// Reverse-mode multi-head attention on [B, L, H*D] tensors (f32 storage), FlashAttention-2 style:
+// Reverse-mode multi-head attention on [B, L, H*D] tensors (f32 storage), one thread per row, FlashAttention-2
+// style; for head dims the tiled kernels (attention_backward_flash.wgsl) do not take (D % 4 != 0, D > 256):
 // the score matrix is never stored; each pass recomputes the scores it needs from q and k.
 //   attn_bw_q:  one thread per (batch, head, query i): the row's logsumexp L_i (max, then the sum of
 //               exps), delta_i = sum_j P_ij (dO_i . v_j) = dO_i . O_i, and

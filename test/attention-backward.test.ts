@@ -35,6 +35,12 @@ const CASES: Case[] = [
   { lq: 1, lk: 77, heads: 1, D: 8, causal: true },
   { lq: 77, lk: 1, heads: 3, D: 5, causal: false },
   { lq: 7, lk: 77, heads: 1, D: 40, causal: false, scale: 0.05 },
+  // D % 4 == 0 takes the tiled kernels (8 threads x 4 rows per workgroup): SD's head dims, row counts
+  // off the 32-row tiles, causal with more queries than keys and the reverse, a 3-chunk head.
+  { lq: 33, lk: 45, heads: 2, D: 80, causal: false },
+  { lq: 45, lk: 33, heads: 1, D: 160, causal: true },
+  { lq: 33, lk: 70, heads: 2, D: 12, causal: true },
+  { lq: 3, lk: 2, heads: 2, D: 4, causal: true, scale: 1.3 },
 ];
 
 const label = (c: Case) => `Lq=${c.lq} Lk=${c.lk} H=${c.heads} D=${c.D}${c.causal ? ' causal' : ''}${c.scale ? ` scale ${c.scale}` : ''}`;
