@@ -1,7 +1,8 @@
 // diffusers' ResnetBlock2D ("default" time-embedding norm, no up/down-sampling inside the block):
 //   h = conv1(silu(norm1(x))) [+ time_emb_proj(silu(temb))[:, :, None, None]]
 //   h = conv2(silu(norm2(h)));  out = (shortcut(x) + h) / output_scale_factor
-// `hidden` is h after conv2, before the skip add: the feature SILO's readout operator consumes.
+// `hidden` is h after conv2, before the skip add: the feature SILO's readout operator consumes; `pre` is
+// h before norm2 (conv1's output plus the time embedding): all a VJP needs besides x to skip conv1.
 
 import type { Recorder } from '../engine/recorder.js';
 import type { Tensor } from '../engine/tensor.js';
@@ -40,9 +41,10 @@ export class ResnetBlock2D {
 
   /**
    * x [N, Cin, H, W]; tembSilu = silu(temb) [N, tembChannels] (computed once by the caller and shared by
-   * every block). With keepHidden the conv2 output is returned too (the caller owns it).
+   * every block). With keepHidden the conv2 output is returned too, with keepPre norm2's input (the
+   * caller owns them).
    */
-  forward(rec: Recorder, x: Tensor, tembSilu?: Tensor, keepHidden = false): { out: Tensor; hidden?: Tensor } {
+  forward(rec: Recorder, x: Tensor, tembSilu?: Tensor, keepHidden = false, keepPre = false): { out: Tensor; hidden?: Tensor; pre?: Tensor } {
     const engine = rec.engine;
     return engine.tidy(() => {
       let h = this.conv1.forward(rec, this.norm1.forward(rec, x, 'silu'));
@@ -55,7 +57,7 @@ export class ResnetBlock2D {
       const skip = this.convShortcut ? this.convShortcut.forward(rec, x) : x;
       let out = add(rec, skip, hidden);
       if (this.outputScaleFactor !== 1) out = scale(rec, out, 1 / this.outputScaleFactor);
-      return keepHidden ? { out, hidden } : { out };
+      return { out, hidden: keepHidden ? hidden : undefined, pre: keepPre ? h : undefined };
     });
   }
 }

@@ -5,6 +5,9 @@
 // Skip connections (the UNet's): a stage may leave its output on a skip stack (pushSkip) and a later
 // stage concatenates the last skip onto its input (popSkip); the skip's share of that stage's input
 // gradient is added to the gradient of the stage that produced it.
+// Kept internals: with chainForward's `keep`, a stage that can (forwardKeep: a resnet keeps norm2's input)
+// also keeps one internal tensor, so its VJP skips the costly part of re-running its internals (a resnet:
+// norm1 and conv1, a third of a step's convolution work in reuse mode) for about one more activation.
 // Taps (SILO's readout features): a stage may expose an internal tensor (a resnet's hidden conv2 output);
 // chainForward can return those, and chainBackward adds an extra cotangent at that internal point. The
 // forward (chainForward) and the reverse walk (chainBackward) are separate calls so a caller can read a
@@ -29,10 +32,15 @@ import type { ResnetBlock2D } from './resnet.js';
 export interface Stage {
   name: string;
   forward(rec: Recorder, x: Tensor): Tensor;
-  /** gradTap: an extra cotangent for the stage's tap (only for stages with forwardTap). */
-  vjp(rec: Recorder, x: Tensor, gradOut: Tensor, gradTap?: Tensor): Tensor;
+  /**
+   * gradTap: an extra cotangent for the stage's tap (only for stages with forwardTap). kept: the internal
+   * forwardKeep returned (the caller owns it), when the pass kept internals.
+   */
+  vjp(rec: Recorder, x: Tensor, gradOut: Tensor, gradTap?: Tensor, kept?: Tensor): Tensor;
   /** Stages with a tap: the forward that also returns the tapped internal tensor (the caller owns both). */
   forwardTap?(rec: Recorder, x: Tensor): { out: Tensor; tap: Tensor };
+  /** The forward that also returns the internal its vjp can use (and the tap when asked); the caller owns all. */
+  forwardKeep?(rec: Recorder, x: Tensor, tap: boolean): { out: Tensor; kept: Tensor; tap?: Tensor };
   pushSkip?: boolean;
   popSkip?: boolean;
 }
@@ -62,29 +70,37 @@ export function resnetStage(name: string, r: ResnetBlock2D, tembSilu?: Tensor, s
       const { out, hidden } = r.forward(rec, x, tembSilu, true);
       return { out, tap: hidden! };
     },
-    vjp: (rec, x, gradOut, gradTap) => {
+    forwardKeep: (rec, x, tap) => {
+      const { out, hidden, pre } = r.forward(rec, x, tembSilu, tap, true);
+      return { out, kept: pre!, tap: hidden };
+    },
+    vjp: (rec, x, gradOut, gradTap, kept) => {
       const g = r.outputScaleFactor !== 1 ? scale(rec, gradOut, 1 / r.outputScaleFactor) : gradOut;
       assertArg(
         !gradTap || (gradTap.rank === g.rank && gradTap.shape.every((d, i) => d === g.shape[i])),
         `${name}: the hidden-branch gradient ${gradTap ? shapeString(gradTap.shape) : ''} must have the block output's shape ${shapeString(g.shape)}`,
       );
       const gHidden = gradTap ? add(rec, g, gradTap) : g;
-      const s1 = r.norm1.forward(rec, x, 'silu');
-      let h = r.conv1.forward(rec, s1);
-      if (r.timeEmbProj) {
-        // A constant per-channel bias: it shifts norm2's input (needed to recompute it), no gradient.
-        const t = r.timeEmbProj.forward(rec, tembSilu!);
-        h = add(rec, h, t.reshape([t.shape[0]!, t.shape[1]!, 1, 1]));
+      // norm2's input h: kept by the forward, or rebuilt (norm1, conv1, the time embedding).
+      let h = kept;
+      if (!h) {
+        const s1 = r.norm1.forward(rec, x, 'silu');
+        h = r.conv1.forward(rec, s1);
+        s1.dispose();
+        if (r.timeEmbProj) {
+          // A constant per-channel bias: it shifts norm2's input (needed to recompute it), no gradient.
+          const t = r.timeEmbProj.forward(rec, tembSilu!);
+          h = add(rec, h, t.reshape([t.shape[0]!, t.shape[1]!, 1, 1]));
+        }
       }
-      const s2 = r.norm2.forward(rec, h, 'silu');
-      const ds2 = convGradX(rec, r.conv2, s2, gHidden);
-      s2.dispose();
+      // A convolution's input gradient needs only its input's shape: h stands for silu(norm2(h)), x for
+      // silu(norm1(x)).
+      const ds2 = convGradX(rec, r.conv2, h, gHidden);
       if (gHidden !== g) gHidden.dispose();
       const dh = groupNormGradX(rec, r.norm2, h, ds2, 'silu');
-      h.dispose();
+      if (h !== kept) h.dispose();
       ds2.dispose();
-      const ds1 = convGradX(rec, r.conv1, s1, dh);
-      s1.dispose();
+      const ds1 = convGradX(rec, r.conv1, x, dh);
       dh.dispose();
       const dx = groupNormGradX(rec, r.norm1, x, ds1, 'silu');
       const short = r.convShortcut ? convGradX(rec, r.convShortcut, x, g) : g;
@@ -101,6 +117,8 @@ export interface ChainTape {
   stages: Stage[];
   x: Tensor;
   inputs: Tensor[];
+  /** Per stage index: the internal its forwardKeep returned (passes recorded with `keep`). */
+  kept: Array<Tensor | undefined>;
   /** For each popSkip stage index: the stage whose output it concatenated, and the widths of the two parts. */
   skipFrom: Record<number, { producer: number; channels: [number, number] }>;
 }
@@ -117,13 +135,14 @@ export interface ChainForward {
  * Runs the chain forward keeping each stage's input. The last stage is run only with `output` (a VJP alone
  * needs only its input); `taps` names stages whose tapped tensor (forwardTap) is returned too. `stopAt`:
  * keep stage stopAt's input and stop there (for a backward that starts inside the chain, with no output
- * gradient); skips pushed for later stages are left unused.
+ * gradient); skips pushed for later stages are left unused. `keep`: stages with forwardKeep also keep
+ * their internal for the VJP (more memory, less recomputation).
  */
 export function chainForward(
   rec: Recorder,
   stages: Stage[],
   x: Tensor,
-  opts: { output?: boolean; taps?: readonly string[]; stopAt?: number } = {},
+  opts: { output?: boolean; taps?: readonly string[]; stopAt?: number; keep?: boolean } = {},
 ): ChainForward {
   const engine = rec.engine;
   const stopAt = opts.stopAt ?? stages.length - 1;
@@ -137,6 +156,7 @@ export function chainForward(
   }
   return engine.tidy(() => {
     const inputs: Tensor[] = [];
+    const kept: ChainTape['kept'] = [];
     const skipFrom: ChainTape['skipFrom'] = {};
     const taps: Tensor[] = new Array<Tensor>(tapIndex.size);
     const stack: { producer: number; t: Tensor }[] = [];
@@ -155,7 +175,12 @@ export function chainForward(
       const last = i === stages.length - 1;
       if (i === stopAt && !opts.output) break;
       const ti = tapIndex.get(st.name);
-      if (ti === undefined) h = rec.scope(st.name, () => engine.tidy(() => st.forward(rec, input)));
+      if (opts.keep && st.forwardKeep) {
+        const r = rec.scope(st.name, () => engine.tidy(() => st.forwardKeep!(rec, input, ti !== undefined)));
+        kept[i] = r.kept;
+        if (ti !== undefined) taps[ti] = r.tap!;
+        h = r.out;
+      } else if (ti === undefined) h = rec.scope(st.name, () => engine.tidy(() => st.forward(rec, input)));
       else {
         const r = rec.scope(st.name, () => engine.tidy(() => st.forwardTap!(rec, input)));
         taps[ti] = r.tap;
@@ -166,7 +191,7 @@ export function chainForward(
     }
     // A left-over skip is also the input of the stage after its producer: the tape owns it.
     assertArg(stack.length === 0 || stopAt < stages.length - 1, `chainForward: ${stack.length} skips left unused`);
-    return { tape: { stages, x, inputs, skipFrom }, out, taps };
+    return { tape: { stages, x, inputs, kept, skipFrom }, out, taps };
   });
 }
 
@@ -178,7 +203,7 @@ export function chainForward(
  */
 export function chainBackward(rec: Recorder, tape: ChainTape, gradOut: Tensor | undefined, inject: ReadonlyMap<string, Tensor> = new Map()): Tensor {
   const engine = rec.engine;
-  const { stages, x, inputs, skipFrom } = tape;
+  const { stages, x, inputs, kept, skipFrom } = tape;
   let start = stages.length - 1;
   for (const n of inject.keys()) {
     const st = stages.find((s) => s.name === n);
@@ -203,7 +228,10 @@ export function chainBackward(rec: Recorder, tape: ChainTape, gradOut: Tensor | 
       if (cat) shape[1] = cat.channels[0];
       g = engine.zeros(shape, 'f32', 'zero_cotangent');
     }
-    for (let i = inputs.length - 1; i > start; i--) if (inputs[i] !== x) inputs[i]!.dispose();
+    for (let i = inputs.length - 1; i > start; i--) {
+      if (inputs[i] !== x) inputs[i]!.dispose();
+      kept[i]?.dispose();
+    }
     const skipGrads = new Map<number, Tensor>();
     for (let i = start; i >= 0; i--) {
       const st = stages[i]!;
@@ -216,9 +244,10 @@ export function chainBackward(rec: Recorder, tape: ChainTape, gradOut: Tensor | 
         g = sum;
       }
       const gradTap = inject.get(st.name);
-      let gi = rec.scope(`${st.name}/vjp`, () => engine.tidy(() => st.vjp(rec, inputs[i]!, g, gradTap)));
+      let gi = rec.scope(`${st.name}/vjp`, () => engine.tidy(() => st.vjp(rec, inputs[i]!, g, gradTap, kept[i])));
       if (g !== gradOut) g.dispose();
       if (inputs[i] !== x) inputs[i]!.dispose();
+      kept[i]?.dispose();
       const cat = skipFrom[i];
       if (cat) {
         const [dh, dSkip] = concatChannelsBackward(rec, gi, cat.channels) as [Tensor, Tensor];

@@ -1,5 +1,5 @@
 // unetTapeBytes (src/models/unet/tape-bytes.ts) predicts, from the architecture alone, the bytes of the
-// stage inputs a differentiable UNet forward keeps; 'auto' mode decides on it. Checked here against the
+// stage inputs and resnet internals a differentiable UNet forward keeps; 'auto' mode decides on it. Checked here against the
 // tapes readoutForward really records on the golden unet_mini, for batch 1 and a CFG-like batch 2 on a
 // non-square latent.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
@@ -35,8 +35,10 @@ describe('unetTapeBytes', () => {
       try {
         const { result: pass } = await runProgram(engine, 'tape', (rec) => readoutForward(rec, unet, sample, 500, context));
         const tape = pass.saved!.tape;
-        const kept = tape.inputs.reduce((s, t) => s + t.byteLength, 0);
+        const kept = [...tape.inputs, ...tape.kept].reduce((s, t) => s + (t?.byteLength ?? 0), 0);
         expect(tape.inputs.length, 'one input per stage').toBe(tape.stages.length);
+        const resnets = tape.stages.filter((st) => st.name.includes('.resnets.')).length;
+        expect(tape.kept.filter((t) => t).length, 'one kept internal per resnet').toBe(resnets);
         pass.discard();
         pass.eps.dispose();
         for (const f of pass.features) f.dispose();

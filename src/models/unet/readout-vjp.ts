@@ -125,9 +125,9 @@ export function readoutSampleVjp(
 }
 
 /**
- * One UNet forward pass that returns eps and the readout features and keeps its stage inputs for
- * `vjp` (a second, cheaper call than re-running readoutSampleVjp's forward). Memory: the stage inputs
- * (about one activation per stage) stay live until vjp() or discard(). f32 only. Records; does not submit.
+ * One UNet forward pass that returns eps and the readout features and keeps its stage inputs (and each
+ * resnet's norm2 input) for `vjp` (a second, cheaper call than re-running readoutSampleVjp's forward).
+ * Memory: unetTapeBytes, live until vjp() or discard(). f32 only. Records; does not submit.
  */
 export function readoutForward(rec: Recorder, unet: UNet2DConditionModel, sample: Tensor, timestep: Timestep, encoderHiddenStates: Tensor): UNetReadoutPass {
   const what = 'UNet readoutForward';
@@ -138,7 +138,7 @@ export function readoutForward(rec: Recorder, unet: UNet2DConditionModel, sample
     rec.engine.tidy(() => {
       const tembSilu = silu(rec, unet.timeEmbedding(rec, timestep));
       const x = centre ? scale(rec, sample, 2, -1) : sample;
-      const f = chainForward(rec, unetStages(unet, { tembSilu, context: encoderHiddenStates }), x, { output: true, taps: names });
+      const f = chainForward(rec, unetStages(unet, { tembSilu, context: encoderHiddenStates }), x, { output: true, taps: names, keep: true });
       return { eps: f.out!, features: f.taps, saved: { tape: f.tape, tembSilu, centred: centre ? x : undefined } };
     }),
   );
@@ -172,6 +172,7 @@ export function readoutForward(rec: Recorder, unet: UNet2DConditionModel, sample
       if (!s) return;
       pass.saved = null;
       for (const t of s.tape.inputs) if (t !== s.tape.x) t.dispose();
+      for (const t of s.tape.kept) t?.dispose();
       free(s);
     },
   };

@@ -1,5 +1,6 @@
-// How many bytes a reverse-mode tape of the UNet holds (one kept input per stage of unetStages: the
-// activations a 'reuse' forward keeps alive until its VJP), computed from the config alone (no weights)
+// How many bytes a reverse-mode tape of the UNet holds (one kept input per stage of unetStages, plus each
+// resnet's norm2 input: the activations a 'reuse' forward keeps alive until its VJP), computed from the
+// config alone (no weights)
 // so that a sampler can choose between keeping them and recomputing the forward before it records.
 // It walks the stages in unetStages' order; test/models/unet-tape-bytes.test.ts checks it against real tapes.
 
@@ -7,7 +8,7 @@ import { assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
 import type { UNetConfig } from './config.js';
 
-/** Bytes of the stage inputs chainForward keeps for a sample of `shape` [N, C, H, W] (f32 tape). */
+/** Bytes readoutForward's tape keeps for a sample of `shape` [N, C, H, W] (f32): stage inputs and resnet internals. */
 export function unetTapeBytes(config: UNetConfig, shape: readonly number[]): number {
   assertArg(shape.length === 4, `unetTapeBytes: sample shape ${shapeString(shape)} must be [N, C, H, W]`);
   const [n, c0, h0, w0] = shape as [number, number, number, number];
@@ -28,6 +29,7 @@ export function unetTapeBytes(config: UNetConfig, shape: readonly number[]): num
     for (let j = 0; j < config.layersPerBlock[i]!; j++) {
       keep(c); // resnet
       c = boc[i]!;
+      keep(c); // its norm2 input
       if (cross) keep(c); // transformer
       skips.push(c);
     }
@@ -38,7 +40,9 @@ export function unetTapeBytes(config: UNetConfig, shape: readonly number[]): num
       skips.push(c);
     }
   }
-  // mid block: resnet, transformer, resnet
+  // mid block: resnet (+ norm2 input), transformer, resnet (+ norm2 input)
+  keep(c);
+  keep(c);
   keep(c);
   keep(c);
   keep(c);
@@ -50,6 +54,7 @@ export function unetTapeBytes(config: UNetConfig, shape: readonly number[]): num
       assertArg(skip !== undefined, 'unetTapeBytes: the up path pops more skips than the down path pushed');
       keep(c + skip); // the concat is a new tensor
       c = boc[r]!;
+      keep(c); // the resnet's norm2 input
       if (cross) keep(c);
     }
     if (i < nb - 1) {

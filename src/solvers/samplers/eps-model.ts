@@ -36,7 +36,7 @@ export interface EpsModel {
   forward(rec: Recorder, sample: Tensor, t: number, context: Tensor, opts?: { readout?: boolean; grad?: boolean }): EpsPass;
 }
 
-/** Default ceiling on the activations a 'reuse' pass may keep: 1 GiB (SD-1.5 64x64 keeps ~0.13 GiB per sample). */
+/** Default ceiling on the activations a 'reuse' pass may keep: 1 GiB (SD-1.5 64x64 keeps ~0.18 GiB per sample). */
 export const DEFAULT_ACTIVATION_BUDGET = 2 ** 30;
 
 export interface UNetEpsOptions {
