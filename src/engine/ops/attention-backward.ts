@@ -20,6 +20,19 @@ export interface AttentionGrads {
   dv: Tensor;
 }
 
+/** The gradients and the per-row (logsumexp, delta) both kernel pairs write; v's shape is k's. */
+function outputs(rec: Recorder, q: Tensor, k: Tensor, rows: number) {
+  const op = 'attention_backward';
+  const e = rec.engine;
+  return {
+    lse: e.empty([rows], 'f32', `${op}:lse`),
+    delta: e.empty([rows], 'f32', `${op}:delta`),
+    dq: e.empty(q.shape, 'f32', `${op}:dq`),
+    dk: e.empty(k.shape, 'f32', `${op}:dk`),
+    dv: e.empty(k.shape, 'f32', `${op}:dv`),
+  };
+}
+
 export function attentionBackward(rec: Recorder, q: Tensor, k: Tensor, v: Tensor, gradOut: Tensor, opts: AttentionOptions): AttentionGrads {
   const op = 'attention_backward';
   const c = checkAttentionArgs(op, q, k, v, opts);
@@ -40,11 +53,7 @@ export function attentionBackward(rec: Recorder, q: Tensor, k: Tensor, v: Tensor
   const wg = workgroupSize(engine, 64);
   const kernel = (entry: string) => engine.kernel({ family: 'attention_backward', source, entry, dtype: 'f32', consts: { WG: wg } });
   const rows = c.B * c.heads * c.lq;
-  const lse = engine.empty([rows], 'f32', `${op}:lse`);
-  const delta = engine.empty([rows], 'f32', `${op}:delta`);
-  const dq = engine.empty(q.shape, 'f32', `${op}:dq`);
-  const dk = engine.empty(k.shape, 'f32', `${op}:dk`);
-  const dv = engine.empty(v.shape, 'f32', `${op}:dv`);
+  const { lse, delta, dq, dk, dv } = outputs(rec, q, k, rows);
   const common = { lq: c.lq, lk: c.lk, heads: c.heads, hdim: c.D, scale: c.scale, causal: opts.causal ? 1 : 0 };
   let g = grid1d(engine, rows, wg);
   rec.dispatch(kernel('attn_bw_q'), {
@@ -88,12 +97,7 @@ function flashBackward(
   const engine = rec.engine;
   const kernel = (entry: string) =>
     engine.kernel({ family: 'attention_backward_flash', source: flashSource, entry, dtype: 'f32', consts: { WG: wg, D: c.D, R: FLASH_ROWS } });
-  const rows = c.B * c.heads * c.lq;
-  const lse = engine.empty([rows], 'f32', `${op}:lse`);
-  const delta = engine.empty([rows], 'f32', `${op}:delta`);
-  const dq = engine.empty(q.shape, 'f32', `${op}:dq`);
-  const dk = engine.empty(k.shape, 'f32', `${op}:dk`);
-  const dv = engine.empty(v.shape, 'f32', `${op}:dv`);
+  const { lse, delta, dq, dk, dv } = outputs(rec, q, k, c.B * c.heads * c.lq);
   const uniforms = {
     lq: c.lq,
     lk: c.lk,
