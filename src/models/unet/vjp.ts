@@ -16,6 +16,7 @@ import { upsampleNearest2x } from '../../engine/ops/resample.js';
 import { layerNormBackward } from '../../engine/ops/norm-backward.js';
 import { matmulBackward } from '../../engine/ops/matmul-backward.js';
 import { attentionBackward } from '../../engine/ops/attention-backward.js';
+import { attention } from '../../engine/ops/attention.js';
 import { gegluBackward } from '../../engine/ops/elementwise-backward.js';
 import { upsampleNearest2xBackward } from '../../engine/ops/resample-backward.js';
 import type { LayerNorm } from '../layers.js';
@@ -41,17 +42,33 @@ function linearGradX(rec: Recorder, weight: Tensor, g: Tensor): Tensor {
 }
 
 
-/** d query (and, for self-attention, d context = d query input) of Attention given d out. */
-function attentionGrad(rec: Recorder, a: Attention, x: Tensor, context: Tensor | undefined, g: Tensor): Tensor {
+/** The projections of an Attention's input (k and v from the text context for cross-attention). */
+interface Qkv {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+}
+
+function projections(rec: Recorder, a: Attention, x: Tensor, context?: Tensor): Qkv {
   const ctx = context ?? x;
-  const q = a.toQ.forward(rec, x);
-  const kk = a.toK.forward(rec, ctx);
-  const v = a.toV.forward(rec, ctx);
+  return { q: a.toQ.forward(rec, x), k: a.toK.forward(rec, ctx), v: a.toV.forward(rec, ctx) };
+}
+
+/** Attention's forward from its projections (the same ops as Attention.forward after them). */
+function attend(rec: Recorder, a: Attention, p: Qkv): Tensor {
+  return rec.engine.tidy(() => a.toOut.forward(rec, attention(rec, p.q, p.k, p.v, { heads: a.heads })));
+}
+
+/**
+ * d query input of Attention given d out, from the projections the recomputed forward made (for
+ * self-attention the query input is also the context, so dk and dv flow into it too).
+ */
+function attentionGrad(rec: Recorder, a: Attention, p: Qkv, selfAttention: boolean, g: Tensor): Tensor {
   const dO = linearGradX(rec, a.toOut.weight, g);
-  const { dq, dk, dv } = attentionBackward(rec, q, kk, v, dO, { heads: a.heads });
+  const { dq, dk, dv } = attentionBackward(rec, p.q, p.k, p.v, dO, { heads: a.heads });
   dO.dispose();
   const dx = linearGradX(rec, a.toQ.weight, dq);
-  if (context) return dx; // k, v come from the constant text context
+  if (!selfAttention) return dx; // k, v come from the constant text context
   return add(rec, add(rec, dx, linearGradX(rec, a.toK.weight, dk)), linearGradX(rec, a.toV.weight, dv));
 }
 
@@ -62,16 +79,25 @@ function feedForwardGrad(rec: Recorder, ff: FeedForward, x: Tensor, g: Tensor): 
   return linearGradX(rec, ff.proj.weight, dp);
 }
 
-/** t1 = x + attn1(norm1 x); t2 = t1 + attn2(norm2 t1, ctx); out = t2 + ff(norm3 t2). */
+/**
+ * t1 = x + attn1(norm1 x); t2 = t1 + attn2(norm2 t1, ctx); out = t2 + ff(norm3 t2). The recomputed
+ * forward keeps both attentions' projections for their backward (not computing them twice).
+ */
 function blockGrad(rec: Recorder, b: BasicTransformerBlock, x: Tensor, context: Tensor, g: Tensor): Tensor {
   const engine = rec.engine;
   const n1 = b.norm1.forward(rec, x);
-  const t1 = add(rec, x, b.attn1.forward(rec, n1));
+  const p1 = projections(rec, b.attn1, n1);
+  n1.dispose();
+  const t1 = add(rec, x, attend(rec, b.attn1, p1));
   const n2 = b.norm2.forward(rec, t1);
-  const t2 = add(rec, t1, b.attn2.forward(rec, n2, context));
+  const p2 = projections(rec, b.attn2, n2, context);
+  n2.dispose();
+  const t2 = add(rec, t1, attend(rec, b.attn2, p2));
   const g2 = engine.tidy(() => add(rec, g, layerNormGradX(rec, b.norm3, t2, feedForwardGrad(rec, b.ff, b.norm3.forward(rec, t2), g))));
-  const g1 = engine.tidy(() => add(rec, g2, layerNormGradX(rec, b.norm2, t1, attentionGrad(rec, b.attn2, n2, context, g2))));
-  return engine.tidy(() => add(rec, g1, layerNormGradX(rec, b.norm1, x, attentionGrad(rec, b.attn1, n1, undefined, g1))));
+  t2.dispose();
+  const g1 = engine.tidy(() => add(rec, g2, layerNormGradX(rec, b.norm2, t1, attentionGrad(rec, b.attn2, p2, false, g2))));
+  for (const t of [p2.q, p2.k, p2.v, t1]) t.dispose();
+  return engine.tidy(() => add(rec, g1, layerNormGradX(rec, b.norm1, x, attentionGrad(rec, b.attn1, p1, true, g1))));
 }
 
 /** Transformer2DModel (proj_in / proj_out as 1x1 convs or Linears: the same [C, C] matrix either way). */
