@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../src/engine/device.js';
 import type { DType } from '../src/engine/dtype.js';
 import { runProgram } from '../src/engine/recorder.js';
-import { conv2d, convTranspose2d, conv2dNaive, conv3x3Applies } from '../src/engine/ops/conv2d.js';
+import { conv2d, convTranspose2d, conv2dNaive, conv3x3Path, convTuning } from '../src/engine/ops/conv2d.js';
 import type { Activation } from '../src/engine/ops/elementwise.js';
 import { getEngine, randomData, expectClose, type Tolerance } from './helpers/engine.js';
 import { conv2dRef, convTranspose2dRef } from './ref/conv2d.js';
@@ -96,6 +96,17 @@ async function checkConvT(c: Case & { outputPadding?: [number, number] }, seed: 
   for (const t of [x, w, b, result]) t?.dispose();
 }
 
+// Winograd needs convTuning.winogradMinChannels channels (256); tests lower it to run it on small shapes.
+async function withWinograd<T>(minChannels: number, f: () => Promise<T> | T): Promise<T> {
+  const saved = convTuning.winogradMinChannels;
+  convTuning.winogradMinChannels = minChannels;
+  try {
+    return await f();
+  } finally {
+    convTuning.winogradMinChannels = saved;
+  }
+}
+
 describe('conv2d', () => {
   const small: Case[] = [
     { n: 1, cin: 1, h: 1, w: 1, cout: 1, k: [1, 1] },
@@ -129,21 +140,49 @@ describe('conv2d', () => {
     await checkConv({ n: 1, cin: 5, h: 8, w: 6, cout: 10, k: [5, 5], padding: [2, 2], stride: [2, 2], groups: 5 }, 303);
   });
 
-  it('3x3, stride 1, padding 1, W % 8 == 0 (conv3x3_px8): ragged channel tiles, rows past the edges, batches', async () => {
-    const g = (h: number, w: number, groups = 1) => ({ kh: 3, kw: 3, groups, h, w });
-    expect(conv3x3Applies(g(5, 16), [5, 16], [1, 1], [1, 1])).toBe(true);
-    expect(conv3x3Applies(g(5, 12), [5, 12], [1, 1], [1, 1])).toBe(false); // W % 8
-    expect(conv3x3Applies(g(5, 16, 2), [5, 16], [1, 1], [1, 1])).toBe(false); // groups
-    expect(conv3x3Applies(g(5, 16), [3, 14], [1, 1], [0, 0])).toBe(false); // padding 0
-    expect(conv3x3Applies(g(6, 16), [3, 8], [2, 2], [1, 1])).toBe(false); // stride 2
-    expect(conv3x3Applies({ kh: 1, kw: 1, groups: 1, h: 8, w: 8 }, [8, 8], [1, 1], [1, 1])).toBe(false);
+  it('3x3, stride 1, padding 1: which kernel takes it', async () => {
+    expect(convTuning.winogradMinChannels).toBe(256);
+    const g = (n: number, h: number, w: number, groups = 1, cin = 8) => ({ kh: 3, kw: 3, groups, n, cin, h, w });
+    const big = 2 ** 27;
+    expect(conv3x3Path(g(1, 16, 16, 1, 320), 320, [16, 16], [1, 1], [1, 1], big)).toBe('winograd');
+    expect(conv3x3Path(g(1, 16, 16, 1, 128), 320, [16, 16], [1, 1], [1, 1], big)).toBe('px8'); // too few input channels
+    expect(conv3x3Path(g(1, 16, 16, 1, 320), 128, [16, 16], [1, 1], [1, 1], big)).toBe('px8'); // too few output channels
+    await withWinograd(1, () => checkPaths(g, big));
+  });
+
+  function checkPaths(g: (n: number, h: number, w: number, groups?: number) => { kh: number; kw: number; groups: number; n: number; cin: number; h: number; w: number }, big: number): void {
+    const path = (geo: ReturnType<typeof g>, out: [number, number], stride: [number, number] = [1, 1], pad: [number, number] = [1, 1], bind = big) =>
+      conv3x3Path(geo, 8, out, stride, pad, bind);
+    expect(path(g(1, 16, 16), [16, 16])).toBe('winograd'); // 64 tiles of 2x2
+    expect(path(g(2, 13, 11), [13, 11])).toBe('winograd'); // odd sizes: the last tiles are cut
+    expect(path(g(1, 8, 8), [8, 8])).toBe('px8'); // 16 tiles: too few
+    expect(path(g(1, 8, 12), [8, 12])).toBeUndefined(); // few tiles and W % 8
+    expect(path(g(1, 16, 16, 2), [16, 16])).toBeUndefined(); // groups
+    expect(path(g(1, 16, 16), [14, 14], [1, 1], [0, 0])).toBeUndefined(); // padding 0
+    expect(path(g(1, 16, 16), [8, 8], [2, 2])).toBeUndefined(); // stride 2
+    // Winograd's f32 intermediates (16 x channels x tiles) must fit one binding
+    expect(path(g(1, 64, 64), [64, 64], [1, 1], [1, 1], 16 * 4 * 8 * 1024 - 1)).toBe('px8');
+    expect(conv3x3Path({ kh: 1, kw: 1, groups: 1, n: 1, cin: 8, h: 16, w: 16 }, 8, [16, 16], [1, 1], [1, 1], big)).toBeUndefined();
+  }
+
+  it('3x3, stride 1, padding 1, few tiles and W % 8 == 0 (conv3x3_px8): ragged channel tiles, rows past the edges, batches', async () => {
     const base = { k: [3, 3] as [number, number], padding: [1, 1] as [number, number] };
     await checkConv({ ...base, n: 2, cin: 5, h: 6, w: 16, cout: 11, bias: true, act: 'silu' }, 500); // tiles of 8 + 3
     await checkConv({ ...base, n: 1, cin: 3, h: 1, w: 8, cout: 2 }, 501); // one row: both vertical taps outside
     await checkConv({ ...base, n: 3, cin: 4, h: 5, w: 8, cout: 9 }, 502); // 15 threads of 8 pixels
     await checkConv({ ...base, n: 1, cin: 16, h: 9, w: 24, cout: 16, bias: true }, 503);
-    await checkConv({ ...base, n: 1, cin: 64, h: 16, w: 40, cout: 40, bias: true, act: 'gelu' }, 504); // 80 threads: two workgroups
     await checkConvT({ ...base, n: 2, cin: 7, h: 4, w: 16, cout: 5, bias: true }, 505); // the flipped taps
+  });
+
+  it('3x3, stride 1, padding 1, at least 64 tiles (Winograd F(2x2, 3x3)): odd sizes, batches, bias and activations, flipped taps', async () => {
+    const base = { k: [3, 3] as [number, number], padding: [1, 1] as [number, number] };
+    await checkConv({ ...base, n: 1, cin: 320, h: 16, w: 16, cout: 320, bias: true }, 508); // an SD width, as is
+    await withWinograd(1, async () => {
+      await checkConv({ ...base, n: 1, cin: 64, h: 16, w: 40, cout: 40, bias: true, act: 'gelu' }, 504);
+      await checkConv({ ...base, n: 2, cin: 3, h: 13, w: 11, cout: 5, bias: true, act: 'silu' }, 506); // cut tiles
+      await checkConv({ ...base, n: 1, cin: 33, h: 17, w: 16, cout: 7 }, 507);
+      await checkConvT({ ...base, n: 2, cin: 9, h: 11, w: 12, cout: 6, bias: true }, 509); // the flipped taps
+    });
   });
 
   it('SD-1.5 channel counts at small sizes', async () => {
@@ -197,9 +236,13 @@ describe('f16 storage', () => {
     await checkConv({ n: 1, cin: 320, h: 4, w: 4, cout: 320, k: [3, 3], padding: [1, 1], bias: true, act: 'silu' }, 701, 'f16', F16);
     await checkConv({ n: 1, cin: 6, h: 9, w: 9, cout: 6, k: [3, 3], padding: [1, 1], stride: [2, 2], groups: 6 }, 702, 'f16', F16);
     await checkConvT({ n: 1, cin: 5, h: 7, w: 5, cout: 3, k: [4, 4], stride: [2, 2], padding: [1, 1], bias: true }, 703, 'f16', F16);
-    // conv3x3_px8, forward and flipped
+    // conv3x3_px8 and Winograd, forward and flipped
     await checkConv({ n: 2, cin: 20, h: 5, w: 16, cout: 11, k: [3, 3], padding: [1, 1], bias: true, act: 'silu' }, 704, 'f16', F16);
     await checkConvT({ n: 1, cin: 9, h: 3, w: 8, cout: 12, k: [3, 3], padding: [1, 1] }, 705, 'f16', F16);
+    await withWinograd(1, async () => {
+      await checkConv({ n: 1, cin: 20, h: 15, w: 18, cout: 13, k: [3, 3], padding: [1, 1], bias: true, act: 'silu' }, 706, 'f16', F16);
+      await checkConvT({ n: 2, cin: 9, h: 12, w: 11, cout: 6, k: [3, 3], padding: [1, 1] }, 707, 'f16', F16);
+    });
   });
 });
 

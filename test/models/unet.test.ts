@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { Engine } from '../../src/engine/device.js';
 import { runProgram } from '../../src/engine/recorder.js';
 import { transposeLast2 } from '../../src/engine/ops/matmul.js';
+import { convTuning } from '../../src/engine/ops/conv2d.js';
 import { f32Entry, parseSafetensors, serializeSafetensors, type SafetensorsFile } from '../../src/formats/safetensors.js';
 import { readSafetensorsFile } from '../../src/formats/safetensors-node.js';
 import { runUNetCase, UNET_F16_TOLERANCE } from '../../src/check/unet.js';
@@ -196,6 +197,19 @@ describe('UNet2DConditionModel vs diffusers (unet_mini)', () => {
         .sort(),
     );
     expectAllPass(items, 'unet_mini f32');
+  });
+
+  it('the same case with Winograd F(2x2, 3x3) for every 3x3 convolution at 16x16 (forward and VJP), manifest tolerances', async () => {
+    // SD-1.5's widths take Winograd; the mini config's 32-64 channels do not, so lower the threshold.
+    const saved = convTuning.winogradMinChannels;
+    convTuning.winogradMinChannels = 1;
+    try {
+      const items = await runUNetCase(engine, goldenFiles(UNET_MINI), goldenManifest(UNET_MINI), { log: console.log });
+      expect(items.map((i) => i.name)).toContain('vjp_sample');
+      expectAllPass(items, 'unet_mini f32 (Winograd)');
+    } finally {
+      convTuning.winogradMinChannels = saved;
+    }
   });
 
   it(`f16 weights and activations (atol ${UNET_F16_TOLERANCE.atolRelativeToMaxAbs} x max|ref|, rtol ${UNET_F16_TOLERANCE.rtol}; needs shader-f16)`, async (ctx) => {

@@ -10,6 +10,7 @@ import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
 import { shapeString } from '../dtype.js';
 import { activationCode, type Activation } from './elementwise.js';
+import { conv3x3Winograd, winogradFits } from './winograd.js';
 import { grid1d, workgroupSize } from './grid.js';
 
 export type Pair = number | [number, number];
@@ -101,17 +102,44 @@ function checkInputs(name: string, x: Tensor, weight: Tensor, bias: Tensor | und
 }
 
 /**
- * Whether conv3x3_px8 takes this convolution: 3x3, stride 1, padding 1 and an output the size of the
- * input (forward, or transposed: the input gradient), one group, rows of whole 8-pixel runs. Profiled
- * against conv2d (320 ch @ 32x32, 640 @ 16x16, 1280 @ 8x8, 320 @ 64x64): lavapipe 236 / 227 / 153 / 718
- * vs 238 / 253 / 224 / 850 ms; SwiftShader 502 / 588 / 507 / 2057 vs 1074 / 1255 / 1117 / 4502 ms.
+ * The specialised kernels for 3x3, stride 1, padding 1 convolutions with an output the size of the input
+ * (forward, or transposed: the input gradient) and one group: Winograd F(2x2, 3x3) when the image has at
+ * least WINOGRAD_MIN_TILES 2x2 tiles, both channel counts reach convTuning.winogradMinChannels and its
+ * intermediates fit a binding, else conv3x3_px8 for rows of whole
+ * 8-pixel runs, else none (the general kernel). Profiled on lavapipe, conv 3x3 320 ch @ 32x32, 640 @ 16x16,
+ * 1280 @ 8x8, 320 @ 64x64: Winograd 75 / 83 / 291 / 235 ms, conv3x3_px8 210 / 177 / 164 / 716 ms, the
+ * general kernel 238 / 253 / 224 / 850 ms; on SwiftShader conv3x3_px8 502 / 588 / 507 / 2057 ms against
+ * the general kernel's 1074 / 1255 / 1117 / 4502 ms.
  */
-export function conv3x3Applies(g: Pick<Geometry, 'kh' | 'kw' | 'groups' | 'h' | 'w'>, out: [number, number], stride: [number, number], pad: [number, number]): boolean {
-  return (
+export function conv3x3Path(
+  g: Pick<Geometry, 'kh' | 'kw' | 'groups' | 'h' | 'w' | 'n' | 'cin'>,
+  cout: number,
+  out: [number, number],
+  stride: [number, number],
+  pad: [number, number],
+  maxBinding: number,
+): 'winograd' | 'px8' | undefined {
+  const fits =
     g.kh === 3 && g.kw === 3 && g.groups === 1 && stride[0] === 1 && stride[1] === 1 && pad[0] === 1 && pad[1] === 1 &&
-    out[0] === g.h && out[1] === g.w && g.w % 8 === 0
-  );
+    out[0] === g.h && out[1] === g.w;
+  if (!fits) return undefined;
+  const tiles = g.n * Math.ceil(g.h / 2) * Math.ceil(g.w / 2);
+  const wide = Math.min(g.cin, cout) >= convTuning.winogradMinChannels;
+  if (wide && tiles >= WINOGRAD_MIN_TILES && winogradFits(maxBinding, g.n, g.cin, g.h, g.w, cout)) return 'winograd';
+  return g.w % 8 === 0 ? 'px8' : undefined;
 }
+
+/** Below this many 2x2 tiles the 16 matmuls are too narrow and the weight transform dominates (8x8: 1.8x slower). */
+const WINOGRAD_MIN_TILES = 64;
+
+/**
+ * Kernel choices tests and tuning may change. winogradMinChannels: Winograd needs at least this many input
+ * and output channels. Its rounding differs from the direct kernel's by a few ulps of the products; narrow
+ * models with ReLU (SILO's CNN operator: at most 128 channels) have gradients that jump where an
+ * activation crosses zero, so they keep the direct kernel, which their golden VJP cases were matched with.
+ * SD's UNet (320+) and VAE (256+ at the sizes where it pays) take Winograd.
+ */
+export const convTuning = { winogradMinChannels: 256 };
 
 function recordConv3x3(
   rec: Recorder,
@@ -175,7 +203,9 @@ export function record(
   alpha: number,
 ): Tensor {
   const engine = rec.engine;
-  if (conv3x3Applies(g, out, stride, pad)) return recordConv3x3(rec, x, weight, bias, g, cout, transposed, act, alpha);
+  const path = conv3x3Path(g, cout, out, stride, pad, engine.limits.maxStorageBufferBindingSize);
+  if (path === 'winograd') return conv3x3Winograd(rec, x, weight, bias, { cout, transposed, act, alpha, op: g.name });
+  if (path === 'px8') return recordConv3x3(rec, x, weight, bias, g, cout, transposed, act, alpha);
   const cig = g.cin / g.groups;
   const cog = cout / g.groups;
   const co = channelTile(cog);
