@@ -92,6 +92,11 @@ export function opKindBreakdown(ops: Record<string, { dispatches: number; gpuNs:
     .sort((a, b) => b.gpuMs - a.gpuMs || (a.kind < b.kind ? -1 : 1));
 }
 
+/** Prints the `top` largest kinds of a breakdown as a table. */
+export function printOpKinds(title: string, kinds: readonly OpKindTime[], top: number): void {
+  printTable(title, kinds.slice(0, top).map((k) => ({ 'op kind': k.kind, dispatches: String(k.dispatches), 'GPU ms': k.gpuMs, '%': k.percent })));
+}
+
 export function printTable(title: string, rows: Row[]): void {
   if (!rows.length) return;
   const cols = Object.keys(rows[0]!);

@@ -14,7 +14,7 @@ import { UNet2DConditionModel } from '../src/models/unet/unet.js';
 import { parseUNetConfig } from '../src/models/unet/config.js';
 import { AutoencoderKL } from '../src/models/vae/autoencoder.js';
 import { parseVaeConfig } from '../src/models/vae/config.js';
-import { opKindBreakdown, printTable, type OpKindTime, type Row } from './harness.js';
+import { opKindBreakdown, printOpKinds, printTable, type OpKindTime, type Row } from './harness.js';
 import { GOLDEN } from './golden.js';
 
 
@@ -56,7 +56,7 @@ interface Timed<T> {
 
 async function timed<T>(engine: Engine, name: string, record: (rec: Recorder) => T, profile = false): Promise<Timed<T>> {
   const before = engine.pool.stats.liveBytes;
-  const rec = new Recorder(engine, name, { profile: profile && engine.hasTimestamps });
+  const rec = new Recorder(engine, name, { profile });
   let result: T;
   try {
     result = record(rec);
@@ -202,9 +202,7 @@ export async function runModelBench(engine: Engine, opts: { filter?: string; lat
   }));
   printTable(`models on ${engine.summary()}`, rows);
   for (const r of results) {
-    if (!r.profile) continue;
-    const top = r.profile.slice(0, 12).map((k) => ({ 'op kind': k.kind, dispatches: String(k.dispatches), 'GPU ms': k.gpuMs, '%': k.percent }));
-    printTable(`GPU time by kind of op (timestamp queries, one pass per dispatch): ${r.model} ${r.dtype}`, top);
+    if (r.profile) printOpKinds(`GPU time by kind of op (timestamp queries, one pass per dispatch): ${r.model} ${r.dtype}`, r.profile, 12);
   }
   return { latent, results };
 }

@@ -53,7 +53,7 @@ import { autoencoderDispatches } from '../src/restore/loop.js';
 import { RESTORE_METHODS, samplerFor, type RestoreMethod } from '../src/restore/registry.js';
 import { methodEta } from '../src/restore/defaults.js';
 import type { StepInputs } from '../src/restore/sampler.js';
-import { opKindBreakdown, printTable, type OpKindTime, type Row } from './harness.js';
+import { opKindBreakdown, printOpKinds, printTable, type OpKindTime, type Row } from './harness.js';
 import { sd15UNetConfig, sdVaeConfig } from './models.js';
 import { readFileSync } from 'node:fs';
 import { GOLDEN } from './golden.js';
@@ -400,9 +400,7 @@ export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = 
   printTable(`solver steps on ${engine.summary()} (${a.tiny ? 'TINY widths' : 'SD-1.5 architecture'}, ${a.latent}x${a.latent} latent)`, rows);
   for (const r of results) if (r.error) console.log(`  ${r.method} (${r.mode}) error: ${r.error}`);
   for (const r of results) {
-    if (!r.profile) continue;
-    const top = r.profile.slice(0, 15).map((k) => ({ 'op kind': k.kind, dispatches: String(k.dispatches), 'GPU ms': k.gpuMs, '%': k.percent }));
-    printTable(`GPU time by kind of op, one profiled step (a pass per dispatch): ${r.method} ${r.mode}`, top);
+    if (r.profile) printOpKinds(`GPU time by kind of op, one profiled step (a pass per dispatch): ${r.method} ${r.mode}`, r.profile, 15);
   }
   console.log(NOTES.map((n) => `  - ${n}`).join('\n'));
   return {

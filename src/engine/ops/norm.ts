@@ -57,11 +57,6 @@ export interface RowNorm {
 }
 
 /**
- * Records the row statistics pass(es) of a row normalisation: a new f32 tensor [rows, 2] of
- * (mean, 1 / sqrt(biased variance + eps)) per row of `len` consecutive elements of x.
- * Shared with the backward ops, which recompute the statistics rather than keep them.
- */
-/**
  * How norm_stats_chunk splits rows of `len` elements for one thread per chunk: chunks of at most
  * THREAD_CHUNK elements, few enough that a thread's second pass re-reads its chunk from cache, and
  * enough of them to spread short-row counts (GroupNorm: 32 rows per image) over all cores.
@@ -86,7 +81,8 @@ export function normRowStats(rec: Recorder, x: Tensor, p: { op: string; layout: 
     p.layout === 'thread' ||
     (p.layout === 'auto' && (p.len <= NORM_THREAD_MAX_LEN || engine.info.software));
   const { chunks, chunk } = perThread ? threadChunks(p.len) : normChunks(p.rows, p.len);
-  const vec4 = perThread && p.len % 4 === 0 && chunk % 4 === 0;
+  // threadChunks cuts rows of whole vec4s into chunks of whole vec4s.
+  const vec4 = perThread && p.len % 4 === 0;
   // Two workgroup sizes only: each is a pipeline, and barrier pipelines compile slowly on SwiftShader.
   const wgStats = workgroupSize(engine, perThread || chunk <= 1024 ? 64 : 256);
   const statsUniforms = { rows: p.rows, len: p.len, chunk, chunks, eps: p.eps };

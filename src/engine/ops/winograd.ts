@@ -36,8 +36,9 @@ export function conv3x3Winograd(rec: Recorder, x: Tensor, weight: Tensor, bias: 
   const tw = Math.ceil(w / 2);
   const tiles = n * th * tw;
   const wg = workgroupSize(engine, 64);
-  const kernel = (entry: string, act = 0) =>
-    engine.kernel({ family: 'winograd', source, includes: [activations], entry, dtype: x.dtype, consts: { WG: wg, ACT: act, HAS_BIAS: bias !== undefined } });
+  // Only the output transform reads ACT and HAS_BIAS: the transforms before it share one pipeline each.
+  const kernel = (entry: string, act = 0, hasBias = false) =>
+    engine.kernel({ family: 'winograd', source, includes: [activations], entry, dtype: x.dtype, consts: { WG: wg, ACT: act, HAS_BIAS: hasBias } });
   const out = engine.empty([n, cout, h, w], x.dtype, c.op);
   if (out.size === 0) return out;
 
@@ -61,7 +62,7 @@ export function conv3x3Winograd(rec: Recorder, x: Tensor, weight: Tensor, bias: 
   u.dispose();
   v.dispose();
   g = grid1d(engine, cout * tiles, wg);
-  rec.dispatch(kernel('wino_output', activationCode(c.act)), {
+  rec.dispatch(kernel('wino_output', activationCode(c.act), bias !== undefined), {
     op: `${c.op}/winograd`,
     // Without a bias the (dead, read-only) bias binding still needs a buffer: x stands in.
     bindings: { wo_m: m, wo_bias: bias ?? x, wo_y: out },

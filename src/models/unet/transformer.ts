@@ -15,6 +15,13 @@ import { linear, matmul, transposeLast2 } from '../../engine/ops/matmul.js';
 import { GroupNorm, LayerNorm, Linear } from '../layers.js';
 import type { WeightLoader } from '../weights.js';
 
+/** An Attention's projections of its input and context. */
+export interface Qkv {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+}
+
 /** Multi-head attention: to_q/to_k/to_v without bias, to_out.0 with bias; scale 1/sqrt(head dim). */
 export class Attention {
   readonly toQ: Linear;
@@ -29,12 +36,15 @@ export class Attention {
   }
   /** x [N, L, queryDim], context [N, Lc, contextDim] (self-attention when omitted) -> [N, L, queryDim]. */
   forward(rec: Recorder, x: Tensor, context: Tensor = x): Tensor {
-    return rec.engine.tidy(() => {
-      const q = this.toQ.forward(rec, x);
-      const k = this.toK.forward(rec, context);
-      const v = this.toV.forward(rec, context);
-      return this.toOut.forward(rec, attention(rec, q, k, v, { heads: this.heads }));
-    });
+    return rec.engine.tidy(() => this.attend(rec, this.project(rec, x, context)));
+  }
+  /** The projections q = to_q(x), k = to_k(context), v = to_v(context) (the caller owns them; the VJP keeps them). */
+  project(rec: Recorder, x: Tensor, context: Tensor = x): Qkv {
+    return { q: this.toQ.forward(rec, x), k: this.toK.forward(rec, context), v: this.toV.forward(rec, context) };
+  }
+  /** to_out(attention(q, k, v)) from the projections. */
+  attend(rec: Recorder, p: Qkv): Tensor {
+    return rec.engine.tidy(() => this.toOut.forward(rec, attention(rec, p.q, p.k, p.v, { heads: this.heads })));
   }
 }
 

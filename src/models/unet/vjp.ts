@@ -16,12 +16,11 @@ import { upsampleNearest2x } from '../../engine/ops/resample.js';
 import { layerNormBackward } from '../../engine/ops/norm-backward.js';
 import { matmulBackward } from '../../engine/ops/matmul-backward.js';
 import { attentionBackward } from '../../engine/ops/attention-backward.js';
-import { attention } from '../../engine/ops/attention.js';
 import { gegluBackward } from '../../engine/ops/elementwise-backward.js';
 import { upsampleNearest2xBackward } from '../../engine/ops/resample-backward.js';
 import type { LayerNorm } from '../layers.js';
 import type { Timestep } from './embeddings.js';
-import type { Attention, BasicTransformerBlock, FeedForward, Transformer2DModel } from './transformer.js';
+import type { Attention, BasicTransformerBlock, FeedForward, Qkv, Transformer2DModel } from './transformer.js';
 import type { Downsample2D, Upsample2D } from './blocks.js';
 import type { UNet2DConditionModel } from './unet.js';
 import { chainVjp, convGradX, groupNormGradX, resnetStage, type Stage } from '../vjp-stages.js';
@@ -41,23 +40,6 @@ function linearGradX(rec: Recorder, weight: Tensor, g: Tensor): Tensor {
   return matmul(rec, g, weight, { op: 'linear_grad_x' });
 }
 
-
-/** The projections of an Attention's input (k and v from the text context for cross-attention). */
-interface Qkv {
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
-}
-
-function projections(rec: Recorder, a: Attention, x: Tensor, context?: Tensor): Qkv {
-  const ctx = context ?? x;
-  return { q: a.toQ.forward(rec, x), k: a.toK.forward(rec, ctx), v: a.toV.forward(rec, ctx) };
-}
-
-/** Attention's forward from its projections (the same ops as Attention.forward after them). */
-function attend(rec: Recorder, a: Attention, p: Qkv): Tensor {
-  return rec.engine.tidy(() => a.toOut.forward(rec, attention(rec, p.q, p.k, p.v, { heads: a.heads })));
-}
 
 /**
  * d query input of Attention given d out, from the projections the recomputed forward made (for
@@ -86,13 +68,13 @@ function feedForwardGrad(rec: Recorder, ff: FeedForward, x: Tensor, g: Tensor): 
 function blockGrad(rec: Recorder, b: BasicTransformerBlock, x: Tensor, context: Tensor, g: Tensor): Tensor {
   const engine = rec.engine;
   const n1 = b.norm1.forward(rec, x);
-  const p1 = projections(rec, b.attn1, n1);
+  const p1 = b.attn1.project(rec, n1);
   n1.dispose();
-  const t1 = add(rec, x, attend(rec, b.attn1, p1));
+  const t1 = add(rec, x, b.attn1.attend(rec, p1));
   const n2 = b.norm2.forward(rec, t1);
-  const p2 = projections(rec, b.attn2, n2, context);
+  const p2 = b.attn2.project(rec, n2, context);
   n2.dispose();
-  const t2 = add(rec, t1, attend(rec, b.attn2, p2));
+  const t2 = add(rec, t1, b.attn2.attend(rec, p2));
   const g2 = engine.tidy(() => add(rec, g, layerNormGradX(rec, b.norm3, t2, feedForwardGrad(rec, b.ff, b.norm3.forward(rec, t2), g))));
   t2.dispose();
   const g1 = engine.tidy(() => add(rec, g2, layerNormGradX(rec, b.norm2, t1, attentionGrad(rec, b.attn2, p2, false, g2))));
