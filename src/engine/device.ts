@@ -9,6 +9,15 @@ import { Storage, Tensor } from './tensor.js';
 import { bytesPerElement, f16ArrayToF32, f32ArrayToF16, shapeSize, shapeString, type DType } from './dtype.js';
 import { ArgumentError, DeviceLostError, LimitError, SiloError } from './errors.js';
 import type { Recorder } from './recorder.js';
+import type { StepParams } from './step-value.js';
+
+/** `bytes` zero-padded to a multiple of 4 (buffer writes and copies move whole words). */
+function padTo4(bytes: Uint8Array): Uint8Array {
+  if (bytes.byteLength % 4 === 0) return bytes;
+  const p = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+  p.set(bytes);
+  return p;
+}
 
 export interface EngineOptions {
   powerPreference?: GPUPowerPreference;
@@ -270,30 +279,29 @@ export class Engine {
     return this.tensor(new Float32Array(shapeSize(shape)), shape, dtype, name);
   }
 
-  /** Overwrites a tensor's contents. Inside a recording the copy is ordered with the recorded dispatches. */
-  write(t: Tensor, data: ArrayLike<number>): void {
+  /**
+   * Overwrites a tensor's contents. Inside a recording the copy is ordered with the recorded dispatches;
+   * `dynamic` gives the contents for a replay's parameters when the recording is captured (replay.ts).
+   */
+  write(t: Tensor, data: ArrayLike<number>, dynamic?: (p: StepParams) => ArrayLike<number>): void {
     this.checkAlive();
-    if (data.length !== t.size) {
-      throw new ArgumentError(`write to ${t.name}: ${data.length} values for ${t.size} elements`);
-    }
-    let bytes: Uint8Array;
-    if (t.dtype === 'f16') {
-      const h = f32ArrayToF16(data);
-      bytes = new Uint8Array(h.buffer, h.byteOffset, h.byteLength);
-    } else {
-      const f = data instanceof Float32Array ? data : Float32Array.from(data);
-      bytes = new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
-    }
-    this.writeBytes(t.buffer, bytes);
+    const bytesOf = (d: ArrayLike<number>): Uint8Array => {
+      if (d.length !== t.size) throw new ArgumentError(`write to ${t.name}: ${d.length} values for ${t.size} elements`);
+      if (t.dtype === 'f16') {
+        const h = f32ArrayToF16(d);
+        return padTo4(new Uint8Array(h.buffer, h.byteOffset, h.byteLength));
+      }
+      const f = d instanceof Float32Array ? d : Float32Array.from(d);
+      return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+    };
+    const bytes = bytesOf(data);
+    if (dynamic && this.activeRecorder) this.activeRecorder.uploadBytes(t.buffer, bytes, 0, (p) => bytesOf(dynamic(p)));
+    else this.writeBytes(t.buffer, bytes);
   }
 
   writeBytes(dst: GPUBuffer, bytes: Uint8Array, dstOffset = 0): void {
     this.checkAlive();
-    const padded = bytes.byteLength % 4 === 0 ? bytes : (() => {
-      const p = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
-      p.set(bytes);
-      return p;
-    })();
+    const padded = padTo4(bytes);
     if (this.activeRecorder) this.activeRecorder.uploadBytes(dst, padded, dstOffset);
     else this.queue.writeBuffer(dst, dstOffset, padded as Uint8Array<ArrayBuffer>);
   }

@@ -1,7 +1,7 @@
 // Bucketed GPU buffer pool. Sizes round up to 4 steps per octave (<= 25% waste), so buffers freed by
 // one op are reused by later ops of similar size. Tracks live and peak bytes for memory reports.
 
-import { LimitError } from './errors.js';
+import { LimitError, SiloError } from './errors.js';
 
 export interface PoolStats {
   liveBytes: number;
@@ -21,6 +21,8 @@ export function bucketSize(bytes: number): number {
 
 export class BufferPool {
   private free = new Map<number, GPUBuffer[]>();
+  /** Buffers handed out while a program is being captured (see beginCapture). */
+  private captured: Set<GPUBuffer> | null = null;
   readonly stats: PoolStats = {
     liveBytes: 0,
     peakLiveBytes: 0,
@@ -59,7 +61,47 @@ export class BufferPool {
     }
     this.stats.liveBytes += size;
     this.stats.peakLiveBytes = Math.max(this.stats.peakLiveBytes, this.stats.liveBytes);
+    this.captured?.add(buf);
     return buf;
+  }
+
+  /**
+   * Starts noting the buffers handed out: a captured program replays into the same buffers, so those
+   * its recording freed again must leave the pool with it (endCapture).
+   */
+  beginCapture(): void {
+    if (this.captured) throw new SiloError('buffer pool: a capture is already open');
+    this.captured = new Set();
+  }
+
+  /** Whether `buf` was handed out since beginCapture. */
+  isCaptured(buf: GPUBuffer): boolean {
+    return this.captured?.has(buf) ?? false;
+  }
+
+  /** Ends the capture and takes the captured buffers that are free again out of the pool (the program's scratch). */
+  endCapture(): GPUBuffer[] {
+    const captured = this.captured;
+    this.captured = null;
+    if (!captured) return [];
+    const pinned: GPUBuffer[] = [];
+    for (const [size, list] of this.free) {
+      const keep = list.filter((b) => !captured.has(b));
+      if (keep.length !== list.length) {
+        for (const b of list) if (captured.has(b)) pinned.push(b);
+        this.free.set(size, keep);
+      }
+    }
+    return pinned;
+  }
+
+  /** Gives a disposed program's scratch back (buffers endCapture took out). */
+  restore(buffers: readonly GPUBuffer[]): void {
+    for (const b of buffers) {
+      let list = this.free.get(b.size);
+      if (!list) this.free.set(b.size, (list = []));
+      list.push(b);
+    }
   }
 
   release(buf: GPUBuffer): void {

@@ -6,10 +6,13 @@
 
 import type { Engine } from './device.js';
 import { writeUniforms, type Kernel, type UniformValues } from './kernel.js';
-import { Tensor } from './tensor.js';
+import { Tensor, type Storage } from './tensor.js';
 import { ArgumentError, KernelError, LimitError, SiloError } from './errors.js';
+import type { DynamicUniform, StepParams } from './step-value.js';
+import type { UniformLayout } from './kernel.js';
 
-export type BufferBinding = Tensor | GPUBuffer | { buffer: GPUBuffer; offset?: number; size: number };
+/** A tensor, a raw buffer, or a range of one (naming the tensor it belongs to, so a capture can keep it alive). */
+export type BufferBinding = Tensor | GPUBuffer | { buffer: GPUBuffer; offset?: number; size: number; tensor?: Tensor };
 
 export interface DispatchArgs {
   bindings: Record<string, BufferBinding>;
@@ -19,6 +22,8 @@ export interface DispatchArgs {
   workgroups: number | readonly [number, number?, number?];
   /** Op name for statistics and error messages (defaults to the kernel label). */
   op?: string;
+  /** Uniform members that follow a replay's parameters (step-value.ts); a plain recording ignores them. */
+  dynamic?: Record<string, DynamicUniform>;
 }
 
 export interface OpStats {
@@ -42,6 +47,31 @@ export interface ProgramReport {
 export interface RecorderOptions {
   /** Time every dispatch with timestamp queries (one pass per dispatch). */
   profile?: boolean;
+  /** Keep what a replay needs (replay.ts), recording with these parameters. */
+  capture?: { params: StepParams };
+}
+
+/** A recorded command, as a replay re-encodes it. */
+export type CapturedCommand =
+  | { kind: 'dispatch'; pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; wg: [number, number, number] }
+  | { kind: 'copy'; src: GPUBuffer; srcOffset: number; dst: GPUBuffer; dstOffset: number; bytes: number };
+
+/** What a capturing recorder hands to its ReplayProgram once the program ran. */
+export interface Capture {
+  params: StepParams;
+  commands: CapturedCommand[];
+  /** The uniform arena chunks (the program's now) and their CPU copies. */
+  uniforms: { buffer: GPUBuffer; shadow: Uint8Array<ArrayBuffer>; used: number }[];
+  /** Uniform structs with members that follow the parameters. */
+  dynamicUniforms: { chunk: number; offset: number; layout: UniformLayout; values: UniformValues; dynamic: Record<string, DynamicUniform>; where: string }[];
+  /** Upload staging buffers (their copies are commands); those listed in dynamicUploads are rewritten per replay. */
+  stagings: GPUBuffer[];
+  dynamicUploads: { staging: GPUBuffer; bytes: number; produce: (p: StepParams) => Uint8Array; where: string }[];
+  /** Storages of tensors the program reads but did not create (weights, inputs), kept alive by the program. */
+  external: Storage[];
+  /** Pooled buffers the program used and freed again: its scratch, taken out of the pool. */
+  scratch: GPUBuffer[];
+  dispatches: number;
 }
 
 const UNIFORM_CHUNK = 1 << 20;
@@ -70,6 +100,10 @@ export class Recorder {
   private readonly profiling: boolean;
   private querySets: GPUQuerySet[] = [];
   private queryOps: string[] = [];
+  private capture: Capture | null = null;
+  /** Storages of captured buffers the program binds (those still alive when it ends are held by it). */
+  private boundStorages = new Set<Storage>();
+  private captured: Capture | null = null;
 
   constructor(
     readonly engine: Engine,
@@ -80,8 +114,16 @@ export class Recorder {
     if (engine.activeRecorder) {
       throw new SiloError(`cannot start program "${name}": program "${engine.activeRecorder.name}" is still recording`);
     }
+    if (options.capture && options.profile) throw new ArgumentError(`program "${name}": a captured program cannot also be profiled`);
     engine.activeRecorder = this;
     engine.pool.resetPeak();
+    if (options.capture) {
+      engine.pool.beginCapture();
+      this.capture = {
+        params: { ...options.capture.params }, commands: [], uniforms: [], dynamicUniforms: [], stagings: [], dynamicUploads: [],
+        external: [], scratch: [], dispatches: 0,
+      };
+    }
     engine.device.pushErrorScope('out-of-memory');
     engine.device.pushErrorScope('validation');
     this.encoder = engine.device.createCommandEncoder({ label: name });
@@ -163,6 +205,7 @@ export class Recorder {
         const layout = b.uniform!;
         const { chunk, offset } = this.uniformSlot(layout.size);
         writeUniforms(layout, args.uniforms ?? {}, new DataView(chunk.shadow.buffer), offset, where);
+        if (args.dynamic && this.capture) this.captureDynamicUniform(chunk, offset, layout, args.uniforms ?? {}, args.dynamic, where);
         entries.push({ binding: b.binding, resource: { buffer: chunk.buffer, offset, size: layout.size } });
         continue;
       }
@@ -171,17 +214,21 @@ export class Recorder {
       let buffer: GPUBuffer;
       let offset = 0;
       let size: number;
+      let owner: Tensor | undefined;
       if (v instanceof Tensor) {
         buffer = v.buffer;
         size = Math.max(4, Math.ceil(v.byteLength / 4) * 4);
+        owner = v;
       } else if ('buffer' in v && !('mapState' in v)) {
         buffer = v.buffer;
         offset = v.offset ?? 0;
         size = v.size;
+        owner = v.tensor;
       } else {
         buffer = v as GPUBuffer;
         size = buffer.size;
       }
+      if (this.capture) this.keepForReplay(buffer, owner, `${where}: binding "${b.name}"`);
       if (size > limits.maxStorageBufferBindingSize) {
         throw new LimitError(
           `${where}: binding "${b.name}" is ${size} bytes, over the adapter's maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize}`,
@@ -201,6 +248,9 @@ export class Recorder {
     }
     for (const k of Object.keys(args.bindings)) {
       if (!kernel.bindings.some((b) => b.name === k)) throw new ArgumentError(`${where}: kernel has no binding "${k}"`);
+    }
+    if (args.dynamic && !this.capture && !kernel.bindings.some((b) => b.kind === 'uniform')) {
+      throw new ArgumentError(`${where}: dynamic uniforms given to a kernel without uniforms`);
     }
     const bindGroup = this.engine.device.createBindGroup({ layout: kernel.layout, entries, label: where });
     let pass: GPUComputePassEncoder;
@@ -223,7 +273,10 @@ export class Recorder {
     }
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup);
-    if (wg[0]! > 0 && wg[1]! > 0 && wg[2]! > 0) pass.dispatchWorkgroups(wg[0]!, wg[1]!, wg[2]!);
+    if (wg[0]! > 0 && wg[1]! > 0 && wg[2]! > 0) {
+      pass.dispatchWorkgroups(wg[0]!, wg[1]!, wg[2]!);
+      this.capture?.commands.push({ kind: 'dispatch', pipeline: kernel.pipeline, bindGroup, wg: wg as [number, number, number] });
+    }
     if (this.profiling) this.endPass();
     this.dispatchCount++;
     this.kernelsUsed.push(kernel.label);
@@ -235,21 +288,87 @@ export class Recorder {
   /** Buffer-to-buffer copy ordered with the recorded dispatches. */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.endPass();
+    if (this.capture) {
+      if (!this.stagings.includes(src)) this.keepForReplay(src, undefined, `${this.name}: copy source`);
+      this.keepForReplay(dst, undefined, `${this.name}: copy destination`);
+      this.capture.commands.push({ kind: 'copy', src, srcOffset, dst, dstOffset, bytes });
+    }
     this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   }
 
-  /** Upload ordered with the recorded dispatches (queue.writeBuffer would run before the whole program). */
-  uploadBytes(dst: GPUBuffer, bytes: Uint8Array, dstOffset: number): void {
+  /**
+   * Upload ordered with the recorded dispatches (queue.writeBuffer would run before the whole program).
+   * `dynamic` gives the bytes for a replay's parameters (a captured program rewrites them per replay).
+   */
+  uploadBytes(dst: GPUBuffer, bytes: Uint8Array, dstOffset: number, dynamic?: (p: StepParams) => Uint8Array): void {
     const staging = this.engine.device.createBuffer({
       size: Math.max(4, bytes.byteLength),
-      usage: 0x4 /* COPY_SRC */,
+      usage: 0x4 /* COPY_SRC */ | (this.capture ? 0x8 /* COPY_DST: rewritten per replay */ : 0),
       mappedAtCreation: true,
       label: `${this.name}:upload`,
     });
     new Uint8Array(staging.getMappedRange()).set(bytes);
     staging.unmap();
     this.stagings.push(staging);
+    if (dynamic && this.capture) {
+      const where = `${this.path || this.name}: dynamic upload`;
+      const again = dynamic(this.capture.params);
+      if (again.byteLength !== bytes.byteLength || again.some((x, i) => x !== bytes[i])) {
+        throw new SiloError(`${where}: its bytes at the capture's parameters differ from the ones recorded`);
+      }
+      this.capture.dynamicUploads.push({ staging, bytes: bytes.byteLength, produce: dynamic, where });
+    }
     this.copy(staging, 0, dst, dstOffset, bytes.byteLength);
+  }
+
+  /** Whether this recording is being captured for replays. */
+  get capturing(): boolean {
+    return this.capture !== null;
+  }
+
+  /**
+   * A captured program binds the same buffers on every replay: a buffer it did not allocate must belong
+   * to a tensor whose storage it can hold (retained until the program is disposed).
+   */
+  private keepForReplay(buffer: GPUBuffer, owner: Tensor | undefined, what: string): void {
+    const cap = this.capture!;
+    if (this.engine.pool.isCaptured(buffer)) {
+      // The program's own buffer: scratch if it is freed by the end, else held then (release()).
+      if (owner) this.boundStorages.add(owner.storage);
+      return;
+    }
+    if (!owner) {
+      if (cap.uniforms.some((c) => c.buffer === buffer)) return;
+      throw new SiloError(`${what}: a captured program cannot keep this buffer alive (it belongs to no tensor the program can hold)`);
+    }
+    if (!cap.external.includes(owner.storage)) {
+      owner.storage.retain();
+      cap.external.push(owner.storage);
+    }
+  }
+
+  private captureDynamicUniform(chunk: UniformChunk, offset: number, layout: UniformLayout, values: UniformValues, dynamic: Record<string, DynamicUniform>, where: string): void {
+    const cap = this.capture!;
+    const again: Record<string, number | readonly number[]> = { ...values };
+    for (const [k, f] of Object.entries(dynamic)) {
+      if (!(k in values)) throw new SiloError(`${where}: dynamic uniform ${k} has no recorded value`);
+      again[k] = f(cap.params);
+    }
+    const check = new Uint8Array(layout.size);
+    writeUniforms(layout, again, new DataView(check.buffer), 0, where);
+    const recorded = chunk.shadow.subarray(offset, offset + layout.size);
+    if (check.some((x, i) => x !== recorded[i])) {
+      throw new SiloError(`${where}: dynamic uniforms ${Object.keys(dynamic).join(', ')} at the capture's parameters differ from the values recorded`);
+    }
+    cap.dynamicUniforms.push({ chunk: this.chunks.indexOf(chunk), offset, layout, values: { ...values }, dynamic, where });
+  }
+
+  /** The capture of a submitted capturing recording (once). */
+  takeCapture(): Capture {
+    const c = this.captured;
+    if (!c) throw new SiloError(`program "${this.name}": no capture to take (not capturing, not submitted, or already taken)`);
+    this.captured = null;
+    return c;
   }
 
   private release(): void {
@@ -257,8 +376,37 @@ export class Recorder {
     if (this.engine.activeRecorder === this) this.engine.activeRecorder = null;
     const free = chunkFreeLists.get(this.engine) ?? [];
     chunkFreeLists.set(this.engine, free);
-    for (const c of this.chunks) free.push(c.buffer);
+    // A capture keeps its chunks (a replay binds them again) and takes its scratch out of the pool now,
+    // before the submit's awaits let other code allocate.
+    if (this.capture) {
+      this.capture.uniforms = this.chunks;
+      this.capture.scratch = this.engine.pool.endCapture();
+      // Buffers it allocated that outlive the recording (results, constants a model made lazily): held.
+      for (const st of this.boundStorages) {
+        if (st.refs > 0 && !this.capture.external.includes(st)) {
+          st.retain();
+          this.capture.external.push(st);
+        }
+      }
+      this.boundStorages.clear();
+    } else for (const c of this.chunks) free.push(c.buffer);
     this.chunks = [];
+  }
+
+  /** Ends a capture: on success its GPU objects pass to `captured`, on failure they are freed. */
+  private closeCapture(ok: boolean): void {
+    const cap = this.capture;
+    if (!cap) return;
+    this.capture = null;
+    if (ok) {
+      cap.dispatches = this.dispatchCount;
+      this.captured = cap;
+      return;
+    }
+    this.engine.pool.restore(cap.scratch);
+    for (const s of cap.external) s.release();
+    const free = chunkFreeLists.get(this.engine) ?? [];
+    for (const c of cap.uniforms) free.push(c.buffer);
   }
 
   /** Abandons the recording (after an exception while recording). */
@@ -266,6 +414,7 @@ export class Recorder {
     if (this.finished) return;
     this.finished = true;
     this.release();
+    this.closeCapture(false);
     void this.engine.device.popErrorScope();
     void this.engine.device.popErrorScope();
     for (const s of this.stagings) s.destroy();
@@ -298,6 +447,7 @@ export class Recorder {
     const t0 = performance.now();
     this.engine.queue.submit([cmd]);
     this.engine.lastSubmitted = { program: this.name, kernels: [...new Set(this.kernelsUsed)] };
+    if (this.capture) this.capture.stagings = this.stagings;
     this.release();
     // A lost device may reject these or report nothing: either way the loss is the error to report.
     const validation = await this.engine.device.popErrorScope().catch(() => null);
@@ -340,8 +490,11 @@ export class Recorder {
         report.ops = Object.fromEntries(this.ops);
         report.profiledMs = total / 1e6;
       }
+      this.closeCapture(true);
     } finally {
-      for (const s of this.stagings) s.destroy();
+      // A failed capture gives everything back; a successful one keeps its stagings for the replays.
+      this.closeCapture(false);
+      if (!this.captured) for (const s of this.stagings) s.destroy();
       for (const q of this.querySets) q.destroy();
       resolveBuf?.destroy();
       readBuf?.destroy();

@@ -35,9 +35,12 @@ import { usesCfg, type DiffusionPrior } from '../solvers/samplers/denoiser.js';
 import { operatorSigmaEmb, type SiloOperator } from '../solvers/samplers/silo.js';
 import { unetEpsModel, unetForwardMode, type ForwardMode, type UNetEpsOptions } from '../solvers/samplers/eps-model.js';
 import { unetTapeBytes } from '../models/unet/tape-bytes.js';
+import type { Scalar } from '../engine/step-value.js';
 import { samplerFor, RESTORE_METHODS, type RestoreMethod } from './registry.js';
 import { operatorModel, operatorTensors, type StepInputs } from './sampler.js';
 import { LATENT_DPS_ETA, SILO_DEFAULT_ETA } from './defaults.js';
+import { autoencoderDispatches } from './loop-report.js';
+import { StepRunner } from './step-runner.js';
 
 export { RESTORE_METHODS, type RestoreMethod };
 
@@ -117,6 +120,12 @@ export interface RestoreOptions {
   forward?: ForwardMode | 'auto';
   /** Bytes of UNet activations 'auto' may keep per step (default DEFAULT_ACTIVATION_BUDGET, 1 GiB). */
   activationBudget?: number;
+  /**
+   * Capture the first guided step and replay it for the following ones (default true): the same numbers
+   * bit for bit, with a fraction of the JavaScript per step. Steps of another shape (the last, which adds
+   * no noise) are recorded.
+   */
+  replay?: boolean;
   onProgress?: (p: RestoreProgress) => void;
   signal?: AbortSignal;
   /** Decode the step's x0 estimate every k steps (not the last) and pass it to onPreview; 0 or undefined: never. */
@@ -137,7 +146,14 @@ export interface RestoreReport {
   steps: number;
   timesteps: [number, number];
   encode: PhaseReport;
-  loop: PhaseReport & { perStepMs: number; perStepDispatches: number };
+  loop: PhaseReport & {
+    perStepMs: number;
+    perStepDispatches: number;
+    /** Steps that replayed a captured step. */
+    replayedSteps: number;
+    /** JavaScript time per step to record (or re-encode a replay) and submit it (ms, mean over the loop). */
+    perStepEncodeMs: number;
+  };
   decode: PhaseReport;
   /** The preview decodes (outside the loop's counts: they are a display choice, not the method's cost). */
   previews: { count: number; ms: number; dispatches: number };
@@ -157,14 +173,7 @@ export interface RestoreResult {
   report: RestoreReport;
 }
 
-const AUTOENCODER_SCOPE = /(^|\/)(vae_|taesd_)/;
-
-/** Dispatches a program recorded inside autoencoder scopes (encode, decode and their VJPs). */
-export function autoencoderDispatches(report: ProgramReport): number {
-  let n = 0;
-  for (const [path, s] of Object.entries(report.ops)) if (AUTOENCODER_SCOPE.test(path)) n += s.dispatches;
-  return n;
-}
+export { autoencoderDispatches };
 
 function phase(report: ProgramReport, ms: number): PhaseReport {
   return { ms, dispatches: report.dispatches, autoencoderDispatches: autoencoderDispatches(report), peakLiveBytes: report.peakLiveBytes };
@@ -212,6 +221,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
   const prior: DiffusionPrior = { model: unetEpsModel(unet, epsOpts), scheduler, text: models.text, uncond: models.uncond, guidanceScale: opts.guidanceScale, cfgFix: opts.cfgFix };
 
   const owned: Tensor[] = [];
+  let runner: StepRunner | undefined;
   const keep = <T extends Tensor>(t: T) => (owned.push(t), t);
   // The loop's latent and last residual norm stay owned too, so an abort or error mid-loop frees them.
   const replace = <T extends Tensor>(old: Tensor | undefined, next: T): T => {
@@ -268,51 +278,37 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
     const residuals: [number, number][] = [];
     const previews = { count: 0, ms: 0, dispatches: 0 };
     let lastNorm: Tensor | undefined;
+    let replayedSteps = 0;
+    let encodeMs = 0;
+    // The step as recorded by the loop (noise stream `noiseOffset`), also replayed by the diagnostic pass.
+    const recordStep = (rec: Recorder, zIn: Tensor, t: Scalar, noiseOffset: Scalar | undefined) => {
+      const noise = noiseOffset !== undefined ? randomNormal(rec, zIn.shape, opts.seed, { offset: noiseOffset, name: 'ddpm_noise' }) : undefined;
+      // The noise is freed even when the step throws (a bad option found while recording).
+      try {
+        return sampler.step(rec, stepInputs, zIn, t, noise);
+      } finally {
+        noise?.dispose();
+      }
+    };
+    runner = new StepRunner(engine, recordStep, opts.replay !== false && prior.model.replayable === true);
     for (let i = 0; i < timesteps.length; i++) {
       if (opts.signal?.aborted) throw new RestoreAbortedError(`restore: stopped after ${i} of ${timesteps.length} steps`);
       const t = timesteps[i]!;
-      // The step as recorded by the loop, replayable from zIn by the diagnostic pass.
-      const recordStep = (rec: Recorder, zIn: Tensor) => {
-        const noise = scheduler.stepCoefficients(t).noiseStd !== 0 ? randomNormal(rec, zIn.shape, opts.seed, { offset: i + 1, name: 'ddpm_noise' }) : undefined;
-        // The noise is freed even when the step throws (a bad option found while recording).
-        try {
-          return sampler.step(rec, stepInputs, zIn, t, noise);
-        } finally {
-          noise?.dispose();
-        }
-      };
-      const { result, report } = await runProgram(
-        engine,
-        `restore/step_${i}`,
-        (rec) => {
-          const r = recordStep(rec, z);
-          // [residual norm, non-finite count of z_{t-1}]: read once below, no extra program.
-          const status = rec.engine.empty([2], 'f32', 'step_status');
-          reduceTensor(rec, r.residualNorm, 'sum', { op: 'step_status', into: { tensor: status, slot: 0 } });
-          nonFiniteCountInto(rec, r.zPrev, status, 1);
-          return { ...r, status };
-        },
-        { wait: true },
-      );
+      const noisy = scheduler.stepCoefficients(t).noiseStd !== 0;
       const every = opts.previewEvery ?? 0;
       const previewDue = every > 0 && !!opts.onPreview && (i + 1) % every === 0 && i < timesteps.length - 1;
+      const result = await runner.run(i, t, z, noisy, previewDue);
       // The x0 estimate stays for a preview (freed once decoded, or with the others on an error).
-      if (previewDue) owned.push(result.x0);
-      for (const x of [result.eps, previewDue ? undefined : result.x0, result.prev, result.estimate, result.grad, ...Object.values(result.extras), (result as { glueNorm?: Tensor }).glueNorm]) x?.dispose();
+      if (result.x0) owned.push(result.x0);
       // z (this step's start) stays until the new latent is verified: the diagnosis re-runs from it.
       owned.push(result.zPrev);
       lastNorm = replace(lastNorm, result.residualNorm);
-      let status: Float32Array;
-      try {
-        status = await result.status.read();
-      } finally {
-        result.status.dispose();
-      }
-      const [stepResidual, badLatent] = [status[0]!, status[1]!];
+      const [stepResidual, badLatent] = [result.status[0]!, result.status[1]!];
       if (!Number.isFinite(stepResidual) || badLatent !== 0) {
+        runner.release();
         const diagnosis = await diagnoseStep(engine, {
           method: opts.method, unet, vae, zt: z, t, text: models.text, uncond: usesCfg(prior) ? models.uncond : undefined,
-          w, y, sigmaEmb: operatorSigmaEmb(operator), replay: (rec) => recordStep(rec, z),
+          w, y, sigmaEmb: operatorSigmaEmb(operator), replay: (rec) => recordStep(rec, z, t, noisy ? i + 1 : undefined),
         });
         throw new NonFiniteStepError(
           `restore: step ${i} of ${timesteps.length} (t=${t}, method ${opts.method}) produced non-finite values ` +
@@ -323,14 +319,17 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
       owned.splice(owned.indexOf(z), 1);
       z.dispose();
       z = result.zPrev;
-      loopDispatches += report.dispatches;
-      loopAutoencoder += autoencoderDispatches(report);
-      loopPeak = Math.max(loopPeak, report.peakLiveBytes);
+      loopDispatches += result.dispatches;
+      loopAutoencoder += result.autoencoderDispatches;
+      loopPeak = Math.max(loopPeak, result.peakLiveBytes);
+      if (result.replayed) replayedSteps++;
+      encodeMs += result.encodeMs;
       if (previewDue) {
         const p0 = performance.now();
-        const dec = await runProgram(engine, `restore/preview_${i}`, (rec) => rec.engine.tidy(() => clamp(rec, vae.decode(rec, scale(rec, result.x0, 1 / s)), -1, 1)), { wait: true });
-        owned.splice(owned.indexOf(result.x0), 1);
-        result.x0.dispose();
+        const x0 = result.x0!;
+        const dec = await runProgram(engine, `restore/preview_${i}`, (rec) => rec.engine.tidy(() => clamp(rec, vae.decode(rec, scale(rec, x0, 1 / s)), -1, 1)), { wait: true });
+        owned.splice(owned.indexOf(x0), 1);
+        x0.dispose();
         try {
           const image = await dec.result.read();
           previews.count++;
@@ -396,7 +395,10 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
         steps: n,
         timesteps: [timesteps[0]!, timesteps[n - 1]!],
         encode: encodeReport,
-        loop: { ms: loopMs, dispatches: loopDispatches, autoencoderDispatches: loopAutoencoder, peakLiveBytes: loopPeak, perStepMs: loopMs / n, perStepDispatches: loopDispatches / n },
+        loop: {
+          ms: loopMs, dispatches: loopDispatches, autoencoderDispatches: loopAutoencoder, peakLiveBytes: loopPeak,
+          perStepMs: loopMs / n, perStepDispatches: loopDispatches / n, replayedSteps, perStepEncodeMs: encodeMs / n,
+        },
         decode: decodeReport,
         previews,
         residuals,
@@ -406,6 +408,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
       },
     };
   } finally {
+    runner?.release();
     for (const t of owned) t.dispose();
   }
 }

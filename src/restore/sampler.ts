@@ -3,6 +3,7 @@
 // registry (registry.ts) lists the samplers by name. A new method is one file implementing Sampler
 // plus one registry line.
 
+import type { Scalar } from '../engine/step-value.js';
 import type { Recorder } from '../engine/recorder.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { AutoencoderKL } from '../models/vae/autoencoder.js';
@@ -67,7 +68,7 @@ export interface Sampler {
    */
   makeOperator?(models: OperatorModels, sigmaEmb: Tensor | undefined, sigma: number): SiloOperator;
   /** Records one guided step from z_t; the caller owns every tensor of the result. */
-  step(rec: Recorder, inputs: StepInputs, zt: Tensor, t: number, noise: Tensor | undefined): GuidedStep;
+  step(rec: Recorder, inputs: StepInputs, zt: Tensor, t: Scalar, noise: Tensor | undefined): GuidedStep;
 }
 
 /** The model of a sampler's operator kind, if the models hold it ('cnn': the DegradationModel or the preserve CNN). */

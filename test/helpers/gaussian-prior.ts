@@ -5,6 +5,7 @@
 //   matrixMeasurement  a linear latent operator w_hat = H vec(x0) (H [m, n], one matmul) with its exact
 //                      adjoint H^T as the VJP.
 
+import { scalarValue } from '../../src/engine/step-value.js';
 import type { Engine } from '../../src/engine/device.js';
 import type { Tensor } from '../../src/engine/tensor.js';
 import { ArgumentError, assertArg } from '../../src/engine/errors.js';
@@ -59,7 +60,9 @@ export function gaussianEpsModel(engine: Engine, spec: GaussianPriorSpec): Gauss
     name: 'gaussian_prior',
     inChannels: spec.shape[1]!,
     slope,
-    forward(rec, sample, t, _context, opts = {}) {
+    forward(rec, sample, step, _context, opts = {}) {
+      // Not replayable: t's values below are plain numbers.
+      const t = scalarValue(step);
       checkSample(sample, 'sample');
       if (opts.readout) throw new ArgumentError('gaussianEpsModel: the closed-form prior has no readout features');
       const c = slope(t);

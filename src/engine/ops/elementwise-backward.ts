@@ -3,6 +3,7 @@
 // and sumToShape, the broadcast reduction they share with matmul and conv bias gradients.
 // f32 storage only: gradients are accumulated in f32 and an f16 copy would lose too much.
 
+import { dynamicUniforms, scalarValue } from '../step-value.js';
 import source from '../../../kernels/elementwise.wgsl';
 import activations from '../../../kernels/activations.wgsl';
 import type { Recorder } from '../recorder.js';
@@ -47,12 +48,13 @@ export function unaryBackward(rec: Recorder, x: Tensor, gradOut: Tensor, opts: U
     uniforms: {
       n: x.size,
       row: g.row,
-      scale: opts.scale ?? 1,
-      shift: opts.shift ?? 0,
+      scale: scalarValue(opts.scale ?? 1),
+      shift: scalarValue(opts.shift ?? 0),
       alpha: opts.alpha ?? 0.01,
       lo: opts.min ?? -3.4e38,
       hi: opts.max ?? 3.4e38,
     },
+    dynamic: dynamicUniforms({ scale: opts.scale, shift: opts.shift }),
     workgroups: g.workgroups,
   });
   return out;

@@ -8,6 +8,7 @@ import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
 import { shapeString } from '../dtype.js';
 import { grid1d, workgroupSize } from './grid.js';
+import { dynamicUniforms, mapScalar, scalarValue, type Scalar } from '../step-value.js';
 
 export const ACTIVATIONS = {
   none: 0,
@@ -32,8 +33,8 @@ export const ACTIVATION_WGSL = activations;
 export interface UnaryOptions {
   act?: Activation;
   /** Applied before the activation: act(scale * x + shift). */
-  scale?: number;
-  shift?: number;
+  scale?: Scalar;
+  shift?: Scalar;
   /** Leaky-ReLU slope. */
   alpha?: number;
   /** Clamp applied after the activation. */
@@ -61,13 +62,14 @@ export function unary(rec: Recorder, x: Tensor, opts: UnaryOptions = {}): Tensor
     uniforms: {
       n: x.size,
       row: g.row,
-      scale: opts.scale ?? 1,
-      shift: opts.shift ?? 0,
+      scale: scalarValue(opts.scale ?? 1),
+      shift: scalarValue(opts.shift ?? 0),
       alpha: opts.alpha ?? 0.01,
       // Unbounded by default, so an Inf stays Inf (a finite bound would turn it into a plausible number).
       lo: opts.min ?? -Infinity,
       hi: opts.max ?? Infinity,
     },
+    dynamic: dynamicUniforms({ scale: opts.scale, shift: opts.shift }),
     workgroups: g.workgroups,
   });
   return out;
@@ -80,7 +82,7 @@ export const quickGelu = (rec: Recorder, x: Tensor) => unary(rec, x, { act: 'qui
 export const relu = (rec: Recorder, x: Tensor) => unary(rec, x, { act: 'relu' });
 export const leakyRelu = (rec: Recorder, x: Tensor, alpha = 0.01) => unary(rec, x, { act: 'leaky_relu', alpha });
 export const clamp = (rec: Recorder, x: Tensor, min: number, max: number) => unary(rec, x, { min, max, op: 'clamp' });
-export const scale = (rec: Recorder, x: Tensor, s: number, shift = 0) => unary(rec, x, { scale: s, shift, op: 'scale' });
+export const scale = (rec: Recorder, x: Tensor, s: Scalar, shift: Scalar = 0) => unary(rec, x, { scale: s, shift, op: 'scale' });
 /** A copy into a fresh tensor (also converts nothing: same dtype). */
 export const copy = (rec: Recorder, x: Tensor) => unary(rec, x, { op: 'copy' });
 
@@ -143,8 +145,8 @@ function pad8(v: number[], fill: number): number[] {
 
 export interface BinaryOptions {
   /** Coefficients for add: ca * a + cb * b. */
-  ca?: number;
-  cb?: number;
+  ca?: Scalar;
+  cb?: Scalar;
   act?: Activation;
   alpha?: number;
   op?: string;
@@ -176,13 +178,14 @@ function binary(rec: Recorder, kind: keyof typeof BINARY_OPS, a: Tensor, b: Tens
       n,
       row: g.row,
       rank: merged.dims.length,
-      ca: opts.ca ?? 1,
-      cb: opts.cb ?? 1,
+      ca: scalarValue(opts.ca ?? 1),
+      cb: scalarValue(opts.cb ?? 1),
       alpha: opts.alpha ?? 0.01,
       dims: pad8(merged.dims, 1),
       sa: pad8(merged.sa, 0),
       sb: pad8(merged.sb, 0),
     },
+    dynamic: dynamicUniforms({ ca: opts.ca, cb: opts.cb }),
     workgroups: g.workgroups,
   });
   return out;
@@ -190,9 +193,9 @@ function binary(rec: Recorder, kind: keyof typeof BINARY_OPS, a: Tensor, b: Tens
 
 export const add = (rec: Recorder, a: Tensor, b: Tensor, opts?: BinaryOptions) => binary(rec, 'add', a, b, opts);
 export const sub = (rec: Recorder, a: Tensor, b: Tensor, opts?: BinaryOptions) =>
-  binary(rec, 'add', a, b, { ...opts, cb: -(opts?.cb ?? 1), op: opts?.op ?? 'sub' });
+  binary(rec, 'add', a, b, { ...opts, cb: mapScalar(opts?.cb ?? 1, (c) => -c), op: opts?.op ?? 'sub' });
 /** ca * a + cb * b with broadcasting. */
-export const scaleAdd = (rec: Recorder, a: Tensor, ca: number, b: Tensor, cb: number, opts?: BinaryOptions) =>
+export const scaleAdd = (rec: Recorder, a: Tensor, ca: Scalar, b: Tensor, cb: Scalar, opts?: BinaryOptions) =>
   binary(rec, 'add', a, b, { ...opts, ca, cb, op: opts?.op ?? 'scale_add' });
 export const mul = (rec: Recorder, a: Tensor, b: Tensor, opts?: BinaryOptions) => binary(rec, 'mul', a, b, opts);
 export const div = (rec: Recorder, a: Tensor, b: Tensor, opts?: BinaryOptions) => binary(rec, 'div', a, b, opts);

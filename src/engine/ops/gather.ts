@@ -50,7 +50,7 @@ export function gatherRows(rec: Recorder, table: Tensor, ids: Tensor, opts: Gath
     const size = Math.min(Math.ceil((n * rowBytes) / 4) * 4, bufferBytes - offset);
     rec.dispatch(k, {
       op,
-      bindings: { gtable: rows === V ? table : { buffer: table.buffer, offset, size }, gids: ids, gout: out },
+      bindings: { gtable: rows === V ? table : { buffer: table.buffer, offset, size, tensor: table }, gids: ids, gout: out },
       uniforms: { n: out.size, row: g.row, d: D, base, rows: n, total: V, zero_invalid: base === 0 ? 1 : 0 },
       workgroups: g.workgroups,
     });

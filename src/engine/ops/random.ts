@@ -10,10 +10,11 @@ import { shapeSize, shapeString } from '../dtype.js';
 import { assertArg } from '../errors.js';
 import { splitU64, STREAM_NORMAL, STREAM_UNIFORM, type U64 } from '../random.js';
 import { grid1d, workgroupSize } from './grid.js';
+import { isStepValue, type StepValue } from '../step-value.js';
 
 export interface RandomOptions {
-  /** Selects an independent stream for the same seed (e.g. the sampling step); default 0. */
-  offset?: U64;
+  /** Selects an independent stream for the same seed (e.g. the sampling step); default 0. A StepValue follows a captured program's replays. */
+  offset?: U64 | StepValue;
   /** Storage dtype of the result (default f32). */
   dtype?: DType;
   /** Tensor name (default the op name). */
@@ -33,7 +34,8 @@ function fill(rec: Recorder, entry: Entry, op: string, shape: readonly number[],
   const n = shapeSize(shape);
   assertArg(n < 2 ** 32, `${op}: ${n} elements exceed one draw's 2^32 limit`);
   const key = splitU64(seed, `${op}: seed`);
-  const ctr = splitU64(opts.offset ?? 0, `${op}: offset`);
+  const offset = opts.offset ?? 0;
+  const ctr = splitU64(isStepValue(offset) ? offset.value : offset, `${op}: offset`);
   const dtype = entry === 'bits_fill' ? 'f32' : (opts.dtype ?? 'f32');
   const wg = workgroupSize(engine);
   const k = engine.kernel({ family: 'random', source, entry, dtype, consts: { WG: wg, BITS: dtype === 'f16' ? 11 : 24 } });
@@ -52,6 +54,7 @@ function fill(rec: Recorder, entry: Entry, op: string, shape: readonly number[],
       mean: opts.mean ?? 0,
       std_dev: opts.std ?? 1,
     },
+    dynamic: isStepValue(offset) ? { ctr: (p) => splitU64(offset.at(p), `${op}: offset`) } : undefined,
     workgroups: g.workgroups,
   });
   return out;

@@ -80,7 +80,7 @@ export function reduceTensor(rec: Recorder, x: Tensor, kind: ReduceKind, opts: R
   let out = groups === 1 ? result : engine.empty([2 * groups], 'f32', `${op}:partials`);
   rec.dispatch(first, {
     op,
-    bindings: { [kind === 'count' ? 'rbits' : 'rx']: range ? { buffer: x.buffer, offset: range.offset, size: Math.ceil(range.bytes / 4) * 4 } : x, rout: out },
+    bindings: { [kind === 'count' ? 'rbits' : 'rx']: range ? { buffer: x.buffer, offset: range.offset, size: Math.ceil(range.bytes / 4) * 4, tensor: x } : x, rout: out },
     uniforms: { n, groups, finish: groups === 1 ? 1 : 0, scale, slot },
     workgroups: groupGrid(engine, groups),
   });

@@ -8,10 +8,14 @@ import { assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
 import { timestepEmbedding, timestepEmbeddingCPU, type TimestepEmbeddingOptions } from '../../engine/ops/embedding.js';
 import { Linear } from '../layers.js';
+import { isStepValue, type StepValue } from '../../engine/step-value.js';
 import type { WeightLoader } from '../weights.js';
 
-/** A timestep for the whole batch, one per sample, or an f32 tensor [N] (or [1]) of them. */
-export type Timestep = number | readonly number[] | Tensor;
+/**
+ * A timestep for the whole batch, one per sample, or an f32 tensor [N] (or [1]) of them; a StepValue
+ * is a single timestep that a captured program recomputes per replay (step-value.ts).
+ */
+export type Timestep = number | readonly number[] | Tensor | StepValue;
 
 export class Timesteps {
   constructor(
@@ -26,6 +30,13 @@ export class Timesteps {
 
   /** [T, dim] in `dtype` (T = 1 for a single number). */
   forward(rec: Recorder, t: Timestep, dtype: Tensor['dtype']): Tensor {
+    if (isStepValue(t)) {
+      assertArg(Number.isFinite(t.value), `Timesteps: timesteps must be finite numbers, got ${t.value}`);
+      const embed = (v: number) => timestepEmbeddingCPU([v], this.dim, this.opts);
+      const out = rec.engine.empty([1, this.dim], dtype, 'time_proj');
+      rec.engine.write(out, embed(t.value), (p) => embed(t.at(p)));
+      return out;
+    }
     if (typeof t === 'number' || Array.isArray(t)) {
       const list = typeof t === 'number' ? [t] : (t as readonly number[]).slice();
       assertArg(list.length > 0 && list.every(Number.isFinite), `Timesteps: timesteps must be finite numbers, got ${JSON.stringify(t)}`);

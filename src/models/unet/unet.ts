@@ -4,6 +4,7 @@
 // Optionally returns SILO's readout features: every up-block ResNet's conv2 output before its skip add
 // (up_blocks[0].resnets[0..], up_blocks[1].resnets[0..], ...: 12 tensors for SD-1.5).
 
+import { isStepValue } from '../../engine/step-value.js';
 import type { DType } from '../../engine/dtype.js';
 import { shapeString } from '../../engine/dtype.js';
 import type { Recorder } from '../../engine/recorder.js';
@@ -121,7 +122,7 @@ export class UNet2DConditionModel {
       context.rank === 3 && context.shape[0] === n && dims.size === 1 && dims.has(context.shape[2]!),
       `UNet2DConditionModel: encoder_hidden_states ${shapeString(context.shape)} must be [${n}, L, ${[...dims].join(' | ')}]`,
     );
-    const count = typeof timestep === 'number' ? 1 : Array.isArray(timestep) ? timestep.length : (timestep as Tensor).size;
+    const count = typeof timestep === 'number' || isStepValue(timestep) ? 1 : Array.isArray(timestep) ? timestep.length : (timestep as Tensor).size;
     assertArg(count === 1 || count === n, `UNet2DConditionModel: ${count} timesteps for a batch of ${n} (give 1 or ${n})`);
   }
 

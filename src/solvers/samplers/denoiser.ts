@@ -11,6 +11,7 @@ import { assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
 import { scale, scaleAdd } from '../../engine/ops/elementwise.js';
 import type { DDPMScheduler } from '../schedulers/ddpm.js';
+import { mapScalar, scalarValue, type Scalar } from '../../engine/step-value.js';
 import { concatBatch, sliceBatch, sumBatch } from './batch.js';
 import type { EpsModel, EpsPass } from './eps-model.js';
 
@@ -40,9 +41,9 @@ export interface Denoised {
   x0Text?: Tensor;
   /** The unguided DDPM step's prev_sample. */
   prev: Tensor;
-  /** x0 = a z_t + b eps. */
-  a: number;
-  b: number;
+  /** x0 = a z_t + b eps (StepValues when t was one: they follow a replay's t). */
+  a: Scalar;
+  b: Scalar;
   /** The UNet's readout features (batch of the text branch only), when requested. */
   readout?: Tensor[];
   /** The model call, for its VJP (a batch of two under CFG). */
@@ -74,15 +75,15 @@ function unetBatch(rec: Recorder, prior: DiffusionPrior, zt: Tensor): { sample: 
 
 /**
  * eps, x0 and the unguided prev_sample at timestep t. `noise` is the DDPM variance noise (needed when
- * t > 0). `readout` also returns the UNet's readout features (text branch).
+ * t > 0). `readout` also returns the UNet's readout features (text branch). A StepValue t makes every
+ * t-dependent value follow a captured program's replays (replay.ts).
  */
-export function denoise(rec: Recorder, prior: DiffusionPrior, zt: Tensor, t: number, noise: Tensor | undefined, opts: { readout?: boolean; grad?: boolean } = {}): Denoised {
+export function denoise(rec: Recorder, prior: DiffusionPrior, zt: Tensor, t: Scalar, noise: Tensor | undefined, opts: { readout?: boolean; grad?: boolean } = {}): Denoised {
   checkPrior(prior, zt);
   const engine = rec.engine;
   const s = prior.guidanceScale ?? 1;
-  const c = prior.scheduler.stepCoefficients(t);
-  const a = c.x0FromSample;
-  const b = c.x0FromModel;
+  const a = mapScalar(t, (tt) => prior.scheduler.stepCoefficients(tt).x0FromSample);
+  const b = mapScalar(t, (tt) => prior.scheduler.stepCoefficients(tt).x0FromModel);
   assertArg(prior.scheduler.config.predictionType === 'epsilon' && !prior.scheduler.config.clipSample, 'sampler: guided sampling needs an epsilon-prediction scheduler without clip_sample (SD-1.5)');
   return engine.tidy(() => {
     const batch = unetBatch(rec, prior, zt);
@@ -99,7 +100,7 @@ export function denoise(rec: Recorder, prior: DiffusionPrior, zt: Tensor, t: num
     const step = prior.scheduler.step(rec, eps, t, zt, { noise });
     const x0Text = usesCfg(prior) && prior.cfgFix ? scaleAdd(rec, zt, a, epsText!, b, { op: 'x0_text' }) : undefined;
     const inputs = usesCfg(prior) ? [batch.sample, batch.context] : [];
-    return { zt, t, eps, x0: step.predOriginalSample, x0Text, prev: step.prevSample, a, b, readout, pass: out, inputs };
+    return { zt, t: scalarValue(t), eps, x0: step.predOriginalSample, x0Text, prev: step.prevSample, a, b, readout, pass: out, inputs };
   });
 }
 

@@ -2,6 +2,7 @@
 // readout features of the same call, and the reverse pass of that call. UNet2DConditionModel is the
 // real one (unetEpsModel); tests plug in models whose posterior is known in closed form.
 
+import type { Scalar } from '../../engine/step-value.js';
 import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import type { UNet2DConditionModel } from '../../models/unet/unet.js';
@@ -33,7 +34,12 @@ export interface EpsModel {
   readonly name: string;
   /** Channels of the latent it denoises. */
   readonly inChannels: number;
-  forward(rec: Recorder, sample: Tensor, t: number, context: Tensor, opts?: { readout?: boolean; grad?: boolean }): EpsPass;
+  /**
+   * Whether every value it derives from t follows a StepValue t (step-value.ts), so a step through it
+   * can be captured once and replayed at other timesteps. Models that read t as a plain number leave it unset.
+   */
+  readonly replayable?: boolean;
+  forward(rec: Recorder, sample: Tensor, t: Scalar, context: Tensor, opts?: { readout?: boolean; grad?: boolean }): EpsPass;
 }
 
 /** Default ceiling on the activations a 'reuse' pass may keep: 1 GiB (SD-1.5 64x64 keeps ~0.18 GiB per sample). */
@@ -67,6 +73,8 @@ export function unetEpsModel(unet: UNet2DConditionModel, opts: UNetEpsOptions = 
   return {
     name: 'unet',
     inChannels: unet.config.inChannels,
+    // t reaches the UNet only through its time projection, which follows a StepValue (embeddings.ts).
+    replayable: true,
     forward(rec, sample, t, context, o = {}) {
       // An f16 UNet has no tape (its VJP is f32-only and recomputes anyway).
       const reuse = !!o.grad && unet.dtype === 'f32' && unetForwardMode(unet, sample.shape, opts) === 'reuse';

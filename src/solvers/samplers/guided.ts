@@ -6,6 +6,7 @@
 // and differ only in M (SILO: the latent operator H(x0, e_sigma); Latent-DPS: A(D(x0 / s))) and in the
 // clamp (SILO clamps to [-1, 1]; DPS does not clamp).
 
+import type { Scalar } from '../../engine/step-value.js';
 import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { assertArg } from '../../engine/errors.js';
@@ -69,7 +70,7 @@ export function guidedStep(
   m: LatentMeasurement,
   target: Tensor,
   zt: Tensor,
-  t: number,
+  t: Scalar,
   noise: Tensor | undefined,
   opts: GuidedStepOptions,
 ): GuidedStep {

@@ -7,6 +7,7 @@
 // s is the VAE's scaling_factor (0.18215 for SD-1.5). PSLD's encoder term uses the posterior mean
 // (deterministic; the reference samples it). Both decoder VJPs of PSLD share one decoder backward.
 
+import type { Scalar } from '../../engine/step-value.js';
 import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { assertArg } from '../../engine/errors.js';
@@ -67,7 +68,7 @@ export function latentDpsStep(
   A: Degradation,
   y: Tensor,
   zt: Tensor,
-  t: number,
+  t: Scalar,
   noise: Tensor | undefined,
   opts: LatentDpsOptions,
 ): GuidedStep {
@@ -87,7 +88,7 @@ export function psldStep(
   A: Degradation,
   y: Tensor,
   zt: Tensor,
-  t: number,
+  t: Scalar,
   noise: Tensor | undefined,
   opts: PsldOptions,
 ): PsldStep {

@@ -7,6 +7,7 @@
 // then g = d ||w - w_hat||_2 / d z_t and z_{t-1} = prev - eta * clamp(g, -1, 1). Everything is recorded
 // into the caller's program: no read-back and no autoencoder kernel.
 
+import type { Scalar } from '../../engine/step-value.js';
 import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import type { DegradationModel } from '../../models/silo/cnn.js';
@@ -72,7 +73,7 @@ export function siloStep(
   operator: SiloOperator,
   w: Tensor,
   zt: Tensor,
-  t: number,
+  t: Scalar,
   noise: Tensor | undefined,
   opts: GuidedStepOptions,
 ): GuidedStep {
@@ -82,7 +83,7 @@ export function siloStep(
   return rec.scope('silo_rg_step', () => rec.engine.tidy(() => readoutStep(rec, prior, operator, w, zt, t, noise, opts)));
 }
 
-function readoutStep(rec: Recorder, prior: DiffusionPrior, op: SiloReadoutOperator, w: Tensor, zt: Tensor, t: number, noise: Tensor | undefined, opts: GuidedStepOptions): GuidedStep {
+function readoutStep(rec: Recorder, prior: DiffusionPrior, op: SiloReadoutOperator, w: Tensor, zt: Tensor, t: Scalar, noise: Tensor | undefined, opts: GuidedStepOptions): GuidedStep {
   const d = denoise(rec, prior, zt, t, noise, { readout: true });
   const features = d.readout!;
   const estimate = rec.scope('measurement', () => op.model.forward(rec, features, op.sigmaEmb, op.mask));

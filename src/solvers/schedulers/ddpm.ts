@@ -7,6 +7,7 @@ import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { ArgumentError } from '../../engine/errors.js';
 import type { SchedulerConfig } from './config.js';
+import { mapScalar, scalarValue, type Scalar } from '../../engine/step-value.js';
 import { Scheduler, f32, sqrtF32, linearCombination, type StepCoefficients, type StepOptions, type StepResult } from './scheduler.js';
 
 export interface DdpmCoefficients extends StepCoefficients {
@@ -78,19 +79,21 @@ export class DDPMScheduler extends Scheduler {
   }
 
   /** One ancestral step, recorded into `rec`; `opts.noise` (N(0,1), the sample's shape) is required when t > 0. */
-  step(rec: Recorder, modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepResult {
+  step(rec: Recorder, modelOutput: Tensor, t: Scalar, sample: Tensor, opts: StepOptions = {}): StepResult {
     this.checkShapes(modelOutput, sample, opts.noise);
-    const c = this.stepCoefficients(t);
+    const c = this.stepCoefficients(scalarValue(t));
     if (c.noiseStd !== 0 && !opts.noise) {
-      throw new ArgumentError(`ddpm step at t=${t}: the step adds sqrt(variance) * noise, pass opts.noise (N(0,1) of the sample's shape)`);
+      throw new ArgumentError(`ddpm step at t=${c.t}: the step adds sqrt(variance) * noise, pass opts.noise (N(0,1) of the sample's shape)`);
     }
+    // Each coefficient follows a replay's t when t is a StepValue; whether noise is added does not.
+    const k = (pick: (c: DdpmCoefficients) => number) => mapScalar(t, (tt) => pick(this.stepCoefficients(tt)));
     return rec.scope('ddpm', () => {
-      const predOriginalSample = this.predictOriginal(rec, c, modelOutput, sample);
-      const terms: [Tensor, number][] = [
-        [predOriginalSample, c.predOriginalSampleCoeff],
-        [sample, c.currentSampleCoeff],
+      const predOriginalSample = this.predictOriginal(rec, c, modelOutput, sample, t);
+      const terms: [Tensor, Scalar][] = [
+        [predOriginalSample, k((q) => q.predOriginalSampleCoeff)],
+        [sample, k((q) => q.currentSampleCoeff)],
       ];
-      if (c.noiseStd !== 0) terms.push([opts.noise!, c.noiseStd]);
+      if (c.noiseStd !== 0) terms.push([opts.noise!, k((q) => q.noiseStd)]);
       const prevSample = linearCombination(rec, terms, 'prev_sample');
       return { prevSample, predOriginalSample };
     });

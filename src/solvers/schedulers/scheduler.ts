@@ -8,6 +8,7 @@ import type { Tensor } from '../../engine/tensor.js';
 import { ArgumentError, assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
 import { clamp, copy, scale, scaleAdd } from '../../engine/ops/elementwise.js';
+import { mapScalar, type Scalar } from '../../engine/step-value.js';
 import { parseSchedulerConfig, type SchedulerConfig, type SchedulerKind } from './config.js';
 import { inferenceTimesteps, noiseSchedule } from './schedule.js';
 
@@ -47,7 +48,7 @@ export interface StepCoefficients {
 }
 
 /** Records sum_i c_i * x_i into a fresh tensor (one dispatch per term after the first two). */
-export function linearCombination(rec: Recorder, terms: [Tensor, number][], op: string): Tensor {
+export function linearCombination(rec: Recorder, terms: [Tensor, Scalar][], op: string): Tensor {
   assertArg(terms.length > 0, `${op}: no terms`);
   if (terms.length === 1) {
     const [x, c] = terms[0]!;
@@ -121,9 +122,12 @@ export abstract class Scheduler {
   }
 
   /** Records x0 (clipped when clip_sample is set). */
-  protected predictOriginal(rec: Recorder, c: StepCoefficients, modelOutput: Tensor, sample: Tensor): Tensor {
+  protected predictOriginal(rec: Recorder, c: StepCoefficients, modelOutput: Tensor, sample: Tensor, t: Scalar = c.t): Tensor {
+    // The coefficients follow a replay's t when t is a StepValue (the prediction type fixes which are 0).
+    const fromSample = mapScalar(t, (tt) => this.stepCoefficients(tt).x0FromSample);
+    const fromModel = mapScalar(t, (tt) => this.stepCoefficients(tt).x0FromModel);
     return rec.engine.tidy(() => {
-      const terms: [Tensor, number][] = c.x0FromSample === 0 ? [[modelOutput, c.x0FromModel]] : [[sample, c.x0FromSample], [modelOutput, c.x0FromModel]];
+      const terms: [Tensor, Scalar][] = c.x0FromSample === 0 ? [[modelOutput, fromModel]] : [[sample, fromSample], [modelOutput, fromModel]];
       const x0 = linearCombination(rec, terms, `${this.kind}/pred_original_sample`);
       if (!this.config.clipSample) return x0;
       const r = this.config.clipSampleRange;

@@ -1,0 +1,207 @@
+// Programs recorded once and replayed. A sampler step records ~2,800 dispatches; recording them costs
+// the JavaScript of every op and a bind group each (~50 us a dispatch in Node), more than the step's
+// GPU work on a real GPU. captureProgram records the step once with the replay parameters it was given
+// (step-value.ts) and keeps the command list, the bind groups and the buffers they bind: the memory
+// plan the pool made while recording (buffers freed and reused within the step) becomes the program's
+// own scratch, taken out of the pool, and the tensors it reads without creating them (weights, inputs)
+// are held until it is disposed. A replay writes the values that follow its parameters (uniform
+// members, uploads) into place, copies new inputs in, and re-encodes the same commands.
+
+import type { Engine } from './device.js';
+import { writeUniforms } from './kernel.js';
+import { Recorder, type Capture, type ProgramReport, type RecorderOptions } from './recorder.js';
+import { Tensor } from './tensor.js';
+import { ArgumentError, KernelError, SiloError } from './errors.js';
+import { shapeString } from './dtype.js';
+import type { StepParams } from './step-value.js';
+
+export interface ReplayReport {
+  name: string;
+  dispatches: number;
+  /** JavaScript time to patch the values, encode the commands and submit them (ms). */
+  encodeMs: number;
+  /** Wall time from submit until the GPU finished (ms); only when `wait` was requested. */
+  gpuWallMs?: number;
+}
+
+export interface ReplayOptions {
+  /** Copies into the program's input tensors before the replay: [captured input, new content]. */
+  inputs?: readonly (readonly [Tensor, Tensor])[];
+  /** Copies after the replay (e.g. the new latent into the input for the next step): [from, to]. */
+  after?: readonly (readonly [Tensor, Tensor])[];
+  /** Wait until the GPU has finished. */
+  wait?: boolean;
+}
+
+/** Every tensor in a result (a Tensor, or arrays / plain objects of them). */
+function tensorsOf(v: unknown, out: Tensor[] = []): Tensor[] {
+  if (v instanceof Tensor) out.push(v);
+  else if (Array.isArray(v)) v.forEach((x) => tensorsOf(x, out));
+  else if (v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) Object.values(v).forEach((x) => tensorsOf(x, out));
+  return out;
+}
+
+export class ReplayProgram<T> {
+  private disposed = false;
+  private replays = 0;
+
+  constructor(
+    readonly engine: Engine,
+    readonly name: string,
+    /** The captured result: the same tensors after every replay, owned by the program. */
+    readonly result: T,
+    private readonly cap: Capture,
+  ) {
+    // The result stays the program's even if a caller disposes its tensors: the replays write into them.
+    for (const t of tensorsOf(result)) t.storage.retain();
+  }
+
+  get dispatches(): number {
+    return this.cap.dispatches;
+  }
+
+  /** The parameters the program was captured with. */
+  get params(): StepParams {
+    return this.cap.params;
+  }
+
+  /** Bytes the program holds beyond its inputs and result: scratch buffers, uniforms and upload stagings. */
+  get bytes(): number {
+    let n = 0;
+    for (const b of this.cap.scratch) n += b.size;
+    for (const c of this.cap.uniforms) n += c.buffer.size;
+    for (const s of this.cap.stagings) n += s.size;
+    return n;
+  }
+
+  private copyCheck(a: Tensor, b: Tensor, what: string): void {
+    if (a.dtype !== b.dtype || a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) {
+      throw new ArgumentError(`replay of "${this.name}": ${what} ${b.name} is ${b.dtype} ${shapeString(b.shape)}, the program's ${a.name} is ${a.dtype} ${shapeString(a.shape)}`);
+    }
+  }
+
+  /** Runs the program again with `params` (every dynamic value recomputed from them). */
+  async replay(params: StepParams, opts: ReplayOptions = {}): Promise<ReplayReport> {
+    if (this.disposed) throw new SiloError(`replay of "${this.name}": the program was disposed`);
+    const engine = this.engine;
+    engine.checkAlive();
+    if (engine.activeRecorder) throw new SiloError(`replay of "${this.name}": program "${engine.activeRecorder.name}" is still recording`);
+    const inputs = opts.inputs ?? [];
+    const after = opts.after ?? [];
+    inputs.forEach(([dst, src]) => this.copyCheck(dst, src, 'input'));
+    after.forEach(([src, dst]) => this.copyCheck(src, dst, 'output'));
+    const t0 = performance.now();
+    const cap = this.cap;
+    // Values that follow the parameters (computed first: a bad parameter throws before anything is written).
+    const uploads = cap.dynamicUploads.map((u) => {
+      const bytes = u.produce(params);
+      if (bytes.byteLength !== u.bytes) throw new SiloError(`replay of "${this.name}": ${u.where} made ${bytes.byteLength} bytes, not ${u.bytes}`);
+      return bytes;
+    });
+    const patched = new Set<number>();
+    for (const d of cap.dynamicUniforms) {
+      const values: Record<string, number | readonly number[]> = { ...d.values };
+      for (const [k, f] of Object.entries(d.dynamic)) values[k] = f(params);
+      const chunk = cap.uniforms[d.chunk]!;
+      writeUniforms(d.layout, values, new DataView(chunk.shadow.buffer), d.offset, d.where);
+      patched.add(d.chunk);
+    }
+    const q = engine.queue;
+    for (const i of patched) {
+      const c = cap.uniforms[i]!;
+      q.writeBuffer(c.buffer, 0, c.shadow, 0, Math.ceil(c.used / 4) * 4);
+    }
+    cap.dynamicUploads.forEach((u, i) => q.writeBuffer(u.staging, 0, uploads[i]! as Uint8Array<ArrayBuffer>));
+
+    const device = engine.device;
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    const enc = device.createCommandEncoder({ label: `${this.name}:replay` });
+    for (const [dst, src] of inputs) enc.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, Math.ceil(dst.byteLength / 4) * 4);
+    let pass: GPUComputePassEncoder | null = null;
+    let pipeline: GPUComputePipeline | null = null;
+    for (const c of cap.commands) {
+      if (c.kind === 'dispatch') {
+        if (!pass) {
+          pass = enc.beginComputePass({ label: this.name });
+          pipeline = null;
+        }
+        if (c.pipeline !== pipeline) pass.setPipeline((pipeline = c.pipeline));
+        pass.setBindGroup(0, c.bindGroup);
+        pass.dispatchWorkgroups(c.wg[0], c.wg[1], c.wg[2]);
+      } else {
+        if (pass) {
+          pass.end();
+          pass = null;
+        }
+        enc.copyBufferToBuffer(c.src, c.srcOffset, c.dst, c.dstOffset, c.bytes);
+      }
+    }
+    pass?.end();
+    for (const [src, dst] of after) enc.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, Math.ceil(src.byteLength / 4) * 4);
+    q.submit([enc.finish()]);
+    const encodeMs = performance.now() - t0;
+    engine.lastSubmitted = { program: `${this.name} (replay)`, kernels: [] };
+    this.replays++;
+    const validation = await device.popErrorScope().catch(() => null);
+    const oom = await device.popErrorScope().catch(() => null);
+    engine.checkAlive();
+    const err = validation ?? oom;
+    if (err) throw new KernelError(`replay of "${this.name}" failed (${validation ? 'validation' : 'out of memory'}): ${err.message}`, []);
+    const report: ReplayReport = { name: this.name, dispatches: cap.dispatches, encodeMs };
+    if (opts.wait) {
+      const t1 = performance.now();
+      await q.onSubmittedWorkDone();
+      engine.checkAlive();
+      report.gpuWallMs = performance.now() - t1;
+    }
+    return report;
+  }
+
+  /** Frees the program: its scratch goes back to the pool, its inputs and result are let go. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    const cap = this.cap;
+    this.engine.pool.restore(cap.scratch);
+    for (const s of cap.external) s.release();
+    for (const t of tensorsOf(this.result)) {
+      t.storage.release();
+      t.dispose();
+    }
+    for (const s of cap.stagings) s.destroy();
+    for (const c of cap.uniforms) c.buffer.destroy();
+    cap.commands.length = 0;
+  }
+}
+
+/**
+ * Records `fn` once as a replayable program with the replay parameters `params` and runs it (its result
+ * is valid now, and again after each replay). Tensors `fn` reads without creating them stay alive while
+ * the program lives; to feed new inputs, pass them to replay() as copies into those tensors.
+ */
+export async function captureProgram<T>(
+  engine: Engine,
+  name: string,
+  params: StepParams,
+  fn: (rec: Recorder) => T,
+  options: Omit<RecorderOptions, 'capture' | 'profile'> & { wait?: boolean } = {},
+): Promise<{ program: ReplayProgram<T>; report: ProgramReport }> {
+  const rec = new Recorder(engine, name, { ...options, capture: { params } });
+  let run: { result: T; created: Set<Tensor> };
+  try {
+    // tidy: a recording that throws (a dynamic value that disagrees) frees what it allocated.
+    run = engine.collect(() => engine.tidy(() => fn(rec)));
+  } catch (e) {
+    rec.abort();
+    throw e;
+  }
+  let report: ProgramReport;
+  try {
+    report = await rec.submit({ wait: options.wait });
+  } catch (e) {
+    for (const t of tensorsOf(run.result)) if (run.created.has(t)) t.dispose();
+    throw e;
+  }
+  return { program: new ReplayProgram(engine, name, run.result, rec.takeCapture()), report };
+}
