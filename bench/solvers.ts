@@ -31,6 +31,8 @@
 import type { Engine } from '../src/engine/device.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { runProgram, type ProgramReport, type Recorder } from '../src/engine/recorder.js';
+import { captureProgram } from '../src/engine/replay.js';
+import { stepParam, type Scalar } from '../src/engine/step-value.js';
 import { randomNormal } from '../src/engine/ops/random.js';
 import { WeightLoader, type LoadedModel } from '../src/models/weights.js';
 import { RandomWeightSource } from '../src/models/random-weights.js';
@@ -77,6 +79,8 @@ export interface SolverBenchArgs {
   t: number;
   /** Time the last timed step's dispatches with timestamp queries and report the GPU time by kind of op. */
   profile: boolean;
+  /** Replays of a captured step after the timed ones; undefined: 0 on CPU adapters, 3 otherwise. */
+  replay?: number;
 }
 
 export class BenchArgsError extends Error {}
@@ -84,7 +88,7 @@ export class BenchArgsError extends Error {}
 /**
  * The suite's own flags (others, such as --quick and --filter, are main.ts's and are ignored here):
  * --steps N, --warmup K, --tiny, --mode reuse|recompute|both, --task sr4|gaussian_blur, --latent N, --t T,
- * --profile.
+ * --profile, --replay K.
  */
 export function parseSolverArgs(args: readonly string[]): SolverBenchArgs {
   const value = (flag: string): string | undefined => {
@@ -117,6 +121,7 @@ export function parseSolverArgs(args: readonly string[]): SolverBenchArgs {
     latent,
     t: int('--t', 0, 999) ?? 500,
     profile: args.includes('--profile'),
+    replay: int('--replay', 0),
   };
 }
 
@@ -130,6 +135,10 @@ export interface StepSample {
   ms: number;
   /** Submit to GPU done. */
   gpuWallMs?: number;
+  /** Replays: JavaScript time to write the values, encode and submit. */
+  encodeMs?: number;
+  /** Replays: of which on the critical path (the submit; the rest overlapped the previous step). */
+  exposedEncodeMs?: number;
 }
 
 export interface SolverResult {
@@ -156,6 +165,13 @@ export interface SolverResult {
   unetKeptBytes?: number;
   /** With --profile: the last timed step's GPU time by kind of op (one pass per dispatch, so slower). */
   profile?: OpKindTime[];
+  /** Replays of the step captured once (replay.ts), as restore() runs every step after its first. */
+  replays?: StepSample[];
+  replayMsPerStep?: number;
+  /** JavaScript time to write the step's values, re-encode its commands and submit them (median). */
+  replayEncodeMsPerStep?: number;
+  /** Of which not overlapped with the previous step's GPU work (median). */
+  replayExposedEncodeMsPerStep?: number;
 }
 
 export interface RatioRow extends SolverResult {
@@ -297,7 +313,38 @@ function stepOutputs(s: GuidedStep): Tensor[] {
   return [s.zPrev, s.eps, s.x0, s.prev, s.estimate, s.residualNorm, s.grad, ...Object.values(s.extras), (s as { glueNorm?: Tensor }).glueNorm].filter((t): t is Tensor => !!t);
 }
 
-async function benchMethod(engine: Engine, m: Models, inp: Inputs, method: RestoreMethod, mode: ForwardMode, a: SolverBenchArgs, steps: number): Promise<SolverResult> {
+/**
+ * Captures the step once and replays it `n` times at the same timestep as restore() does: each replay is
+ * encoded while the one before runs, so only its submit is on the critical path. Every replay must give
+ * the captured step's residual.
+ */
+async function benchReplays(engine: Engine, res: SolverResult, method: RestoreMethod, mode: ForwardMode, a: SolverBenchArgs, n: number, record: (rec: Recorder, t: Scalar) => GuidedStep): Promise<void> {
+  const { program } = await captureProgram(engine, `solvers/${method}/${mode}/capture`, { t: a.t }, (rec) => record(rec, stepParam('t', a.t)));
+  try {
+    const want = (await program.result.residualNorm.read())[0]!;
+    res.replays = [];
+    await engine.queue.onSubmittedWorkDone();
+    let next = program.prepare({ t: a.t });
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      const running = next.submit({ wait: true });
+      const ahead = i + 1 < n ? program.prepare({ t: a.t }) : undefined;
+      const r = await running;
+      const ms = performance.now() - t0;
+      const got = (await program.result.residualNorm.read())[0]!;
+      if (got !== want) throw new Error(`${method} (${mode}): replay ${i} gave the residual ${got}, the captured step ${want}`);
+      res.replays.push({ ms, gpuWallMs: r.gpuWallMs, encodeMs: r.encodeMs, exposedEncodeMs: r.submitMs });
+      if (ahead) next = ahead;
+    }
+    res.replayMsPerStep = median(res.replays.map((s) => s.ms));
+    res.replayEncodeMsPerStep = median(res.replays.map((s) => s.encodeMs!));
+    res.replayExposedEncodeMsPerStep = median(res.replays.map((s) => s.exposedEncodeMs!));
+  } finally {
+    program.dispose();
+  }
+}
+
+async function benchMethod(engine: Engine, m: Models, inp: Inputs, method: RestoreMethod, mode: ForwardMode, a: SolverBenchArgs, steps: number, replays: number): Promise<SolverResult> {
   const scheduler = new DDPMScheduler(SD15_SCHEDULER_CONFIG);
   const prior: DiffusionPrior = { model: unetEpsModel(m.unet, { forward: mode }), scheduler, text: inp.text };
   // The step as restore() records it: the registry's sampler with the defaults table's eta for the task.
@@ -344,6 +391,7 @@ async function benchMethod(engine: Engine, m: Models, inp: Inputs, method: Resto
     res.peakLiveBytes = r.report.peakLiveBytes;
     res.stepPeakBytes = r.report.peakLiveBytes - r.before;
     res.peakAllocatedBytes = r.peakAllocated;
+    if (replays > 0) await benchReplays(engine, res, method, mode, a, replays, (rec, t) => sampler.step(rec, inputs, inp.zt, t, inp.noise));
   } catch (e) {
     res.error = (e as Error).message;
   }
@@ -358,9 +406,10 @@ export interface SolverBenchOptions {
 export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = {}): Promise<object> {
   const a = parseSolverArgs(opts.args ?? []);
   const steps = a.steps ?? (engine.info.software ? 1 : 3);
+  const replays = a.replay ?? (engine.info.software ? 0 : 3);
   const log = (l: string) => console.log(`  ${l}`);
   const arch = a.tiny ? 'TINY smoke run: golden mini UNet/VAE widths, NOT the SD-1.5 architecture' : "SD-1.5's UNet and SD's VAE (seeded random weights)";
-  console.log(`${arch}; ${a.latent}x${a.latent} latent; t = ${a.t}; ${a.warmup} warm-up + ${steps} timed step(s) per method and mode`);
+  console.log(`${arch}; ${a.latent}x${a.latent} latent; t = ${a.t}; ${a.warmup} warm-up + ${steps} timed step(s) + ${replays} replay(s) per method and mode`);
   const m = await buildModels(engine, a, log);
   const inp = await makeInputs(engine, m, a);
   log(`pixel baselines' A: ${inp.description}`);
@@ -372,7 +421,7 @@ export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = 
         // Free buffers cached by the previous method so that its footprint does not count as this one's.
         engine.pool.trim();
         const t0 = performance.now();
-        const r = await benchMethod(engine, m, inp, method, mode, a, steps);
+        const r = await benchMethod(engine, m, inp, method, mode, a, steps, replays);
         const took = ((performance.now() - t0) / 1000).toFixed(1);
         if (r.error) log(`${method} (${mode}): FAILED after ${took} s: ${r.error}`);
         else log(`${method} (${mode}): ${(r.msPerStep! / 1000).toFixed(2)} s/step, ${r.dispatches} dispatches, step peak ${mib(r.stepPeakBytes!).toFixed(0)} MiB (${took} s with warm-up)`);
@@ -389,6 +438,9 @@ export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = 
     'ms/step': r.error ? `error` : r.msPerStep!,
     'x cnn': r.msRatio ?? null,
     'encode ms/step': r.encodeMsPerStep ?? null,
+    'replay ms/step': r.replayMsPerStep ?? null,
+    'replay encode ms': r.replayEncodeMsPerStep ?? null,
+    'exposed ms': r.replayExposedEncodeMsPerStep ?? null,
     'dispatches/step': r.dispatches ?? null,
     'AE dispatches/step': r.autoencoderDispatches ?? null,
     'peak live MiB': r.peakLiveBytes !== undefined ? mib(r.peakLiveBytes) : null,
@@ -421,6 +473,7 @@ const mib = (b: number) => b / 2 ** 20;
 
 const NOTES = [
   'ms/step: record + submit + GPU done of one step program (median over the timed steps); x cnn: ratio to silo-cnn in the same mode.',
+  'replay: the step captured once and replayed (as restore() runs every step after the first); replay encode ms: JavaScript time to write its values, re-encode its commands and submit; exposed ms: of which not overlapped with the previous step (its submit), as each replay is encoded while the one before runs.',
   'reuse: one UNet forward per step, its stage inputs kept for the VJP; recompute: the VJP re-runs the UNet forward (two forwards per step). Either way every UNet/VAE stage recomputes its internals from its input inside the VJP (stage checkpointing).',
   "SILO's operators are built with latent_size = the bench latent (SILO hard-codes 64): LayerNorm([C, 32, 32]) and Linear(. -> 32*32); the readout features are resized to 32x32.",
   'UNet kept: the UNet stage inputs a reuse step holds from its forward to its VJP (unetTapeBytes); restore() picks reuse when they fit its activation budget (1 GiB by default).',

@@ -53,7 +53,7 @@ function fakeRestore(seen: { opts?: Opts; y?: Float32Array }) {
         steps: opts.steps,
         timesteps: [1, 1] as [number, number],
         encode: phase,
-        loop: { ...phase, perStepMs: 1, perStepDispatches: 1, replayedSteps: 0, perStepEncodeMs: 1 },
+        loop: { ...phase, perStepMs: 1, perStepDispatches: 1, replayedSteps: 0, perStepEncodeMs: 1, perStepExposedEncodeMs: 1 },
         decode: phase,
         previews: { count: 0, ms: 0, dispatches: 0 },
         residuals: [],

@@ -31,7 +31,7 @@ function standIn(seen: { models?: Models }) {
       image: engine.tensor(await y.read(), y.shape, 'f32', 'stand_in_image'),
       latent: engine.tensor(new Float32Array(4 * 64), [1, 4, 8, 8], 'f32', 'stand_in_latent'),
       report: {
-        method: opts.method, steps: opts.steps, timesteps: [1, 1] as [number, number], encode: phase, loop: { ...phase, perStepMs: 1, perStepDispatches: 1, replayedSteps: 0, perStepEncodeMs: 1 },
+        method: opts.method, steps: opts.steps, timesteps: [1, 1] as [number, number], encode: phase, loop: { ...phase, perStepMs: 1, perStepDispatches: 1, replayedSteps: 0, perStepEncodeMs: 1, perStepExposedEncodeMs: 1 },
         decode: phase, previews: { count: 0, ms: 0, dispatches: 0 }, residuals: [], finalResidual: 0, forwardMode: 'reuse' as const, unetTapeBytes: 0,
       },
     };

@@ -95,6 +95,31 @@ describe('captured programs', () => {
     for (const t of [x2, sink, wrong]) t.dispose();
   });
 
+  it('prepares the next replay while the previous one is in flight, each with its own values', async () => {
+    const x = engine.tensor(randomData(189, 10, -1, 1), SHAPE, 'f32', 'x');
+    const { program } = await captureProgram(engine, 'ahead', { k: 1 }, (rec) => step(rec, x, stepParam('k', 1)));
+    const sinks = [2, 5, 3].map((k) => ({ k, y: engine.zeros(SHAPE, 'f32', `y_${k}`) }));
+    // Submit k, then write k + 1's values and encode it before k has run: the writes queue behind k.
+    let inFlight = program.prepare({ k: sinks[0]!.k }, { after: [[program.result.y, sinks[0]!.y]] }).submit();
+    for (const s of sinks.slice(1)) {
+      const next = program.prepare({ k: s.k }, { after: [[program.result.y, s.y]] });
+      expect(() => program.prepare({ k: 9 }), 'one prepared replay at a time').toThrow(/has not been submitted or discarded/);
+      expect((await inFlight).encodeMs).toBeGreaterThanOrEqual(0);
+      inFlight = next.submit();
+    }
+    await inFlight;
+    for (const s of sinks) expect(await s.y.read(), `k = ${s.k}`).toEqual((await fresh(x, s.k)).y);
+    // A discarded replay leaves no trace: the next one writes every value again.
+    const dropped = program.prepare({ k: 8 });
+    dropped.discard();
+    await expect(dropped.submit()).rejects.toThrow(/already submitted or discarded/);
+    await program.replay({ k: 4 }, { wait: true });
+    expect(await program.result.y.read()).toEqual((await fresh(x, 4)).y);
+    program.prepare({ k: 6 }); // dispose drops a prepared replay too
+    program.dispose();
+    for (const t of [x, ...sinks.map((s) => s.y)]) t.dispose();
+  });
+
   it('refuses a dynamic value that disagrees with the capture, and a replay missing a parameter', async () => {
     const x = engine.tensor(randomData(189, 8, -1, 1), SHAPE, 'f32', 'x');
     const live = engine.pool.stats.liveBytes;

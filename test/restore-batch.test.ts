@@ -100,7 +100,7 @@ async function fakeRestore(engine: Engine, _m: unknown, _A: unknown, y: Tensor, 
     latent: engine.tensor(new Float32Array(4 * 64), [1, 4, 8, 8], 'f32', 'fake_latent'),
     report: {
       method: opts.method, steps: opts.steps, timesteps: [1, 1] as [number, number], encode: phase,
-      loop: { ...phase, perStepMs: 1, perStepDispatches: 1, replayedSteps: 0, perStepEncodeMs: 1 }, decode: phase, previews: { count: 0, ms: 0, dispatches: 0 },
+      loop: { ...phase, perStepMs: 1, perStepDispatches: 1, replayedSteps: 0, perStepEncodeMs: 1, perStepExposedEncodeMs: 1 }, decode: phase, previews: { count: 0, ms: 0, dispatches: 0 },
       residuals: [], finalResidual: 0, forwardMode: 'reuse' as const, unetTapeBytes: 0,
     },
   };

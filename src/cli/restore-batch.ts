@@ -5,6 +5,8 @@
 // goes on; Ctrl-C stops after the current step; a lost device ends the batch. Every run writes the
 // summary of its shard (summary.json, or summary-i-of-N.json).
 
+import { loadTuning } from '../engine/tuning.js';
+import { cliTuningStore } from './tuning-file.js';
 import { Engine } from '../engine/device.js';
 import { DeviceLostError, SiloError } from '../engine/errors.js';
 import { encodePng } from '../io/png.js';
@@ -88,6 +90,8 @@ export async function runRestoreBatch(o: RestoreCliOptions & { batch: BatchCliOp
 
   const resolved = await resolveModels(o, io);
   const engine = await Engine.create();
+  // Kernel choices `silo tune` measured on this adapter, if any (a damaged or foreign table is reported and skipped).
+  await loadTuning(engine.tuning, cliTuningStore(), (l) => io.err(l));
   io.out(engine.summary());
   const interrupt = interruptHandler(io);
   let session: RestorationSession | undefined;

@@ -5,6 +5,8 @@
 // succeeded, each atomically (a failed run writes nothing, a failed write keeps the old file).
 // Ctrl-C stops between two steps and still frees the GPU; a second Ctrl-C exits at once.
 
+import { loadTuning } from '../engine/tuning.js';
+import { cliTuningStore } from './tuning-file.js';
 import { Engine } from '../engine/device.js';
 import { readImageFile } from '../io/image-node.js';
 import { encodePng } from '../io/png.js';
@@ -201,6 +203,8 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
 
   const resolved = await resolveModels(o, io);
   const engine = await Engine.create();
+  // Kernel choices `silo tune` measured on this adapter, if any (a damaged or foreign table is reported and skipped).
+  await loadTuning(engine.tuning, cliTuningStore(), (l) => io.err(l));
   io.out(engine.summary());
   const interrupt = interruptHandler(io);
   let session: RestorationSession | undefined;

@@ -14,6 +14,7 @@ import { UsageError } from './usage-error.js';
 import { parseNumberArg } from './numbers.js';
 import { parseRestoreArgs, runRestore, RESTORE_OPTIONS, RESTORE_USAGE } from './restore.js';
 import { runRestoreBatch } from './restore-batch.js';
+import { parseTuneArgs, runTune, TUNE_USAGE } from './tune.js';
 
 export interface CliIO {
   out(line: string): void;
@@ -94,6 +95,19 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
     },
   },
   pull: PULL_COMMAND,
+  tune: {
+    summary: "measure kernel variants of SD-1.5's UNet on this adapter and keep the fastest (read by restore)",
+    usage: TUNE_USAGE,
+    async run(args, io) {
+      const { values, positionals } = options(args, { latent: { type: 'string' }, batch: { type: 'string' }, reps: { type: 'string' }, out: { type: 'string' } });
+      if (values.help) {
+        io.out(SUBCOMMANDS.tune!.usage);
+        return 0;
+      }
+      if (positionals.length) throw new UsageError(`unexpected argument(s) ${positionals.join(' ')}`);
+      return runTune(parseTuneArgs(values), io);
+    },
+  },
   convert: {
     summary: 'convert a PyTorch checkpoint (.pt/.pth/.ckpt) to .safetensors without executing it',
     usage: [

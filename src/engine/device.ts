@@ -10,6 +10,7 @@ import { bytesPerElement, f16ArrayToF32, f32ArrayToF16, shapeSize, shapeString, 
 import { ArgumentError, DeviceLostError, LimitError, SiloError } from './errors.js';
 import type { Recorder } from './recorder.js';
 import type { StepParams } from './step-value.js';
+import { Tuning, adapterKey, loadTuning, type TuningStore } from './tuning.js';
 
 /** `bytes` zero-padded to a multiple of 4 (buffer writes and copies move whole words). */
 function padTo4(bytes: Uint8Array): Uint8Array {
@@ -27,6 +28,8 @@ export interface EngineOptions {
   disableFeatures?: Array<'shader-f16' | 'subgroups' | 'timestamp-query'>;
   /** Called with one-line diagnostics (adapter report, device loss). */
   log?: (line: string) => void;
+  /** Load measured kernel choices for this adapter from this store (tuning.ts); none: the defaults. */
+  tuning?: TuningStore;
   /**
    * Use at most these limits (never more than the device offers): to see how a smaller GPU would
    * fare, and for tests of limit errors.
@@ -81,6 +84,8 @@ export class Engine {
   readonly hasF16: boolean;
   readonly hasSubgroups: boolean;
   readonly hasTimestamps: boolean;
+  /** Kernel choices measured on this adapter (empty: every op uses its default). */
+  readonly tuning: Tuning;
   /** The recorder currently recording, if any (one at a time: error scopes and uploads depend on it). */
   activeRecorder: Recorder | null = null;
   /** Labels of the last submitted program and its kernels, for device-loss messages. */
@@ -103,6 +108,7 @@ export class Engine {
     this.hasTimestamps = device.features.has('timestamp-query');
     this.pool = new BufferPool(device, limits.maxBufferSize);
     this.kernels = new KernelCache(device, limits, this.hasF16);
+    this.tuning = new Tuning(adapterKey(info));
     device.lost.then((lost) => {
       // Engine.destroy() already said why; a real loss (driver reset, GPU removed, destroy() on the device) says so here.
       if (this.lostReason) return;
@@ -154,6 +160,7 @@ export class Engine {
     );
     const engine = new Engine(adapter, device, info, limits, options);
     engine.log(engine.summary());
+    if (options.tuning) await loadTuning(engine.tuning, options.tuning, (l) => engine.log(l));
     return engine;
   }
 

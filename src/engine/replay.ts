@@ -18,8 +18,10 @@ import type { StepParams } from './step-value.js';
 export interface ReplayReport {
   name: string;
   dispatches: number;
-  /** JavaScript time to patch the values, encode the commands and submit them (ms). */
+  /** JavaScript time to write the values, encode the commands and submit them (ms). */
   encodeMs: number;
+  /** Of which submitting (ms): what remains on the critical path when the replay was prepared ahead. */
+  submitMs: number;
   /** Wall time from submit until the GPU finished (ms); only when `wait` was requested. */
   gpuWallMs?: number;
 }
@@ -82,7 +84,17 @@ export class ReplayProgram<T> {
 
   /** Runs the program again with `params` (every dynamic value recomputed from them). */
   async replay(params: StepParams, opts: ReplayOptions = {}): Promise<ReplayReport> {
+    return this.prepare(params, opts).submit({ wait: opts.wait });
+  }
+
+  /**
+   * Writes the values for `params` and encodes the replay without submitting it, so a caller can encode
+   * step k + 1 while the GPU runs step k (the writes are queued behind everything submitted so far).
+   * At most one prepared replay may wait: its values would be overwritten by the next one's.
+   */
+  prepare(params: StepParams, opts: Omit<ReplayOptions, 'wait'> = {}): PreparedReplay {
     if (this.disposed) throw new SiloError(`replay of "${this.name}": the program was disposed`);
+    if (this.pending) throw new SiloError(`replay of "${this.name}": a prepared replay has not been submitted or discarded`);
     const engine = this.engine;
     engine.checkAlive();
     if (engine.activeRecorder) throw new SiloError(`replay of "${this.name}": program "${engine.activeRecorder.name}" is still recording`);
@@ -98,18 +110,15 @@ export class ReplayProgram<T> {
       if (bytes.byteLength !== u.bytes) throw new SiloError(`replay of "${this.name}": ${u.where} made ${bytes.byteLength} bytes, not ${u.bytes}`);
       return bytes;
     });
-    const patched = new Set<number>();
     for (const d of cap.dynamicUniforms) {
       const values: Record<string, number | readonly number[]> = { ...d.values };
       for (const [k, f] of Object.entries(d.dynamic)) values[k] = f(params);
-      const chunk = cap.uniforms[d.chunk]!;
-      writeUniforms(d.layout, values, new DataView(chunk.shadow.buffer), d.offset, d.where);
-      patched.add(d.chunk);
+      writeUniforms(d.layout, values, new DataView(cap.uniforms[d.chunk]!.shadow.buffer), d.offset, d.where);
     }
     const q = engine.queue;
-    for (const i of patched) {
-      const c = cap.uniforms[i]!;
-      q.writeBuffer(c.buffer, 0, c.shadow, 0, Math.ceil(c.used / 4) * 4);
+    for (const d of cap.dynamicUniforms) {
+      const c = cap.uniforms[d.chunk]!;
+      q.writeBuffer(c.buffer, d.offset, c.shadow, d.offset, d.layout.size);
     }
     cap.dynamicUploads.forEach((u, i) => q.writeBuffer(u.staging, 0, uploads[i]! as Uint8Array<ArrayBuffer>));
 
@@ -139,28 +148,21 @@ export class ReplayProgram<T> {
     }
     pass?.end();
     for (const [src, dst] of after) enc.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, Math.ceil(src.byteLength / 4) * 4);
-    q.submit([enc.finish()]);
-    const encodeMs = performance.now() - t0;
-    engine.lastSubmitted = { program: `${this.name} (replay)`, kernels: [] };
-    this.replays++;
-    const validation = await device.popErrorScope().catch(() => null);
-    const oom = await device.popErrorScope().catch(() => null);
-    engine.checkAlive();
-    const err = validation ?? oom;
-    if (err) throw new KernelError(`replay of "${this.name}" failed (${validation ? 'validation' : 'out of memory'}): ${err.message}`, []);
-    const report: ReplayReport = { name: this.name, dispatches: cap.dispatches, encodeMs };
-    if (opts.wait) {
-      const t1 = performance.now();
-      await q.onSubmittedWorkDone();
-      engine.checkAlive();
-      report.gpuWallMs = performance.now() - t1;
-    }
-    return report;
+    const cmd = enc.finish();
+    const scopes = [device.popErrorScope().catch(() => null), device.popErrorScope().catch(() => null)];
+    const prepared = new PreparedReplay(this, cmd, scopes, performance.now() - t0, () => {
+      if (this.pending === prepared) this.pending = null;
+    });
+    this.pending = prepared;
+    return prepared;
   }
+
+  private pending: PreparedReplay | null = null;
 
   /** Frees the program: its scratch goes back to the pool, its inputs and result are let go. */
   dispose(): void {
     if (this.disposed) return;
+    this.pending?.discard();
     this.disposed = true;
     const cap = this.cap;
     this.engine.pool.restore(cap.scratch);
@@ -172,6 +174,57 @@ export class ReplayProgram<T> {
     for (const s of cap.stagings) s.destroy();
     for (const c of cap.uniforms) c.buffer.destroy();
     cap.commands.length = 0;
+  }
+}
+
+/** A replay encoded with its values written, waiting to be submitted (ReplayProgram.prepare). */
+export class PreparedReplay {
+  private done = false;
+
+  constructor(
+    private readonly program: ReplayProgram<unknown>,
+    private readonly cmd: GPUCommandBuffer,
+    private readonly encodeScopes: Promise<GPUError | null>[],
+    /** JavaScript time spent preparing it (ms). */
+    readonly encodeMs: number,
+    private readonly settle: () => void,
+  ) {}
+
+  /** Submits the replay; resolves once WebGPU validated it (with `wait`, once the GPU finished). */
+  async submit(opts: { wait?: boolean } = {}): Promise<ReplayReport> {
+    const p = this.program;
+    if (this.done) throw new SiloError(`replay of "${p.name}": this prepared replay was already submitted or discarded`);
+    this.done = true;
+    this.settle();
+    const engine = p.engine;
+    engine.checkAlive();
+    const device = engine.device;
+    const t0 = performance.now();
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    engine.queue.submit([this.cmd]);
+    const scopes = [device.popErrorScope().catch(() => null), device.popErrorScope().catch(() => null)];
+    const submitMs = performance.now() - t0;
+    engine.lastSubmitted = { program: `${p.name} (replay)`, kernels: [] };
+    const errors = await Promise.all([...this.encodeScopes, ...scopes]);
+    engine.checkAlive();
+    const err = errors.find((e) => e);
+    if (err) throw new KernelError(`replay of "${p.name}" failed: ${err.message}`, []);
+    const report: ReplayReport = { name: p.name, dispatches: p.dispatches, encodeMs: this.encodeMs + submitMs, submitMs };
+    if (opts.wait) {
+      const t1 = performance.now();
+      await engine.queue.onSubmittedWorkDone();
+      engine.checkAlive();
+      report.gpuWallMs = performance.now() - t1;
+    }
+    return report;
+  }
+
+  /** Drops the replay unsubmitted (the values it wrote are rewritten by the next one). */
+  discard(): void {
+    if (this.done) return;
+    this.done = true;
+    this.settle();
   }
 }
 

@@ -153,6 +153,8 @@ export interface RestoreReport {
     replayedSteps: number;
     /** JavaScript time per step to record (or re-encode a replay) and submit it (ms, mean over the loop). */
     perStepEncodeMs: number;
+    /** Of which the loop waited for (a replay encoded while the previous step ran exposes only its submit). */
+    perStepExposedEncodeMs: number;
   };
   decode: PhaseReport;
   /** The preview decodes (outside the loop's counts: they are a display choice, not the method's cost). */
@@ -280,6 +282,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
     let lastNorm: Tensor | undefined;
     let replayedSteps = 0;
     let encodeMs = 0;
+    let exposedEncodeMs = 0;
     // The step as recorded by the loop (noise stream `noiseOffset`), also replayed by the diagnostic pass.
     const recordStep = (rec: Recorder, zIn: Tensor, t: Scalar, noiseOffset: Scalar | undefined) => {
       const noise = noiseOffset !== undefined ? randomNormal(rec, zIn.shape, opts.seed, { offset: noiseOffset, name: 'ddpm_noise' }) : undefined;
@@ -291,13 +294,15 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
       }
     };
     runner = new StepRunner(engine, recordStep, opts.replay !== false && prior.model.replayable === true);
+    const every = opts.previewEvery ?? 0;
+    const isPreviewStep = (i: number) => every > 0 && !!opts.onPreview && (i + 1) % every === 0 && i < timesteps.length - 1;
     for (let i = 0; i < timesteps.length; i++) {
       if (opts.signal?.aborted) throw new RestoreAbortedError(`restore: stopped after ${i} of ${timesteps.length} steps`);
       const t = timesteps[i]!;
       const noisy = scheduler.stepCoefficients(t).noiseStd !== 0;
-      const every = opts.previewEvery ?? 0;
-      const previewDue = every > 0 && !!opts.onPreview && (i + 1) % every === 0 && i < timesteps.length - 1;
-      const result = await runner.run(i, t, z, noisy, previewDue);
+      const previewDue = isPreviewStep(i);
+      const next = i + 1 < timesteps.length ? { i: i + 1, t: timesteps[i + 1]!, noisy: scheduler.stepCoefficients(timesteps[i + 1]!).noiseStd !== 0, keepX0: isPreviewStep(i + 1) } : undefined;
+      const result = await runner.run(i, t, z, noisy, previewDue, next);
       // The x0 estimate stays for a preview (freed once decoded, or with the others on an error).
       if (result.x0) owned.push(result.x0);
       // z (this step's start) stays until the new latent is verified: the diagnosis re-runs from it.
@@ -324,6 +329,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
       loopPeak = Math.max(loopPeak, result.peakLiveBytes);
       if (result.replayed) replayedSteps++;
       encodeMs += result.encodeMs;
+      exposedEncodeMs += result.exposedEncodeMs;
       if (previewDue) {
         const p0 = performance.now();
         const x0 = result.x0!;
@@ -398,6 +404,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
         loop: {
           ms: loopMs, dispatches: loopDispatches, autoencoderDispatches: loopAutoencoder, peakLiveBytes: loopPeak,
           perStepMs: loopMs / n, perStepDispatches: loopDispatches / n, replayedSteps, perStepEncodeMs: encodeMs / n,
+          perStepExposedEncodeMs: exposedEncodeMs / n,
         },
         decode: decodeReport,
         previews,

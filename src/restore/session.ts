@@ -257,7 +257,7 @@ export class RestorationSession {
         models: models.notes,
         ...(this.provenance.model ? { model: this.provenance.model } : {}),
         ...(this.provenance.operator ? { operator: this.provenance.operator } : {}),
-        timings_ms: { encode: r.encode.ms, loop: r.loop.ms, per_step: r.loop.perStepMs, per_step_encode: r.loop.perStepEncodeMs, decode: r.decode.ms, previews: r.previews.ms },
+        timings_ms: { encode: r.encode.ms, loop: r.loop.ms, per_step: r.loop.perStepMs, per_step_encode: r.loop.perStepEncodeMs, per_step_encode_exposed: r.loop.perStepExposedEncodeMs, decode: r.decode.ms, previews: r.previews.ms },
         replayed_steps: r.loop.replayedSteps,
         dispatches: {
           encode: r.encode.dispatches,
@@ -300,7 +300,7 @@ function phaseLines(r: RestoreReport): string[] {
   return [
     `encode ${r.encode.ms.toFixed(0)} ms (${r.encode.dispatches} dispatches, peak ${mib(r.encode.peakLiveBytes)})`,
     `loop ${r.steps} steps in ${(r.loop.ms / 1000).toFixed(1)} s (${r.loop.perStepMs.toFixed(0)} ms/step, ${r.loop.perStepDispatches.toFixed(0)} dispatches/step, ` +
-      `${r.loop.replayedSteps} replayed, ${r.loop.perStepEncodeMs.toFixed(1)} ms/step to encode, ` +
+      `${r.loop.replayedSteps} replayed, ${r.loop.perStepEncodeMs.toFixed(1)} ms/step to encode (${r.loop.perStepExposedEncodeMs.toFixed(1)} ms not overlapped), ` +
       `${r.loop.autoencoderDispatches} autoencoder dispatches in the loop, peak ${mib(r.loop.peakLiveBytes)})`,
     `UNet forward mode: ${r.forwardMode} (a reuse step keeps ${mib(r.unetTapeBytes)} of activations)`,
     `decode ${r.decode.ms.toFixed(0)} ms (${r.decode.dispatches} dispatches, peak ${mib(r.decode.peakLiveBytes)})`,

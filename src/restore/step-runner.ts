@@ -8,9 +8,9 @@
 
 import type { Engine } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
-import type { Recorder } from '../engine/recorder.js';
+import type { ProgramReport, Recorder } from '../engine/recorder.js';
 import { runProgram } from '../engine/recorder.js';
-import { captureProgram, type ReplayProgram } from '../engine/replay.js';
+import { captureProgram, type PreparedReplay, type ReplayProgram, type ReplayReport } from '../engine/replay.js';
 import { mapScalar, stepParam, type Scalar } from '../engine/step-value.js';
 import { copy } from '../engine/ops/elementwise.js';
 import { nonFiniteCountInto, reduceTensor } from '../engine/ops/reduce.js';
@@ -33,8 +33,28 @@ export interface StepOutcome {
   peakLiveBytes: number;
   /** Whether the step was a replay of a captured one. */
   replayed: boolean;
-  /** JavaScript time to record (or patch and re-encode) and submit the step (ms). */
+  /** JavaScript time to record (or write the values of and re-encode) and submit the step (ms). */
   encodeMs: number;
+  /** Of which the loop waited for: a replay encoded while the previous step ran exposes only its submit. */
+  exposedEncodeMs: number;
+}
+
+/** A step the loop will run. */
+export interface StepPlan {
+  i: number;
+  t: number;
+  noisy: boolean;
+  keepX0: boolean;
+}
+
+interface Ahead {
+  plan: StepPlan;
+  /** The latent it reads (the previous step's z_{t-1}). */
+  z: Tensor;
+  prepared: PreparedReplay;
+  zPrev: Tensor;
+  residualNorm: Tensor;
+  x0?: Tensor;
 }
 
 type StepProgramResult = GuidedStep & { status: Tensor };
@@ -54,6 +74,8 @@ function stepTensors(r: StepProgramResult): Tensor[] {
 
 export class StepRunner {
   private program: ReplayProgram<StepProgramResult> | undefined;
+  /** The next step's replay, encoded while the current one ran. */
+  private ahead: Ahead | undefined;
   /** The captured program's input latent (its own tensor: the loop's latents come and go). */
   private zSlot: Tensor | undefined;
   private captured: { autoencoder: number; peak: number } | undefined;
@@ -65,8 +87,11 @@ export class StepRunner {
     private readonly replay: boolean,
   ) {}
 
-  /** Runs step `i` (timestep t) from z; `noisy`: the step adds DDPM noise (stream i + 1). */
-  async run(i: number, t: number, z: Tensor, noisy: boolean, keepX0: boolean): Promise<StepOutcome> {
+  /**
+   * Runs step `i` (timestep t) from z; `noisy`: the step adds DDPM noise (stream i + 1); `keepX0`: return
+   * the x0 estimate too. With `next` (the following step), a replay of it is encoded while this one runs.
+   */
+  async run(i: number, t: number, z: Tensor, noisy: boolean, keepX0: boolean, next?: StepPlan): Promise<StepOutcome> {
     if (!this.replay || !noisy) {
       // A step of another shape: the program's scratch goes back to the pool first.
       this.release();
@@ -74,23 +99,50 @@ export class StepRunner {
     }
     if (!this.program) return this.capture(i, t, z, keepX0);
     const p = this.program;
-    const zPrev = this.engine.empty(z.shape, z.dtype, 'z_prev');
-    const residualNorm = this.engine.empty(p.result.residualNorm.shape, 'f32', 'residual_norm');
-    const x0 = keepX0 ? this.engine.empty(p.result.x0.shape, p.result.x0.dtype, 'x0') : undefined;
-    const after: [Tensor, Tensor][] = [[p.result.zPrev, zPrev], [p.result.residualNorm, residualNorm]];
-    if (x0) after.push([p.result.x0, x0]);
-    let report;
+    let ahead = this.ahead;
+    this.ahead = undefined;
+    if (ahead && (ahead.plan.i !== i || ahead.plan.t !== t || ahead.plan.keepX0 !== keepX0 || ahead.z !== z)) {
+      this.dropAhead(ahead);
+      ahead = undefined;
+    }
+    const cur = ahead ?? this.prepareStep({ i, t, noisy, keepX0 }, z);
+    let report: ReplayReport;
     try {
-      report = await p.replay({ t, step: i }, { inputs: [[this.zSlot!, z]], after, wait: true });
+      const running = cur.prepared.submit({ wait: true });
+      // Encode the next step while this one runs (its values are queued behind it).
+      if (next && next.noisy) this.ahead = this.prepareStep(next, cur.zPrev);
+      report = await running;
     } catch (e) {
-      for (const x of [zPrev, residualNorm, x0]) x?.dispose();
+      this.dropAhead(cur);
       throw e;
     }
     const status = await p.result.status.read();
     return {
-      zPrev, residualNorm, x0, status, dispatches: p.dispatches, autoencoderDispatches: this.captured!.autoencoder,
-      peakLiveBytes: this.captured!.peak, replayed: true, encodeMs: report.encodeMs,
+      zPrev: cur.zPrev, residualNorm: cur.residualNorm, x0: cur.x0, status, dispatches: p.dispatches, autoencoderDispatches: this.captured!.autoencoder,
+      peakLiveBytes: this.captured!.peak, replayed: true, encodeMs: report.encodeMs, exposedEncodeMs: ahead ? report.submitMs : report.encodeMs,
     };
+  }
+
+  /** A replay of `plan` from z, encoded with fresh tensors for the outputs the loop keeps. */
+  private prepareStep(plan: StepPlan, z: Tensor): Ahead {
+    const p = this.program!;
+    const zPrev = this.engine.empty(z.shape, z.dtype, 'z_prev');
+    const residualNorm = this.engine.empty(p.result.residualNorm.shape, 'f32', 'residual_norm');
+    const x0 = plan.keepX0 ? this.engine.empty(p.result.x0.shape, p.result.x0.dtype, 'x0') : undefined;
+    const after: [Tensor, Tensor][] = [[p.result.zPrev, zPrev], [p.result.residualNorm, residualNorm]];
+    if (x0) after.push([p.result.x0, x0]);
+    try {
+      const prepared = p.prepare({ t: plan.t, step: plan.i }, { inputs: [[this.zSlot!, z]], after });
+      return { plan, z, prepared, zPrev, residualNorm, x0 };
+    } catch (e) {
+      for (const x of [zPrev, residualNorm, x0]) x?.dispose();
+      throw e;
+    }
+  }
+
+  private dropAhead(a: Ahead): void {
+    a.prepared.discard();
+    for (const x of [a.zPrev, a.residualNorm, a.x0]) x?.dispose();
   }
 
   private async recorded(i: number, t: number, z: Tensor, noisy: boolean, keepX0: boolean): Promise<StepOutcome> {
@@ -116,7 +168,7 @@ export class StepRunner {
     return {
       zPrev: result.zPrev, residualNorm: result.residualNorm, x0: keepX0 ? result.x0 : undefined, status,
       dispatches: report.dispatches, autoencoderDispatches: autoencoderDispatches(report), peakLiveBytes: report.peakLiveBytes,
-      replayed: false, encodeMs,
+      replayed: false, encodeMs, exposedEncodeMs: encodeMs,
     };
   }
 
@@ -125,7 +177,7 @@ export class StepRunner {
     const slot = await runProgram(this.engine, 'restore/step_input', (rec) => copy(rec, z));
     this.zSlot = slot.result;
     let encodeMs = 0;
-    const { program, report } = await captureProgram(
+    const captured = captureProgram(
       this.engine,
       'restore/step',
       { t, step: i },
@@ -136,6 +188,14 @@ export class StepRunner {
       },
       { wait: true },
     );
+    let program: ReplayProgram<StepProgramResult>;
+    let report: ProgramReport;
+    try {
+      ({ program, report } = await captured);
+    } catch (e) {
+      this.release();
+      throw e;
+    }
     this.program = program;
     this.captured = { autoencoder: autoencoderDispatches(report), peak: report.peakLiveBytes };
     // The loop owns what it keeps: copies of the program's outputs (the next replay overwrites those).
@@ -147,12 +207,14 @@ export class StepRunner {
     const status = await program.result.status.read();
     return {
       ...out.result, status, dispatches: report.dispatches, autoencoderDispatches: this.captured.autoencoder,
-      peakLiveBytes: report.peakLiveBytes, replayed: false, encodeMs,
+      peakLiveBytes: report.peakLiveBytes, replayed: false, encodeMs, exposedEncodeMs: encodeMs,
     };
   }
 
-  /** Frees the captured program, if any. */
+  /** Frees the captured program, if any, and a step encoded ahead. */
   release(): void {
+    if (this.ahead) this.dropAhead(this.ahead);
+    this.ahead = undefined;
     this.program?.dispose();
     this.zSlot?.dispose();
     this.program = undefined;

@@ -631,14 +631,16 @@ describe('restore() end to end (2 steps, 64x64)', () => {
         ['psld', { vae: narrowVae }, inpaint, yInpaint, {}],
       ];
       for (const [method, extra, A, y, o] of cases) {
-        // Every step adds noise (the last timestep is 1, not 0): one captured, three replayed.
-        const opts: RestoreOptions = { method, steps: 4, seed: 5, ...o };
-        const recorded = await restore(engine, models(extra), A, y, { ...opts, replay: false });
+        // Every step adds noise (the last timestep is 1, not 0): one captured, three replayed. The
+        // previews after steps 2 and 3 copy x0 out of replays encoded while the step before ran.
+        const previews: Record<string, number[][]> = { recorded: [], replayed: [] };
+        const opts = (kind: string): RestoreOptions => ({ method, steps: 4, seed: 5, previewEvery: 1, onPreview: (p) => void previews[kind]!.push(Array.from(p.image)), ...o });
+        const recorded = await restore(engine, models(extra), A, y, { ...opts('recorded'), replay: false });
         const recordedLatent = Array.from(await recorded.latent.read());
         const recordedImage = Array.from(await imageOf(recorded));
         // After one run: constants the operators upload on first use are resident.
         const start = live();
-        const replayed = await restore(engine, models(extra), A, y, opts);
+        const replayed = await restore(engine, models(extra), A, y, opts('replayed'));
         expect(recorded.report.loop.replayedSteps, method).toBe(0);
         expect(replayed.report.loop.replayedSteps, method).toBe(3);
         expect(replayed.report.loop.dispatches, method).toBe(recorded.report.loop.dispatches);
@@ -647,6 +649,9 @@ describe('restore() end to end (2 steps, 64x64)', () => {
         expect(replayed.report.finalResidual, method).toBe(recorded.report.finalResidual);
         expect(Array.from(await replayed.latent.read()), `${method}: the same latent`).toEqual(recordedLatent);
         expect(Array.from(await imageOf(replayed)), `${method}: the same image`).toEqual(recordedImage);
+        expect(previews.replayed!.length, method).toBe(3);
+        expect(previews.replayed, `${method}: the same previews`).toEqual(previews.recorded);
+        expect(replayed.report.loop.perStepExposedEncodeMs).toBeLessThanOrEqual(replayed.report.loop.perStepEncodeMs);
         expect(live(), `${method}: the program's buffers went back`).toBe(start);
       }
     } finally {

@@ -118,15 +118,44 @@ export function conv3x3Path(
   stride: [number, number],
   pad: [number, number],
   maxBinding: number,
+  tuned?: string,
 ): 'winograd' | 'px8' | undefined {
+  const allowed = conv3x3Variants(g, cout, out, stride, pad, maxBinding);
+  // A measured choice (tuning.ts) wins when it is one of this shape's variants.
+  if (tuned && (allowed as string[]).includes(tuned)) return tuned === 'general' ? undefined : (tuned as 'winograd' | 'px8');
+  if (allowed.includes('winograd') && g.n * Math.ceil(g.h / 2) * Math.ceil(g.w / 2) >= WINOGRAD_MIN_TILES) return 'winograd';
+  return allowed.includes('px8') ? 'px8' : undefined;
+}
+
+export type Conv3x3Variant = 'winograd' | 'px8' | 'general';
+
+/**
+ * The kernels that may run a convolution ('general' always): Winograd where the channel counts reach
+ * convTuning.winogradMinChannels (its rounding is kept away from narrow ReLU models) and its
+ * intermediates fit a binding, conv3x3_px8 for 3x3 / stride 1 / padding 1 rows of whole 8-pixel runs.
+ */
+export function conv3x3Variants(
+  g: Pick<Geometry, 'kh' | 'kw' | 'groups' | 'h' | 'w' | 'n' | 'cin'>,
+  cout: number,
+  out: [number, number],
+  stride: [number, number],
+  pad: [number, number],
+  maxBinding: number,
+): Conv3x3Variant[] {
   const fits =
     g.kh === 3 && g.kw === 3 && g.groups === 1 && stride[0] === 1 && stride[1] === 1 && pad[0] === 1 && pad[1] === 1 &&
     out[0] === g.h && out[1] === g.w;
-  if (!fits) return undefined;
-  const tiles = g.n * Math.ceil(g.h / 2) * Math.ceil(g.w / 2);
-  const wide = Math.min(g.cin, cout) >= convTuning.winogradMinChannels;
-  if (wide && tiles >= WINOGRAD_MIN_TILES && winogradFits(maxBinding, g.n, g.cin, g.h, g.w, cout)) return 'winograd';
-  return g.w % 8 === 0 ? 'px8' : undefined;
+  if (!fits) return ['general'];
+  const v: Conv3x3Variant[] = [];
+  if (Math.min(g.cin, cout) >= convTuning.winogradMinChannels && winogradFits(maxBinding, g.n, g.cin, g.h, g.w, cout)) v.push('winograd');
+  if (g.w % 8 === 0) v.push('px8');
+  v.push('general');
+  return v;
+}
+
+/** The tuning table's key of a 3x3 convolution (forward or transposed, i.e. an input gradient). */
+export function conv3x3Key(n: number, cin: number, h: number, w: number, cout: number, transposed: boolean): string {
+  return `${transposed ? 'T' : 'F'}${n}x${cin}x${h}x${w}>${cout}`;
 }
 
 /** Below this many 2x2 tiles the 16 matmuls are too narrow and the weight transform dominates (8x8: 1.8x slower). */
@@ -203,7 +232,8 @@ export function record(
   alpha: number,
 ): Tensor {
   const engine = rec.engine;
-  const path = conv3x3Path(g, cout, out, stride, pad, engine.limits.maxStorageBufferBindingSize);
+  const tuned = engine.tuning.get('conv3x3', conv3x3Key(g.n, g.cin, g.h, g.w, cout, transposed));
+  const path = conv3x3Path(g, cout, out, stride, pad, engine.limits.maxStorageBufferBindingSize, tuned);
   if (path === 'winograd') return conv3x3Winograd(rec, x, weight, bias, { cout, transposed, act, alpha, op: g.name });
   if (path === 'px8') return recordConv3x3(rec, x, weight, bias, g, cout, transposed, act, alpha);
   const cig = g.cin / g.groups;

@@ -1,0 +1,103 @@
+// Measures an op's kernel variants on the adapter in use and records the fastest in the engine's tuning
+// table (tuning.ts). Each variant runs the same random problem `reps` times; its time is the median of
+// the GPU time from timestamp queries, or of the wall time where the adapter has none.
+
+import type { Engine } from './device.js';
+import { runProgram } from './recorder.js';
+import { randomNormal } from './ops/random.js';
+import { conv2d, conv3x3Key, conv3x3Path, conv3x3Variants, convTranspose2d, type Conv3x3Variant } from './ops/conv2d.js';
+import { assertArg } from './errors.js';
+
+/** A 3x3 / stride 1 / padding 1 convolution: forward, or transposed (the input gradient of one). */
+export interface Conv3x3Shape {
+  n: number;
+  cin: number;
+  h: number;
+  w: number;
+  cout: number;
+  transposed: boolean;
+}
+
+export interface TuneResult {
+  op: string;
+  shape: string;
+  /** Median ms per variant, in the order measured. */
+  timings: { variant: string; ms: number }[];
+  chosen: string;
+  /** The variant the engine uses without a table entry. */
+  fallback: string;
+}
+
+export interface TuneOptions {
+  /** Runs per variant (median); default 3. */
+  reps?: number;
+  log?: (line: string) => void;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** The variants a shape may use on this engine and the one it uses untuned. */
+export function conv3x3Candidates(engine: Engine, s: Conv3x3Shape): { variants: Conv3x3Variant[]; fallback: Conv3x3Variant } {
+  const g = { kh: 3, kw: 3, groups: 1, h: s.h, w: s.w, n: s.n, cin: s.cin };
+  const max = engine.limits.maxStorageBufferBindingSize;
+  const out: [number, number] = [s.h, s.w];
+  const one: [number, number] = [1, 1];
+  return { variants: conv3x3Variants(g, s.cout, out, one, one, max), fallback: conv3x3Path(g, s.cout, out, one, one, max) ?? 'general' };
+}
+
+/** Times each variant of each shape and sets the fastest in engine.tuning. */
+export async function tuneConv3x3(engine: Engine, shapes: readonly Conv3x3Shape[], opts: TuneOptions = {}): Promise<TuneResult[]> {
+  const reps = opts.reps ?? 3;
+  assertArg(Number.isInteger(reps) && reps >= 1, `tune: reps must be a positive integer, got ${reps}`);
+  const results: TuneResult[] = [];
+  for (const s of shapes) {
+    assertArg([s.n, s.cin, s.h, s.w, s.cout].every((d) => Number.isInteger(d) && d >= 1), `tune: invalid conv 3x3 shape ${JSON.stringify(s)}`);
+    const key = conv3x3Key(s.n, s.cin, s.h, s.w, s.cout, s.transposed);
+    const { variants, fallback } = conv3x3Candidates(engine, s);
+    const inputs = await runProgram(engine, 'tune/inputs', (rec) => ({
+      x: randomNormal(rec, [s.n, s.cin, s.h, s.w], 1, { name: 'x' }),
+      // Forward: [cout, cin, 3, 3]; transposed: [cin, cout, 3, 3] (ConvTranspose2d's layout).
+      wt: randomNormal(rec, s.transposed ? [s.cin, s.cout, 3, 3] : [s.cout, s.cin, 3, 3], 2, { std: 0.05, name: 'weight' }),
+    }));
+    const { x, wt } = inputs.result;
+    const timings: { variant: string; ms: number }[] = [];
+    const saved = engine.tuning.get('conv3x3', key);
+    try {
+      for (const v of variants) {
+        engine.tuning.set('conv3x3', key, v);
+        const times: number[] = [];
+        // One untimed run compiles the variant's pipelines.
+        for (let r = -1; r < reps; r++) {
+          await engine.queue.onSubmittedWorkDone();
+          const t0 = performance.now();
+          const { result, report } = await runProgram(
+            engine,
+            `tune/conv3x3/${key}/${v}`,
+            (rec) => (s.transposed ? convTranspose2d(rec, x, wt, undefined, { stride: 1, padding: 1 }) : conv2d(rec, x, wt, undefined, { stride: 1, padding: 1 })),
+            { wait: true, profile: engine.hasTimestamps },
+          );
+          const wall = performance.now() - t0;
+          result.dispose();
+          if (r >= 0) times.push(report.profiledMs ?? wall);
+        }
+        timings.push({ variant: v, ms: median(times) });
+      }
+    } catch (e) {
+      if (saved) engine.tuning.set('conv3x3', key, saved);
+      else engine.tuning.delete('conv3x3', key);
+      throw e;
+    } finally {
+      x.dispose();
+      wt.dispose();
+    }
+    const best = timings.reduce((a, b) => (b.ms < a.ms ? b : a));
+    engine.tuning.set('conv3x3', key, best.variant);
+    results.push({ op: 'conv3x3', shape: key, timings, chosen: best.variant, fallback });
+    opts.log?.(`conv3x3 ${key}: ${timings.map((t) => `${t.variant} ${t.ms.toFixed(2)} ms`).join(', ')} -> ${best.variant}${best.variant === fallback ? '' : ` (default ${fallback})`}`);
+  }
+  return results;
+}
