@@ -4,6 +4,11 @@
 export { Engine, type EngineOptions, type AdapterReport, type EngineLimits } from './engine/device.js';
 export { Tensor } from './engine/tensor.js';
 export { Recorder, runProgram, type ProgramReport, type DispatchArgs, type OpStats } from './engine/recorder.js';
+export { captureProgram, ReplayProgram, PreparedReplay, type ReplayReport, type ReplayOptions } from './engine/replay.js';
+export { stepParam, mapScalar, isStepValue, type StepValue, type StepParams, type Scalar } from './engine/step-value.js';
+export { Tuning, loadTuning, adapterKey, opfsTuningStore, localStorageTuningStore, browserTuningStore, type TuningStore, type TuningTable } from './engine/tuning.js';
+export { tuneConv3x3, conv3x3Candidates, type Conv3x3Shape, type TuneResult, type TuneOptions } from './engine/tune.js';
+export { unetConv3x3Shapes, SD15_UNET_WIDTHS, type UNetWidths } from './models/unet/conv-shapes.js';
 export { Kernel, type KernelSpec } from './engine/kernel.js';
 export { SiloError, KernelError, DeviceLostError, LimitError, ArgumentError } from './engine/errors.js';
 export { type DType, f32ToF16Bits, f16BitsToF32, f32ToBf16Bits, bf16BitsToF32 } from './engine/dtype.js';

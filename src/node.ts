@@ -6,6 +6,7 @@ export * from './index.js';
 export { dirFolder } from './formats/folder-node.js';
 export { readSafetensorsFile, readSafetensorsIndex, writeSafetensorsFile, type WriteFileOptions } from './formats/safetensors-node.js';
 export { readTorchCheckpointFile } from './formats/torch-checkpoint-node.js';
+export { fileTuningStore, defaultTuningPath, cliTuningStore } from './cli/tuning-file.js';
 export { readImageFile, writePng } from './io/image-node.js';
 export { openHubModel, type HubFolder, type HubFolderOptions, type HubProvenance } from './hub/hub-folder-node.js';
 export { resolveModelSpec, ModelsUnavailableError, type ModelPaths, type ResolvedModels } from './restore/models-node.js';

@@ -4,6 +4,7 @@
 // explain. All the logic is in src/ (restore, hub); this file only translates messages.
 
 import { Engine } from '../src/engine/device.js';
+import { browserTuningStore } from '../src/engine/tuning.js';
 import { DeviceLostError, LimitError, SiloError } from '../src/engine/errors.js';
 import { decodeImage, sniffImageFormat } from '../src/io/decode.js';
 import { resizeAndCenterCrop } from '../src/io/image.js';
@@ -78,7 +79,8 @@ async function ensureEngine(): Promise<Engine> {
   if (engine && !engine.isLost) return engine;
   session?.dispose();
   session = null;
-  engine = await Engine.create({ log, ...(engineOptions.limits ? { limits: engineOptions.limits } : {}) });
+  // Kernel choices measured on this adapter earlier (tuning.ts), if the origin keeps a table.
+  engine = await Engine.create({ log, tuning: browserTuningStore(), ...(engineOptions.limits ? { limits: engineOptions.limits } : {}) });
   return engine;
 }
 

@@ -112,6 +112,36 @@ export async function loadTuning(tuning: Tuning, store: TuningStore, log: (line:
   }
 }
 
+/** A store in the origin-private file system (browsers; also in workers, which have no localStorage). */
+export function opfsTuningStore(name = 'silo-webgpu-tuning.json'): TuningStore | undefined {
+  const storage = (globalThis as { navigator?: { storage?: { getDirectory?: () => Promise<FileSystemDirectoryHandle> } } }).navigator?.storage;
+  if (!storage?.getDirectory) return undefined;
+  const dir = () => storage.getDirectory!();
+  return {
+    where: `OPFS ${name}`,
+    read: async () => {
+      let handle: FileSystemFileHandle;
+      try {
+        handle = await (await dir()).getFileHandle(name);
+      } catch (e) {
+        if ((e as DOMException).name === 'NotFoundError') return undefined;
+        throw e;
+      }
+      return (await handle.getFile()).text();
+    },
+    write: async (text) => {
+      const w = await (await (await dir()).getFileHandle(name, { create: true })).createWritable();
+      await w.write(text);
+      await w.close();
+    },
+  };
+}
+
+/** The browser's store: OPFS where it exists, else localStorage, else none. */
+export function browserTuningStore(): TuningStore | undefined {
+  return opfsTuningStore() ?? localStorageTuningStore();
+}
+
 /** A store in the browser's localStorage (undefined where there is none). */
 export function localStorageTuningStore(key = 'silo-webgpu:tuning'): TuningStore | undefined {
   const ls = (globalThis as { localStorage?: Storage }).localStorage;

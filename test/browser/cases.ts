@@ -4,7 +4,12 @@
 import type { Engine } from '../../src/engine/device.js';
 import { runProgram } from '../../src/engine/recorder.js';
 import * as ew from '../../src/engine/ops/elementwise.js';
-import { conv2d } from '../../src/engine/ops/conv2d.js';
+import { conv2d, conv3x3Key } from '../../src/engine/ops/conv2d.js';
+import { captureProgram } from '../../src/engine/replay.js';
+import { mapScalar, stepParam, type Scalar } from '../../src/engine/step-value.js';
+import { randomNormal } from '../../src/engine/ops/random.js';
+import { Timesteps } from '../../src/models/unet/embeddings.js';
+import { Tuning, loadTuning, opfsTuningStore } from '../../src/engine/tuning.js';
 import { groupNorm, layerNorm } from '../../src/engine/ops/norm.js';
 import { softmax } from '../../src/engine/ops/softmax.js';
 import { l2Norm, maxAbs, nonFiniteCount, sum } from '../../src/engine/ops/reduce.js';
@@ -433,6 +438,95 @@ CASES.push({
     }
   },
 });
+
+CASES.push(
+  {
+    // A captured program replayed with new parameters: bit for bit what a fresh recording gives.
+    name: 'replay: a captured step at new parameters (uniforms, time projection, noise stream)',
+    atol: 0,
+    rtol: 0,
+    run: async (engine) => {
+      const shape = [1, 3, 5, 11];
+      const x = engine.tensor(data(165, 40), shape);
+      const stepOf = (rec: Parameters<typeof ew.scale>[0], k: Scalar) =>
+        engine.tidy(() => {
+          const noise = randomNormal(rec, shape, 7, { offset: mapScalar(k, (v) => v + 1) });
+          const h = ew.scaleAdd(rec, x, mapScalar(k, (v) => 1 / (v + 1)), noise, mapScalar(k, (v) => -0.5 * v));
+          const emb = new Timesteps(12, true, 0).forward(rec, mapScalar(k, (v) => 37 * v), 'f32');
+          return { h: ew.silu(rec, h), emb };
+        });
+      const { program } = await captureProgram(engine, 'replay case', { k: 1 }, (rec) => stepOf(rec, stepParam('k', 1)));
+      try {
+        const actual: number[] = [];
+        const expected: number[] = [];
+        for (const k of [4, 2]) {
+          await program.replay({ k }, { wait: true });
+          actual.push(...(await program.result.h.read()), ...(await program.result.emb.read()));
+          const fresh = await runProgram(engine, 'fresh', (rec) => stepOf(rec, k));
+          expected.push(...(await fresh.result.h.read()), ...(await fresh.result.emb.read()));
+          fresh.result.h.dispose();
+          fresh.result.emb.dispose();
+        }
+        return { actual: Float32Array.from(actual), expected };
+      } finally {
+        program.dispose();
+        x.dispose();
+      }
+    },
+  },
+  {
+    name: 'tuned conv 3x3: Winograd, px8 and the general kernel each as the table names it',
+    atol: 1e-4,
+    rtol: 1e-4,
+    run: async (engine) => {
+      const [c, h, w] = [256, 8, 16];
+      const x = data(c * h * w, 41);
+      const wt = data(c * c * 9, 42, -0.05, 0.05);
+      const ref = conv2dRef(x, [1, c, h, w], wt, [c, c, 3, 3], null, { padding: [1, 1] }).out;
+      const key = conv3x3Key(1, c, h, w, c, false);
+      const xt = engine.tensor(x, [1, c, h, w]);
+      const wtt = engine.tensor(wt, [c, c, 3, 3]);
+      const actual: number[] = [];
+      const expected: number[] = [];
+      try {
+        for (const v of ['winograd', 'px8', 'general']) {
+          engine.tuning.set('conv3x3', key, v);
+          const { result } = await runProgram(engine, `conv ${v}`, (rec) => conv2d(rec, xt, wtt, undefined, { padding: 1 }));
+          const kernels = engine.lastSubmitted!.kernels.join(' ');
+          const ran = kernels.includes('winograd') ? 'winograd' : kernels.includes('conv3x3') ? 'px8' : 'general';
+          if (ran !== v) throw new Error(`the table named ${v} but ${ran} ran (${kernels})`);
+          actual.push(...(await result.read()));
+          expected.push(...ref);
+          result.dispose();
+        }
+      } finally {
+        engine.tuning.delete('conv3x3', key);
+        xt.dispose();
+        wtt.dispose();
+      }
+      return { actual: Float32Array.from(actual), expected };
+    },
+  },
+  {
+    name: 'tuning table kept in OPFS and loaded for this adapter',
+    atol: 0,
+    rtol: 0,
+    run: async (engine) => {
+      const store = opfsTuningStore('silo-test-tuning.json');
+      if (!store) throw new Error('no OPFS in this browser');
+      const t = new Tuning(engine.tuning.adapter);
+      t.set('conv3x3', 'F1x8x8x16>8', 'general');
+      await store.write(JSON.stringify(t.toJSON()));
+      const back = new Tuning(engine.tuning.adapter);
+      const lines: string[] = [];
+      const loaded = await loadTuning(back, store, (l) => lines.push(l));
+      const foreign = new Tuning('another adapter');
+      const skipped = await loadTuning(foreign, store, (l) => lines.push(l));
+      const ok = loaded && !skipped && back.get('conv3x3', 'F1x8x8x16>8') === 'general' && foreign.size === 0 && /another adapter/.test(lines[1] ?? '');
+      return { actual: Float32Array.of(ok ? 1 : 0), expected: [1] };
+    },
+  },
+);
 
 export async function runCases(engine: Engine, only?: string[]): Promise<CaseResult[]> {
   const results: CaseResult[] = [];
