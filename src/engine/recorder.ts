@@ -115,10 +115,10 @@ export class Recorder {
       throw new SiloError(`cannot start program "${name}": program "${engine.activeRecorder.name}" is still recording`);
     }
     if (options.capture && options.profile) throw new ArgumentError(`program "${name}": a captured program cannot also be profiled`);
+    if (options.capture) engine.pool.beginCapture();
     engine.activeRecorder = this;
     engine.pool.resetPeak();
     if (options.capture) {
-      engine.pool.beginCapture();
       this.capture = {
         params: { ...options.capture.params }, commands: [], uniforms: [], dynamicUniforms: [], stagings: [], dynamicUploads: [],
         external: [], scratch: [], dispatches: 0,
@@ -249,7 +249,7 @@ export class Recorder {
     for (const k of Object.keys(args.bindings)) {
       if (!kernel.bindings.some((b) => b.name === k)) throw new ArgumentError(`${where}: kernel has no binding "${k}"`);
     }
-    if (args.dynamic && !this.capture && !kernel.bindings.some((b) => b.kind === 'uniform')) {
+    if (args.dynamic && !kernel.bindings.some((b) => b.kind === 'uniform')) {
       throw new ArgumentError(`${where}: dynamic uniforms given to a kernel without uniforms`);
     }
     const bindGroup = this.engine.device.createBindGroup({ layout: kernel.layout, entries, label: where });
