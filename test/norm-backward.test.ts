@@ -84,11 +84,42 @@ async function checkLayerNorm(shape: number[], normShape: number[], affine: Affi
   for (const v of Object.values(t)) v?.dispose();
 }
 
+const withParams: number[] = [];
+const withoutParams: number[] = [];
+
 describe('groupNorm backward', () => {
   it('affine with and without SiLU, both statistics layouts, batch 2, odd spatial', async () => {
     await checkGroupNorm([2, 6, 5, 7], 3, 'both', false, 1, ['thread', 'group']);
     await checkGroupNorm([2, 6, 5, 7], 3, 'both', true, 2, ['thread', 'group']);
     await checkGroupNorm([2, 64, 3, 3], 32, 'both', true, 3);
+  });
+
+  it('paramGrads false: the same dx without the parameter pass (one dispatch fewer), group and layer norm', async () => {
+    const shape = [2, 6, 5, 7];
+    const c = makeCase(size(shape), 6, 11, 'both');
+    const t = upload(c, shape, [6]);
+    const lnShape = [3, 5, 7];
+    const lc = makeCase(size(lnShape), 7, 12, 'both');
+    const lt = upload(lc, lnShape, [7]);
+    for (const paramGrads of [true, false]) {
+      const { result, report } = await runProgram(engine, 'gnb', (rec) => groupNormBackward(rec, t.x, t.g, 3, t.w, t.b, { act: 'silu', paramGrads }));
+      const ln = await runProgram(engine, 'lnb', (rec) => layerNormBackward(rec, lt.x, lt.g, [7], lt.w, lt.b, { paramGrads }));
+      if (paramGrads) {
+        await compare(result, c, groupNormSpec(shape, 3, 1e-5, true), 'gn with parameter gradients');
+        await compare(ln.result, lc, layerNormSpec(7), 'ln with parameter gradients');
+      } else {
+        expect(result.dWeight).toBeUndefined();
+        expect(result.dBias).toBeUndefined();
+        expect(ln.result.dWeight).toBeUndefined();
+        expectClose(await result.dx.read(), rowNormBackwardRef(c.x, c.g, groupNormSpec(shape, 3, 1e-5, true), c.w, c.b).dx, TOL, 'gn dx only');
+        expectClose(await ln.result.dx.read(), rowNormBackwardRef(lc.x, lc.g, layerNormSpec(7), lc.w, lc.b).dx, TOL, 'ln dx only');
+        result.dx.dispose();
+        ln.result.dx.dispose();
+      }
+      (paramGrads ? withParams : withoutParams).push(report.dispatches, ln.report.dispatches);
+    }
+    expect(withoutParams).toEqual(withParams.map((d) => d - 1));
+    for (const v of [...Object.values(t), ...Object.values(lt)]) v?.dispose();
   });
 
   it('no affine, weight only, bias only (SiLU needs the bias in z)', async () => {

@@ -101,6 +101,7 @@ export class Recorder {
   private querySets: GPUQuerySet[] = [];
   private queryOps: string[] = [];
   private capture: Capture | null = null;
+  private endHooks: (() => void)[] = [];
   /** Storages of captured buffers the program binds (those still alive when it ends are held by it). */
   private boundStorages = new Set<Storage>();
   private captured: Capture | null = null;
@@ -371,8 +372,15 @@ export class Recorder {
     return c;
   }
 
+  /** Runs `fn` when the recording ends (submitted or abandoned), before its scratch is settled. */
+  onEnd(fn: () => void): void {
+    this.endHooks.push(fn);
+  }
+
   private release(): void {
     this.endPass();
+    const hooks = this.endHooks.splice(0);
+    for (const fn of hooks) fn();
     if (this.engine.activeRecorder === this) this.engine.activeRecorder = null;
     const free = chunkFreeLists.get(this.engine) ?? [];
     chunkFreeLists.set(this.engine, free);

@@ -52,7 +52,7 @@ export function convGradX(rec: Recorder, conv: Conv2d, x: Tensor, g: Tensor, pad
 }
 
 export function groupNormGradX(rec: Recorder, norm: GroupNorm, x: Tensor, g: Tensor, act: 'silu' | 'none'): Tensor {
-  return groupNormBackward(rec, x, g, norm.groups, norm.weight, norm.bias, { eps: norm.eps, act }).dx;
+  return groupNormBackward(rec, x, g, norm.groups, norm.weight, norm.bias, { eps: norm.eps, act, paramGrads: false }).dx;
 }
 
 /**

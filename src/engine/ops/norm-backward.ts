@@ -22,6 +22,8 @@ export interface NormGrads {
 interface RowNormBw extends RowNorm {
   /** Shape of the affine parameters (and of their gradients). */
   paramShape: readonly number[];
+  /** Compute dWeight / dBias (a full pass over x and gradOut); false when only dx is wanted. */
+  paramGrads: boolean;
 }
 
 function checkTensor(op: string, what: string, t: Tensor | undefined, shape: readonly number[]): void {
@@ -41,7 +43,7 @@ function rowNormBackward(rec: Recorder, x: Tensor, gradOut: Tensor, weight: Tens
   const engine = rec.engine;
   const dx = engine.empty(x.shape, 'f32', `${p.op}:dx`);
   const grads: NormGrads = { dx };
-  const wantParams = weight !== undefined || bias !== undefined;
+  const wantParams = p.paramGrads && (weight !== undefined || bias !== undefined);
   const dw = wantParams ? engine.empty(p.paramShape, 'f32', `${p.op}:dweight`) : undefined;
   const db = wantParams ? engine.empty(p.paramShape, 'f32', `${p.op}:dbias`) : undefined;
   if (x.size === 0) {
@@ -87,7 +89,6 @@ function rowNormBackward(rec: Recorder, x: Tensor, gradOut: Tensor, weight: Tens
     else db.dispose();
   }
   sums.dispose();
-  stats.dispose();
   return grads;
 }
 
@@ -98,6 +99,8 @@ export interface GroupNormBackwardOptions {
   act?: 'silu' | 'none';
   /** Statistics layout (tests): see groupNorm. */
   layout?: NormLayout;
+  /** Also compute dWeight / dBias (default true); a VJP for the input alone skips their pass. */
+  paramGrads?: boolean;
 }
 
 /** VJP of groupNorm(x, groups, weight, bias, opts) for gradOut: dx [N, C, ...], dWeight / dBias [C]. */
@@ -134,6 +137,7 @@ export function groupNormBackward(
     eps,
     act: activationCode(opts.act ?? 'none'),
     paramShape: [c],
+    paramGrads: opts.paramGrads ?? true,
   });
 }
 
@@ -145,7 +149,7 @@ export function layerNormBackward(
   normalizedShape: number[],
   weight?: Tensor,
   bias?: Tensor,
-  opts: { eps?: number; layout?: NormLayout } = {},
+  opts: { eps?: number; layout?: NormLayout; paramGrads?: boolean } = {},
 ): NormGrads {
   const op = 'layer_norm_backward';
   const k = normalizedShape.length;
@@ -170,5 +174,6 @@ export function layerNormBackward(
     eps,
     act: 0,
     paramShape: normalizedShape,
+    paramGrads: opts.paramGrads ?? true,
   });
 }

@@ -74,7 +74,36 @@ export function threadChunks(len: number): { chunks: number; chunk: number } {
  * (mean, 1 / sqrt(biased variance + eps)) per row of `len` consecutive elements of x.
  * Shared with the backward ops, which recompute the statistics rather than keep them.
  */
+/** Per recording: row statistics by input tensor and settings (see normRowStats). */
+const statsMemo = new WeakMap<Recorder, Map<Tensor, Map<string, Tensor>>>();
+
+/**
+ * Per-row [mean, rstd] of x, shared within one recording: a VJP that recomputes a block's forward and
+ * then differentiates its norms reads the statistics the forward computed for the same input tensor
+ * (ops write fresh tensors, so the same Tensor holds the same values for the whole recording). The
+ * result belongs to the recording (freed when it ends): callers must not dispose it.
+ */
 export function normRowStats(rec: Recorder, x: Tensor, p: { op: string; layout: NormLayout; rows: number; len: number; eps: number }): Tensor {
+  let byX = statsMemo.get(rec);
+  if (!byX) {
+    const m = new Map<Tensor, Map<string, Tensor>>();
+    statsMemo.set(rec, (byX = m));
+    rec.onEnd(() => {
+      for (const forX of m.values()) for (const t of forX.values()) t.dispose();
+      statsMemo.delete(rec);
+    });
+  }
+  const key = `${p.layout}|${p.rows}|${p.len}|${p.eps}`;
+  let forX = byX.get(x);
+  const hit = forX?.get(key);
+  if (hit) return hit;
+  const stats = rec.engine.keep(computeRowStats(rec, x, p));
+  if (!forX) byX.set(x, (forX = new Map()));
+  forX.set(key, stats);
+  return stats;
+}
+
+function computeRowStats(rec: Recorder, x: Tensor, p: { op: string; layout: NormLayout; rows: number; len: number; eps: number }): Tensor {
   const engine = rec.engine;
   const stats = engine.empty([p.rows, 2], 'f32', `${p.op}:stats`);
   const perThread =
@@ -167,9 +196,7 @@ function normalizeRows(rec: Recorder, x: Tensor, weight: Tensor | undefined, bia
   const engine = rec.engine;
   const out = engine.empty(x.shape, x.dtype, p.op);
   if (x.size === 0) return out;
-  const stats = normRowStats(rec, x, p);
-  recordApply(rec, x, stats, weight, bias, out, p);
-  stats.dispose();
+  recordApply(rec, x, normRowStats(rec, x, p), weight, bias, out, p);
   return out;
 }
 

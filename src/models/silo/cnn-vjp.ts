@@ -37,7 +37,7 @@ function unitBackward(rec: Recorder, unit: Unit, s: UnitSaved, gradOut: Tensor):
   return rec.engine.tidy(() => {
     const gNorm = reluBackward(rec, s.preRelu, gradOut);
     s.preRelu.dispose();
-    const gConv = layerNormBackward(rec, s.preNorm, gNorm, unit.norm.shape, unit.norm.weight, undefined, { eps: unit.norm.eps }).dx;
+    const gConv = layerNormBackward(rec, s.preNorm, gNorm, unit.norm.shape, unit.norm.weight, undefined, { eps: unit.norm.eps, paramGrads: false }).dx;
     s.preNorm.dispose();
     return convBackwardX(rec, unit.conv, s.input, gConv);
   });

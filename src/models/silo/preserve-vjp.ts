@@ -35,7 +35,7 @@ function convBackwardX(rec: Recorder, conv: Conv2d, input: Tensor, gradOut: Tens
 }
 
 function normBackward(rec: Recorder, norm: GroupNorm, x: Tensor, gradOut: Tensor, act: 'silu' | 'none'): Tensor {
-  return groupNormBackward(rec, x, gradOut, norm.groups, norm.weight, norm.bias, { eps: norm.eps, act }).dx;
+  return groupNormBackward(rec, x, gradOut, norm.groups, norm.weight, norm.bias, { eps: norm.eps, act, paramGrads: false }).dx;
 }
 
 /** NoiseConditionedConvBlock.forward, keeping what blockBackward needs (the caller owns `input`). */

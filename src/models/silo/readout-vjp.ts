@@ -35,7 +35,7 @@ function convGradX(rec: Recorder, conv: Conv2d, x: Tensor, gradOut: Tensor): Ten
 }
 
 function normGradX(rec: Recorder, norm: GroupNorm, x: Tensor, gradOut: Tensor): Tensor {
-  return groupNormBackward(rec, x, gradOut, norm.groups, norm.weight, norm.bias, { eps: norm.eps }).dx;
+  return groupNormBackward(rec, x, gradOut, norm.groups, norm.weight, norm.bias, { eps: norm.eps, paramGrads: false }).dx;
 }
 
 /**

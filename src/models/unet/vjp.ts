@@ -32,7 +32,7 @@ export interface Consts {
 }
 
 function layerNormGradX(rec: Recorder, norm: LayerNorm, x: Tensor, g: Tensor): Tensor {
-  return layerNormBackward(rec, x, g, norm.shape, norm.weight, norm.bias, { eps: norm.eps }).dx;
+  return layerNormBackward(rec, x, g, norm.shape, norm.weight, norm.bias, { eps: norm.eps, paramGrads: false }).dx;
 }
 
 /** dx of y = x W^T + b: dy W (W [out, in] shared by every batch). */
