@@ -45,7 +45,6 @@ function tensorsOf(v: unknown, out: Tensor[] = []): Tensor[] {
 
 export class ReplayProgram<T> {
   private disposed = false;
-  private replays = 0;
 
   constructor(
     readonly engine: Engine,
