@@ -69,18 +69,23 @@ struct WinoIn {
 @group(0) @binding(4) var<storage, read_write> wi_v: array<f32>;
 @group(0) @binding(5) var<uniform> ui: WinoIn;
 
+// A tile index -> (image, tile row, tile column) for th x tw tiles per image.
+fn tile_pos(tile: u32, th: u32, tw: u32) -> vec3u {
+  let per = th * tw;
+  let t = tile % per;
+  return vec3u(tile / per, t / tw, t % tw);
+}
+
 // One thread per (ci, tile): BT d B of its 4x4 patch.
 @compute @workgroup_size(WG)
 fn wino_input(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x + gid.y * ui.row;
   if (i >= ui.cin * ui.tiles) { return; }
   let ci = i / ui.tiles;
-  let tile = i % ui.tiles;
-  let per = ui.th * ui.tw;
-  let n = tile / per;
-  let t = tile % per;
-  let y0 = i32(t / ui.tw) * 2 - 1;
-  let x0 = i32(t % ui.tw) * 2 - 1;
+  let pos = tile_pos(i % ui.tiles, ui.th, ui.tw);
+  let n = pos.x;
+  let y0 = i32(pos.y) * 2 - 1;
+  let x0 = i32(pos.z) * 2 - 1;
   let plane = ui.h * ui.w;
   let base = (n * ui.cin + ci) * plane;
   var d: array<vec4f, 4>;
@@ -131,12 +136,10 @@ fn wino_output(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x + gid.y * uo.row;
   if (i >= uo.cout * uo.tiles) { return; }
   let co = i / uo.tiles;
-  let tile = i % uo.tiles;
-  let per = uo.th * uo.tw;
-  let n = tile / per;
-  let t = tile % per;
-  let ty = t / uo.tw;
-  let tx = t % uo.tw;
+  let pos = tile_pos(i % uo.tiles, uo.th, uo.tw);
+  let n = pos.x;
+  let ty = pos.y;
+  let tx = pos.z;
   let plane_m = uo.cout * uo.tiles;
   var m: array<vec4f, 4>;
   for (var r = 0u; r < 4u; r++) {

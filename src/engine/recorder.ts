@@ -68,7 +68,7 @@ export interface Capture {
   stagings: GPUBuffer[];
   dynamicUploads: { staging: GPUBuffer; bytes: number; produce: (p: StepParams) => Uint8Array; where: string }[];
   /** Storages of tensors the program reads but did not create (weights, inputs), kept alive by the program. */
-  external: Storage[];
+  external: Set<Storage>;
   /** Pooled buffers the program used and freed again: its scratch, taken out of the pool. */
   scratch: GPUBuffer[];
   dispatches: number;
@@ -122,7 +122,7 @@ export class Recorder {
     if (options.capture) {
       this.capture = {
         params: { ...options.capture.params }, commands: [], uniforms: [], dynamicUniforms: [], stagings: [], dynamicUploads: [],
-        external: [], scratch: [], dispatches: 0,
+        external: new Set(), scratch: [], dispatches: 0,
       };
     }
     engine.device.pushErrorScope('out-of-memory');
@@ -322,11 +322,6 @@ export class Recorder {
     this.copy(staging, 0, dst, dstOffset, bytes.byteLength);
   }
 
-  /** Whether this recording is being captured for replays. */
-  get capturing(): boolean {
-    return this.capture !== null;
-  }
-
   /**
    * A captured program binds the same buffers on every replay: a buffer it did not allocate must belong
    * to a tensor whose storage it can hold (retained until the program is disposed).
@@ -338,13 +333,10 @@ export class Recorder {
       if (owner) this.boundStorages.add(owner.storage);
       return;
     }
-    if (!owner) {
-      if (cap.uniforms.some((c) => c.buffer === buffer)) return;
-      throw new SiloError(`${what}: a captured program cannot keep this buffer alive (it belongs to no tensor the program can hold)`);
-    }
-    if (!cap.external.includes(owner.storage)) {
+    if (!owner) throw new SiloError(`${what}: a captured program cannot keep this buffer alive (it belongs to no tensor the program can hold)`);
+    if (!cap.external.has(owner.storage)) {
       owner.storage.retain();
-      cap.external.push(owner.storage);
+      cap.external.add(owner.storage);
     }
   }
 
@@ -391,9 +383,9 @@ export class Recorder {
       this.capture.scratch = this.engine.pool.endCapture();
       // Buffers it allocated that outlive the recording (results, constants a model made lazily): held.
       for (const st of this.boundStorages) {
-        if (st.refs > 0 && !this.capture.external.includes(st)) {
+        if (st.refs > 0 && !this.capture.external.has(st)) {
           st.retain();
-          this.capture.external.push(st);
+          this.capture.external.add(st);
         }
       }
       this.boundStorages.clear();

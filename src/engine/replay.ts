@@ -61,11 +61,6 @@ export class ReplayProgram<T> {
     return this.cap.dispatches;
   }
 
-  /** The parameters the program was captured with. */
-  get params(): StepParams {
-    return this.cap.params;
-  }
-
   /** Bytes the program holds beyond its inputs and result: scratch buffers, uniforms and upload stagings. */
   get bytes(): number {
     let n = 0;

@@ -20,7 +20,7 @@ import { ArgumentError, SiloError, assertArg } from '../engine/errors.js';
 import { shapeString } from '../engine/dtype.js';
 import { clamp, scale } from '../engine/ops/elementwise.js';
 import { randomNormal } from '../engine/ops/random.js';
-import { nonFiniteCount, nonFiniteCountInto, reduceTensor } from '../engine/ops/reduce.js';
+import { nonFiniteCount } from '../engine/ops/reduce.js';
 import { WeightLoader } from '../models/weights.js';
 import { diagnoseDecode, diagnoseStep } from '../solvers/nonfinite-diagnosis.js';
 import type { UNet2DConditionModel } from '../models/unet/unet.js';
@@ -40,7 +40,7 @@ import { samplerFor, RESTORE_METHODS, type RestoreMethod } from './registry.js';
 import { operatorModel, operatorTensors, type StepInputs } from './sampler.js';
 import { LATENT_DPS_ETA, SILO_DEFAULT_ETA } from './defaults.js';
 import { autoencoderDispatches } from './loop-report.js';
-import { StepRunner } from './step-runner.js';
+import { StepRunner, type StepPlan } from './step-runner.js';
 
 export { RESTORE_METHODS, type RestoreMethod };
 
@@ -295,14 +295,16 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
     };
     runner = new StepRunner(engine, recordStep, opts.replay !== false && prior.model.replayable === true);
     const every = opts.previewEvery ?? 0;
-    const isPreviewStep = (i: number) => every > 0 && !!opts.onPreview && (i + 1) % every === 0 && i < timesteps.length - 1;
-    for (let i = 0; i < timesteps.length; i++) {
+    const plans: StepPlan[] = timesteps.map((t, i) => ({
+      i,
+      t,
+      noisy: scheduler.stepCoefficients(t).noiseStd !== 0,
+      keepX0: every > 0 && !!opts.onPreview && (i + 1) % every === 0 && i < timesteps.length - 1,
+    }));
+    for (const plan of plans) {
+      const { i, t, noisy, keepX0: previewDue } = plan;
       if (opts.signal?.aborted) throw new RestoreAbortedError(`restore: stopped after ${i} of ${timesteps.length} steps`);
-      const t = timesteps[i]!;
-      const noisy = scheduler.stepCoefficients(t).noiseStd !== 0;
-      const previewDue = isPreviewStep(i);
-      const next = i + 1 < timesteps.length ? { i: i + 1, t: timesteps[i + 1]!, noisy: scheduler.stepCoefficients(timesteps[i + 1]!).noiseStd !== 0, keepX0: isPreviewStep(i + 1) } : undefined;
-      const result = await runner.run(i, t, z, noisy, previewDue, next);
+      const result = await runner.run(plan, z, plans[i + 1]);
       // The x0 estimate stays for a preview (freed once decoded, or with the others on an error).
       if (result.x0) owned.push(result.x0);
       // z (this step's start) stays until the new latent is verified: the diagnosis re-runs from it.

@@ -43,7 +43,9 @@ export interface StepOutcome {
 export interface StepPlan {
   i: number;
   t: number;
+  /** The step adds DDPM noise (stream i + 1). */
   noisy: boolean;
+  /** Return the x0 estimate too (for a preview). */
   keepX0: boolean;
 }
 
@@ -87,11 +89,9 @@ export class StepRunner {
     private readonly replay: boolean,
   ) {}
 
-  /**
-   * Runs step `i` (timestep t) from z; `noisy`: the step adds DDPM noise (stream i + 1); `keepX0`: return
-   * the x0 estimate too. With `next` (the following step), a replay of it is encoded while this one runs.
-   */
-  async run(i: number, t: number, z: Tensor, noisy: boolean, keepX0: boolean, next?: StepPlan): Promise<StepOutcome> {
+  /** Runs the step `plan` from z. With `next` (the following step), a replay of it is encoded while this one runs. */
+  async run(plan: StepPlan, z: Tensor, next?: StepPlan): Promise<StepOutcome> {
+    const { i, t, noisy, keepX0 } = plan;
     if (!this.replay || !noisy) {
       // A step of another shape: the program's scratch goes back to the pool first.
       this.release();
@@ -101,11 +101,11 @@ export class StepRunner {
     const p = this.program;
     let ahead = this.ahead;
     this.ahead = undefined;
-    if (ahead && (ahead.plan.i !== i || ahead.plan.t !== t || ahead.plan.keepX0 !== keepX0 || ahead.z !== z)) {
+    if (ahead && (ahead.plan !== plan || ahead.z !== z)) {
       this.dropAhead(ahead);
       ahead = undefined;
     }
-    const cur = ahead ?? this.prepareStep({ i, t, noisy, keepX0 }, z);
+    const cur = ahead ?? this.prepareStep(plan, z);
     let report: ReplayReport;
     try {
       const running = cur.prepared.submit({ wait: true });
