@@ -28,6 +28,7 @@
 // All models are resident for the whole run, so "peak live" includes every model's weights; "step peak"
 // is the program's high-water mark above what was live when it started (weights and inputs).
 
+import type { DType } from '../src/engine/dtype.js';
 import type { Engine } from '../src/engine/device.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { runProgram, type ProgramReport, type Recorder } from '../src/engine/recorder.js';
@@ -81,6 +82,8 @@ export interface SolverBenchArgs {
   profile: boolean;
   /** Replays of a captured step after the timed ones; undefined: 0 on CPU adapters, 3 otherwise. */
   replay?: number;
+  /** The weights' storage: f16 is mixed precision (activations and gradients f32). */
+  dtype: DType;
 }
 
 export class BenchArgsError extends Error {}
@@ -88,7 +91,7 @@ export class BenchArgsError extends Error {}
 /**
  * The suite's own flags (others, such as --quick and --filter, are main.ts's and are ignored here):
  * --steps N, --warmup K, --tiny, --mode reuse|recompute|both, --task sr4|gaussian_blur, --latent N, --t T,
- * --profile, --replay K.
+ * --profile, --replay K, --dtype f32|f16 (the weights' storage).
  */
 export function parseSolverArgs(args: readonly string[]): SolverBenchArgs {
   const value = (flag: string): string | undefined => {
@@ -110,6 +113,8 @@ export function parseSolverArgs(args: readonly string[]): SolverBenchArgs {
   const task = value('--task') ?? 'sr4';
   if (!PIXEL_TASKS.includes(task as PixelTask)) throw new BenchArgsError(`--task must be one of ${PIXEL_TASKS.join(', ')}, got "${task}"`);
   const latent = int('--latent', 8) ?? 32;
+  const dtype = value('--dtype') ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'f16') throw new BenchArgsError(`--dtype must be f32 or f16 (the weights' storage), got "${dtype}"`);
   // The UNet's three down-samplers and the VAE's factor 8 need a multiple of 8.
   if (latent % 8 !== 0) throw new BenchArgsError(`--latent must be a multiple of 8 (the UNet downsamples 3 times), got ${latent}`);
   return {
@@ -122,6 +127,7 @@ export function parseSolverArgs(args: readonly string[]): SolverBenchArgs {
     t: int('--t', 0, 999) ?? 500,
     profile: args.includes('--profile'),
     replay: int('--replay', 0),
+    dtype,
   };
 }
 
@@ -232,7 +238,7 @@ async function buildModels(engine: Engine, a: SolverBenchArgs, log: (l: string) 
   const params: Record<string, number> = {};
   const load = async <T>(label: string, src: RandomWeightSource, make: (w: WeightLoader) => T): Promise<T> => {
     const t0 = performance.now();
-    const m = WeightLoader.load(engine, src, { dtype: 'f32' }, make);
+    const m = WeightLoader.load(engine, src, { dtype: a.dtype, activations: 'f32' }, make);
     loaded.push(m);
     await src.generated();
     const n = src.names().reduce((s, name) => s + src.info(name).shape.reduce((x, y) => x * y, 1), 0);
@@ -409,8 +415,10 @@ export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = 
   const replays = a.replay ?? (engine.info.software ? 0 : 3);
   const log = (l: string) => console.log(`  ${l}`);
   const arch = a.tiny ? 'TINY smoke run: golden mini UNet/VAE widths, NOT the SD-1.5 architecture' : "SD-1.5's UNet and SD's VAE (seeded random weights)";
-  console.log(`${arch}; ${a.latent}x${a.latent} latent; t = ${a.t}; ${a.warmup} warm-up + ${steps} timed step(s) + ${replays} replay(s) per method and mode`);
+  console.log(`${arch}; ${a.dtype === 'f16' ? 'f16 weights, f32 activations and gradients' : 'f32'}; ${a.latent}x${a.latent} latent; t = ${a.t}; ${a.warmup} warm-up + ${steps} timed step(s) + ${replays} replay(s) per method and mode`);
   const m = await buildModels(engine, a, log);
+  const residentBytes = engine.pool.stats.liveBytes;
+  log(`resident models: ${mib(residentBytes).toFixed(0)} MiB of ${a.dtype} weights`);
   const inp = await makeInputs(engine, m, a);
   log(`pixel baselines' A: ${inp.description}`);
   const results: SolverResult[] = [];
@@ -449,7 +457,7 @@ export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = 
     'peak alloc MiB': r.peakAllocatedBytes !== undefined ? mib(r.peakAllocatedBytes) : null,
     'UNet kept MiB': r.unetKeptBytes !== undefined ? mib(r.unetKeptBytes) : null,
   }));
-  printTable(`solver steps on ${engine.summary()} (${a.tiny ? 'TINY widths' : 'SD-1.5 architecture'}, ${a.latent}x${a.latent} latent)`, rows);
+  printTable(`solver steps on ${engine.summary()} (${a.tiny ? 'TINY widths' : 'SD-1.5 architecture'}, ${a.dtype} weights, ${a.latent}x${a.latent} latent)`, rows);
   for (const r of results) if (r.error) console.log(`  ${r.method} (${r.mode}) error: ${r.error}`);
   for (const r of results) {
     if (r.profile) printOpKinds(`GPU time by kind of op, one profiled step (a pass per dispatch): ${r.method} ${r.mode}`, r.profile, 15);
@@ -458,6 +466,8 @@ export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = 
   return {
     architecture: a.tiny ? 'tiny (golden mini configs; not SD-1.5)' : 'SD-1.5 UNet + SD VAE (seeded random weights)',
     parameters: m.params,
+    weights: a.dtype,
+    residentModelBytes: residentBytes,
     latent: a.latent,
     imageSize: a.latent * m.vae.downFactor,
     timestep: a.t,

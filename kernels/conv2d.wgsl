@@ -41,8 +41,8 @@ struct Conv {
 }
 
 @group(0) @binding(0) var<storage, read> cx: array<ST>;
-@group(0) @binding(1) var<storage, read> cwt: array<ST>;
-@group(0) @binding(2) var<storage, read> cbias: array<ST>;
+@group(0) @binding(1) var<storage, read> cwt: array<WT>;
+@group(0) @binding(2) var<storage, read> cbias: array<WT>;
 @group(0) @binding(3) var<storage, read_write> cy: array<ST>;
 @group(0) @binding(4) var<uniform> cu: Conv;
 
@@ -192,8 +192,8 @@ struct Conv3 {
 
 @group(0) @binding(14) var<storage, read> q3x: array<ST>;
 @group(0) @binding(15) var<storage, read> q3x4: array<ST4>;
-@group(0) @binding(16) var<storage, read> q3w: array<ST>;
-@group(0) @binding(17) var<storage, read> q3b: array<ST>;
+@group(0) @binding(16) var<storage, read> q3w: array<WT>;
+@group(0) @binding(17) var<storage, read> q3b: array<WT>;
 @group(0) @binding(18) var<storage, read_write> q3y: array<ST4>;
 @group(0) @binding(19) var<uniform> k3u: Conv3;
 
@@ -309,8 +309,8 @@ struct Naive {
 }
 
 @group(0) @binding(5) var<storage, read> nx: array<ST>;
-@group(0) @binding(6) var<storage, read> nwt: array<ST>;
-@group(0) @binding(7) var<storage, read> nbias: array<ST>;
+@group(0) @binding(6) var<storage, read> nwt: array<WT>;
+@group(0) @binding(7) var<storage, read> nbias: array<WT>;
 @group(0) @binding(8) var<storage, read_write> ny: array<ST>;
 @group(0) @binding(9) var<uniform> nu: Naive;
 

@@ -41,8 +41,8 @@ struct Binary {
   sb: array<vec4u, 2>,
 }
 
-@group(0) @binding(3) var<storage, read> a: array<ST>;
-@group(0) @binding(4) var<storage, read> b: array<ST>;
+@group(0) @binding(3) var<storage, read> a: array<AT>;
+@group(0) @binding(4) var<storage, read> b: array<WT>;
 @group(0) @binding(5) var<storage, read_write> o: array<ST>;
 @group(0) @binding(6) var<uniform> p: Binary;
 

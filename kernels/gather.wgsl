@@ -15,7 +15,7 @@ struct Gather {
   zero_invalid: u32,
 }
 
-@group(0) @binding(0) var<storage, read> gtable: array<ST>;
+@group(0) @binding(0) var<storage, read> gtable: array<WT>;
 @group(0) @binding(1) var<storage, read> gids: array<f32>;
 @group(0) @binding(2) var<storage, read_write> gout: array<ST>;
 @group(0) @binding(3) var<uniform> gu: Gather;
@@ -28,7 +28,7 @@ fn gather_rows(@builtin(global_invocation_id) gid: vec3u) {
   let c = i - r * gu.d;
   let id = gids[r];
   if (id >= f32(gu.base) && id < f32(gu.base + gu.rows)) {
-    gout[i] = gtable[(u32(id) - gu.base) * gu.d + c];
+    gout[i] = ST(gtable[(u32(id) - gu.base) * gu.d + c]);
   } else if (gu.zero_invalid != 0u && !(id >= 0.0 && id < f32(gu.total))) {
     gout[i] = ST(0.0);
   }

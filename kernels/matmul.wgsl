@@ -41,11 +41,11 @@ struct MatmulParams {
   bsb: vec4u,        // B batch strides in elements (0 where broadcast)
 }
 
-@group(0) @binding(0) var<storage, read> mm_a: array<ST>;
-@group(0) @binding(1) var<storage, read> mm_b: array<ST>;
-@group(0) @binding(2) var<storage, read> mm_b4: array<ST4>;
-@group(0) @binding(3) var<storage, read> mm_bias: array<ST>;
-@group(0) @binding(4) var<storage, read> mm_bias4: array<ST4>;
+@group(0) @binding(0) var<storage, read> mm_a: array<AT>;
+@group(0) @binding(1) var<storage, read> mm_b: array<WT>;
+@group(0) @binding(2) var<storage, read> mm_b4: array<WT4>;
+@group(0) @binding(3) var<storage, read> mm_bias: array<WT>;
+@group(0) @binding(4) var<storage, read> mm_bias4: array<WT4>;
 @group(0) @binding(5) var<storage, read_write> mm_c: array<ST>;
 @group(0) @binding(6) var<storage, read_write> mm_c4: array<ST4>;
 @group(0) @binding(7) var<uniform> mm_p: MatmulParams;

@@ -193,8 +193,8 @@ struct NormApply {
 
 @group(0) @binding(6) var<storage, read> ax: array<ST>;
 @group(0) @binding(7) var<storage, read> astats: array<f32>;
-@group(0) @binding(8) var<storage, read> aw: array<ST>;
-@group(0) @binding(9) var<storage, read> ab: array<ST>;
+@group(0) @binding(8) var<storage, read> aw: array<WT>;
+@group(0) @binding(9) var<storage, read> ab: array<WT>;
 @group(0) @binding(10) var<storage, read_write> aout: array<ST>;
 @group(0) @binding(11) var<uniform> na: NormApply;
 
@@ -228,8 +228,8 @@ struct NormSeg {
 
 @group(0) @binding(35) var<storage, read> vx: array<vec4<ST>>;
 @group(0) @binding(36) var<storage, read> vstats: array<f32>;
-@group(0) @binding(37) var<storage, read> vw: array<ST>;
-@group(0) @binding(38) var<storage, read> vb: array<ST>;
+@group(0) @binding(37) var<storage, read> vw: array<WT>;
+@group(0) @binding(38) var<storage, read> vb: array<WT>;
 @group(0) @binding(39) var<storage, read_write> vout: array<vec4<ST>>;
 @group(0) @binding(40) var<uniform> nv: NormSeg;
 
@@ -307,8 +307,8 @@ fn norm_bw_terms(xv: f32, gv: f32, mu: f32, rstd: f32, wv: f32, bv: f32) -> vec3
 @group(0) @binding(12) var<storage, read> brx: array<ST>;
 @group(0) @binding(13) var<storage, read> brg: array<ST>;
 @group(0) @binding(14) var<storage, read> brstats: array<f32>;
-@group(0) @binding(15) var<storage, read> brw: array<ST>;
-@group(0) @binding(16) var<storage, read> brb: array<ST>;
+@group(0) @binding(15) var<storage, read> brw: array<WT>;
+@group(0) @binding(16) var<storage, read> brb: array<WT>;
 @group(0) @binding(17) var<storage, read_write> brsum: array<f32>;
 @group(0) @binding(18) var<uniform> nbr: NormBw;
 
@@ -346,8 +346,8 @@ fn norm_bw_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
 @group(0) @binding(19) var<storage, read> bdx_x: array<ST>;
 @group(0) @binding(20) var<storage, read> bdx_g: array<ST>;
 @group(0) @binding(21) var<storage, read> bdx_stats: array<f32>;
-@group(0) @binding(22) var<storage, read> bdx_w: array<ST>;
-@group(0) @binding(23) var<storage, read> bdx_b: array<ST>;
+@group(0) @binding(22) var<storage, read> bdx_w: array<WT>;
+@group(0) @binding(23) var<storage, read> bdx_b: array<WT>;
 @group(0) @binding(24) var<storage, read> bdx_sums: array<f32>;
 @group(0) @binding(25) var<storage, read_write> bdx_out: array<ST>;
 @group(0) @binding(26) var<uniform> nbd: NormBw;
@@ -371,8 +371,8 @@ fn norm_bw_dx(@builtin(global_invocation_id) gid: vec3u) {
 @group(0) @binding(27) var<storage, read> bp_x: array<ST>;
 @group(0) @binding(28) var<storage, read> bp_g: array<ST>;
 @group(0) @binding(29) var<storage, read> bp_stats: array<f32>;
-@group(0) @binding(30) var<storage, read> bp_w: array<ST>;
-@group(0) @binding(31) var<storage, read> bp_b: array<ST>;
+@group(0) @binding(30) var<storage, read> bp_w: array<WT>;
+@group(0) @binding(31) var<storage, read> bp_b: array<WT>;
 @group(0) @binding(32) var<storage, read_write> bp_dw: array<ST>;
 @group(0) @binding(33) var<storage, read_write> bp_db: array<ST>;
 @group(0) @binding(34) var<uniform> nbp: NormBw;

@@ -20,7 +20,7 @@ struct WinoW {
   row: u32,      // threads per grid row
 }
 
-@group(0) @binding(0) var<storage, read> ww_in: array<ST>;
+@group(0) @binding(0) var<storage, read> ww_in: array<WT>;
 @group(0) @binding(1) var<storage, read_write> ww_out: array<f32>;
 @group(0) @binding(2) var<uniform> uw: WinoW;
 
@@ -126,7 +126,7 @@ struct WinoOut {
 }
 
 @group(0) @binding(6) var<storage, read> wo_m: array<f32>;
-@group(0) @binding(7) var<storage, read> wo_bias: array<ST>;
+@group(0) @binding(7) var<storage, read> wo_bias: array<WT>;
 @group(0) @binding(8) var<storage, read_write> wo_y: array<ST>;
 @group(0) @binding(9) var<uniform> uo: WinoOut;
 

@@ -232,7 +232,9 @@ describe('argument errors', () => {
     await bad((rec) => matmul(rec, engine.zeros([2, 4, 5]), engine.zeros([3, 5, 2]))).toThrow(/batch dims: shapes \[2\] and \[3\] do not broadcast/);
     await bad((rec) => matmulNaive(rec, a, b)).toThrow(/matmulNaive: .*inner dimensions differ/);
     if (engine.hasF16) {
-      await bad((rec) => matmul(rec, a, engine.zeros([5, 3], 'f16'))).toThrow(/dtypes differ \(f32 vs f16\)/);
+      // An f16 operand next to an f32 one is mixed precision (f16 parameters, f32 result); linear says which is the weight.
+      await bad((rec) => linear(rec, engine.zeros([4, 5], 'f16'), engine.zeros([3, 5]))).toThrow(/linear: weight: f32 parameters with f16 activations/);
+      await bad((rec) => matmul(rec, a, engine.zeros([5, 3], 'f16'), { bias: engine.zeros([3]) })).toThrow(/bias dtype f32 differs from b's f16/);
     }
     expect(engine.activeRecorder).toBeNull();
   });

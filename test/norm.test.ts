@@ -195,8 +195,11 @@ describe('groupNorm', () => {
     await expect(bad((rec) => groupNorm(rec, engine.zeros([6]), 2))).rejects.toThrow(/must be \[N, C, \.\.\.\]/);
     await expect(bad((rec) => groupNorm(rec, x, 2, undefined, undefined, { eps: -1 }))).rejects.toThrow(/eps/);
     if (engine.hasF16) {
+      // f16 parameters under f32 activations are mixed precision (test/mixed-precision.test.ts); the reverse is refused.
+      const x16 = engine.zeros([2, 6, 3, 3], 'f16');
+      await expect(bad((rec) => groupNorm(rec, x16, 2, w6))).rejects.toThrow(/group_norm: weight: f32 parameters with f16 activations are not supported/);
       const w16 = engine.zeros([6], 'f16');
-      await expect(bad((rec) => groupNorm(rec, x, 2, w16))).rejects.toThrow(/weight is f16 but the input is f32/);
+      await expect(bad((rec) => groupNorm(rec, x, 2, w16, w6))).rejects.toThrow(/group_norm: weight is f16 but bias is f32/);
     }
     expect(engine.activeRecorder).toBeNull();
   });

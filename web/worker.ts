@@ -121,7 +121,7 @@ async function load(m: Extract<ToWorker, { type: 'load' }>) {
     onProgress: (p) => post({ type: 'download', ...p }),
   });
   try {
-    const models = await loadModels(e, { ...resolved.spec, log });
+    const models = await loadModels(e, { ...resolved.spec, weights: RESTORE_DEFAULTS.weights, log });
     session = new RestorationSession(e, models, resolved.provenance);
     released = resolved.released;
     const op = models.base.cnn || models.base.preserve ? 'cnn' : models.base.readout ? 'readout' : null;

@@ -3,13 +3,13 @@
 // ../silo_cnn, ../vae_mini) and SD-1.5's DDPM scheduler at the manifest's set_timesteps(N) (SILO: 999); each
 // step's t_index, t and the scheduler values the manifest states are checked against it. Checked: eps, x0_hat,
 // the unguided prev_sample, the measurement estimate, the residual norm, the guidance gradient and
-// z_prev. The gradients are f32 only: an f16 run checks the forward quantities alone.
+// z_prev. An f16 run is reverse mode's mixed precision: f16 weights (UNet, operator, VAE), f32 activations
+// and gradients, every quantity checked against MIXED_STEP_TOLERANCE.
 
 import type { Engine } from '../engine/device.js';
 import type { SafetensorsFile } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { runProgram } from '../engine/recorder.js';
-import { scale as scaleTensor } from '../engine/ops/elementwise.js';
 import { WeightLoader } from '../models/weights.js';
 import { DegradationModel } from '../models/silo/cnn.js';
 import { inferDegradationConfig } from '../models/silo/config.js';
@@ -26,7 +26,7 @@ import type { DiffusionPrior } from '../solvers/samplers/denoiser.js';
 import type { CaseRunner } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
 import { readJson, readSafetensors, relativeFile, subFolder, type CaseFiles } from './files.js';
-import { loadUNetFolder, UNET_F16_TOLERANCE } from './unet.js';
+import { loadUNetFolder } from './unet.js';
 import { caseFileName, goldenInput } from './silo_cnn.js';
 import { assertCompared, caseError, checkSeeds, enforceContract, expectStated, isInputName, scheduledSteps, type TensorPattern } from './contract.js';
 import { SiloError } from '../engine/errors.js';
@@ -52,11 +52,28 @@ function tolerances(manifest: Json): { forward: Tolerance; norm: Tolerance; grad
   };
 }
 
-function upload(engine: Engine, golden: SafetensorsFile, name: string, dtype: 'f32' | 'f16', owned: Tensor[]): Tensor {
-  const t = goldenInput(engine, golden, name, dtype);
+/**
+ * Mixed precision against the f32 golden step. A step with f16 weights equals, bit for bit, the f32 step
+ * on the f16-rounded weights (test/solvers/mixed-precision-step.test.ts), so these bound the effect of
+ * rounding the weights (2^-11 relative) alone. Measured on lavapipe: every forward quantity (eps, x0,
+ * estimates, the residual norm, z_prev) within 1.6e-3 of its max|ref|; the guidance gradient J^T r / |r|
+ * within relL2 5.2e-2 and 0.14 max|ref| on silo_step (1.4e-3 on dps_step). The gradient is the
+ * sensitive one: r is nearly orthogonal to J's range on the tiny random models, so |J^T r| is small
+ * against |J| |r| and the weights' rounding in J is amplified (~40x here). Bounds: ~3x / ~2x the measured.
+ */
+export const MIXED_STEP_TOLERANCE: { forward: Tolerance; grad: Tolerance } = {
+  forward: { atolRelativeToMaxAbs: 5e-3 },
+  grad: { atolRelativeToMaxAbs: 0.3, relL2: 0.1 },
+};
+
+function upload(engine: Engine, golden: SafetensorsFile, name: string, owned: Tensor[]): Tensor {
+  // Inputs are activations: f32 in either mode.
+  const t = goldenInput(engine, golden, name, 'f32');
   owned.push(t);
   return t;
 }
+
+const weightsNote = (dtype: 'f32' | 'f16') => (dtype === 'f16' ? 'f16 weights, f32 activations' : 'f32');
 
 /** Reads the step's tensors back, with each golden tensor and tolerance. */
 async function stepItems(
@@ -67,15 +84,17 @@ async function stepItems(
   tol: ReturnType<typeof tolerances>,
   dtype: 'f32' | 'f16',
 ): Promise<CheckItem[]> {
-  const fwd = dtype === 'f16' ? UNET_F16_TOLERANCE : tol.forward;
+  const mixed = dtype === 'f16' ? MIXED_STEP_TOLERANCE.forward : undefined;
+  const fwd = mixed ?? tol.forward;
   const pairs: [string, Tensor, Tolerance][] = [
     ['eps', step.eps, fwd],
     ['x0_hat', step.x0, fwd],
-    ['prev_sample_unguided', step.prev, dtype === 'f16' ? UNET_F16_TOLERANCE : tol.zPrev],
+    ['prev_sample_unguided', step.prev, mixed ?? tol.zPrev],
     [names.estimate, step.estimate, fwd],
   ];
   if (step.extras['decoded']) pairs.push(['decoded_x0_hat', step.extras['decoded'], fwd]);
-  if (dtype === 'f32') pairs.push(['residual_norm', step.residualNorm, tol.norm], ['grad', step.grad, tol.grad], ['z_prev', step.zPrev, tol.zPrev]);
+  const grad = dtype === 'f16' ? MIXED_STEP_TOLERANCE.grad : tol.grad;
+  pairs.push(['residual_norm', step.residualNorm, mixed ?? tol.norm], ['grad', step.grad, grad], ['z_prev', step.zPrev, mixed ?? tol.zPrev]);
   const items: CheckItem[] = [];
   for (const [name, t, tl] of pairs) items.push({ name: `${prefix}${name}`, actual: await t.read(), expected: golden.getF32(`${prefix}${name}`), tol: tl });
   return items;
@@ -116,10 +135,10 @@ async function loadPrior(engine: Engine, files: CaseFiles, manifest: Json, golde
   const mf = (manifest['files'] ?? {}) as Record<string, string>;
   if (!mf['unet_dir']) throw caseError(files, 'manifest.json files.unet_dir', 'missing');
   const scheduler = stepScheduler(files, manifest);
-  const { model, loader } = await loadUNetFolder(engine, subFolder(files, mf['unet_dir']), {}, dtype);
+  const { model, loader } = await loadUNetFolder(engine, subFolder(files, mf['unet_dir']), {}, dtype, 'f32');
   try {
-    const prior: DiffusionPrior = { model: unetEpsModel(model), scheduler, text: upload(engine, golden, 'input.prompt_embeds', dtype, owned) };
-    return { prior, scheduler, unet: model, loader };
+    const prior: DiffusionPrior = { model: unetEpsModel(model), scheduler, text: upload(engine, golden, 'input.prompt_embeds', owned) };
+    return { prior, scheduler, loader };
   } catch (e) {
     loader.disposeAll();
     throw e;
@@ -171,14 +190,14 @@ export const runSiloStep: CaseRunner = async (engine, files, manifest, opts) => 
     throw caseError(files, 'golden tensor "input.sigma_emb"', config.sigmaCondition ? 'missing: the operator is sigma-conditioned' : 'stored, but the operator has no sigma conditioning to take it');
   }
   const owned: Tensor[] = [];
-  const { prior, scheduler, unet, loader } = await loadPrior(engine, files, manifest, golden, dtype, owned);
+  const { prior, scheduler, loader } = await loadPrior(engine, files, manifest, golden, dtype, owned);
   let opLoader: WeightLoader | undefined;
   try {
-    const model = WeightLoader.build(engine, opWeights, { dtype }, (w) => {
+    const model = WeightLoader.build(engine, opWeights, { dtype, activations: 'f32' }, (w) => {
       opLoader = w;
       return new DegradationModel(w, config);
     });
-    const sigmaEmb = config.sigmaCondition ? upload(engine, golden, 'input.sigma_emb', dtype, owned) : undefined;
+    const sigmaEmb = config.sigmaCondition ? upload(engine, golden, 'input.sigma_emb', owned) : undefined;
     const items: CheckItem[] = [];
     for (const [i, s] of steps.entries()) {
       const prefix = String(s['prefix']);
@@ -186,29 +205,16 @@ export const runSiloStep: CaseRunner = async (engine, files, manifest, opts) => 
       checkStepChoices(files, s, `steps[${i}].`, scheduler, t);
       const eta = s['eta'];
       if (typeof eta !== 'number' || !Number.isFinite(eta)) throw caseError(files, `manifest.json steps[${i}].eta`, `must be a number, got ${JSON.stringify(eta)}`);
-      opts.log?.(`${prefix} t=${t} eta=${eta}: unet ${dtype}, operator DegradationModel(sigma_condition=${config.sigmaCondition})`);
-      const zt = upload(engine, golden, `${prefix}input.z_t`, dtype, owned);
-      const w = upload(engine, golden, `${prefix}input.w`, dtype, owned);
-      const noise = upload(engine, golden, `${prefix}input.ddpm_noise`, dtype, owned);
-      if (dtype === 'f16') {
-        // Forward only: the same quantities without the gradient.
-        const { result } = await runProgram(engine, 'silo_step_forward', (rec) => {
-          const eps = unet.forward(rec, zt, t, prior.text).eps;
-          const st = prior.scheduler.step(rec, eps, t, zt, { noise });
-          const estimate = model.forward(rec, st.predOriginalSample, sigmaEmb);
-          return { eps, x0: st.predOriginalSample, prev: st.prevSample, estimate, extras: {} } as unknown as GuidedStep;
-        });
-        items.push(...(await stepItems(result, golden, prefix, { estimate: 'w_hat' }, tol, dtype)));
-        disposeStep(result);
-        continue;
-      }
+      opts.log?.(`${prefix} t=${t} eta=${eta}: unet ${weightsNote(dtype)}, operator DegradationModel(sigma_condition=${config.sigmaCondition})`);
+      const zt = upload(engine, golden, `${prefix}input.z_t`, owned);
+      const w = upload(engine, golden, `${prefix}input.w`, owned);
+      const noise = upload(engine, golden, `${prefix}input.ddpm_noise`, owned);
       const { result, report } = await runProgram(engine, 'silo_step', (rec) => siloStep(rec, prior, { kind: 'cnn', model, sigmaEmb }, w, zt, t, noise, { eta }));
       opts.log?.(`${prefix} one program: ${report.dispatches} dispatches, peak ${(report.peakLiveBytes / 2 ** 20).toFixed(1)} MiB`);
       items.push(...(await stepItems(result, golden, prefix, { estimate: 'w_hat' }, tol, dtype)));
       disposeStep(result);
     }
-    if (dtype !== 'f32') opts.log?.('silo_step: residual_norm, grad and z_prev not checked (the backward ops are f32 only)');
-    const skipped = (n: string) => skippedPrefixes.some((p) => n.startsWith(p)) || (dtype !== 'f32' && /\.(residual_norm|grad|z_prev)$/.test(n));
+    const skipped = (n: string) => skippedPrefixes.some((p) => n.startsWith(p));
     assertCompared(files, golden, items, isInputName, skipped);
     return items;
   } finally {
@@ -251,14 +257,14 @@ export const runDpsStep: CaseRunner = async (engine, files, manifest, opts) => {
     throw caseError(files, 'manifest.json "latent_hw"', `${JSON.stringify(hw)}, but input.z_t is ${JSON.stringify(ztShape)}`);
   }
   const owned: Tensor[] = [];
-  const { prior, scheduler, unet, loader } = await loadPrior(engine, files, manifest, golden, dtype, owned);
+  const { prior, scheduler, loader } = await loadPrior(engine, files, manifest, golden, dtype, owned);
   const vaeFiles = subFolder(files, mf['vae_dir']);
   let vaeLoader: WeightLoader | undefined;
   const A = new AvgPoolOperator(engine, factor);
   try {
     const cfg = parseVaeConfig(await readJson<Json>(vaeFiles, 'config.json'));
     const vaeWeights = await readSafetensors(vaeFiles, 'diffusion_pytorch_model.safetensors');
-    const vae = WeightLoader.build(engine, vaeWeights, { dtype }, (w) => {
+    const vae = WeightLoader.build(engine, vaeWeights, { dtype, activations: 'f32' }, (w) => {
       vaeLoader = w;
       return new AutoencoderKL(w, cfg);
     });
@@ -269,23 +275,10 @@ export const runDpsStep: CaseRunner = async (engine, files, manifest, opts) => {
     if (JSON.stringify(yShape.slice(2)) !== JSON.stringify(want)) {
       throw caseError(files, 'golden tensor "input.y"', `${JSON.stringify(yShape)} is not avg_pool2d(decode(z_t), ${factor}) of a ${JSON.stringify(ztShape)} latent`);
     }
-    opts.log?.(`dps_step t=${t} scale=${scale}: unet + vae decoder ${dtype}, A = avg_pool2d(${factor}), set_timesteps(${scheduler.timesteps.length})`);
-    const zt = upload(engine, golden, 'input.z_t', dtype, owned);
-    const y = upload(engine, golden, 'input.y', dtype, owned);
-    const noise = upload(engine, golden, 'input.ddpm_noise', dtype, owned);
-    if (dtype === 'f16') {
-      const { result } = await runProgram(engine, 'dps_step_forward', (rec) => {
-        const eps = unet.forward(rec, zt, t, prior.text).eps;
-        const st = prior.scheduler.step(rec, eps, t, zt, { noise });
-        const u = rec.engine.tidy(() => vae.decode(rec, scaleTensor(rec, st.predOriginalSample, 1 / vae.scalingFactor), { tiling: 'off' }));
-        return { eps, x0: st.predOriginalSample, prev: st.prevSample, extras: { decoded: u }, estimate: A.apply(rec, u) } as unknown as GuidedStep;
-      });
-      const items = await stepItems(result, golden, '', { estimate: 'y_hat' }, tol, dtype);
-      disposeStep(result);
-      opts.log?.('dps_step: residual_norm, grad and z_prev not checked (the backward ops are f32 only)');
-      assertCompared(files, golden, items, isInputName, (n) => /^(residual_norm|grad|z_prev)$/.test(n));
-      return items;
-    }
+    opts.log?.(`dps_step t=${t} scale=${scale}: unet + vae decoder ${weightsNote(dtype)}, A = avg_pool2d(${factor}), set_timesteps(${scheduler.timesteps.length})`);
+    const zt = upload(engine, golden, 'input.z_t', owned);
+    const y = upload(engine, golden, 'input.y', owned);
+    const noise = upload(engine, golden, 'input.ddpm_noise', owned);
     const { result, report } = await runProgram(engine, 'dps_step', (rec) => latentDpsStep(rec, prior, vae, A, y, zt, t, noise, { scale }));
     opts.log?.(`one program: ${report.dispatches} dispatches, peak ${(report.peakLiveBytes / 2 ** 20).toFixed(1)} MiB`);
     const items = await stepItems(result, golden, '', { estimate: 'y_hat' }, tol, dtype);

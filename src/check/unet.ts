@@ -49,13 +49,14 @@ export async function loadUNetFolder(
   files: CaseFiles,
   names: { config?: string; weights?: string } = {},
   dtype: 'f32' | 'f16' = 'f32',
+  activations: 'f32' | 'f16' = dtype,
 ): Promise<{ model: UNet2DConditionModel; loader: WeightLoader }> {
   const configName = names.config ?? 'config.json';
   const config = parseUNetConfig(await readJson(files, configName), `${files.location}/${configName}`);
   const weights = await readSafetensors(files, names.weights ?? 'diffusion_pytorch_model.safetensors');
   // build(): unexpected tensors and NaN/Inf weights are refused as for every other model.
   let loader!: WeightLoader;
-  const model = WeightLoader.build(engine, weights, { dtype }, (w) => ((loader = w), new UNet2DConditionModel(w, config)));
+  const model = WeightLoader.build(engine, weights, { dtype, activations }, (w) => ((loader = w), new UNet2DConditionModel(w, config)));
   try {
     await WeightLoader.verify(engine);
   } catch (e) {

@@ -97,7 +97,7 @@ export async function runRestoreBatch(o: RestoreCliOptions & { batch: BatchCliOp
   let session: RestorationSession | undefined;
   let aborted = false;
   try {
-    const opened = await openSession(engine, resolved, io);
+    const opened = await openSession(engine, resolved, io, o.weights);
     session = opened.session;
     for (let k = 0; k < todo.length; k++) {
       const { item, path, png, json } = todo[k]!;
@@ -109,7 +109,7 @@ export async function runRestoreBatch(o: RestoreCliOptions & { batch: BatchCliOp
         const req = { ...restoreRequest(o, images, motionKernel), operatorDefaults: opened.operatorDefaults, seed: item.seed ?? o.seed, prompt: item.prompt ?? o.prompt, measurementName: item.as === 'input' ? path : undefined, groundTruthName: item.as === 'input' ? undefined : path };
         const result = await session.run(req, { onProgress: progressPrinter(io, o.quiet), signal: interrupt.signal, log: o.quiet ? undefined : (l) => io.out(`${prefix}: ${l}`) });
         const r = result.report as { settings: object };
-        const report = { item: { id: item.id, path, as: item.as }, ...r, settings: { ...cliSettings(o), ...r.settings } };
+        const report = { item: { id: item.id, path, as: item.as }, ...r, settings: { ...cliSettings(o), weights: opened.weights, ...r.settings } };
         await writeFilesAtomic([
           { path: png, bytes: await encodePng(result.image) },
           { path: json, bytes: new TextEncoder().encode(JSON.stringify(report, null, 1) + '\n') },

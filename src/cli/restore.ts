@@ -19,7 +19,8 @@ import { RESTORE_METHODS, isRestoreMethod, samplerFor, type RestoreMethod } from
 import { RESTORE_DEFAULTS, defaultMethod } from '../restore/defaults.js';
 import { OperatorNotReleasedError, releasedOperator } from '../hub/silo-operators.js';
 import { LATENT_FACTOR, checkMeasurementShape, nearestSizes } from '../restore/size.js';
-import { loadModels } from '../restore/models.js';
+import { loadModels, type WeightsDtype } from '../restore/models.js';
+import type { DType } from '../engine/dtype.js';
 import { resolveModelSpec, type ResolvedModels } from '../restore/models-node.js';
 import { RestorationSession, type RestoreRequest } from '../restore/session.js';
 import type { ForwardMode } from '../solvers/samplers/eps-model.js';
@@ -63,6 +64,8 @@ export interface RestoreCliOptions {
   /** Load weights that hold NaN/Inf (the sampler's checks then name the first bad step and stage). */
   allowNonFiniteWeights: boolean;
   forward: ForwardMode | 'auto';
+  /** --dtype: the weights' storage (f16: mixed precision, activations and gradients f32; auto: f16 with shader-f16). */
+  weights: WeightsDtype;
   /** MiB of UNet activations 'auto' may keep per step. */
   activationBudgetMiB?: number;
   out: string;
@@ -156,14 +159,19 @@ export async function resolveModels(o: RestoreCliOptions, io: CliIO): Promise<Re
 }
 
 /** Loads resolved models into a session; the released operator's settings become the request defaults. */
-export async function openSession(engine: Engine, resolved: ResolvedModels, io: CliIO): Promise<{ session: RestorationSession; loadMs: number; operatorDefaults?: RestoreRequest['operatorDefaults'] }> {
+export async function openSession(
+  engine: Engine,
+  resolved: ResolvedModels,
+  io: CliIO,
+  weights: WeightsDtype,
+): Promise<{ session: RestorationSession; loadMs: number; weights: DType; operatorDefaults?: RestoreRequest['operatorDefaults'] }> {
   const t0 = performance.now();
   const { spec, provenance, released } = resolved;
-  const models = await loadModels(engine, spec);
+  const models = await loadModels(engine, { ...spec, weights });
   for (const n of models.notes) io.out(n);
   const operator = released && { ...released.release, checkpoint: released.entry.path, dataset: released.entry.dataset, script: released.entry.script };
   const operatorDefaults = released && { eta: released.entry.eta, prompt: released.entry.prompt, clampW: released.entry.clamp, source: `SILO's ${released.entry.script}` };
-  return { session: new RestorationSession(engine, models, { model: provenance, operator }), loadMs: performance.now() - t0, operatorDefaults };
+  return { session: new RestorationSession(engine, models, { model: provenance, operator }), loadMs: performance.now() - t0, weights: models.weights, operatorDefaults };
 }
 
 /** Ctrl-C: the first stops between two steps (through the returned signal), a second exits at once. */
@@ -209,7 +217,7 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
   const interrupt = interruptHandler(io);
   let session: RestorationSession | undefined;
   try {
-    const opened = await openSession(engine, resolved, io);
+    const opened = await openSession(engine, resolved, io, o.weights);
     session = opened.session;
     const result = await session.run({ ...restoreRequest(o, { groundTruth, measurement }, motionKernel), operatorDefaults: opened.operatorDefaults }, {
       onProgress: progressPrinter(io, o.quiet),
@@ -223,7 +231,7 @@ export async function runRestore(o: RestoreCliOptions, io: CliIO): Promise<numbe
     outputs.push({ path: o.out, bytes: await encodePng(result.image), what: 'restored image' });
     if (o.report) {
       const r = result.report as { settings: object; timings_ms: object };
-      const report = { ...r, settings: { ...cliSettings(o), ...r.settings }, timings_ms: { load: opened.loadMs, ...r.timings_ms } };
+      const report = { ...r, settings: { ...cliSettings(o), weights: opened.weights, ...r.settings }, timings_ms: { load: opened.loadMs, ...r.timings_ms } };
       outputs.push({ path: o.report, bytes: new TextEncoder().encode(JSON.stringify(report, null, 1) + '\n'), what: 'report' });
     }
     await writeFilesAtomic(outputs);
@@ -287,6 +295,8 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
   const sigma = num('sigma', { min: 0, what: 'a noise level' }) ?? RESTORE_DEFAULTS.sigma;
   const cfg = num('cfg', { what: 'a guidance scale' }) ?? RESTORE_DEFAULTS.cfg;
   const budget = num('activation-budget', { above: 0, what: 'a number of MiB' });
+  const weights = str('dtype') ?? RESTORE_DEFAULTS.weights;
+  if (weights !== 'f32' && weights !== 'f16' && weights !== 'auto') throw new UsageError(`--dtype ${weights}: expected f32, f16 or auto`);
   let background: Rgb;
   try {
     background = parseBackground(str('background') ?? 'white');
@@ -348,6 +358,7 @@ export function parseRestoreArgs(values: Record<string, string | boolean | undef
     clampW: values['no-clamp'] === true ? false : values['clamp'] === true ? true : undefined,
     allowNonFiniteWeights: values['allow-nonfinite-weights'] === true,
     forward,
+    weights,
     activationBudgetMiB: budget,
     out: str('out') ?? 'restored.png',
     report: str('report'),
@@ -384,6 +395,7 @@ export const RESTORE_OPTIONS = {
   'allow-nonfinite-weights': { type: 'boolean' },
   forward: { type: 'string' },
   'activation-budget': { type: 'string' },
+  dtype: { type: 'string' },
   out: { type: 'string', short: 'o' },
   report: { type: 'string' },
   'measurement-out': { type: 'string' },
@@ -432,6 +444,8 @@ export const RESTORE_USAGE = [
   '                 decode that then produces NaN/Inf still stops the run, naming the step, t and the first bad stage',
   '  --forward      auto|reuse|recompute: keep the UNet activations of a step for its VJP, or recompute them (auto: reuse',
   '                 when they fit --activation-budget MiB, > 0, default 1024)',
+  '  --dtype        f32|f16|auto: the weights\' storage (default auto: f16 where the adapter has shader-f16). f16 halves',
+  '                 the models\' memory; activations, kept tapes and gradients stay f32 (mixed precision)',
   '  --out, --report, --measurement-out   output files (the measurement y as a PNG): written only when the run succeeds,',
   '                 each atomically (an existing file is replaced whole or kept); they must differ from each other and',
   '                 from every input, and their folders must exist and be writable (checked before the run starts)',

@@ -56,7 +56,8 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
     usage: [
       'silo check <case-dir>... [--dtype f32|f16] [--kind unet|vae|clip|taesd|silo_cnn|silo_rg|schedulers|degradations|silo_step|dps_step] [--verbose]',
       '  case folders in ../shared/golden format (manifest.json, config, weights, golden.safetensors)',
-      '  --dtype    run weights and activations in f16 (needs shader-f16; looser tolerances)',
+      '  --dtype    f16: model cases run weights and activations in f16; the guided-step cases (silo_step, dps_step)',
+      '             run mixed precision, f16 weights with f32 activations and gradients (needs shader-f16; looser tolerances)',
       '  --kind     which module the folder tests, when it cannot be recognised',
       '  exit status 1 when any tensor is out of tolerance or a case cannot run',
     ].join('\n'),

@@ -1,6 +1,8 @@
 // Storage dtypes and host-side conversions. Arithmetic in every kernel accumulates in f32; f16 is a
 // storage format only, available when the device has `shader-f16`.
 
+import { ArgumentError } from './errors.js';
+
 export type DType = 'f32' | 'f16';
 
 export function bytesPerElement(dtype: DType): number {
@@ -88,4 +90,16 @@ export function shapeSize(shape: readonly number[]): number {
 
 export function shapeString(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
+}
+
+/**
+ * The dtype a kernel binds a parameter (weight, bias, affine) as, next to activations of `activation`:
+ * the same dtype, or f16 parameters with f32 activations (mixed precision: the weights, most of a
+ * model's memory, in half; activations, tapes and gradients in f32). Throws naming `what` otherwise.
+ */
+export function paramDtype(what: string, activation: DType, param: DType): DType {
+  if (param !== activation && !(param === 'f16' && activation === 'f32')) {
+    throw new ArgumentError(`${what}: ${param} parameters with ${activation} activations are not supported (f16 parameters take f32 or f16 activations)`);
+  }
+  return param;
 }

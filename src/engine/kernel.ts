@@ -16,6 +16,14 @@ export interface KernelSpec {
   entry: string;
   /** Storage dtype: the WGSL alias `ST` (and `enable f16;` for f16). */
   dtype?: DType;
+  /**
+   * Parameter dtype: the WGSL alias `WT` (`WT4`) that weight and bias bindings use; default `dtype`.
+   * f16 parameters with f32 activations is the mixed-precision mode of reverse mode (weights are most
+   * of a model's memory; activations and gradients stay f32).
+   */
+  wdtype?: DType;
+  /** The dtype of matmul's a operand (alias `AT`; default `dtype`), for f16 weights on the left of a product. */
+  adtype?: DType;
   /** Module-scope `const` declarations prepended to the source (usable in array sizes, workgroup sizes). */
   consts?: Record<string, number | boolean>;
   /** Pipeline-overridable constants (`override NAME`). */
@@ -137,10 +145,15 @@ function constDecl(name: string, v: number | boolean): string {
 
 export function composeSource(spec: KernelSpec): string {
   const dtype = spec.dtype ?? 'f32';
+  const wdtype = spec.wdtype ?? dtype;
+  const adtype = spec.adtype ?? dtype;
   const lines: string[] = [];
-  if (dtype === 'f16') lines.push('enable f16;');
+  if (dtype === 'f16' || wdtype === 'f16' || adtype === 'f16') lines.push('enable f16;');
   lines.push(`alias ST = ${dtype};`);
   lines.push(`alias ST4 = vec4<${dtype}>;`);
+  lines.push(`alias WT = ${wdtype};`);
+  lines.push(`alias WT4 = vec4<${wdtype}>;`);
+  lines.push(`alias AT = ${adtype};`);
   for (const [k, v] of Object.entries(spec.consts ?? {})) lines.push(constDecl(k, v));
   return `${lines.join('\n')}\n${(spec.includes ?? []).join('\n')}\n${spec.source}`;
 }
@@ -162,7 +175,9 @@ export function kernelKey(spec: KernelSpec): string {
     .map(([k, v]) => `${k}=${v}`)
     .join(',');
   const inc = spec.includes?.length ? `+${hashText(spec.includes.join('\n'))}` : '';
-  return `${spec.family}/${spec.entry}:${spec.dtype ?? 'f32'}[${consts}][${ov}]${inc}`;
+  const st = spec.dtype ?? 'f32';
+  const w = (spec.wdtype && spec.wdtype !== st ? `/w${spec.wdtype}` : '') + (spec.adtype && spec.adtype !== st ? `/a${spec.adtype}` : '');
+  return `${spec.family}/${spec.entry}:${spec.dtype ?? 'f32'}${w}[${consts}][${ov}]${inc}`;
 }
 
 export interface KernelLimits {
@@ -192,7 +207,7 @@ export class KernelCache {
     const key = kernelKey(spec);
     const hit = this.cache.get(key);
     if (hit) return hit;
-    if (spec.dtype === 'f16' && !this.hasF16) {
+    if ((spec.dtype === 'f16' || spec.wdtype === 'f16' || spec.adtype === 'f16') && !this.hasF16) {
       throw new LimitError(`kernel ${key}: f16 storage needs the shader-f16 feature, which this device does not have`);
     }
     const source = composeSource(spec);

@@ -30,6 +30,8 @@ export interface PipelineProgress {
 export interface PipelineOptions {
   /** Storage dtype of the uploaded weights (f16 needs shader-f16). */
   dtype?: DType;
+  /** The activations' dtype (default `dtype`): f32 under f16 weights is mixed precision (reverse mode works). */
+  activations?: DType;
   /** Weight variant to prefer, e.g. "fp16". */
   variant?: string;
   /** Which components to load (default: all five). */
@@ -67,6 +69,7 @@ export async function loadDiffusersPipeline(engine: Engine, folder: FolderAccess
     });
     const m = WeightLoader.load(engine, files.weights, {
       dtype: opts.dtype,
+      activations: opts.activations,
       allowNonFinite: opts.allowNonFinite,
       onProgress: (p) => progress?.({ component, phase: 'upload', loaded: p.loaded, total: p.total, file: p.name }),
     }, (w) => make(w, files.config));

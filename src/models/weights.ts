@@ -8,7 +8,7 @@
 
 import type { Engine } from '../engine/device.js';
 import type { DType } from '../engine/dtype.js';
-import { shapeString } from '../engine/dtype.js';
+import { paramDtype, shapeString } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
 import type { TensorSource } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
@@ -26,6 +26,11 @@ export interface WeightProgress {
 export interface WeightLoaderOptions {
   /** Storage dtype of the uploaded parameters (f16 needs shader-f16). */
   dtype?: DType;
+  /**
+   * The dtype the model's activations run in (default: `dtype`). f16 parameters with f32 activations
+   * is mixed precision: half the weights' memory, and reverse mode (f32 only) still works.
+   */
+  activations?: DType;
   onProgress?: (p: WeightProgress) => void;
   /**
    * Load tensors holding NaN or Inf anyway (default false: such a tensor is a WeightError). The
@@ -58,6 +63,8 @@ export class WeightLoader {
   /** Tensors uploaded by get(), with their full names, for the non-finite check. */
   private uploaded: { name: string; tensor: Tensor }[] = [];
   readonly dtype: DType;
+  /** The dtype the model's activations run in (inputs, embeddings, everything but the parameters). */
+  readonly activationDtype: DType;
 
   constructor(
     readonly engine: Engine,
@@ -67,6 +74,8 @@ export class WeightLoader {
     private root?: WeightLoader,
   ) {
     this.dtype = options.dtype ?? 'f32';
+    this.activationDtype = options.activations ?? this.dtype;
+    paramDtype(`${source.source}: parameters`, this.activationDtype, this.dtype);
   }
 
   private get top(): WeightLoader {

@@ -15,6 +15,8 @@ export const RESTORE_DEFAULTS = {
   /** SILO's FFHQ prompt; its COCO scripts use "A high quality photo". */
   prompt: 'A high quality photo of a face',
   clampW: true,
+  /** The weights' storage: f16 (mixed precision) where the adapter has shader-f16, else f32. */
+  weights: 'auto',
 } as const;
 
 /** Latent-DPS's step size (the DPS reference's scale for this residual). */

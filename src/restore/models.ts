@@ -6,7 +6,8 @@
 
 import type { Engine } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
-import { SiloError } from '../engine/errors.js';
+import { ArgumentError, LimitError, SiloError } from '../engine/errors.js';
+import type { DType } from '../engine/dtype.js';
 import { subFolder, type FolderAccess } from '../formats/folder.js';
 import type { SafetensorsFile } from '../formats/safetensors.js';
 import { readJson as readJsonAny, readSafetensors } from '../check/files.js';
@@ -54,7 +55,22 @@ export interface ModelSpec {
   sigmaEmb?: FileRef & { tensor?: string };
   /** Load weights holding NaN/Inf anyway (WeightLoaderOptions.allowNonFinite); default: a WeightError. */
   allowNonFinite?: boolean;
+  /**
+   * The parameters' storage (default 'f32'). 'f16' halves the weights' memory; activations, kept tapes
+   * and gradients stay f32 (mixed precision; needs shader-f16). 'auto': f16 where the adapter has it.
+   */
+  weights?: WeightsDtype;
   log?: (line: string) => void;
+}
+
+export type WeightsDtype = DType | 'auto';
+
+/** The storage dtype `weights` asks for on this engine ('auto': f16 where the adapter has shader-f16). */
+export function resolveWeightsDtype(engine: Engine, weights: WeightsDtype = 'f32'): DType {
+  if (weights === 'auto') return engine.hasF16 ? 'f16' : 'f32';
+  if (weights !== 'f32' && weights !== 'f16') throw new ArgumentError(`restore: weights must be 'f32', 'f16' or 'auto', got ${JSON.stringify(weights)}`);
+  if (weights === 'f16' && !engine.hasF16) throw new LimitError('restore: f16 weights need the shader-f16 feature, which this adapter does not offer (use f32 or auto)');
+  return weights;
 }
 
 /** Loaded models; prompts are embedded on demand (and cached) by `embed`. */
@@ -65,6 +81,8 @@ export interface LoadedModels {
   notes: string[];
   /** The latent side the operator is built for (SILO's operators fix 64), when there is one (the preserve CNN takes any). */
   operatorLatentSize?: number;
+  /** The weights' storage dtype (activations and gradients are f32 either way). */
+  weights: DType;
   /** The text encoder's output for a prompt, [1, 77, D]; cached per prompt, owned by this object. */
   embed(prompt: string): Promise<Tensor>;
   dispose(): void;
@@ -74,9 +92,10 @@ export async function loadModels(engine: Engine, spec: ModelSpec): Promise<Loade
   const disposers: (() => void)[] = [];
   const notes: string[] = [];
   const dispose = () => disposers.splice(0).reverse().forEach((d) => d());
+  const weights = resolveWeightsDtype(engine, spec.weights);
   const build = <T>(source: SafetensorsFile, make: (w: WeightLoader) => T): T => {
     let loader: WeightLoader | undefined;
-    const m = WeightLoader.build(engine, source, { dtype: 'f32', allowNonFinite: spec.allowNonFinite }, (w) => {
+    const m = WeightLoader.build(engine, source, { dtype: weights, activations: 'f32', allowNonFinite: spec.allowNonFinite }, (w) => {
       loader = w;
       return make(w);
     });
@@ -113,6 +132,8 @@ export async function loadModels(engine: Engine, spec: ModelSpec): Promise<Loade
     } else if (spec.pipeline) {
       const pipe = await loadDiffusersPipeline(engine, spec.pipeline.folder, {
         variant: spec.pipeline.variant,
+        dtype: weights,
+        activations: 'f32',
         allowNonFinite: spec.allowNonFinite,
         onProgress: (p) => {
           if (p.phase === 'upload' && p.total && p.loaded === p.total) spec.log?.(`loaded ${p.component} (${p.total} tensors)`);
@@ -183,7 +204,8 @@ export async function loadModels(engine: Engine, spec: ModelSpec): Promise<Loade
       }
       return t;
     };
-    return { base, notes, operatorLatentSize: opCfg?.latentSize, embed, dispose };
+    if (weights === 'f16') notes.push('weights stored in f16, activations and gradients in f32 (mixed precision)');
+    return { base, notes, weights, operatorLatentSize: opCfg?.latentSize, embed, dispose };
   } catch (e) {
     dispose();
     throw e;

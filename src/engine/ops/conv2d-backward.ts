@@ -56,9 +56,10 @@ function pow2Tile(n: number, lo: number, hi: number): number {
   return t;
 }
 
-function dims4(name: string, what: string, t: Tensor): [number, number, number, number] {
+/** Activations and gradients are f32; the weight (`param`) may be f16 (mixed precision). */
+function dims4(name: string, what: string, t: Tensor, param = false): [number, number, number, number] {
   assertArg(t.rank === 4, `${name}: ${what} must be rank 4, got ${shapeString(t.shape)}`);
-  assertArg(t.dtype === 'f32', `${name}: ${what} must be f32, got ${t.dtype}`);
+  assertArg(t.dtype === 'f32' || (param && t.dtype === 'f16'), `${name}: ${what} must be f32${param ? ' or f16' : ''}, got ${t.dtype}`);
   return t.shape as [number, number, number, number];
 }
 
@@ -137,7 +138,7 @@ export function conv2dBackward(rec: Recorder, x: Tensor, weight: Tensor, gradOut
   const name = opts.op ?? 'conv2d_backward';
   const needs = { x: true, weight: true, bias: false, ...opts.needs };
   const [n, cin, h, w] = dims4(name, 'input', x);
-  const [cout, cig, kh, kw] = dims4(name, 'weight', weight);
+  const [cout, cig, kh, kw] = dims4(name, 'weight', weight, true);
   dims4(name, 'gradOut', gradOut);
   const groups = opts.groups ?? 1;
   const stride = pair(opts.stride, 1);
@@ -190,7 +191,7 @@ export function convTranspose2dBackward(
   const name = opts.op ?? 'conv_transpose2d_backward';
   const needs = { x: true, weight: true, bias: false, ...opts.needs };
   const [n, cin, h, w] = dims4(name, 'input', x);
-  const [wcin, cog, kh, kw] = dims4(name, 'weight', weight);
+  const [wcin, cog, kh, kw] = dims4(name, 'weight', weight, true);
   dims4(name, 'gradOut', gradOut);
   const groups = opts.groups ?? 1;
   const stride = pair(opts.stride, 1);

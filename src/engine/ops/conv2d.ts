@@ -8,7 +8,7 @@ import activations from '../../../kernels/activations.wgsl';
 import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
-import { shapeString } from '../dtype.js';
+import { paramDtype, shapeString } from '../dtype.js';
 import { activationCode, type Activation } from './elementwise.js';
 import { conv3x3Winograd, winogradFits } from './winograd.js';
 import { grid1d, workgroupSize } from './grid.js';
@@ -78,7 +78,7 @@ interface Geometry {
 function checkInputs(name: string, x: Tensor, weight: Tensor, bias: Tensor | undefined, groups: number, transposed: boolean): Geometry {
   assertArg(x.rank === 4, `${name}: input must be [N, C, H, W], got ${shapeString(x.shape)}`);
   assertArg(weight.rank === 4, `${name}: weight must be rank 4, got ${shapeString(weight.shape)}`);
-  assertArg(x.dtype === weight.dtype, `${name}: input is ${x.dtype} but weight is ${weight.dtype}`);
+  paramDtype(`${name}: weight`, x.dtype, weight.dtype);
   assertArg(Number.isInteger(groups) && groups >= 1, `${name}: groups must be a positive integer, got ${groups}`);
   const [n, cin, h, w] = x.shape as [number, number, number, number];
   const [w0, w1, kh, kw] = weight.shape as [number, number, number, number];
@@ -96,7 +96,7 @@ function checkInputs(name: string, x: Tensor, weight: Tensor, bias: Tensor | und
   const cout = transposed ? w1 * groups : w0;
   if (bias) {
     assertArg(bias.rank === 1 && bias.shape[0] === cout, `${name}: bias must be [${cout}], got ${shapeString(bias.shape)}`);
-    assertArg(bias.dtype === x.dtype, `${name}: bias is ${bias.dtype} but input is ${x.dtype}`);
+    assertArg(bias.dtype === weight.dtype, `${name}: bias is ${bias.dtype} but weight is ${weight.dtype}`);
   }
   return { name, n, cin, h, w, kh, kw, groups };
 }
@@ -193,6 +193,7 @@ function recordConv3x3(
     includes: [activations],
     entry: 'conv3x3_px8',
     dtype: x.dtype,
+    wdtype: weight.dtype,
     consts: { WG: wg, CO: co, ACT: activationCode(act), HAS_BIAS: bias !== undefined, TRANSPOSED: false },
   });
   // A stride-1, padding-1 transposed convolution is this convolution with flipped taps; its weight is
@@ -253,6 +254,7 @@ export function record(
     includes: [activations],
     entry: 'conv2d',
     dtype: x.dtype,
+    wdtype: weight.dtype,
     consts: { WG: wg, CO: co, ACT: activationCode(act), HAS_BIAS: bias !== undefined, TRANSPOSED: transposed },
   });
   const result = engine.empty([g.n, cout, oh, ow], x.dtype, g.name);
@@ -365,6 +367,7 @@ export function conv2dNaive(
     includes: [activations],
     entry: 'conv2d_naive',
     dtype: x.dtype,
+    wdtype: weight.dtype,
     consts: { WG: wg, CO: 1, ACT: 0, HAS_BIAS: bias !== undefined, TRANSPOSED: false },
   });
   const out = engine.empty([g.n, cout, oh, ow], x.dtype, name);

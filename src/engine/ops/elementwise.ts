@@ -6,7 +6,7 @@ import activations from '../../../kernels/activations.wgsl';
 import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
-import { shapeString } from '../dtype.js';
+import { paramDtype, shapeString } from '../dtype.js';
 import { grid1d, workgroupSize } from './grid.js';
 import { dynamicUniforms, mapScalar, scalarValue, type Scalar } from '../step-value.js';
 
@@ -155,7 +155,10 @@ export interface BinaryOptions {
 function binary(rec: Recorder, kind: keyof typeof BINARY_OPS, a: Tensor, b: Tensor, opts: BinaryOptions = {}): Tensor {
   const engine = rec.engine;
   const name = opts.op ?? kind;
-  assertArg(a.dtype === b.dtype, `${name}: dtypes differ (${a.dtype} vs ${b.dtype})`);
+  // One operand may be f16 parameters (a bias) next to f32 activations: the result is then f32.
+  const dtype = a.dtype === b.dtype ? a.dtype : 'f32';
+  paramDtype(`${name}: a`, dtype, a.dtype);
+  paramDtype(`${name}: b`, dtype, b.dtype);
   const shape = broadcastShapes(a.shape, b.shape, name);
   assertArg(shape.length <= 8, `${name}: rank ${shape.length} > 8 is not supported`);
   const wg = workgroupSize(engine);
@@ -164,10 +167,12 @@ function binary(rec: Recorder, kind: keyof typeof BINARY_OPS, a: Tensor, b: Tens
     source,
     includes: [activations],
     entry: 'binary',
-    dtype: a.dtype,
+    dtype,
+    adtype: a.dtype,
+    wdtype: b.dtype,
     consts: { WG: wg, ACT: activationCode(opts.act), BOP: BINARY_OPS[kind] },
   });
-  const out = engine.empty(shape, a.dtype, name);
+  const out = engine.empty(shape, dtype, name);
   const n = out.size;
   const g = grid1d(engine, n, wg);
   const merged = collapseDims(shape, broadcastStrides(a.shape, shape), broadcastStrides(b.shape, shape));

@@ -5,12 +5,14 @@ import source from '../../../kernels/gather.wgsl';
 import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
-import { bytesPerElement, shapeString } from '../dtype.js';
+import { bytesPerElement, paramDtype, shapeString, type DType } from '../dtype.js';
 import { grid1d, workgroupSize } from './grid.js';
 
 export interface GatherOptions {
   /** Largest table binding in bytes (default: the adapter's maxStorageBufferBindingSize; tests lower it). */
   maxBindingBytes?: number;
+  /** Output dtype (default the table's). */
+  dtype?: DType;
   op?: string;
 }
 
@@ -23,7 +25,8 @@ function chunkRows(rowBytes: number, maxBytes: number, align: number): number {
 }
 
 /**
- * table [V, D] and ids [...] (f32 holding integer row indices) -> [..., D] in the table's dtype.
+ * table [V, D] and ids [...] (f32 holding integer row indices) -> [..., D] in opts.dtype (default the
+ * table's; an f16 table may give f32 rows).
  * Ids outside [0, V) give zero rows; validate ids on the host where they come from user input.
  */
 export function gatherRows(rec: Recorder, table: Tensor, ids: Tensor, opts: GatherOptions = {}): Tensor {
@@ -32,7 +35,9 @@ export function gatherRows(rec: Recorder, table: Tensor, ids: Tensor, opts: Gath
   assertArg(ids.dtype === 'f32', `${op}: ids must be an f32 tensor of integer values, got ${ids.dtype}`);
   const engine = rec.engine;
   const [V, D] = table.shape as [number, number];
-  const out = engine.empty([...ids.shape, D], table.dtype, op);
+  const dtype = opts.dtype ?? table.dtype;
+  paramDtype(`${op}: table`, dtype, table.dtype);
+  const out = engine.empty([...ids.shape, D], dtype, op);
   if (out.size === 0) return out;
   assertArg(V > 0, `${op}: the table ${shapeString(table.shape)} has no rows`);
   const rowBytes = D * bytesPerElement(table.dtype);
@@ -41,7 +46,7 @@ export function gatherRows(rec: Recorder, table: Tensor, ids: Tensor, opts: Gath
   const rows = table.byteLength <= maxBytes ? V : chunkRows(rowBytes, maxBytes, align);
   assertArg(rows * rowBytes <= maxBytes || rows === V, `${op}: rows of ${rowBytes} bytes cannot be bound in aligned chunks under ${maxBytes} bytes`);
   const wg = workgroupSize(engine);
-  const k = engine.kernel({ family: 'gather', source, entry: 'gather_rows', dtype: table.dtype, consts: { WG: wg } });
+  const k = engine.kernel({ family: 'gather', source, entry: 'gather_rows', dtype, wdtype: table.dtype, consts: { WG: wg } });
   const g = grid1d(engine, out.size, wg);
   const bufferBytes = table.buffer.size;
   for (let base = 0; base < V; base += rows) {

@@ -1,6 +1,7 @@
 // Reverse-mode kernels for matmul / linear. Every gradient is itself a matmul on the forward kernels
 // (dA = dC B^T, dB = A^T dC, with the transposes folded into transA / transB), followed by a sum over
-// the batch dims an operand was broadcast along; dBias sums dC over all rows. f32 only.
+// the batch dims an operand was broadcast along; dBias sums dC over all rows. f32 gradients; an operand may
+// be f16 parameters (mixed precision).
 // The fused activation is not differentiated here: callers apply unaryBackward to the pre-activation.
 
 import type { Recorder } from '../recorder.js';
@@ -50,7 +51,9 @@ export function matmulBackward(rec: Recorder, a: Tensor, b: Tensor, gradOut: Ten
   const tB = opts.transB ?? false;
   const scale = opts.scale ?? 1;
   const needs = { a: true, b: true, bias: false, ...opts.needs };
-  for (const t of [a, b, gradOut]) assertArg(t.dtype === 'f32', `${name}: f32 only, got ${t.dtype} ${shapeString(t.shape)}`);
+  assertArg(gradOut.dtype === 'f32', `${name}: gradOut must be f32, got ${gradOut.dtype} ${shapeString(gradOut.shape)}`);
+  // An operand may hold f16 parameters (mixed precision); the gradients are f32 either way.
+  for (const t of [a, b]) assertArg(t.dtype === 'f32' || t.dtype === 'f16', `${name}: operands must be f32 or f16 parameters, got ${t.dtype} ${shapeString(t.shape)}`);
   assertArg(a.rank >= 2 && b.rank >= 2, `${name}: operands need rank >= 2`);
   const [ar, ac] = a.shape.slice(-2) as [number, number];
   const [br, bc] = b.shape.slice(-2) as [number, number];

@@ -7,7 +7,7 @@ import activations from '../../../kernels/activations.wgsl';
 import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
-import { shapeString } from '../dtype.js';
+import { paramDtype, shapeString } from '../dtype.js';
 import { activationCode, broadcastShapes, type Activation } from './elementwise.js';
 
 export interface MatmulOptions {
@@ -102,8 +102,8 @@ export function transposeLast2(rec: Recorder, x: Tensor, op = 'transpose'): Tens
 
 /**
  * a [..., M, K] (or [..., K, M] with transA) times b [..., K, N] (or [..., N, K] with transB), batch dims
- * broadcast numpy-style (a rank-2 b is shared by every batch of a). Output [...batch, M, N] in a's
- * dtype: act(scale * a b + bias). One dispatch, plus one that transposes b when transB.
+ * broadcast numpy-style (a rank-2 b is shared by every batch of a). Output [...batch, M, N] in the
+ * operands' dtype (f32 where one is f16 parameters and the other f32): act(scale * a b + bias). One dispatch, plus one that transposes b when transB.
  */
 export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const engine = rec.engine;
@@ -112,7 +112,11 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
   const transB = opts.transB ?? false;
   const what = `${name}: a ${shapeString(a.shape)}${transA ? 'ᵀ' : ''} x b ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}`;
   assertArg(a.rank >= 2 && b.rank >= 2, `${what}: both operands need rank >= 2`);
-  assertArg(a.dtype === b.dtype, `${what}: dtypes differ (${a.dtype} vs ${b.dtype})`);
+  // Either operand may be f16 parameters next to f32 activations (mixed precision): the output is then
+  // f32. The bias is bound with b's dtype.
+  const dtype = a.dtype === b.dtype ? a.dtype : 'f32';
+  const wdtype = paramDtype(`${what}: b`, dtype, b.dtype);
+  const adtype = paramDtype(`${what}: a`, dtype, a.dtype);
   const [ar, ac] = a.shape.slice(-2) as [number, number];
   const [br, bc] = b.shape.slice(-2) as [number, number];
   const M = transA ? ac : ar;
@@ -127,7 +131,7 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
   assertArg(batch.length <= MAX_BATCH_RANK, `${what}: at most ${MAX_BATCH_RANK} batch dims are supported`);
   assertArg(batch.every((d) => d >= 1), `${what}: batch dims must be >= 1`);
   if (opts.bias) {
-    assertArg(opts.bias.dtype === a.dtype, `${what}: bias dtype ${opts.bias.dtype} differs from ${a.dtype}`);
+    assertArg(opts.bias.dtype === wdtype, `${what}: bias dtype ${opts.bias.dtype} differs from b's ${wdtype}`);
     assertArg(opts.bias.rank === 1 && opts.bias.size === N, `${what}: bias must be [${N}], got ${shapeString(opts.bias.shape)}`);
   }
 
@@ -149,11 +153,13 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
     source,
     includes: [activations],
     entry: variant,
-    dtype: a.dtype,
+    dtype,
+    wdtype,
+    adtype,
     consts: { WG: wg, ROWS: rowsFor(variant), ACT: activationCode(opts.act), HAS_BIAS: !!opts.bias },
   });
 
-  const out = engine.empty([...batch, M, N], a.dtype, name);
+  const out = engine.empty([...batch, M, N], dtype, name);
   const rowGroups = Math.ceil(rows / rowsFor(variant));
   const tiles = rowGroups * batches;
   const ny = Math.min(tiles, engine.limits.maxComputeWorkgroupsPerDimension);
@@ -198,6 +204,7 @@ export function linear(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, 
   assertArg(x.rank >= 1, `${name}: x must have rank >= 1`);
   assertArg(weight.rank === 2, `${name}: weight must be [out, in], got ${shapeString(weight.shape)}`);
   const inF = x.shape[x.rank - 1]!;
+  paramDtype(`${name}: weight`, x.dtype, weight.dtype);
   assertArg(
     weight.shape[1] === inF,
     `${name}: x ${shapeString(x.shape)} has ${inF} input features but weight ${shapeString(weight.shape)} expects ${weight.shape[1]}`,

@@ -26,9 +26,10 @@ interface RowNormBw extends RowNorm {
   paramGrads: boolean;
 }
 
-function checkTensor(op: string, what: string, t: Tensor | undefined, shape: readonly number[]): void {
+/** Activations and gradients are f32; affine parameters (`param`) may be f16 (mixed precision). */
+function checkTensor(op: string, what: string, t: Tensor | undefined, shape: readonly number[], param = false): void {
   if (!t) return;
-  assertArg(t.dtype === 'f32', `${op}: backward ops take f32 tensors, ${what} is ${t.dtype}`);
+  assertArg(t.dtype === 'f32' || (param && t.dtype === 'f16'), `${op}: backward ops take f32 tensors${param ? ' (f16 parameters)' : ''}, ${what} is ${t.dtype}`);
   assertArg(
     t.shape.length === shape.length && t.shape.every((d, i) => d === shape[i]),
     `${op}: ${what} has shape ${shapeString(t.shape)} but must be ${shapeString(shape)}`,
@@ -52,13 +53,15 @@ function rowNormBackward(rec: Recorder, x: Tensor, gradOut: Tensor, weight: Tens
     return grads;
   }
   const consts = { ACT: p.act, HAS_W: weight !== undefined, HAS_B: bias !== undefined };
+  assertArg(!weight || !bias || weight.dtype === bias.dtype, `${p.op}: weight is ${weight?.dtype} but bias is ${bias?.dtype}`);
+  // Absent affine parameters are bound to the other one or to x (never read: HAS_W / HAS_B fold the
+  // accesses away); the affine bindings take the parameters' dtype.
+  const w = weight ?? bias ?? x;
+  const b = bias ?? weight ?? x;
   const kernel = (entry: string, wg: number) =>
-    engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry, dtype: 'f32', consts: { WG: wg, ...consts } });
+    engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry, dtype: 'f32', wdtype: w.dtype, consts: { WG: wg, ...consts } });
   const stats = normRowStats(rec, x, p);
   const uniforms = { n: x.size, row: 0, rows: p.rows, len: p.len, adiv: p.adiv, amod: p.amod, outer: x.size / (p.amod * p.adiv) };
-  // Absent affine parameters are bound to x (never read: HAS_W / HAS_B fold the accesses away).
-  const w = weight ?? x;
-  const b = bias ?? x;
 
   const sums = engine.empty([p.rows, 2], 'f32', `${p.op}:rowsums`);
   const wgRows = workgroupSize(engine, p.len <= 1024 ? 64 : 256);
@@ -122,8 +125,8 @@ export function groupNormBackward(
   );
   checkTensor(op, 'x', x, x.shape);
   checkTensor(op, 'gradOut', gradOut, x.shape);
-  checkTensor(op, 'weight', weight, [c]);
-  checkTensor(op, 'bias', bias, [c]);
+  checkTensor(op, 'weight', weight, [c], true);
+  checkTensor(op, 'bias', bias, [c], true);
   const eps = opts.eps ?? 1e-5;
   checkEps(op, eps);
   const spatial = shapeSize(x.shape.slice(2));
@@ -159,8 +162,8 @@ export function layerNormBackward(
   );
   checkTensor(op, 'x', x, x.shape);
   checkTensor(op, 'gradOut', gradOut, x.shape);
-  checkTensor(op, 'weight', weight, normalizedShape);
-  checkTensor(op, 'bias', bias, normalizedShape);
+  checkTensor(op, 'weight', weight, normalizedShape, true);
+  checkTensor(op, 'bias', bias, normalizedShape, true);
   const eps = opts.eps ?? 1e-5;
   checkEps(op, eps);
   const len = shapeSize(normalizedShape);

@@ -9,7 +9,7 @@ import type { Engine } from '../device.js';
 import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
-import { shapeSize, shapeString } from '../dtype.js';
+import { paramDtype, shapeSize, shapeString } from '../dtype.js';
 import { ACTIVATION_WGSL, activationCode } from './elementwise.js';
 import { grid1d, workgroupSize } from './grid.js';
 
@@ -160,7 +160,12 @@ function segmentSpan(engine: Engine): number {
 function recordApply(rec: Recorder, x: Tensor, stats: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, out: Tensor, p: RowNorm): void {
   const engine = rec.engine;
   const consts = { ACT: p.act, HAS_W: weight !== undefined, HAS_B: bias !== undefined };
-  // An absent affine parameter is bound to x (read-only, never read: HAS_W/HAS_B fold the access away).
+  // An absent affine parameter is bound to the other one or to x (read-only, never read: HAS_W/HAS_B
+  // fold the access away). The affine bindings take the parameters' dtype (f16 with f32 activations).
+  const w = weight ?? bias ?? x;
+  const b = bias ?? weight ?? x;
+  const wdtype = w.dtype;
+  assertArg(!weight || !bias || weight.dtype === bias.dtype, `${p.op}: weight is ${weight?.dtype} but bias is ${bias?.dtype}`);
   const segs = normSegments(p);
   if (segs) {
     const seg4 = segs.seg / 4;
@@ -172,21 +177,21 @@ function recordApply(rec: Recorder, x: Tensor, stats: Tensor, weight: Tensor | u
     const groups = Math.ceil(count / perWg);
     const maxDim = engine.limits.maxComputeWorkgroupsPerDimension;
     const gy = Math.min(groups, maxDim);
-    const k = engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry: 'norm_apply_seg', dtype: x.dtype, consts: { WG: wg, ...consts }, overrides: { AFF_SHARED: segs.shared ? 1 : 0 } });
+    const k = engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry: 'norm_apply_seg', dtype: x.dtype, wdtype, consts: { WG: wg, ...consts }, overrides: { AFF_SHARED: segs.shared ? 1 : 0 } });
     rec.dispatch(k, {
       op: p.op,
-      bindings: { vx: x, vstats: stats, vw: weight ?? x, vb: bias ?? x, vout: out },
+      bindings: { vx: x, vstats: stats, vw: w, vb: b, vout: out },
       uniforms: { segs: count, seg4, span, per_wg: perWg, per_row: p.len / segs.seg, amod: p.amod },
       workgroups: [Math.ceil(seg4 / span), gy, Math.ceil(groups / gy)],
     });
     return;
   }
   const wg = workgroupSize(engine);
-  const k = engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry: 'norm_apply', dtype: x.dtype, consts: { WG: wg, ...consts } });
+  const k = engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry: 'norm_apply', dtype: x.dtype, wdtype, consts: { WG: wg, ...consts } });
   const g = grid1d(engine, x.size, wg);
   rec.dispatch(k, {
     op: p.op,
-    bindings: { ax: x, astats: stats, aw: weight ?? x, ab: bias ?? x, aout: out },
+    bindings: { ax: x, astats: stats, aw: w, ab: b, aout: out },
     uniforms: { n: x.size, row: g.row, len: p.len, adiv: p.adiv, amod: p.amod },
     workgroups: g.workgroups,
   });
@@ -206,7 +211,7 @@ function checkParam(op: string, x: Tensor, t: Tensor | undefined, what: string, 
     t.shape.length === shape.length && t.shape.every((d, i) => d === shape[i]),
     `${op}: ${what} has shape ${shapeString(t.shape)} but must be ${shapeString(shape)} for input ${shapeString(x.shape)}`,
   );
-  assertArg(t.dtype === x.dtype, `${op}: ${what} is ${t.dtype} but the input is ${x.dtype}`);
+  paramDtype(`${op}: ${what}`, x.dtype, t.dtype);
 }
 
 function checkEps(op: string, eps: number): void {

@@ -37,8 +37,9 @@ export function conv3x3Winograd(rec: Recorder, x: Tensor, weight: Tensor, bias: 
   const tiles = n * th * tw;
   const wg = workgroupSize(engine, 64);
   // Only the output transform reads ACT and HAS_BIAS: the transforms before it share one pipeline each.
+  // The weight and bias bindings take the weight's dtype (f16 weights with f32 activations).
   const kernel = (entry: string, act = 0, hasBias = false) =>
-    engine.kernel({ family: 'winograd', source, includes: [activations], entry, dtype: x.dtype, consts: { WG: wg, ACT: act, HAS_BIAS: hasBias } });
+    engine.kernel({ family: 'winograd', source, includes: [activations], entry, dtype: x.dtype, wdtype: weight.dtype, consts: { WG: wg, ACT: act, HAS_BIAS: hasBias } });
   const out = engine.empty([n, cout, h, w], x.dtype, c.op);
   if (out.size === 0) return out;
 
@@ -64,8 +65,8 @@ export function conv3x3Winograd(rec: Recorder, x: Tensor, weight: Tensor, bias: 
   g = grid1d(engine, cout * tiles, wg);
   rec.dispatch(kernel('wino_output', activationCode(c.act), bias !== undefined), {
     op: `${c.op}/winograd`,
-    // Without a bias the (dead, read-only) bias binding still needs a buffer: x stands in.
-    bindings: { wo_m: m, wo_bias: bias ?? x, wo_y: out },
+    // Without a bias the (dead, read-only) bias binding still needs a buffer: the weight stands in.
+    bindings: { wo_m: m, wo_bias: bias ?? weight, wo_y: out },
     uniforms: { cout, h, w, th, tw, tiles, row: g.row, alpha: c.alpha },
     workgroups: g.workgroups,
   });

@@ -8,6 +8,7 @@
 
 import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
+import type { DType } from '../../engine/dtype.js';
 import { ArgumentError } from '../../engine/errors.js';
 import { add } from '../../engine/ops/elementwise.js';
 import { attention } from '../../engine/ops/attention.js';
@@ -102,11 +103,14 @@ export class ClipTextModel {
   readonly positionEmbedding: Tensor;
   readonly layers: ClipEncoderLayer[];
   readonly finalLayerNorm: LayerNorm;
+  /** The activations' dtype (the weights may be f16 under f32 activations). */
+  readonly dtype: DType;
 
   /** `w` at the checkpoint's root: parameters are read under "text_model.". */
   constructor(w: WeightLoader, readonly config: ClipTextConfig) {
     const t = w.scope('text_model.');
     const d = config.hiddenSize;
+    this.dtype = w.activationDtype;
     this.tokenEmbedding = t.get('embeddings.token_embedding.weight', [config.vocabSize, d]);
     this.positionEmbedding = t.get('embeddings.position_embedding.weight', [config.maxPositionEmbeddings, d]);
     this.layers = [];
@@ -145,7 +149,7 @@ export class ClipTextModel {
         const idTensor = engine.tensor(Float32Array.from(ids), [B, L], 'f32', 'input_ids');
         const positions = engine.tensor(Float32Array.from({ length: L }, (_, i) => i), [L], 'f32', 'position_ids');
         let x = rec.scope('embeddings', () =>
-          add(rec, gatherRows(rec, this.tokenEmbedding, idTensor), gatherRows(rec, this.positionEmbedding, positions)),
+          add(rec, gatherRows(rec, this.tokenEmbedding, idTensor, { dtype: this.dtype }), gatherRows(rec, this.positionEmbedding, positions, { dtype: this.dtype })),
         );
         this.layers.slice(0, c.numHiddenLayers - skip).forEach((layer, i) => {
           x = rec.scope(`encoder.layers.${i}`, () => layer.forward(rec, x));

@@ -128,7 +128,7 @@ export class PreserveDegradationNetwork {
     readonly config: PreserveNetworkConfig,
   ) {
     const c = config;
-    this.dtype = w.dtype;
+    this.dtype = w.activationDtype;
     this.engine = w.engine;
     this.positionalEmbedding = w.get('pos_embedding.positional_embedding', [c.posEmbedChannels, c.posSize, c.posSize]);
     this.initialProj = new Conv2d(w, 'initial_proj.0', c.inChannels, c.inChannels, 1);

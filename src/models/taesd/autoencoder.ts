@@ -16,6 +16,8 @@ import { TaesdDecoder } from './decoder.js';
 export interface TinyAutoencoderOptions {
   /** Storage dtype of weights and activations (f16 needs shader-f16). */
   dtype?: DType;
+  /** The activations' dtype when it differs from the weights' (f16 weights, f32 activations: mixed precision). */
+  activations?: DType;
   /** Overrides the config read from the weights (it must still match them). */
   config?: TaesdConfig;
 }
@@ -23,6 +25,7 @@ export interface TinyAutoencoderOptions {
 export class TinyAutoencoder {
   private constructor(
     readonly config: TaesdConfig,
+    /** The activations' dtype (images and latents are given in it). */
     readonly dtype: DType,
     readonly encoder?: TaesdEncoder,
     readonly decoder?: TaesdDecoder,
@@ -31,15 +34,16 @@ export class TinyAutoencoder {
   static load(engine: Engine, sources: { encoder?: TensorSource; decoder?: TensorSource }, opts: TinyAutoencoderOptions = {}): TinyAutoencoder {
     const config = opts.config ?? taesdConfigFromWeights(sources);
     const dtype = opts.dtype ?? 'f32';
-    const encoder = sources.encoder ? WeightLoader.build(engine, sources.encoder, { dtype }, (w) => new TaesdEncoder(w, config)) : undefined;
+    const activations = opts.activations ?? dtype;
+    const encoder = sources.encoder ? WeightLoader.build(engine, sources.encoder, { dtype, activations }, (w) => new TaesdEncoder(w, config)) : undefined;
     let decoder: TaesdDecoder | undefined;
     try {
-      decoder = sources.decoder ? WeightLoader.build(engine, sources.decoder, { dtype }, (w) => new TaesdDecoder(w, config)) : undefined;
+      decoder = sources.decoder ? WeightLoader.build(engine, sources.decoder, { dtype, activations }, (w) => new TaesdDecoder(w, config)) : undefined;
     } catch (e) {
       encoder?.dispose();
       throw e;
     }
-    return new TinyAutoencoder(config, dtype, encoder, decoder);
+    return new TinyAutoencoder(config, activations, encoder, decoder);
   }
 
   /** image [N, C, H, W] in [0, 1] -> raw latent. */

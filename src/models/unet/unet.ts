@@ -32,6 +32,7 @@ export interface UNetOutput {
 
 export class UNet2DConditionModel {
   readonly dtype: DType;
+  readonly weightDtype: DType;
   readonly timeProj: Timesteps;
   /** diffusers' `time_embedding` module (the name `timeEmbedding` is the method that applies it). */
   readonly timeMlp: TimestepEmbedding;
@@ -44,7 +45,9 @@ export class UNet2DConditionModel {
 
   constructor(w: WeightLoader, readonly config: UNetConfig) {
     const c = config;
-    this.dtype = w.dtype;
+    // The activations' dtype (inputs must be in it); the weights may be f16 under f32 activations.
+    this.dtype = w.activationDtype;
+    this.weightDtype = w.dtype;
     const nb = c.blockOutChannels.length;
     const settings = (i: number): BlockSettings => ({
       tembChannels: c.timeEmbedDim,
