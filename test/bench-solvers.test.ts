@@ -16,12 +16,13 @@ beforeAll(async () => {
 
 describe('parseSolverArgs', () => {
   it('defaults: both modes, sr4, 32x32 latent, t 500, one warm-up, steps left to the adapter', () => {
-    expect(parseSolverArgs(['solvers'])).toEqual({ steps: undefined, warmup: 1, tiny: false, modes: ['reuse', 'recompute'], task: 'sr4', latent: 32, t: 500, profile: false, replay: undefined });
+    expect(parseSolverArgs(['solvers'])).toEqual({ steps: undefined, warmup: 1, tiny: false, modes: ['reuse', 'recompute'], task: 'sr4', latent: 32, t: 500, profile: false, replay: undefined, dtype: 'f32' });
   });
 
   it('reads its flags and ignores main.ts flags; --quick means one timed step unless --steps says otherwise', () => {
     const a = parseSolverArgs(['solvers', '--filter', 'psld', '--tiny', '--steps', '3', '--warmup', '0', '--mode', 'recompute', '--task', 'gaussian_blur', '--latent', '16', '--t', '999']);
-    expect(a).toEqual({ steps: 3, warmup: 0, tiny: true, modes: ['recompute'], task: 'gaussian_blur', latent: 16, t: 999, profile: false, replay: undefined });
+    expect(a).toEqual({ steps: 3, warmup: 0, tiny: true, modes: ['recompute'], task: 'gaussian_blur', latent: 16, t: 999, profile: false, replay: undefined, dtype: 'f32' });
+    expect(parseSolverArgs(['solvers', '--dtype', 'f16']).dtype).toBe('f16');
     expect(parseSolverArgs(['solvers', '--replay', '2']).replay).toBe(2);
     expect(parseSolverArgs(['solvers', '--replay', '0']).replay).toBe(0);
     expect(parseSolverArgs(['solvers', '--quick']).steps).toBe(1);
@@ -39,6 +40,7 @@ describe('parseSolverArgs', () => {
     expect(() => parseSolverArgs(['--latent', '20'])).toThrow(/multiple of 8/);
     expect(() => parseSolverArgs(['--t', '1000'])).toThrow(/--t must be an integer in \[0, 999\]/);
     expect(() => parseSolverArgs(['--replay', '-1'])).toThrow(/--replay must be an integer in \[0, Infinity\]/);
+    expect(() => parseSolverArgs(['--dtype', 'bf16'])).toThrow(/--dtype must be f32 or f16 \(the weights' storage\), got "bf16"/);
   });
 });
 

@@ -96,6 +96,7 @@ describe('silo restore arguments', () => {
     await expectUsage(restoreArgs(['--seed', '99999999999999999999']), /--seed .*at most 9007199254740991/);
     await expectUsage(restoreArgs(['--cfg', '1e999']), /--cfg "1e999": expected a finite number/);
     await expectUsage(restoreArgs(['--activation-budget', '0']), /--activation-budget 0: expected a number of MiB > 0/);
+    await expectUsage(restoreArgs(['--dtype', 'bf16']), /--dtype bf16: expected f32, f16 or auto/);
     await expectUsage(restoreArgs(['--activation-budget=-5']), /--activation-budget -5/);
   });
 

@@ -221,6 +221,19 @@ describe('tensors and pool', () => {
     b.dispose();
   });
 
+  it('gives uploads (weights, inputs) and exact requests buffers of their own size, not the size class', () => {
+    const live = engine.pool.stats.liveBytes;
+    const w = engine.tensor(new Float32Array(1100), [1100], 'f32', 'w');
+    expect(engine.pool.stats.liveBytes - live).toBe(4400);
+    expect(bucketSize(4400)).toBe(5120);
+    const e = engine.empty([1100], 'f32', 'e', { exact: true });
+    expect(engine.pool.stats.liveBytes - live).toBe(8800);
+    const c = engine.empty([1100]);
+    expect(engine.pool.stats.liveBytes - live).toBe(8800 + 5120);
+    for (const t of [w, e, c]) t.dispose();
+    expect(engine.pool.stats.liveBytes).toBe(live);
+  });
+
   it('keeps storage alive through reshape views and rejects use after dispose', async () => {
     const a = engine.tensor([1, 2, 3, 4, 5, 6], [2, 3], 'f32', 'a');
     const v = a.reshape([3, -1]);

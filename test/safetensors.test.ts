@@ -449,6 +449,12 @@ describe('safetensors: upload to the GPU', () => {
       const h = f.toTensor(engine, 'v', 'f16');
       expect(Array.from(await h.read())).toEqual(Array.from(f.getF32('v')).map((x) => f16BitsToF32(f32ToF16Bits(x))));
     }
+    // A finite value beyond f16's range is refused by name (not uploaded as Inf, then blamed on the file).
+    const wide = parseSafetensors(serializeSafetensors({ w: f32Entry([1, 70000, -1e6, 65504], [4]) }), 'wide.safetensors');
+    expect(() => wide.toTensor(engine, 'w', 'f16')).toThrow(/wide\.safetensors, tensor "w": 2 value\(s\) beyond f16's range \(±65504\): load it in f32/);
+    const w32 = wide.toTensor(engine, 'w', 'f32');
+    expect(Array.from(await w32.read())).toEqual([1, 70000, -1e6, 65504]);
+    w32.dispose();
   });
 });
 

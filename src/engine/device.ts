@@ -192,7 +192,8 @@ export class Engine {
   }
 
   /** An uninitialised tensor from the pool. */
-  empty(shape: readonly number[], dtype: DType = 'f32', name = 'tensor'): Tensor {
+  /** `exact`: a buffer of exactly the tensor's size, not the pool's size class (long-lived tensors: weights). */
+  empty(shape: readonly number[], dtype: DType = 'f32', name = 'tensor', opts: { exact?: boolean } = {}): Tensor {
     this.checkAlive();
     if (shape.some((d) => !Number.isInteger(d) || d < 0)) {
       throw new ArgumentError(`${name}: invalid shape ${shapeString(shape)}`);
@@ -201,7 +202,7 @@ export class Engine {
       throw new LimitError(`${name}: f16 storage needs shader-f16, which this device does not have`);
     }
     const bytes = Math.ceil((shapeSize(shape) * bytesPerElement(dtype)) / 4) * 4;
-    const buffer = this.pool.acquire(bytes, `tensor ${name} ${shapeString(shape)} ${dtype}`);
+    const buffer = this.pool.acquire(bytes, `tensor ${name} ${shapeString(shape)} ${dtype}`, opts.exact);
     const t = new Tensor(this, new Storage(buffer, bytes, (b) => this.pool.release(b)), shape.slice(), dtype, name);
     this.track(t);
     return t;
@@ -277,7 +278,8 @@ export class Engine {
     if (data.length !== n) {
       throw new ArgumentError(`${name}: ${data.length} values do not fill shape ${shapeString(shape)} (${n} elements)`);
     }
-    const t = this.empty(shape, dtype, name);
+    // Uploads are mostly weights and inputs, which live long: exact-size buffers.
+    const t = this.empty(shape, dtype, name, { exact: true });
     this.write(t, data);
     return t;
   }

@@ -1,5 +1,6 @@
 // Bucketed GPU buffer pool. Sizes round up to 4 steps per octave (<= 25% waste), so buffers freed by
-// one op are reused by later ops of similar size. Tracks live and peak bytes for memory reports.
+// one op are reused by later ops of similar size; long-lived buffers (weights, uploads) can ask for their
+// exact size instead, since a model's ~12 % average rounding would be held for its whole life. Tracks live and peak bytes for memory reports.
 
 import { LimitError, SiloError } from './errors.js';
 
@@ -39,8 +40,8 @@ export class BufferPool {
 
   static readonly usage = 0x80 /* STORAGE */ | 0x4 /* COPY_SRC */ | 0x8; /* COPY_DST */
 
-  acquire(bytes: number, what: string): GPUBuffer {
-    let size = bucketSize(Math.max(4, bytes));
+  acquire(bytes: number, what: string, exact = false): GPUBuffer {
+    let size = exact ? Math.ceil(Math.max(4, bytes) / 4) * 4 : bucketSize(Math.max(4, bytes));
     if (size > this.maxBufferSize) {
       if (bytes > this.maxBufferSize) {
         throw new LimitError(

@@ -49,6 +49,9 @@ export interface TensorInfo {
 }
 
 /** Rejections of malformed files and bad look-ups; `file` and `tensor` say where. */
+/** Largest finite f16 (values up to half an ulp above it round to it, not to Inf; refusing above it is simpler). */
+const F16_MAX = 65504;
+
 export class SafetensorsError extends SiloError {
   constructor(
     readonly file: string,
@@ -381,7 +384,7 @@ export class SafetensorsFile implements TensorSource {
     if (i.dtype === (dtype === 'f32' ? 'F32' : 'F16')) {
       // Stored exactly as the GPU wants it: upload the file bytes without conversion, from disk in
       // bounded pieces so a large tensor never needs one large host array.
-      const t = engine.empty(i.shape, dtype, name);
+      const t = engine.empty(i.shape, dtype, name, { exact: true });
       if (this.memory) engine.writeBytes(t.buffer, this.getBytes(name));
       else {
         for (let done = 0; done < i.byteLength; done += UPLOAD_CHUNK) {
@@ -393,7 +396,12 @@ export class SafetensorsFile implements TensorSource {
     }
     const f = this.getF32(name);
     if (dtype === 'f32') return engine.tensor(f, i.shape, 'f32', name);
-    const t = engine.empty(i.shape, 'f16', name);
+    // A finite value beyond f16's range would become Inf on the GPU and be reported as a damaged
+    // weight: say what happened instead.
+    let big = 0;
+    for (const v of f) if (Math.abs(v) > F16_MAX) big++;
+    if (big) throw new SafetensorsError(this.source, name, `${big} value(s) beyond f16's range (±${F16_MAX}): load it in f32 (--dtype f32)`);
+    const t = engine.empty(i.shape, 'f16', name, { exact: true });
     const h = f32ArrayToF16(f);
     engine.writeBytes(t.buffer, new Uint8Array(h.buffer));
     return t;

@@ -71,7 +71,7 @@ export class RandomWeightSource implements TensorSource {
     } else {
       std = 1 / Math.sqrt(shapeSize(shape) / shape[0]!);
     }
-    return randomNormal(this.rec, shape, nameSeed(name, this.seed), { mean, std, dtype, name });
+    return randomNormal(this.rec, shape, nameSeed(name, this.seed), { mean, std, dtype, name, exact: true });
   }
 
   /** Submits the recorded generation program (call once after building the model). */

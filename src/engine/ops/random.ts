@@ -19,6 +19,8 @@ export interface RandomOptions {
   dtype?: DType;
   /** Tensor name (default the op name). */
   name?: string;
+  /** An exact-size buffer (long-lived results such as generated weights; see BufferPool). */
+  exact?: boolean;
 }
 
 export interface NormalOptions extends RandomOptions {
@@ -39,7 +41,7 @@ function fill(rec: Recorder, entry: Entry, op: string, shape: readonly number[],
   const dtype = entry === 'bits_fill' ? 'f32' : (opts.dtype ?? 'f32');
   const wg = workgroupSize(engine);
   const k = engine.kernel({ family: 'random', source, entry, dtype, consts: { WG: wg, BITS: dtype === 'f16' ? 11 : 24 } });
-  const out = engine.empty(shape, dtype, opts.name ?? op);
+  const out = engine.empty(shape, dtype, opts.name ?? op, { exact: opts.exact });
   const g = grid1d(engine, Math.ceil(n / 4), wg);
   rec.dispatch(k, {
     op,
