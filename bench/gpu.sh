@@ -47,9 +47,10 @@ suite() { # name, seconds, then bench arguments
 # shellcheck disable=SC2086
 suite kernels 150 kernels ${KERNEL_ARGS:-}
 suite models 150 models --latent "$LATENT"
-# SILO-CNN, SILO-RG, Latent-DPS, PSLD: one warm-up and one timed step each, keeping the UNet's activations.
+# SILO-CNN, SILO-RG, Latent-DPS, PSLD: one warm-up and one timed step each, keeping the UNet's activations,
+# with f16 weights (what restore runs with on an adapter with shader-f16; SOLVER_ARGS="--dtype f32" overrides).
 # shellcheck disable=SC2086
-suite solvers 240 solvers --latent "$LATENT" --steps 1 --warmup 1 --mode reuse ${SOLVER_ARGS:-}
+suite solvers 240 solvers --latent "$LATENT" --steps 1 --warmup 1 --mode reuse --dtype f16 ${SOLVER_ARGS:-}
 if [ -n "${OUT:-}" ]; then
   # The newest JSON of each suite (the device tool brings back at most 8 files).
   for s in kernels models solvers; do

@@ -95,7 +95,7 @@ export class BenchArgsError extends Error {}
  */
 export function parseSolverArgs(args: readonly string[]): SolverBenchArgs {
   const value = (flag: string): string | undefined => {
-    const i = args.indexOf(flag);
+    const i = args.lastIndexOf(flag); // a later flag wins (bench/gpu.sh appends SOLVER_ARGS)
     if (i < 0) return undefined;
     const v = args[i + 1];
     if (v === undefined || v.startsWith('--')) throw new BenchArgsError(`${flag} needs a value`);

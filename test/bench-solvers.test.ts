@@ -23,6 +23,7 @@ describe('parseSolverArgs', () => {
     const a = parseSolverArgs(['solvers', '--filter', 'psld', '--tiny', '--steps', '3', '--warmup', '0', '--mode', 'recompute', '--task', 'gaussian_blur', '--latent', '16', '--t', '999']);
     expect(a).toEqual({ steps: 3, warmup: 0, tiny: true, modes: ['recompute'], task: 'gaussian_blur', latent: 16, t: 999, profile: false, replay: undefined, dtype: 'f32' });
     expect(parseSolverArgs(['solvers', '--dtype', 'f16']).dtype).toBe('f16');
+    expect(parseSolverArgs(['solvers', '--dtype', 'f16', '--dtype', 'f32']).dtype).toBe('f32'); // the later flag wins
     expect(parseSolverArgs(['solvers', '--replay', '2']).replay).toBe(2);
     expect(parseSolverArgs(['solvers', '--replay', '0']).replay).toBe(0);
     expect(parseSolverArgs(['solvers', '--quick']).steps).toBe(1);
