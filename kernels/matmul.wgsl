@@ -16,6 +16,7 @@
 // Variants, picked by the op from the shape:
 //   matmul_nn4: B row-major [K, N] with N % 4 == 0: B, bias and C as vec4 along N.
 //   matmul_any: any layout and size, scalar loads; B(k, n) at tile.b + k * sbk + n * sbn.
+//   matmul_tiled: as matmul_nn4, through workgroup memory in 64 x 64 blocks: the GPU variant.
 //   matmul_naive: one thread per output, no blocking: the benchmark baseline (row-major, no batch).
 //   transpose_last2: [..., R, C] -> [..., C, R]. A transposed B ([N, K], the nn.Linear weight) is
 //     transposed first: read in place, neighbouring threads would walk rows K apart (one memory
@@ -190,6 +191,59 @@ fn matmul_any(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) l
   var res = array<mat2x4f, 8>(s0, s1, s2, s3, s4, s5, s6, s7);
   for (var q = 0u; q < 2u * min(ROWS, mm_p.M - tl.r0); q++) {
     store_cols(tl, q / 2u, select(lo, hi, (q & 1u) == 1u), res[q / 2u][q & 1u]);
+  }
+}
+
+// matmul_tiled: the GPU variant (B row-major, N % 4 == 0). A 16 x 16 workgroup computes a 64 x 64 block
+// of C (ROWS = 64 rows, 64 columns), each thread a 4 x 4 sub-block (rows 4 ty.., vec4 column tx). K is
+// walked in slabs of 16: the block's A slab (64 x 16, stored k-major) and B slab (16 x 64, as vec4s)
+// are staged in workgroup memory by all 256 threads (4 A values and one B vec4 each), so every value
+// read from storage feeds 64 FMAs; out-of-range rows repeat the last row (clamped, never stored) and
+// out-of-range k or columns load zeros. What GPUs want (shared tiles, coalesced vec4 loads); the CPU
+// adapters prefer matmul_nn4 (barriers cost them more than the reuse saves).
+const TILE_K: u32 = 16u;
+var<workgroup> tile_a: array<vec4f, 256>;   // [k][m / 4]: A(r0 + m, k0 + k) at [k * 16 + m / 4][m % 4]
+var<workgroup> tile_b: array<vec4f, 256>;   // [k][c4]: B(k0 + k, 64 wid.x + 4 c4 ..)
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let t = wid.y + wid.z * mm_p.ny;
+  // Uniform per workgroup, so the barriers below stay in uniform control flow.
+  if (t >= mm_p.tiles) { return; }
+  let tl = tile_of(t);
+  let n4 = mm_p.N / 4u;
+  let li = lid.y * 16u + lid.x;
+  // This thread's loads: A rows 4 (li % 16) .. +3 at slab column li / 16; B slab row li / 16, vec4 li % 16.
+  let am = (li % 16u) * 4u;
+  let ak = li / 16u;
+  let ar = vec4u(a_row(tl, am), a_row(tl, am + 1u), a_row(tl, am + 2u), a_row(tl, am + 3u));
+  let bc4 = wid.x * 16u + li % 16u;
+  let bcol = tl.b / 4u + min(bc4, n4 - 1u);
+  var acc0 = vec4f(); var acc1 = vec4f(); var acc2 = vec4f(); var acc3 = vec4f();
+  for (var k0 = 0u; k0 < mm_p.K; k0 += TILE_K) {
+    let k = k0 + ak;
+    let kin = k < mm_p.K;
+    let kc = min(k, mm_p.K - 1u) * mm_p.sak;
+    let av = vec4f(f32(mm_a[ar.x + kc]), f32(mm_a[ar.y + kc]), f32(mm_a[ar.z + kc]), f32(mm_a[ar.w + kc]));
+    tile_a[ak * 16u + li % 16u] = select(vec4f(), av, kin);
+    let bv = vec4f(mm_b4[bcol + min(k, mm_p.K - 1u) * n4]);
+    tile_b[ak * 16u + li % 16u] = select(vec4f(), bv, kin && bc4 < n4);
+    workgroupBarrier();
+    for (var kk = 0u; kk < TILE_K; kk++) {
+      let a = tile_a[kk * 16u + lid.y];
+      let b = tile_b[kk * 16u + lid.x];
+      acc0 += a.x * b;
+      acc1 += a.y * b;
+      acc2 += a.z * b;
+      acc3 += a.w * b;
+    }
+    workgroupBarrier();
+  }
+  let c4 = wid.x * 16u + lid.x;
+  let r = lid.y * 4u;
+  var res = array<vec4f, 4>(acc0, acc1, acc2, acc3);
+  for (var i = 0u; i < 4u; i++) {
+    if (tl.r0 + r + i < mm_p.M) { store_vec4(tl, r + i, c4, res[i]); }
   }
 }
 

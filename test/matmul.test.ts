@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../src/engine/device.js';
 import { runProgram } from '../src/engine/recorder.js';
-import { matmul, linear, matmulNaive, type MatmulOptions } from '../src/engine/ops/matmul.js';
+import { matmul, linear, matmulNaive, type MatmulOptions, type MatmulVariant } from '../src/engine/ops/matmul.js';
 import type { Activation } from '../src/engine/ops/elementwise.js';
 import { getEngine, randomData, expectClose, type Tolerance } from './helpers/engine.js';
 import { matmulRef, type MatmulRefOptions } from './ref/matmul.js';
@@ -31,7 +31,7 @@ function stored(batchA: number[], batchB: number[], M: number, K: number, N: num
 async function check(
   aShape: number[],
   bShape: number[],
-  opts: MatmulRefOptions & { withBias?: boolean; dtype?: 'f32' | 'f16' } = {},
+  opts: MatmulRefOptions & { withBias?: boolean; dtype?: 'f32' | 'f16'; variant?: MatmulVariant } = {},
   what = '',
 ): Promise<void> {
   const dtype = opts.dtype ?? 'f32';
@@ -48,6 +48,7 @@ async function check(
     act: opts.act as Activation | undefined,
     alpha: opts.alpha,
     scale: opts.scale,
+    variant: opts.variant,
   };
   const { result, report } = await runProgram(engine, 'matmul', (rec) => matmul(rec, a, b, mOpts));
   // One dispatch; a transposed B takes one more (its row-major copy) unless N or K is 1.
@@ -172,6 +173,27 @@ describe('linear (nn.Linear layout)', () => {
     const w = engine.tensor(wd, [5, 8]);
     const { result } = await runProgram(engine, 'linear', (rec) => linear(rec, x, w));
     expectClose(await result.read(), matmulRef(xd, [3, 8], wd, [5, 8], { transB: true }).out, f32Tol(8), 'linear no bias');
+  });
+});
+
+describe('matmul_tiled (the workgroup-memory GPU variant) on shapes off its 64 x 64 x 16 tiles', () => {
+  // M and K off the 64-row block and 16-deep slab, N % 4 == 0 but off the 64-column block, a single
+  // slab, broadcast batches, transposed operands (B goes through its row-major copy), bias + activation.
+  it('every transpose, odd sizes, batches, bias and activation (f32)', async () => {
+    for (const t of TRANSPOSES) {
+      for (const [M, K, N] of [[1, 1, 4], [65, 17, 68], [130, 40, 132], [7, 300, 36], [64, 16, 64]] as const) {
+        const { aShape, bShape } = stored([], [], M, K, N, t);
+        await check(aShape, bShape, { ...t, variant: 'matmul_tiled' }, 'tiled');
+      }
+    }
+    await check([3, 70, 33], [33, 20], { variant: 'matmul_tiled', withBias: true, act: 'gelu', scale: 0.5 }, 'tiled folded batch');
+    await check([2, 1, 45, 19], [3, 19, 8], { variant: 'matmul_tiled', withBias: true, act: 'silu' }, 'tiled broadcast batch');
+    await check([2, 3, 9, 16], [2, 3, 13, 16], { variant: 'matmul_tiled', transB: true, withBias: true }, 'tiled nt batch');
+  });
+
+  it('f16 storage (needs shader-f16)', async (ctx) => {
+    if (!engine.hasF16) ctx.skip('this adapter has no shader-f16');
+    await check([77, 132], [132, 48], { dtype: 'f16', variant: 'matmul_tiled', withBias: true, act: 'silu' }, 'tiled f16');
   });
 });
 

@@ -8,7 +8,10 @@ import { join } from 'node:path';
 import type { Engine } from '../src/engine/device.js';
 import { runProgram } from '../src/engine/recorder.js';
 import { Tuning, TUNING_VERSION, loadTuning, type TuningStore } from '../src/engine/tuning.js';
-import { conv3x3Candidates, tuneConv3x3 } from '../src/engine/tune.js';
+import { conv3x3Candidates, tuneConv3x3, tuneMatmul } from '../src/engine/tune.js';
+import { matmul, matmulKey } from '../src/engine/ops/matmul.js';
+import { SD15_TRANSFORMER_WIDTHS, unetMatmulShapes } from '../src/models/unet/matmul-shapes.js';
+import { matmulRef } from './ref/matmul.js';
 import { conv2d, conv3x3Key, convTranspose2d } from '../src/engine/ops/conv2d.js';
 import { SD15_UNET_WIDTHS, unetConv3x3Shapes } from '../src/models/unet/conv-shapes.js';
 import { fileTuningStore, defaultTuningPath } from '../src/cli/tuning-file.js';
@@ -150,6 +153,48 @@ describe('tuned convolutions', () => {
   });
 });
 
+describe('matmul variants and their tuner', () => {
+  it('the tuner times matmul_nn4 and matmul_tiled, keeps the faster, and the product then uses it', async () => {
+    const shapes = [
+      { batches: 1, m: 70, k: 33, n: 68 },
+      { batches: 3, m: 9, k: 20, n: 12 },
+    ];
+    const lines: string[] = [];
+    const results = await tuneMatmul(engine, shapes, { reps: 2, log: (l) => lines.push(l) });
+    expect(results.map((r) => r.shape)).toEqual(['1x70x33x68', '3x9x20x12']);
+    for (const r of results) {
+      expect(r.timings.map((t) => t.variant)).toEqual(['matmul_nn4', 'matmul_tiled']);
+      expect(r.chosen).toBe(r.timings.reduce((a, b) => (b.ms < a.ms ? b : a)).variant);
+      expect(engine.tuning.get('matmul', r.shape)).toBe(r.chosen);
+      expect(r.fallback).toBe(engine.info.software ? 'matmul_nn4' : 'matmul_tiled');
+    }
+    expect(lines[0]).toMatch(/^matmul 1x70x33x68: matmul_nn4 [\d.]+ ms, matmul_tiled [\d.]+ ms -> matmul_(nn4|tiled)/);
+    // Whichever the table names, the product matches the CPU reference.
+    const ad = randomData(70 * 33, 5);
+    const bd = randomData(33 * 68, 6);
+    const a = engine.tensor(ad, [70, 33]);
+    const b = engine.tensor(bd, [33, 68]);
+    for (const v of ['matmul_tiled', 'matmul_nn4']) {
+      engine.tuning.set('matmul', matmulKey(1, 70, 33, 68), v);
+      const { result } = await runProgram(engine, 'tuned matmul', (rec) => matmul(rec, a, b));
+      expectClose(await result.read(), matmulRef(ad, [70, 33], bd, [33, 68]).out, { atol: 1e-5, rtol: 1e-5 }, `matmul via ${v}`);
+      result.dispose();
+    }
+    a.dispose();
+    b.dispose();
+    await expect(tuneMatmul(engine, [{ batches: 1, m: 4, k: 4, n: 6 }])).rejects.toThrow(/invalid matmul shape .* multiple of 4/);
+  });
+
+  it("lists SD-1.5's linear layers and Winograd products", () => {
+    const s = unetMatmulShapes(SD15_TRANSFORMER_WIDTHS, 64, 1, [{ n: 1, cin: 640, h: 32, w: 32, cout: 640, transposed: false }]);
+    const keys = s.map((x) => matmulKey(x.batches, x.m, x.k, x.n));
+    for (const k of ['1x4096x320x320', '1x4096x320x2560', '1x4096x1280x320', '1x4096x2560x320', '1x1024x640x640', '1x256x1280x10240', '1x64x1280x1280', '1x77x768x320', '16x640x640x256']) {
+      expect(keys, k).toContain(k);
+    }
+    expect(new Set(keys).size).toBe(keys.length);
+  });
+});
+
 describe('SD-1.5 conv shapes and silo tune', () => {
   it("lists the UNet's 3x3 convolutions, forward and input gradients", () => {
     const s = unetConv3x3Shapes(SD15_UNET_WIDTHS, 64);
@@ -194,7 +239,10 @@ describe('SD-1.5 conv shapes and silo tune', () => {
       expect(table.adapter).toBe(engine.tuning.adapter);
       const n = unetConv3x3Shapes(SD15_UNET_WIDTHS, 8).length;
       expect(Object.keys(table.choices.conv3x3)).toHaveLength(n);
-      expect(out.join('\n')).toMatch(new RegExp(`${n} shapes in [\\d.]+ s; \\d+ differ from the defaults; table written to`));
+      const winograd = unetConv3x3Shapes(SD15_UNET_WIDTHS, 8).filter((s) => table.choices.conv3x3[conv3x3Key(s.n, s.cin, s.h, s.w, s.cout, s.transposed)] === 'winograd');
+      const m = unetMatmulShapes(SD15_TRANSFORMER_WIDTHS, 8, 1, winograd).length;
+      expect(Object.keys(table.choices.matmul)).toHaveLength(m);
+      expect(out.join('\n')).toMatch(new RegExp(`${n + m} shapes in [\\d.]+ s; \\d+ differ from the defaults; table written to`));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

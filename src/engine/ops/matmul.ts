@@ -6,6 +6,7 @@ import source from '../../../kernels/matmul.wgsl';
 import activations from '../../../kernels/activations.wgsl';
 import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
+import type { Engine } from '../device.js';
 import { assertArg } from '../errors.js';
 import { paramDtype, shapeString } from '../dtype.js';
 import { activationCode, broadcastShapes, type Activation } from './elementwise.js';
@@ -26,7 +27,18 @@ export interface MatmulOptions {
   alpha?: number;
   /** Multiplies the product before the bias: act(scale * A B + bias). Default 1. */
   scale?: number;
+  /** Force a vec4 variant where it applies (tests and the tuner); default: the tuning table, else by adapter class. */
+  variant?: MatmulVariant;
   op?: string;
+}
+
+/** The variants for a row-major B with N % 4 == 0: register-blocked (CPU adapters) or workgroup-tiled (GPUs). */
+export type MatmulVariant = 'matmul_nn4' | 'matmul_tiled';
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['matmul_nn4', 'matmul_tiled'];
+
+/** The tuning table's key of a product: batches x rows x K x N (rows after folding batches into M). */
+export function matmulKey(batches: number, rows: number, k: number, n: number): string {
+  return `${batches}x${rows}x${k}x${n}`;
 }
 
 /**
@@ -34,7 +46,7 @@ export interface MatmulOptions {
  * twice the FMAs (profiled on lavapipe, 16 vs 8 rows: 1024^3 167 vs 181 ms, 4096x320 @ 320x320 63 vs
  * 71 ms, 1024x640 @ 640x2560 214 vs 278 ms; SwiftShader 7-17 % faster too), 8 for matmul_any.
  */
-const rowsFor = (variant: string): number => (variant === 'matmul_nn4' ? 16 : 8);
+const rowsFor = (variant: string): number => (variant === 'matmul_tiled' ? 64 : variant === 'matmul_nn4' ? 16 : 8);
 /** Columns per thread (all variants). */
 const COLS = 8;
 const MAX_BATCH_RANK = 4;
@@ -65,6 +77,24 @@ const pad4 = (v: number[], fill: number) => [...new Array<number>(MAX_BATCH_RANK
 function threadsFor(n: number, maxInvocations: number): number {
   const pad = (wg: number) => Math.ceil(n / (wg * COLS)) * wg * COLS - n;
   return maxInvocations >= 64 && pad(64) <= pad(8) ? 64 : 8;
+}
+
+/** Whether the adapter runs matmul_tiled: 256 threads and 8 KiB of workgroup memory (WebGPU's defaults allow both). */
+function tiledFits(engine: Engine): boolean {
+  return engine.limits.maxComputeInvocationsPerWorkgroup >= 256 && engine.limits.maxComputeWorkgroupStorageSize >= 8192;
+}
+
+/** The vec4 variant without a table entry: matmul_nn4 on CPU adapters, matmul_tiled elsewhere. */
+export function defaultMatmulVariant(engine: Engine): MatmulVariant {
+  return engine.info.software || !tiledFits(engine) ? 'matmul_nn4' : 'matmul_tiled';
+}
+
+/** The vec4 variant of a product: `forced` (tests, the tuner), else the tuning table's measured choice, else the default. */
+function vec4Variant(engine: Engine, key: string, forced?: MatmulVariant): MatmulVariant {
+  assertArg(forced === undefined || MATMUL_VARIANTS.includes(forced), `matmul: unknown variant ${String(forced)}`);
+  const tuned = engine.tuning.get('matmul', key);
+  const want = forced ?? (tuned && (MATMUL_VARIANTS as readonly string[]).includes(tuned) ? (tuned as MatmulVariant) : defaultMatmulVariant(engine));
+  return want === 'matmul_tiled' && !tiledFits(engine) ? 'matmul_nn4' : want;
 }
 
 /**
@@ -146,8 +176,8 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
   const gridBatch = fold ? [] : batch;
   const batches = product(gridBatch);
 
-  const variant = bRowMajor && N % 4 === 0 ? 'matmul_nn4' : 'matmul_any';
-  const wg = threadsFor(N, engine.limits.maxComputeInvocationsPerWorkgroup);
+  const variant = bRowMajor && N % 4 === 0 ? vec4Variant(engine, matmulKey(batches, rows, K, N), opts.variant) : 'matmul_any';
+  const wg = variant === 'matmul_tiled' ? 16 : threadsFor(N, engine.limits.maxComputeInvocationsPerWorkgroup);
   const kernel = engine.kernel({
     family: 'matmul',
     source,
@@ -163,7 +193,7 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
   const rowGroups = Math.ceil(rows / rowsFor(variant));
   const tiles = rowGroups * batches;
   const ny = Math.min(tiles, engine.limits.maxComputeWorkgroupsPerDimension);
-  const vec4 = variant === 'matmul_nn4';
+  const vec4 = variant !== 'matmul_any';
   const bMat = bt ?? b;
   rec.dispatch(kernel, {
     op: name,
@@ -191,7 +221,7 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
       bsa: pad4(fold ? [] : batchStrides(batchA, gridBatch, M * K), 0),
       bsb: pad4(fold ? [] : batchStrides(batchB, gridBatch, K * N), 0),
     },
-    workgroups: [Math.ceil(N / (wg * COLS)), ny, Math.ceil(tiles / ny)],
+    workgroups: [Math.ceil(N / (variant === 'matmul_tiled' ? 64 : wg * COLS)), ny, Math.ceil(tiles / ny)],
   });
   // Later reuse of the copy's buffer is ordered after this program's read.
   bt?.dispose();
