@@ -194,7 +194,8 @@ fn matmul_any(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) l
   }
 }
 
-// matmul_tiled: the GPU variant (B row-major, N % 4 == 0). A 16 x 16 workgroup computes a 64 x 64 block
+// matmul_tiled: the GPU variant (N % 4 == 0; B row-major as vec4s, or in any layout when B_VEC4 is false,
+// so a transposed B needs no copy). A 16 x 16 workgroup computes a 64 x 64 block
 // of C (ROWS = 64 rows, 64 columns), each thread a 4 x 4 sub-block (rows 4 ty.., vec4 column tx). K is
 // walked in slabs of 16: the block's A slab (64 x 16, stored k-major) and B slab (16 x 64, as vec4s)
 // are staged in workgroup memory by all 256 threads (4 A values and one B vec4 each), so every value
@@ -219,6 +220,9 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id)
   let ar = vec4u(a_row(tl, am), a_row(tl, am + 1u), a_row(tl, am + 2u), a_row(tl, am + 3u));
   let bc4 = wid.x * 16u + li % 16u;
   let bcol = tl.b / 4u + min(bc4, n4 - 1u);
+  // B in any layout (B_VEC4 false: nn.Linear's [N, K] weight read in place, no transposed copy):
+  // four scalar loads at B(k, 4 bc4 + j) = tl.b + k * sbk + n * sbn.
+  let bn = tl.b + min(vec4u(bc4 * 4u) + vec4u(0u, 1u, 2u, 3u), vec4u(mm_p.N - 1u)) * mm_p.sbn;
   var acc0 = vec4f(); var acc1 = vec4f(); var acc2 = vec4f(); var acc3 = vec4f();
   for (var k0 = 0u; k0 < mm_p.K; k0 += TILE_K) {
     let k = k0 + ak;
@@ -226,7 +230,13 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id)
     let kc = min(k, mm_p.K - 1u) * mm_p.sak;
     let av = vec4f(f32(mm_a[ar.x + kc]), f32(mm_a[ar.y + kc]), f32(mm_a[ar.z + kc]), f32(mm_a[ar.w + kc]));
     tile_a[ak * 16u + li % 16u] = select(vec4f(), av, kin);
-    let bv = vec4f(mm_b4[bcol + min(k, mm_p.K - 1u) * n4]);
+    var bv: vec4f;
+    if (B_VEC4) {
+      bv = vec4f(mm_b4[bcol + min(k, mm_p.K - 1u) * n4]);
+    } else {
+      let kb = min(k, mm_p.K - 1u) * mm_p.sbk;
+      bv = vec4f(f32(mm_b[bn.x + kb]), f32(mm_b[bn.y + kb]), f32(mm_b[bn.z + kb]), f32(mm_b[bn.w + kb]));
+    }
     tile_b[ak * 16u + li % 16u] = select(vec4f(), bv, kin && bc4 < n4);
     workgroupBarrier();
     for (var kk = 0u; kk < TILE_K; kk++) {

@@ -260,6 +260,31 @@ CASES.push(
     },
   },
   {
+    name: 'matmul_tiled (workgroup memory) 130x40 @ 40x132 with bias + SiLU, and a transposed A',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: async (engine) => {
+      const a = data(130 * 40, 56), b = data(40 * 132, 57, -0.2, 0.2), bias = data(132, 58);
+      const ta = engine.tensor(a, [130, 40]), tb = engine.tensor(b, [40, 132]), tbias = engine.tensor(bias, [132]);
+      const taT = engine.tensor(a, [40, 130]);
+      const { result } = await runProgram(engine, 'mm tiled', (rec) => [
+        matmul(rec, ta, tb, { bias: tbias, act: 'silu', variant: 'matmul_tiled' }),
+        matmul(rec, taT, tb, { transA: true, variant: 'matmul_tiled' }),
+      ]);
+      const r1 = await result[0]!.read();
+      const r2 = await result[1]!.read();
+      const e1 = matmulRef(a, [130, 40], b, [40, 132], { bias, act: 'silu' }).out;
+      const e2 = matmulRef(a, [40, 130], b, [40, 132], { transA: true }).out;
+      const actual = new Float32Array(r1.length + r2.length);
+      actual.set(r1);
+      actual.set(r2, r1.length);
+      const expected = new Float32Array(e1.length + e2.length);
+      expected.set(e1);
+      expected.set(e2, e1.length);
+      return { actual, expected };
+    },
+  },
+  {
     name: 'linear (nn.Linear layout) batch 2 x 33 x 320 -> 64',
     atol: 1e-5,
     rtol: 1e-5,

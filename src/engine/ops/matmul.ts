@@ -116,7 +116,7 @@ export function transposeLast2(rec: Recorder, x: Tensor, op = 'transpose'): Tens
     includes: [activations],
     entry: blocked ? 'transpose_last2_4' : 'transpose_last2',
     dtype: x.dtype,
-    consts: { WG: 8, ROWS: 8, ACT: 0, HAS_BIAS: false },
+    consts: { WG: 8, ROWS: 8, ACT: 0, HAS_BIAS: false, B_VEC4: true },
   });
   const [rowsX, cols] = blocked ? [R / 4, C / 4] : [R, C];
   const groupsY = Math.ceil((cols * batches) / 8);
@@ -165,18 +165,21 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
     assertArg(opts.bias.rank === 1 && opts.bias.size === N, `${what}: bias must be [${N}], got ${shapeString(opts.bias.shape)}`);
   }
 
-  // A transposed B goes through a row-major copy (see transpose_last2 in the WGSL), except when N or
-  // K is 1, where both layouts are the same memory.
-  const bt = transB && N > 1 && K > 1 ? transposeLast2(rec, b, `${name}/transpose_b`) : null;
-  const bRowMajor = !transB || bt !== null || N === 1 || K === 1;
-
   // A b without batch dims, applied to a row-major a: fold a's batches into M (one big matmul).
   const fold = !transA && batchB.every((d) => d === 1) && batch.length > 0;
   const rows = fold ? M * product(batchA) : M;
   const gridBatch = fold ? [] : batch;
   const batches = product(gridBatch);
 
-  const variant = bRowMajor && N % 4 === 0 ? vec4Variant(engine, matmulKey(batches, rows, K, N), opts.variant) : 'matmul_any';
+  // N % 4 == 0 takes a vec4 variant. matmul_tiled reads a transposed B in place (through workgroup
+  // memory); matmul_nn4 and matmul_any want it row-major, so it goes through a copy (see transpose_last2
+  // in the WGSL), except when N or K is 1, where both layouts are the same memory.
+  const vec4Ok = N % 4 === 0;
+  const picked = vec4Ok ? vec4Variant(engine, matmulKey(batches, rows, K, N), opts.variant) : undefined;
+  const inPlace = picked === 'matmul_tiled' || !transB || N === 1 || K === 1;
+  const bt = inPlace ? null : transposeLast2(rec, b, `${name}/transpose_b`);
+  const bRowMajor = !transB || bt !== null || N === 1 || K === 1;
+  const variant = picked === 'matmul_tiled' ? picked : bRowMajor && vec4Ok ? picked! : 'matmul_any';
   const wg = variant === 'matmul_tiled' ? 16 : threadsFor(N, engine.limits.maxComputeInvocationsPerWorkgroup);
   const kernel = engine.kernel({
     family: 'matmul',
@@ -186,7 +189,7 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
     dtype,
     wdtype,
     adtype,
-    consts: { WG: wg, ROWS: rowsFor(variant), ACT: activationCode(opts.act), HAS_BIAS: !!opts.bias },
+    consts: { WG: wg, ROWS: rowsFor(variant), ACT: activationCode(opts.act), HAS_BIAS: !!opts.bias, B_VEC4: bRowMajor },
   });
 
   const out = engine.empty([...batch, M, N], dtype, name);
@@ -199,7 +202,8 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
     op: name,
     bindings: {
       mm_a: a,
-      [vec4 ? 'mm_b4' : 'mm_b']: bMat,
+      // matmul_tiled names both B bindings (B_VEC4 picks one at compile time; the other is dead).
+      ...(variant === 'matmul_tiled' ? { mm_b4: bMat, mm_b: bMat } : { [vec4 ? 'mm_b4' : 'mm_b']: bMat }),
       // Without a bias the (dead) bias binding still needs a buffer: B is large enough and read-only.
       [vec4 ? 'mm_bias4' : 'mm_bias']: opts.bias ?? bMat,
       [vec4 ? 'mm_c4' : 'mm_c']: out,
@@ -264,7 +268,7 @@ export function matmulNaive(rec: Recorder, a: Tensor, b: Tensor): Tensor {
     includes: [activations],
     entry: 'matmul_naive',
     dtype: 'f32',
-    consts: { WG: 8, ROWS: 8, ACT: 0, HAS_BIAS: false },
+    consts: { WG: 8, ROWS: 8, ACT: 0, HAS_BIAS: false, B_VEC4: true },
   });
   const out = engine.empty([M, N], 'f32', 'matmul_naive');
   const zero4 = [0, 0, 0, 0];
