@@ -158,10 +158,11 @@ describe('matmul variants and their tuner', () => {
     const shapes = [
       { batches: 1, m: 70, k: 33, n: 68 },
       { batches: 3, m: 9, k: 20, n: 12 },
+      { batches: 1, m: 20, k: 24, n: 36, transB: true },
     ];
     const lines: string[] = [];
     const results = await tuneMatmul(engine, shapes, { reps: 2, log: (l) => lines.push(l) });
-    expect(results.map((r) => r.shape)).toEqual(['1x70x33x68', '3x9x20x12']);
+    expect(results.map((r) => r.shape)).toEqual(['1x70x33x68', '3x9x20x12', '1x20x24x36T']);
     for (const r of results) {
       expect(r.timings.map((t) => t.variant)).toEqual(['matmul_nn4', 'matmul_tiled']);
       expect(r.chosen).toBe(r.timings.reduce((a, b) => (b.ms < a.ms ? b : a)).variant);
@@ -187,8 +188,9 @@ describe('matmul variants and their tuner', () => {
 
   it("lists SD-1.5's linear layers and Winograd products", () => {
     const s = unetMatmulShapes(SD15_TRANSFORMER_WIDTHS, 64, 1, [{ n: 1, cin: 640, h: 32, w: 32, cout: 640, transposed: false }]);
-    const keys = s.map((x) => matmulKey(x.batches, x.m, x.k, x.n));
-    for (const k of ['1x4096x320x320', '1x4096x320x2560', '1x4096x1280x320', '1x4096x2560x320', '1x1024x640x640', '1x256x1280x10240', '1x64x1280x1280', '1x77x768x320', '16x640x640x256']) {
+    const keys = s.map((x) => matmulKey(x.batches, x.m, x.k, x.n, x.transB));
+    for (const k of ['1x4096x320x320T', '1x4096x320x320', '1x4096x320x2560T', '1x4096x1280x320T', '1x4096x2560x320', '1x4096x320x1280', '1x1024x640x640T', '1x256x1280x10240T',
+      '1x64x1280x1280T', '1x77x768x320T', '16x640x640x256']) {
       expect(keys, k).toContain(k);
     }
     expect(new Set(keys).size).toBe(keys.length);

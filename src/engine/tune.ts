@@ -20,12 +20,13 @@ export interface Conv3x3Shape {
   transposed: boolean;
 }
 
-/** A product [batches, m, k] x [batches, k, n] (rank 2 when batches is 1), B row-major with n % 4 == 0. */
+/** A product [batches, m, k] x [batches, k, n] (rank 2 when batches is 1; B stored [n, k] when transB), n % 4 == 0. */
 export interface MatmulShape {
   batches: number;
   m: number;
   k: number;
   n: number;
+  transB?: boolean;
 }
 
 export interface TuneResult {
@@ -142,15 +143,16 @@ export async function tuneMatmul(engine: Engine, shapes: readonly MatmulShape[],
   const results: TuneResult[] = [];
   for (const s of shapes) {
     assertArg([s.batches, s.m, s.k, s.n].every((d) => Number.isInteger(d) && d >= 1) && s.n % 4 === 0, `tune: invalid matmul shape ${JSON.stringify(s)} (n must be a multiple of 4)`);
-    const key = matmulKey(s.batches, s.m, s.k, s.n);
+    const transB = !!s.transB && s.k > 1 && s.n > 1;
+    const key = matmulKey(s.batches, s.m, s.k, s.n, transB);
     const lead = s.batches > 1 ? [s.batches] : [];
     const inputs = await runProgram(engine, 'tune/inputs', (rec) => ({
       a: randomNormal(rec, [...lead, s.m, s.k], 1, { name: 'a' }),
-      b: randomNormal(rec, [...lead, s.k, s.n], 2, { std: 0.05, name: 'b' }),
+      b: randomNormal(rec, [...lead, ...(transB ? [s.n, s.k] : [s.k, s.n])], 2, { std: 0.05, name: 'b' }),
     }));
     const { a, b } = inputs.result;
     try {
-      const timings = await timeVariants(engine, 'matmul', key, MATMUL_VARIANTS, reps, (rec) => matmul(rec, a, b));
+      const timings = await timeVariants(engine, 'matmul', key, MATMUL_VARIANTS, reps, (rec) => matmul(rec, a, b, { transB }));
       results.push(report('matmul', key, timings, defaultMatmulVariant(engine), opts));
     } finally {
       a.dispose();

@@ -36,9 +36,12 @@ export interface MatmulOptions {
 export type MatmulVariant = 'matmul_nn4' | 'matmul_tiled';
 export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['matmul_nn4', 'matmul_tiled'];
 
-/** The tuning table's key of a product: batches x rows x K x N (rows after folding batches into M). */
-export function matmulKey(batches: number, rows: number, k: number, n: number): string {
-  return `${batches}x${rows}x${k}x${n}`;
+/**
+ * The tuning table's key of a product: batches x rows x K x N (rows after folding batches into M), with a
+ * trailing T when B is transposed (nn.Linear's weight: matmul_nn4 then pays for a transposed copy).
+ */
+export function matmulKey(batches: number, rows: number, k: number, n: number, transB = false): string {
+  return `${batches}x${rows}x${k}x${n}${transB ? 'T' : ''}`;
 }
 
 /**
@@ -175,7 +178,7 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
   // memory); matmul_nn4 and matmul_any want it row-major, so it goes through a copy (see transpose_last2
   // in the WGSL), except when N or K is 1, where both layouts are the same memory.
   const vec4Ok = N % 4 === 0;
-  const picked = vec4Ok ? vec4Variant(engine, matmulKey(batches, rows, K, N), opts.variant) : undefined;
+  const picked = vec4Ok ? vec4Variant(engine, matmulKey(batches, rows, K, N, transB && N > 1 && K > 1), opts.variant) : undefined;
   const inPlace = picked === 'matmul_tiled' || !transB || N === 1 || K === 1;
   const bt = inPlace ? null : transposeLast2(rec, b, `${name}/transpose_b`);
   const bRowMajor = !transB || bt !== null || N === 1 || K === 1;

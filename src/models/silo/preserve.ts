@@ -130,7 +130,8 @@ export class PreserveDegradationNetwork {
     const c = config;
     this.dtype = w.activationDtype;
     this.engine = w.engine;
-    this.positionalEmbedding = w.get('pos_embedding.positional_embedding', [c.posEmbedChannels, c.posSize, c.posSize]);
+    // An input the network resizes and concatenates like an activation: stored in the activations' dtype.
+    this.positionalEmbedding = w.get('pos_embedding.positional_embedding', [c.posEmbedChannels, c.posSize, c.posSize], w.activationDtype);
     this.initialProj = new Conv2d(w, 'initial_proj.0', c.inChannels, c.inChannels, 1);
     this.initialConv = new Conv2d(w, 'initial_conv', c.inChannels + c.posEmbedChannels, c.baseChannels, 3, { padding: 1 });
     this.finalConv = new Conv2d(w, 'final_conv', c.baseChannels, c.outChannels, 3, { padding: 1 });

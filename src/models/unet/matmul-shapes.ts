@@ -1,6 +1,6 @@
 // The matrix products an SD-style UNet step sends to `matmul` at a given latent size: what `silo tune`
-// measures for the matmul variants. The transformer blocks' linear layers (forward, B = the transposed
-// weight; input gradients, B = the weight), the cross-attention keys and values of the text context,
+// measures for the matmul variants. The transformer blocks' linear layers (forward: B is the weight
+// transposed; input gradients: B is the weight), the cross-attention keys and values of the text context,
 // and the 16 batched products of each Winograd convolution. Attention itself has its own kernels.
 
 import type { MatmulShape } from '../../engine/tune.js';
@@ -24,23 +24,25 @@ export const SD15_TRANSFORMER_WIDTHS: UNetTransformerWidths = { attentionWidths:
 export function unetMatmulShapes(u: UNetTransformerWidths, latent: number, n = 1, winograd: readonly Conv3x3Shape[] = []): MatmulShape[] {
   const seen = new Set<string>();
   const shapes: MatmulShape[] = [];
-  const add = (batches: number, m: number, k: number, nn: number) => {
-    const key = `${batches}x${m}x${k}x${nn}`;
+  const add = (batches: number, m: number, k: number, nn: number, transB = false) => {
+    const key = `${batches}x${m}x${k}x${nn}${transB ? 'T' : ''}`;
     if (nn % 4 === 0 && !seen.has(key)) {
       seen.add(key);
-      shapes.push({ batches, m, k, n: nn });
+      shapes.push({ batches, m, k, n: nn, ...(transB ? { transB } : {}) });
     }
   };
   const levels: [number, number][] = u.attentionWidths.map((d, i) => [d, Math.ceil(latent / 2 ** i)]);
   levels.push([u.midWidth, Math.ceil(latent / 2 ** (u.levels - 1))]);
   for (const [d, side] of levels) {
     const tokens = n * side * side;
-    add(1, tokens, d, d); // q, k, v, out (self), q and out (cross); their input gradients
-    add(1, tokens, d, 8 * d); // GEGLU projection
-    add(1, tokens, 4 * d, d); // feed-forward output
+    // Forward: x W^T with W [out, in] (B transposed); input gradients: g W (B row-major).
+    add(1, tokens, d, d, true); // q, k, v, out (self), q and out (cross)
+    add(1, tokens, d, 8 * d, true); // GEGLU projection
+    add(1, tokens, 4 * d, d, true); // feed-forward output
+    add(1, n * u.contextLength, u.contextDim, d, true); // cross-attention keys and values
+    add(1, tokens, d, d); // the input gradients of the d -> d layers
     add(1, tokens, 8 * d, d); // GEGLU projection's input gradient
     add(1, tokens, d, 4 * d); // feed-forward output's input gradient
-    add(1, n * u.contextLength, u.contextDim, d); // cross-attention keys and values
   }
   // Winograd: [16, cout, cin] x [16, cin, tiles].
   for (const s of winograd) add(16, s.cout, s.cin, s.n * Math.ceil(s.h / 2) * Math.ceil(s.w / 2));
