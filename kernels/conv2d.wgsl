@@ -291,6 +291,108 @@ fn store3(i: u32, sums: mat2x4f, col0: u32, at: u32) {
   q3y[at + 1u] = ST4(act4(sums[1] + bv));
 }
 
+// conv3x3_igemm: the GPU variant of the 3x3 / stride 1 / padding 1 convolution (and, with flipped taps
+// and swapped weight strides, its input gradient), as an implicit GEMM: C[cout, pixel] = W[cout, k] X[k,
+// pixel] with k = ci * 9 + tap and X the input patch under each tap (never stored). A 16 x 16 workgroup
+// computes 64 output channels x 64 pixels, each thread 4 x 4; K is walked in slabs of 16 taps staged
+// in workgroup memory (weights as vec4s of 4 channels, patches as vec4s of 4 pixels), so each value read
+// from storage feeds 64 FMAs. Pixels index N * H * W; each thread decodes its 4 load pixels once.
+struct Igemm {
+  cin: u32,
+  h: u32,
+  w: u32,
+  cout: u32,
+  pixels: u32,      // N * H * W
+  k: u32,           // cin * 9
+  wco: u32,         // weight element stride between output channels
+  wci: u32,         // ... and between input channels
+  flip: u32,        // 1: tap (kh, kw) reads weight tap (2 - kh, 2 - kw)
+  alpha: f32,
+}
+
+@group(0) @binding(20) var<storage, read> igx: array<ST>;
+@group(0) @binding(21) var<storage, read> igw: array<WT>;
+@group(0) @binding(22) var<storage, read> igb: array<WT>;
+@group(0) @binding(23) var<storage, read_write> igy: array<ST>;
+@group(0) @binding(24) var<uniform> igu: Igemm;
+
+var<workgroup> ig_tw: array<vec4f, 256>;   // [k][m / 4]: weights of 4 output channels
+var<workgroup> ig_tx: array<vec4f, 256>;   // [k][p / 4]: patch values of 4 pixels
+
+@compute @workgroup_size(16, 16)
+fn conv3x3_igemm(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let li = lid.y * 16u + lid.x;
+  let m0 = wid.y * 64u;
+  let p0 = wid.x * 64u;
+  let hw = igu.h * igu.w;
+  // Loads: output channels / pixels 4 (li % 16) .. +3 of the block, at slab row li / 16.
+  let lk = li / 16u;
+  let lq = (li % 16u) * 4u;
+  var wrow = vec4u();
+  var pimg = vec4u();
+  var py = vec4i();
+  var px = vec4i();
+  var pin = vec4<bool>();
+  for (var j = 0u; j < 4u; j++) {
+    wrow[j] = min(m0 + lq + j, igu.cout - 1u) * igu.wco;
+    let p = p0 + lq + j;
+    pin[j] = p < igu.pixels;
+    let pc = min(p, igu.pixels - 1u);
+    pimg[j] = pc / hw;
+    let rem = pc - pimg[j] * hw;
+    py[j] = i32(rem / igu.w);
+    px[j] = i32(rem % igu.w);
+  }
+  var acc0 = vec4f(); var acc1 = vec4f(); var acc2 = vec4f(); var acc3 = vec4f();
+  for (var k0 = 0u; k0 < igu.k; k0 += 16u) {
+    let k = k0 + lk;
+    let kin = k < igu.k;
+    let kc = min(k, igu.k - 1u);
+    let ci = kc / 9u;
+    let tap = kc - ci * 9u;
+    let wtap = select(tap, 8u - tap, igu.flip == 1u);
+    let wo = ci * igu.wci + wtap;
+    let wv = vec4f(f32(igw[wrow.x + wo]), f32(igw[wrow.y + wo]), f32(igw[wrow.z + wo]), f32(igw[wrow.w + wo]));
+    ig_tw[lk * 16u + li % 16u] = select(vec4f(), wv, kin);
+    let ky = i32(tap / 3u) - 1;
+    let kx = i32(tap % 3u) - 1;
+    var xv = vec4f();
+    for (var j = 0u; j < 4u; j++) {
+      let iy = py[j] + ky;
+      let ix = px[j] + kx;
+      let ok = kin && pin[j] && iy >= 0 && iy < i32(igu.h) && ix >= 0 && ix < i32(igu.w);
+      let at = (pimg[j] * igu.cin + ci) * hw + u32(clamp(iy, 0, i32(igu.h) - 1)) * igu.w + u32(clamp(ix, 0, i32(igu.w) - 1));
+      xv[j] = select(0.0, f32(igx[at]), ok);
+    }
+    ig_tx[lk * 16u + li % 16u] = xv;
+    workgroupBarrier();
+    for (var kk = 0u; kk < 16u; kk++) {
+      let a = ig_tw[kk * 16u + lid.y];
+      let b = ig_tx[kk * 16u + lid.x];
+      acc0 += a.x * b;
+      acc1 += a.y * b;
+      acc2 += a.z * b;
+      acc3 += a.w * b;
+    }
+    workgroupBarrier();
+  }
+  var res = array<vec4f, 4>(acc0, acc1, acc2, acc3);
+  for (var j = 0u; j < 4u; j++) {
+    let p = p0 + lid.x * 4u + j;
+    if (p >= igu.pixels) { break; }
+    let img = p / hw;
+    let rem = p - img * hw;
+    for (var i = 0u; i < 4u; i++) {
+      let co = m0 + lid.y * 4u + i;
+      if (co < igu.cout) {
+        var v = res[i][j];
+        if (HAS_BIAS) { v += f32(igb[co]); }
+        igy[(img * igu.cout + co) * hw + rem] = ST(activate(ACT, v, igu.alpha));
+      }
+    }
+  }
+}
+
 struct Naive {
   total: u32,       // N * Cout * OH * OW
   row: u32,         // threads per grid row

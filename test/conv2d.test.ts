@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../src/engine/device.js';
 import type { DType } from '../src/engine/dtype.js';
 import { runProgram } from '../src/engine/recorder.js';
-import { conv2d, convTranspose2d, conv2dNaive, conv3x3Path, convTuning } from '../src/engine/ops/conv2d.js';
+import { conv2d, convTranspose2d, conv2dNaive, conv3x3Key, conv3x3Path, convCaps, convTuning } from '../src/engine/ops/conv2d.js';
 import type { Activation } from '../src/engine/ops/elementwise.js';
 import { getEngine, randomData, expectClose, type Tolerance } from './helpers/engine.js';
 import { conv2dRef, convTranspose2dRef } from './ref/conv2d.js';
@@ -183,6 +183,29 @@ describe('conv2d', () => {
       await checkConv({ ...base, n: 1, cin: 33, h: 17, w: 16, cout: 7 }, 507);
       await checkConvT({ ...base, n: 2, cin: 9, h: 11, w: 12, cout: 6, bias: true }, 509); // the flipped taps
     });
+  });
+
+  it('3x3, stride 1, padding 1 as an implicit GEMM in workgroup memory (conv3x3_igemm, the GPU variant): off its 64 x 64 x 16 tiles', async (ctx) => {
+    if (!convCaps(engine).igemm) ctx.skip('the adapter allows fewer than 256 threads or 8 KiB of workgroup memory');
+    const base = { k: [3, 3] as [number, number], padding: [1, 1] as [number, number] };
+    // Chosen through the tuning table, as silo tune would; each run must name the kernel.
+    const forced = async (c: Case, transposed: boolean, seed: number, dtype: DType = 'f32', tol: Tolerance = F32) => {
+      const key = conv3x3Key(c.n, c.cin, c.h, c.w, c.cout, transposed);
+      engine.tuning.set('conv3x3', key, 'igemm');
+      try {
+        await (transposed ? checkConvT(c, seed, dtype, tol) : checkConv(c, seed, dtype, tol));
+        expect(engine.lastSubmitted!.kernels.some((k) => k.includes('conv3x3_igemm')), label(c)).toBe(true);
+      } finally {
+        engine.tuning.delete('conv3x3', key);
+      }
+    };
+    await forced({ ...base, n: 2, cin: 5, h: 7, w: 9, cout: 11, bias: true, act: 'silu' }, false, 520); // K = 45, 126 pixels
+    await forced({ ...base, n: 1, cin: 1, h: 1, w: 1, cout: 1 }, false, 521); // every tap but the centre outside
+    await forced({ ...base, n: 1, cin: 20, h: 10, w: 13, cout: 70, bias: true, act: 'gelu' }, false, 522); // 2 channel blocks
+    await forced({ ...base, n: 3, cin: 16, h: 8, w: 8, cout: 64 }, false, 523); // exact tiles
+    await forced({ ...base, n: 2, cin: 7, h: 6, w: 11, cout: 9, bias: true }, true, 524); // flipped taps, swapped strides
+    await forced({ ...base, n: 1, cin: 66, h: 5, w: 4, cout: 3 }, true, 525);
+    if (engine.hasF16) await forced({ ...base, n: 1, cin: 12, h: 9, w: 10, cout: 20, bias: true }, false, 526, 'f16', F16);
   });
 
   it('SD-1.5 channel counts at small sizes', async () => {

@@ -12,7 +12,7 @@ import { conv3x3Candidates, tuneConv3x3, tuneMatmul } from '../src/engine/tune.j
 import { matmul, matmulKey } from '../src/engine/ops/matmul.js';
 import { SD15_TRANSFORMER_WIDTHS, unetMatmulShapes } from '../src/models/unet/matmul-shapes.js';
 import { matmulRef } from './ref/matmul.js';
-import { conv2d, conv3x3Key, convTranspose2d } from '../src/engine/ops/conv2d.js';
+import { conv2d, conv3x3Key, convCaps, convTranspose2d } from '../src/engine/ops/conv2d.js';
 import { SD15_UNET_WIDTHS, unetConv3x3Shapes } from '../src/models/unet/conv-shapes.js';
 import { fileTuningStore, defaultTuningPath } from '../src/cli/tuning-file.js';
 import { parseTuneArgs } from '../src/cli/tune.js';
@@ -113,18 +113,20 @@ describe('tuned convolutions', () => {
     for (const transposed of [false, true]) {
       const s = { n, cin: c, h, w: wd, cout: c, transposed };
       const cand = conv3x3Candidates(engine, s);
-      expect(cand).toEqual({ variants: ['winograd', 'px8', 'general'], fallback: 'px8' });
+      const igemm = convCaps(engine).igemm;
+      expect(cand).toEqual({ variants: igemm ? ['winograd', 'px8', 'igemm', 'general'] : ['winograd', 'px8', 'general'], fallback: engine.info.software || !igemm ? 'px8' : 'igemm' });
       const ref = transposed ? convTranspose2dRef(x, [n, c, h, wd], w, [c, c, 3, 3], null, { padding: [1, 1] }) : conv2dRef(x, [n, c, h, wd], w, [c, c, 3, 3], null, { padding: [1, 1] });
       const key = conv3x3Key(n, c, h, wd, c, transposed);
       const seen: Record<string, string[]> = {};
-      for (const v of ['winograd', 'px8', 'general', 'not-a-variant']) {
+      for (const v of ['winograd', 'px8', ...(igemm ? ['igemm'] : []), 'general', 'not-a-variant']) {
         engine.tuning.set('conv3x3', key, v);
         const r = await runConv(x, [n, c, h, wd], w, [c, c, 3, 3], transposed);
         expectClose(r.out, ref.out, { atol: 1e-4, rtol: 1e-4 }, `${v} ${transposed ? 'transposed' : 'forward'}`);
         seen[v] = r.kernels;
       }
       expect(seen.winograd!.some((k) => k.includes('winograd'))).toBe(true);
-      expect(seen.px8!.some((k) => k.includes('conv3x3'))).toBe(true);
+      expect(seen.px8!.some((k) => k.includes('conv3x3_px8'))).toBe(true);
+      if (igemm) expect(seen.igemm!.some((k) => k.includes('conv3x3_igemm'))).toBe(true);
       expect(seen.general!.some((k) => k.includes('winograd') || k.includes('conv3x3'))).toBe(false);
       // A choice that is not a variant of this shape falls back to the default.
       expect(seen['not-a-variant']).toEqual(seen.px8);
@@ -139,7 +141,8 @@ describe('tuned convolutions', () => {
     ];
     const lines: string[] = [];
     const results = await tuneConv3x3(engine, shapes, { reps: 2, log: (l) => lines.push(l) });
-    expect(results.map((r) => r.timings.map((t) => t.variant))).toEqual([['px8', 'general'], ['px8', 'general'], ['general']]);
+    const ig = convCaps(engine).igemm ? ['igemm'] : [];
+    expect(results.map((r) => r.timings.map((t) => t.variant))).toEqual([['px8', ...ig, 'general'], ['px8', ...ig, 'general'], [...ig, 'general']]);
     for (const r of results) {
       const best = r.timings.reduce((a, b) => (b.ms < a.ms ? b : a));
       expect(r.chosen).toBe(best.variant);
@@ -147,7 +150,7 @@ describe('tuned convolutions', () => {
       expect(r.timings.every((t) => t.ms > 0)).toBe(true);
     }
     expect(lines).toHaveLength(3);
-    expect(lines[0]).toMatch(/^conv3x3 F1x8x5x16>12: px8 [\d.]+ ms, general [\d.]+ ms -> (px8|general)/);
+    expect(lines[0]).toMatch(/^conv3x3 F1x8x5x16>12: px8 [\d.]+ ms, (igemm [\d.]+ ms, )?general [\d.]+ ms -> (px8|igemm|general)/);
     await expect(tuneConv3x3(engine, shapes, { reps: 0 })).rejects.toThrow(/reps must be a positive integer/);
     await expect(tuneConv3x3(engine, [{ ...shapes[0]!, cin: 0 }])).rejects.toThrow(/invalid conv 3x3 shape/);
   });

@@ -5,7 +5,7 @@
 import type { Engine } from './device.js';
 import { runProgram } from './recorder.js';
 import { randomNormal } from './ops/random.js';
-import { conv2d, conv3x3Key, conv3x3Path, conv3x3Variants, convTranspose2d, type Conv3x3Variant } from './ops/conv2d.js';
+import { conv2d, conv3x3Key, conv3x3Path, conv3x3Variants, convCaps, convTranspose2d, type Conv3x3Variant } from './ops/conv2d.js';
 import { MATMUL_VARIANTS, defaultMatmulVariant, matmul, matmulKey } from './ops/matmul.js';
 import type { Tensor } from './tensor.js';
 import { assertArg } from './errors.js';
@@ -57,7 +57,8 @@ export function conv3x3Candidates(engine: Engine, s: Conv3x3Shape): { variants: 
   const max = engine.limits.maxStorageBufferBindingSize;
   const out: [number, number] = [s.h, s.w];
   const one: [number, number] = [1, 1];
-  return { variants: conv3x3Variants(g, s.cout, out, one, one, max), fallback: conv3x3Path(g, s.cout, out, one, one, max) ?? 'general' };
+  const caps = convCaps(engine);
+  return { variants: conv3x3Variants(g, s.cout, out, one, one, max, caps), fallback: conv3x3Path(g, s.cout, out, one, one, max, undefined, caps) ?? 'general' };
 }
 
 /**

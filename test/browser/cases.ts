@@ -129,6 +129,28 @@ CASES.push(
     },
   },
   {
+    name: 'conv2d 3x3 pad 1 as an implicit GEMM (conv3x3_igemm, chosen by the tuning table), 2x20x7x9 -> 70 + SiLU',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: async (engine) => {
+      const x = data(2 * 20 * 7 * 9, 9);
+      const w = data(70 * 20 * 9, 10, -0.1, 0.1);
+      const b = data(70, 11);
+      const tx = engine.tensor(x, [2, 20, 7, 9]);
+      const tw = engine.tensor(w, [70, 20, 3, 3]);
+      const tb = engine.tensor(b, [70]);
+      const key = conv3x3Key(2, 20, 7, 9, 70, false);
+      engine.tuning.set('conv3x3', key, 'igemm');
+      try {
+        const { result } = await runProgram(engine, 'conv igemm', (rec) => conv2d(rec, tx, tw, tb, { padding: 1, act: 'silu' }));
+        if (!engine.lastSubmitted!.kernels.some((k) => k.includes('conv3x3_igemm'))) throw new Error('conv3x3_igemm did not run');
+        return { actual: await result.read(), expected: conv2dRef(x, [2, 20, 7, 9], w, [70, 20, 3, 3], b, { padding: [1, 1], act: 'silu' }).out };
+      } finally {
+        engine.tuning.delete('conv3x3', key);
+      }
+    },
+  },
+  {
     name: 'conv2d 3x3 stride 2, 320 -> 320 at 5x5',
     atol: 1e-5,
     rtol: 1e-5,

@@ -12,6 +12,7 @@ import { paramDtype, shapeString } from '../dtype.js';
 import { activationCode, type Activation } from './elementwise.js';
 import { conv3x3Winograd, winogradFits } from './winograd.js';
 import { grid1d, workgroupSize } from './grid.js';
+import type { Engine } from '../device.js';
 
 export type Pair = number | [number, number];
 
@@ -119,20 +120,36 @@ export function conv3x3Path(
   pad: [number, number],
   maxBinding: number,
   tuned?: string,
-): 'winograd' | 'px8' | undefined {
-  const allowed = conv3x3Variants(g, cout, out, stride, pad, maxBinding);
+  caps: ConvCaps = {},
+): 'winograd' | 'px8' | 'igemm' | undefined {
+  const allowed = conv3x3Variants(g, cout, out, stride, pad, maxBinding, caps);
   // A measured choice (tuning.ts) wins when it is one of this shape's variants.
-  if (tuned && (allowed as string[]).includes(tuned)) return tuned === 'general' ? undefined : (tuned as 'winograd' | 'px8');
+  if (tuned && (allowed as string[]).includes(tuned)) return tuned === 'general' ? undefined : (tuned as 'winograd' | 'px8' | 'igemm');
   if (allowed.includes('winograd') && g.n * Math.ceil(g.h / 2) * Math.ceil(g.w / 2) >= WINOGRAD_MIN_TILES) return 'winograd';
+  // GPUs: the workgroup-memory implicit GEMM; CPU adapters: 8-pixel runs in registers.
+  if (caps.gpu && allowed.includes('igemm')) return 'igemm';
   return allowed.includes('px8') ? 'px8' : undefined;
 }
 
-export type Conv3x3Variant = 'winograd' | 'px8' | 'general';
+export type Conv3x3Variant = 'winograd' | 'px8' | 'igemm' | 'general';
+
+/** What the adapter allows: `igemm` (256 threads, 8 KiB of workgroup memory) and whether it is a GPU (the default then prefers igemm). */
+export interface ConvCaps {
+  igemm?: boolean;
+  gpu?: boolean;
+}
+
+/** The caps of an engine's adapter. */
+export function convCaps(engine: Engine): ConvCaps {
+  const igemm = engine.limits.maxComputeInvocationsPerWorkgroup >= 256 && engine.limits.maxComputeWorkgroupStorageSize >= 8192;
+  return { igemm, gpu: !engine.info.software };
+}
 
 /**
  * The kernels that may run a convolution ('general' always): Winograd where the channel counts reach
  * convTuning.winogradMinChannels (its rounding is kept away from narrow ReLU models) and its
- * intermediates fit a binding, conv3x3_px8 for 3x3 / stride 1 / padding 1 rows of whole 8-pixel runs.
+ * intermediates fit a binding, conv3x3_px8 for 3x3 / stride 1 / padding 1 rows of whole 8-pixel runs,
+ * conv3x3_igemm for any 3x3 / stride 1 / padding 1 where the adapter allows it (caps.igemm).
  */
 export function conv3x3Variants(
   g: Pick<Geometry, 'kh' | 'kw' | 'groups' | 'h' | 'w' | 'n' | 'cin'>,
@@ -141,6 +158,7 @@ export function conv3x3Variants(
   stride: [number, number],
   pad: [number, number],
   maxBinding: number,
+  caps: ConvCaps = {},
 ): Conv3x3Variant[] {
   const fits =
     g.kh === 3 && g.kw === 3 && g.groups === 1 && stride[0] === 1 && stride[1] === 1 && pad[0] === 1 && pad[1] === 1 &&
@@ -149,6 +167,7 @@ export function conv3x3Variants(
   const v: Conv3x3Variant[] = [];
   if (Math.min(g.cin, cout) >= convTuning.winogradMinChannels && winogradFits(maxBinding, g.n, g.cin, g.h, g.w, cout)) v.push('winograd');
   if (g.w % 8 === 0) v.push('px8');
+  if (caps.igemm) v.push('igemm');
   v.push('general');
   return v;
 }
@@ -217,6 +236,51 @@ function recordConv3x3(
   return result;
 }
 
+/** conv3x3_igemm: 64 output channels x 64 pixels per workgroup (forward, or transposed like recordConv3x3). */
+function recordIgemm(
+  rec: Recorder,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | undefined,
+  g: Geometry,
+  cout: number,
+  transposed: boolean,
+  act: Activation | undefined,
+  alpha: number,
+): Tensor {
+  const engine = rec.engine;
+  const result = engine.empty([g.n, cout, g.h, g.w], x.dtype, g.name);
+  if (result.size === 0) return result;
+  const pixels = g.n * g.h * g.w;
+  const k = engine.kernel({
+    family: 'conv2d',
+    source,
+    includes: [activations],
+    entry: 'conv3x3_igemm',
+    dtype: x.dtype,
+    wdtype: weight.dtype,
+    consts: { WG: 64, CO: 1, ACT: activationCode(act), HAS_BIAS: bias !== undefined, TRANSPOSED: false },
+  });
+  rec.dispatch(k, {
+    op: g.name,
+    bindings: { igx: x, igw: weight, igb: bias ?? weight, igy: result },
+    uniforms: {
+      cin: g.cin,
+      h: g.h,
+      w: g.w,
+      cout,
+      pixels,
+      k: g.cin * 9,
+      wco: transposed ? 9 : g.cin * 9,
+      wci: transposed ? cout * 9 : 9,
+      flip: transposed ? 1 : 0,
+      alpha,
+    },
+    workgroups: [Math.ceil(pixels / 64), Math.ceil(cout / 64), 1],
+  });
+  return result;
+}
+
 /** Records one conv2d-family dispatch (exported for the backward ops, which need custom output sizes). */
 export function record(
   rec: Recorder,
@@ -234,9 +298,14 @@ export function record(
 ): Tensor {
   const engine = rec.engine;
   const tuned = engine.tuning.get('conv3x3', conv3x3Key(g.n, g.cin, g.h, g.w, cout, transposed));
-  const path = conv3x3Path(g, cout, out, stride, pad, engine.limits.maxStorageBufferBindingSize, tuned);
+  const path = conv3x3Path(g, cout, out, stride, pad, engine.limits.maxStorageBufferBindingSize, tuned, convCaps(engine));
   if (path === 'winograd') return conv3x3Winograd(rec, x, weight, bias, { cout, transposed, act, alpha, op: g.name });
   if (path === 'px8') return recordConv3x3(rec, x, weight, bias, g, cout, transposed, act, alpha);
+  if (path === 'igemm') {
+    // One workgroup per 64 pixels along x: beyond the dimension limit, 8-pixel runs or the general kernel.
+    if (Math.ceil((g.n * g.h * g.w) / 64) <= engine.limits.maxComputeWorkgroupsPerDimension) return recordIgemm(rec, x, weight, bias, g, cout, transposed, act, alpha);
+    if (g.w % 8 === 0) return recordConv3x3(rec, x, weight, bias, g, cout, transposed, act, alpha);
+  }
   const cig = g.cin / g.groups;
   const cog = cout / g.groups;
   const co = channelTile(cog);
