@@ -147,6 +147,14 @@ describe('conv2d', () => {
     expect(conv3x3Path(g(1, 16, 16, 1, 320), 320, [16, 16], [1, 1], [1, 1], big)).toBe('winograd');
     expect(conv3x3Path(g(1, 16, 16, 1, 128), 320, [16, 16], [1, 1], [1, 1], big)).toBe('px8'); // too few input channels
     expect(conv3x3Path(g(1, 16, 16, 1, 320), 128, [16, 16], [1, 1], [1, 1], big)).toBe('px8'); // too few output channels
+    // On a GPU (caps), the implicit GEMM takes what Winograd does not, except narrow outputs (conv_out).
+    const gpu = { gpu: true, igemm: true };
+    expect(conv3x3Path(g(1, 16, 16, 1, 320), 320, [16, 16], [1, 1], [1, 1], big, undefined, gpu)).toBe('winograd');
+    expect(conv3x3Path(g(1, 8, 8, 1, 1280), 1280, [8, 8], [1, 1], [1, 1], big, undefined, gpu)).toBe('igemm');
+    expect(conv3x3Path(g(1, 8, 12, 1, 64), 64, [8, 12], [1, 1], [1, 1], big, undefined, gpu)).toBe('igemm');
+    expect(conv3x3Path(g(1, 64, 64, 1, 320), 4, [64, 64], [1, 1], [1, 1], big, undefined, gpu)).toBe('px8');
+    expect(conv3x3Path(g(1, 8, 8, 1, 1280), 1280, [8, 8], [1, 1], [1, 1], big, undefined, { gpu: true, igemm: false })).toBe('px8');
+    expect(conv3x3Path(g(1, 8, 8, 1, 1280), 1280, [8, 8], [1, 1], [1, 1], big, 'px8', gpu)).toBe('px8'); // a measured choice wins
     await withWinograd(1, () => checkPaths(g, big));
   });
 

@@ -126,8 +126,9 @@ export function conv3x3Path(
   // A measured choice (tuning.ts) wins when it is one of this shape's variants.
   if (tuned && (allowed as string[]).includes(tuned)) return tuned === 'general' ? undefined : (tuned as 'winograd' | 'px8' | 'igemm');
   if (allowed.includes('winograd') && g.n * Math.ceil(g.h / 2) * Math.ceil(g.w / 2) >= WINOGRAD_MIN_TILES) return 'winograd';
-  // GPUs: the workgroup-memory implicit GEMM; CPU adapters: 8-pixel runs in registers.
-  if (caps.gpu && allowed.includes('igemm')) return 'igemm';
+  // GPUs: the workgroup-memory implicit GEMM, unless most of its 64-channel block would idle (conv_out's
+  // 4 channels: 28x slower than px8 on lavapipe); CPU adapters: 8-pixel runs in registers.
+  if (caps.gpu && allowed.includes('igemm') && cout >= 32) return 'igemm';
   return allowed.includes('px8') ? 'px8' : undefined;
 }
 
