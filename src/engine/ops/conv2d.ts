@@ -11,6 +11,7 @@ import { assertArg } from '../errors.js';
 import { paramDtype, shapeString } from '../dtype.js';
 import { activationCode, type Activation } from './elementwise.js';
 import { conv3x3Winograd, winogradFits } from './winograd.js';
+import { tapStrides } from './conv-taps.js';
 import { grid1d, workgroupSize } from './grid.js';
 import type { Engine } from '../device.js';
 
@@ -216,8 +217,7 @@ function recordConv3x3(
     wdtype: weight.dtype,
     consts: { WG: wg, CO: co, ACT: activationCode(act), HAS_BIAS: bias !== undefined, TRANSPOSED: false },
   });
-  // A stride-1, padding-1 transposed convolution is this convolution with flipped taps; its weight is
-  // [Cin, Cout, 3, 3], so the channel strides swap. x is bound twice: as scalars and as vec4s.
+  // x is bound twice: as scalars and as vec4s.
   rec.dispatch(k, {
     op: g.name,
     bindings: { q3x: x, q3x4: x, q3w: weight, q3b: bias ?? weight, q3y: result },
@@ -227,9 +227,7 @@ function recordConv3x3(
       w: g.w,
       cout,
       quads,
-      wco: transposed ? 9 : g.cin * 9,
-      wci: transposed ? cout * 9 : 9,
-      flip: transposed ? 1 : 0,
+      ...tapStrides(g.cin, cout, transposed),
       alpha,
     },
     workgroups: [Math.ceil(quads / wg), Math.ceil(cout / co), 1],
@@ -272,9 +270,7 @@ function recordIgemm(
       cout,
       pixels,
       k: g.cin * 9,
-      wco: transposed ? 9 : g.cin * 9,
-      wci: transposed ? cout * 9 : 9,
-      flip: transposed ? 1 : 0,
+      ...tapStrides(g.cin, cout, transposed),
       alpha,
     },
     workgroups: [Math.ceil(pixels / 64), Math.ceil(cout / 64), 1],

@@ -11,6 +11,7 @@ import type { Tensor } from '../tensor.js';
 import { activationCode, type Activation } from './elementwise.js';
 import { grid1d, workgroupSize } from './grid.js';
 import { matmul } from './matmul.js';
+import { tapStrides } from './conv-taps.js';
 
 export interface WinogradConv {
   /** Output channels; the input's channels are x.shape[1]. */
@@ -48,7 +49,7 @@ export function conv3x3Winograd(rec: Recorder, x: Tensor, weight: Tensor, bias: 
   rec.dispatch(kernel('wino_weights'), {
     op: `${c.op}/winograd`,
     bindings: { ww_in: weight, ww_out: u },
-    uniforms: { cout, cin, wco: c.transposed ? 9 : cin * 9, wci: c.transposed ? cout * 9 : 9, flip: c.transposed ? 1 : 0, row: g.row },
+    uniforms: { cout, cin, ...tapStrides(cin, cout, c.transposed), row: g.row },
     workgroups: g.workgroups,
   });
   const v = engine.empty([16, cin, tiles], 'f32', `${c.op}:winograd_input`);
