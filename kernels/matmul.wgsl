@@ -1,4 +1,4 @@
-// Matrix multiply: C[b] = act(scale * A[b] B[b] + bias), batched with broadcast batch dims.
+// Matrix multiply: C[b] = act(scale * A[b] B[b] + bias) (+ R[b], a residual), batched with broadcast batch dims.
 // Storage type ST (f32 or f16), accumulation in f32.
 //
 // Work layout (all blocked variants): a workgroup of WG threads shares one block of ROWS output rows
@@ -50,6 +50,9 @@ struct MatmulParams {
 @group(0) @binding(5) var<storage, read_write> mm_c: array<ST>;
 @group(0) @binding(6) var<storage, read_write> mm_c4: array<ST4>;
 @group(0) @binding(7) var<uniform> mm_p: MatmulParams;
+// The residual added after the activation (HAS_RES): same layout as C.
+@group(0) @binding(14) var<storage, read> mm_r: array<ST>;
+@group(0) @binding(15) var<storage, read> mm_r4: array<ST4>;
 
 
 // Where one workgroup's tile starts: element offsets of its batch in A, B and C, and its first row.
@@ -97,14 +100,23 @@ fn epilogue4(v: vec4f, n4: u32) -> vec4f {
 fn store_cols(tl: Tile, i: u32, cols: vec4u, v: vec4f) {
   let base = tl.c + (tl.r0 + i) * mm_p.N;
   for (var j = 0u; j < 4u; j++) {
-    if (cols[j] < mm_p.N) { mm_c[base + cols[j]] = ST(epilogue(v[j], cols[j])); }
+    if (cols[j] < mm_p.N) {
+      var y = epilogue(v[j], cols[j]);
+      if (HAS_RES) { y += f32(mm_r[base + cols[j]]); }
+      mm_c[base + cols[j]] = ST(y);
+    }
   }
 }
 
 // Row i (< M) of a tile: vec4 column c4.
 fn store_vec4(tl: Tile, i: u32, c4: u32, v: vec4f) {
   let n4 = mm_p.N / 4u;
-  if (c4 < n4) { mm_c4[tl.c / 4u + (tl.r0 + i) * n4 + c4] = ST4(epilogue4(v, c4)); }
+  if (c4 < n4) {
+    let at = tl.c / 4u + (tl.r0 + i) * n4 + c4;
+    var y = epilogue4(v, c4);
+    if (HAS_RES) { y += vec4f(mm_r4[at]); }
+    mm_c4[at] = ST4(y);
+  }
 }
 
 @compute @workgroup_size(WG)

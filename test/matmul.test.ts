@@ -3,6 +3,7 @@ import type { Engine } from '../src/engine/device.js';
 import { runProgram } from '../src/engine/recorder.js';
 import { matmul, linear, matmulNaive, defaultMatmulVariant, type MatmulOptions, type MatmulVariant } from '../src/engine/ops/matmul.js';
 import type { Activation } from '../src/engine/ops/elementwise.js';
+import * as ew from '../src/engine/ops/elementwise.js';
 import { getEngine, randomData, expectClose, type Tolerance } from './helpers/engine.js';
 import { matmulRef, type MatmulRefOptions } from './ref/matmul.js';
 
@@ -196,6 +197,43 @@ describe('matmul_tiled (the workgroup-memory GPU variant) on shapes off its 64 x
   it('f16 storage (needs shader-f16)', async (ctx) => {
     if (!engine.hasF16) ctx.skip('this adapter has no shader-f16');
     await check([77, 132], [132, 48], { dtype: 'f16', variant: 'matmul_tiled', withBias: true, act: 'silu' }, 'tiled f16');
+  });
+});
+
+describe('residual epilogue (act(scale a b + bias) + r in the same dispatch)', () => {
+  it('every variant, transposed B, batches; the residual must match the output', async () => {
+    const cases: [number[], number[], MatmulOptions & { variant?: MatmulVariant }][] = [
+      [[7, 13], [13, 20], {}], // matmul_nn4
+      [[7, 13], [13, 9], {}], // matmul_any (N % 4 != 0)
+      [[2, 70, 33], [33, 68], { variant: 'matmul_tiled' }],
+      [[5, 24], [36, 24], { transB: true }], // nn.Linear's layout through the transposed copy
+      [[5, 24], [36, 24], { transB: true, variant: 'matmul_tiled' }], // read in place
+    ];
+    for (const [aShape, bShape, o] of cases) {
+      const a = randomData(size(aShape), 31);
+      const b = randomData(size(bShape), 32, -0.3, 0.3);
+      const bias = randomData(o.transB ? bShape[0]! : bShape[bShape.length - 1]!, 33);
+      const ref = matmulRef(a, aShape, b, bShape, { transB: o.transB, bias, act: 'gelu', scale: 0.5 });
+      const r = randomData(ref.out.length, 34);
+      const ta = engine.tensor(a, aShape), tb = engine.tensor(b, bShape), tbias = engine.tensor(bias, [bias.length]), tr = engine.tensor(r, ref.shape);
+      const { result, report } = await runProgram(engine, 'mm residual', (rec) => matmul(rec, ta, tb, { ...o, bias: tbias, act: 'gelu', scale: 0.5, residual: tr }));
+      const tiled = (o.variant ?? defaultMatmulVariant(engine)) === 'matmul_tiled' && ref.shape[ref.shape.length - 1]! % 4 === 0;
+      expect(report.dispatches).toBe(o.transB && !tiled ? 2 : 1); // no add of its own
+      expectClose(await result.read(), ref.out.map((v, i) => v + r[i]!), f32Tol(aShape[aShape.length - 1]!), `residual ${JSON.stringify({ aShape, bShape, ...o })}`);
+      const bad = engine.tensor(r.subarray(0, r.length - 1), [r.length - 1]);
+      await expect(runProgram(engine, 'bad residual', (rec) => matmul(rec, ta, tb, { ...o, residual: bad }))).rejects.toThrow(/residual f32 \[\d+\] must be the output's f32 \[/);
+      for (const t of [ta, tb, tbias, tr, bad, result]) t.dispose();
+    }
+  });
+
+  it('linear with a residual equals linear plus add, bit for bit', async () => {
+    const x = engine.tensor(randomData(2 * 9 * 40, 41), [2, 9, 40]);
+    const w = engine.tensor(randomData(24 * 40, 42, -0.2, 0.2), [24, 40]);
+    const bias = engine.tensor(randomData(24, 43), [24]);
+    const r = engine.tensor(randomData(2 * 9 * 24, 44), [2, 9, 24]);
+    const { result } = await runProgram(engine, 'lin', (rec) => [linear(rec, x, w, bias, { residual: r }), ew.add(rec, r, linear(rec, x, w, bias))]);
+    expect(Array.from(await result[0]!.read())).toEqual(Array.from(await result[1]!.read()));
+    for (const t of [x, w, bias, r, ...result]) t.dispose();
   });
 });
 

@@ -55,8 +55,9 @@ export class Linear {
     this.weight = w.get(`${name}.weight`, [outFeatures, inFeatures]);
     if (bias) this.bias = w.get(`${name}.bias`, [outFeatures]);
   }
-  forward(rec: Recorder, x: Tensor, act?: Activation): Tensor {
-    return linearOp(rec, x, this.weight, this.bias, { act });
+  /** `residual`: added after the activation in the same dispatch (a residual connection). */
+  forward(rec: Recorder, x: Tensor, act?: Activation, residual?: Tensor): Tensor {
+    return linearOp(rec, x, this.weight, this.bias, { act, residual });
   }
 }
 

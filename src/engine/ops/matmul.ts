@@ -27,6 +27,11 @@ export interface MatmulOptions {
   alpha?: number;
   /** Multiplies the product before the bias: act(scale * A B + bias). Default 1. */
   scale?: number;
+  /**
+   * Added to the result after the activation, in the kernel's epilogue: act(scale * a b + bias) + residual
+   * (a residual connection without its own dispatch). Shaped and typed like the output.
+   */
+  residual?: Tensor;
   /** Force a vec4 variant where it applies (tests and the tuner); default: the tuning table, else by adapter class. */
   variant?: MatmulVariant;
   op?: string;
@@ -119,7 +124,7 @@ export function transposeLast2(rec: Recorder, x: Tensor, op = 'transpose'): Tens
     includes: [activations],
     entry: blocked ? 'transpose_last2_4' : 'transpose_last2',
     dtype: x.dtype,
-    consts: { WG: 8, ROWS: 8, ACT: 0, HAS_BIAS: false, B_VEC4: true },
+    consts: { WG: 8, ROWS: 8, ACT: 0, HAS_BIAS: false, B_VEC4: true, HAS_RES: false },
   });
   const [rowsX, cols] = blocked ? [R / 4, C / 4] : [R, C];
   const groupsY = Math.ceil((cols * batches) / 8);
@@ -192,15 +197,23 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
     dtype,
     wdtype,
     adtype,
-    consts: { WG: wg, ROWS: rowsFor(variant), ACT: activationCode(opts.act), HAS_BIAS: !!opts.bias, B_VEC4: bRowMajor },
+    consts: { WG: wg, ROWS: rowsFor(variant), ACT: activationCode(opts.act), HAS_BIAS: !!opts.bias, B_VEC4: bRowMajor, HAS_RES: !!opts.residual },
   });
 
-  const out = engine.empty([...batch, M, N], dtype, name);
+  const outShape = [...batch, M, N];
+  if (opts.residual) {
+    const r = opts.residual;
+    assertArg(r.dtype === dtype && r.shape.length === outShape.length && r.shape.every((d, i) => d === outShape[i]), `${what}: residual ${r.dtype} ${shapeString(r.shape)} must be the output's ${dtype} ${shapeString(outShape)}`);
+  }
+  const out = engine.empty(outShape, dtype, name);
   const rowGroups = Math.ceil(rows / rowsFor(variant));
   const tiles = rowGroups * batches;
   const ny = Math.min(tiles, engine.limits.maxComputeWorkgroupsPerDimension);
   const vec4 = variant !== 'matmul_any';
   const bMat = bt ?? b;
+  // Without a residual its (dead) binding still needs a read-only buffer of at least one vec4 of the
+  // output's type: B or A (an f16 B of 4 values is only 8 bytes), else a scratch one.
+  const deadRes = opts.residual ? undefined : bMat.buffer.size >= 16 ? bMat : a.buffer.size >= 16 ? a : engine.empty([4], 'f32', 'no_residual');
   rec.dispatch(kernel, {
     op: name,
     bindings: {
@@ -209,6 +222,7 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
       ...(variant === 'matmul_tiled' ? { mm_b4: bMat, mm_b: bMat } : { [vec4 ? 'mm_b4' : 'mm_b']: bMat }),
       // Without a bias the (dead) bias binding still needs a buffer: B is large enough and read-only.
       [vec4 ? 'mm_bias4' : 'mm_bias']: opts.bias ?? bMat,
+      [vec4 ? 'mm_r4' : 'mm_r']: opts.residual ?? deadRes!,
       [vec4 ? 'mm_c4' : 'mm_c']: out,
     },
     uniforms: {
@@ -232,11 +246,12 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
   });
   // Later reuse of the copy's buffer is ordered after this program's read.
   bt?.dispose();
+  if (deadRes && deadRes !== a && deadRes !== bMat) deadRes.dispose();
   return out;
 }
 
 /** PyTorch nn.Linear: x [..., in] times weight [out, in] transposed, plus bias [out] -> [..., out]. */
-export function linear(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, opts: { act?: Activation; op?: string } = {}): Tensor {
+export function linear(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, opts: { act?: Activation; residual?: Tensor; op?: string } = {}): Tensor {
   const name = opts.op ?? 'linear';
   assertArg(x.rank >= 1, `${name}: x must have rank >= 1`);
   assertArg(weight.rank === 2, `${name}: weight must be [out, in], got ${shapeString(weight.shape)}`);
@@ -248,7 +263,9 @@ export function linear(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, 
   );
   const lead = x.shape.slice(0, -1);
   const x2 = x.rank === 1 ? x.reshape([1, inF]) : x;
-  const y = matmul(rec, x2, weight, { transB: true, bias, act: opts.act, op: name });
+  const r2 = opts.residual && x.rank === 1 ? opts.residual.reshape([1, weight.shape[0]!]) : opts.residual;
+  const y = matmul(rec, x2, weight, { transB: true, bias, act: opts.act, residual: r2, op: name });
+  if (r2 && r2 !== opts.residual) r2.dispose();
   if (x2 !== x) x2.dispose();
   if (x.rank >= 2) return y;
   const y1 = y.reshape([...lead, weight.shape[0]!]);
@@ -271,7 +288,7 @@ export function matmulNaive(rec: Recorder, a: Tensor, b: Tensor): Tensor {
     includes: [activations],
     entry: 'matmul_naive',
     dtype: 'f32',
-    consts: { WG: 8, ROWS: 8, ACT: 0, HAS_BIAS: false, B_VEC4: true },
+    consts: { WG: 8, ROWS: 8, ACT: 0, HAS_BIAS: false, B_VEC4: true, HAS_RES: false },
   });
   const out = engine.empty([M, N], 'f32', 'matmul_naive');
   const zero4 = [0, 0, 0, 0];

@@ -1,7 +1,8 @@
 // diffusers' Transformer2DModel (continuous input) with BasicTransformerBlock, Attention and a GEGLU
 // FeedForward, as SD-1.x's UNet uses them:
 //   h = GroupNorm(x, eps 1e-6); tokens = proj_in(h) as [N, H*W, inner]   (conv 1x1, or Linear after the permute)
-//   per block: t += attn1(norm1(t)); t += attn2(norm2(t), context); t += ff(norm3(t))
+//   per block: t += attn1(norm1(t)); t += attn2(norm2(t), context); t += ff(norm3(t)) (each residual added
+//   in the output projection's epilogue)
 //   out = proj_out(tokens) back in NCHW + x
 // The 1x1 conv proj_in is one matmul that reads x [N, C, H*W] transposed, so it lands in token layout.
 
@@ -34,17 +35,20 @@ export class Attention {
     this.toV = new Linear(w, 'to_v', contextDim, queryDim, false);
     this.toOut = new Linear(w, 'to_out.0', queryDim, queryDim);
   }
-  /** x [N, L, queryDim], context [N, Lc, contextDim] (self-attention when omitted) -> [N, L, queryDim]. */
-  forward(rec: Recorder, x: Tensor, context: Tensor = x): Tensor {
-    return rec.engine.tidy(() => this.attend(rec, this.project(rec, x, context)));
+  /**
+   * x [N, L, queryDim], context [N, Lc, contextDim] (self-attention when omitted) -> [N, L, queryDim],
+   * plus `residual` when given (added by the output projection's kernel).
+   */
+  forward(rec: Recorder, x: Tensor, context: Tensor = x, residual?: Tensor): Tensor {
+    return rec.engine.tidy(() => this.attend(rec, this.project(rec, x, context), residual));
   }
   /** The projections q = to_q(x), k = to_k(context), v = to_v(context) (the caller owns them; the VJP keeps them). */
   project(rec: Recorder, x: Tensor, context: Tensor = x): Qkv {
     return { q: this.toQ.forward(rec, x), k: this.toK.forward(rec, context), v: this.toV.forward(rec, context) };
   }
-  /** to_out(attention(q, k, v)) from the projections. */
-  attend(rec: Recorder, p: Qkv): Tensor {
-    return rec.engine.tidy(() => this.toOut.forward(rec, attention(rec, p.q, p.k, p.v, { heads: this.heads })));
+  /** to_out(attention(q, k, v)) (+ residual) from the projections. */
+  attend(rec: Recorder, p: Qkv, residual?: Tensor): Tensor {
+    return rec.engine.tidy(() => this.toOut.forward(rec, attention(rec, p.q, p.k, p.v, { heads: this.heads }), undefined, residual));
   }
 }
 
@@ -57,9 +61,10 @@ export class FeedForward {
     this.proj = new Linear(w, 'net.0.proj', dim, 2 * inner);
     this.out = new Linear(w, 'net.2', inner, dim);
   }
-  forward(rec: Recorder, x: Tensor): Tensor {
+  /** x -> net.2(geglu(net.0.proj(x))) (+ residual, added by net.2's kernel). */
+  forward(rec: Recorder, x: Tensor, residual?: Tensor): Tensor {
     // GEGLU: chunk(2, -1) gives (hidden, gate); out = hidden * gelu(gate), the engine's geglu order.
-    return rec.engine.tidy(() => this.out.forward(rec, geglu(rec, this.proj.forward(rec, x))));
+    return rec.engine.tidy(() => this.out.forward(rec, geglu(rec, this.proj.forward(rec, x)), undefined, residual));
   }
 }
 
@@ -81,9 +86,13 @@ export class BasicTransformerBlock {
   /** x [N, L, dim], context [N, Lc, crossAttentionDim]. */
   forward(rec: Recorder, x: Tensor, context: Tensor): Tensor {
     return rec.engine.tidy(() => {
-      let h = add(rec, x, rec.scope('attn1', () => this.attn1.forward(rec, this.norm1.forward(rec, x))));
-      h = add(rec, h, rec.scope('attn2', () => this.attn2.forward(rec, this.norm2.forward(rec, h), context)));
-      return add(rec, h, rec.scope('ff', () => this.ff.forward(rec, this.norm3.forward(rec, h))));
+      // Each residual is added by the output projection's kernel (no dispatch of its own).
+      const h1 = rec.scope('attn1', () => {
+        const n = this.norm1.forward(rec, x);
+        return this.attn1.forward(rec, n, n, x);
+      });
+      const h2 = rec.scope('attn2', () => this.attn2.forward(rec, this.norm2.forward(rec, h1), context, h1));
+      return rec.scope('ff', () => this.ff.forward(rec, this.norm3.forward(rec, h2), h2));
     });
   }
 }

@@ -35,9 +35,9 @@ function layerNormGradX(rec: Recorder, norm: LayerNorm, x: Tensor, g: Tensor): T
   return layerNormBackward(rec, x, g, norm.shape, norm.weight, norm.bias, { eps: norm.eps, paramGrads: false }).dx;
 }
 
-/** dx of y = x W^T + b: dy W (W [out, in] shared by every batch). */
-function linearGradX(rec: Recorder, weight: Tensor, g: Tensor): Tensor {
-  return matmul(rec, g, weight, { op: 'linear_grad_x' });
+/** dx of y = x W^T + b: dy W (W [out, in] shared by every batch), plus `acc` when given (in the same kernel). */
+function linearGradX(rec: Recorder, weight: Tensor, g: Tensor, acc?: Tensor): Tensor {
+  return matmul(rec, g, weight, { op: 'linear_grad_x', residual: acc });
 }
 
 
@@ -51,7 +51,8 @@ function attentionGrad(rec: Recorder, a: Attention, p: Qkv, selfAttention: boole
   dO.dispose();
   const dx = linearGradX(rec, a.toQ.weight, dq);
   if (!selfAttention) return dx; // k, v come from the constant text context
-  return add(rec, add(rec, dx, linearGradX(rec, a.toK.weight, dk)), linearGradX(rec, a.toV.weight, dv));
+  // dx + dk W_k + dv W_v, each sum in the next product's epilogue.
+  return rec.engine.tidy(() => linearGradX(rec, a.toV.weight, dv, linearGradX(rec, a.toK.weight, dk, dx)));
 }
 
 function feedForwardGrad(rec: Recorder, ff: FeedForward, x: Tensor, g: Tensor): Tensor {
@@ -70,11 +71,11 @@ function blockGrad(rec: Recorder, b: BasicTransformerBlock, x: Tensor, context: 
   const n1 = b.norm1.forward(rec, x);
   const p1 = b.attn1.project(rec, n1);
   n1.dispose();
-  const t1 = add(rec, x, b.attn1.attend(rec, p1));
+  const t1 = b.attn1.attend(rec, p1, x);
   const n2 = b.norm2.forward(rec, t1);
   const p2 = b.attn2.project(rec, n2, context);
   n2.dispose();
-  const t2 = add(rec, t1, b.attn2.attend(rec, p2));
+  const t2 = b.attn2.attend(rec, p2, t1);
   const g2 = engine.tidy(() => add(rec, g, layerNormGradX(rec, b.norm3, t2, feedForwardGrad(rec, b.ff, b.norm3.forward(rec, t2), g))));
   t2.dispose();
   const g1 = engine.tidy(() => add(rec, g2, layerNormGradX(rec, b.norm2, t1, attentionGrad(rec, b.attn2, p2, false, g2))));
