@@ -12,7 +12,7 @@ import { paramDtype, shapeString } from '../dtype.js';
 import { activationCode, type Activation } from './elementwise.js';
 import { conv3x3Winograd, winogradFits } from './winograd.js';
 import { tapStrides } from './conv-taps.js';
-import { grid1d, workgroupSize } from './grid.js';
+import { grid1d, workgroupSize, workgroupTilesFit } from './grid.js';
 import type { Engine } from '../device.js';
 
 export type Pair = number | [number, number];
@@ -143,8 +143,7 @@ export interface ConvCaps {
 
 /** The caps of an engine's adapter. */
 export function convCaps(engine: Engine): ConvCaps {
-  const igemm = engine.limits.maxComputeInvocationsPerWorkgroup >= 256 && engine.limits.maxComputeWorkgroupStorageSize >= 8192;
-  return { igemm, gpu: !engine.info.software };
+  return { igemm: workgroupTilesFit(engine), gpu: !engine.info.software };
 }
 
 /**

@@ -15,6 +15,14 @@ export function grid1d(engine: Engine, n: number, wg: number): { workgroups: [nu
   return { workgroups: [x, y], row: x * wg };
 }
 
+/**
+ * Whether the adapter runs the 16 x 16-thread kernels that stage tiles in workgroup memory (matmul_tiled,
+ * conv3x3_igemm): 256 threads and 8 KiB of workgroup memory, both within WebGPU's default limits.
+ */
+export function workgroupTilesFit(engine: Engine): boolean {
+  return engine.limits.maxComputeInvocationsPerWorkgroup >= 256 && engine.limits.maxComputeWorkgroupStorageSize >= 8192;
+}
+
 /** Largest power-of-two workgroup size <= preferred that the adapter allows. */
 export function workgroupSize(engine: Engine, preferred = 256): number {
   let wg = preferred;

@@ -10,6 +10,7 @@ import type { Engine } from '../device.js';
 import { assertArg } from '../errors.js';
 import { paramDtype, shapeString } from '../dtype.js';
 import { activationCode, broadcastShapes, type Activation } from './elementwise.js';
+import { workgroupTilesFit } from './grid.js';
 
 export interface MatmulOptions {
   /** A is stored [..., K, M]. */
@@ -87,14 +88,9 @@ function threadsFor(n: number, maxInvocations: number): number {
   return maxInvocations >= 64 && pad(64) <= pad(8) ? 64 : 8;
 }
 
-/** Whether the adapter runs matmul_tiled: 256 threads and 8 KiB of workgroup memory (WebGPU's defaults allow both). */
-function tiledFits(engine: Engine): boolean {
-  return engine.limits.maxComputeInvocationsPerWorkgroup >= 256 && engine.limits.maxComputeWorkgroupStorageSize >= 8192;
-}
-
 /** The vec4 variant without a table entry: matmul_nn4 on CPU adapters, matmul_tiled elsewhere. */
 export function defaultMatmulVariant(engine: Engine): MatmulVariant {
-  return engine.info.software || !tiledFits(engine) ? 'matmul_nn4' : 'matmul_tiled';
+  return engine.info.software || !workgroupTilesFit(engine) ? 'matmul_nn4' : 'matmul_tiled';
 }
 
 /** The vec4 variant of a product: `forced` (tests, the tuner), else the tuning table's measured choice, else the default. */
@@ -102,7 +98,7 @@ function vec4Variant(engine: Engine, key: string, forced?: MatmulVariant): Matmu
   assertArg(forced === undefined || MATMUL_VARIANTS.includes(forced), `matmul: unknown variant ${String(forced)}`);
   const tuned = engine.tuning.get('matmul', key);
   const want = forced ?? (tuned && (MATMUL_VARIANTS as readonly string[]).includes(tuned) ? (tuned as MatmulVariant) : defaultMatmulVariant(engine));
-  return want === 'matmul_tiled' && !tiledFits(engine) ? 'matmul_nn4' : want;
+  return want === 'matmul_tiled' && !workgroupTilesFit(engine) ? 'matmul_nn4' : want;
 }
 
 /**
@@ -187,7 +183,7 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
   const inPlace = picked === 'matmul_tiled' || !transB || N === 1 || K === 1;
   const bt = inPlace ? null : transposeLast2(rec, b, `${name}/transpose_b`);
   const bRowMajor = !transB || bt !== null || N === 1 || K === 1;
-  const variant = picked === 'matmul_tiled' ? picked : bRowMajor && vec4Ok ? picked! : 'matmul_any';
+  const variant = picked ?? 'matmul_any';
   const wg = variant === 'matmul_tiled' ? 16 : threadsFor(N, engine.limits.maxComputeInvocationsPerWorkgroup);
   const kernel = engine.kernel({
     family: 'matmul',

@@ -10,7 +10,7 @@ import { assertArg } from '../errors.js';
 import { shapeSize, shapeString } from '../dtype.js';
 import { ACTIVATION_WGSL, activationCode } from './elementwise.js';
 import { grid1d, workgroupSize } from './grid.js';
-import { jobGrid, normRowStats, type NormLayout, type RowNorm } from './norm.js';
+import { affineBindings, jobGrid, normRowStats, type NormLayout, type RowNorm } from './norm.js';
 
 /** Gradients of a normalisation: dWeight / dBias are present exactly when weight / bias were given. */
 export interface NormGrads {
@@ -53,11 +53,7 @@ function rowNormBackward(rec: Recorder, x: Tensor, gradOut: Tensor, weight: Tens
     return grads;
   }
   const consts = { ACT: p.act, HAS_W: weight !== undefined, HAS_B: bias !== undefined };
-  assertArg(!weight || !bias || weight.dtype === bias.dtype, `${p.op}: weight is ${weight?.dtype} but bias is ${bias?.dtype}`);
-  // Absent affine parameters are bound to the other one or to x (never read: HAS_W / HAS_B fold the
-  // accesses away); the affine bindings take the parameters' dtype.
-  const w = weight ?? bias ?? x;
-  const b = bias ?? weight ?? x;
+  const { w, b } = affineBindings(p.op, x, weight, bias);
   const kernel = (entry: string, wg: number) =>
     engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry, dtype: 'f32', wdtype: w.dtype, consts: { WG: wg, ...consts } });
   const stats = normRowStats(rec, x, p);

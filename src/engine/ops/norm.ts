@@ -157,15 +157,21 @@ function segmentSpan(engine: Engine): number {
   return engine.info.software ? 1024 : 256;
 }
 
+/**
+ * The tensors bound as a norm kernel's weight and bias (forward and backward): an absent one is bound to
+ * the other or to x (read-only, never read: HAS_W / HAS_B fold the access away). The affine bindings take
+ * the parameters' dtype (f16 with f32 activations), so weight and bias must share it.
+ */
+export function affineBindings(op: string, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined): { w: Tensor; b: Tensor } {
+  assertArg(!weight || !bias || weight.dtype === bias.dtype, `${op}: weight is ${weight?.dtype} but bias is ${bias?.dtype}`);
+  return { w: weight ?? bias ?? x, b: bias ?? weight ?? x };
+}
+
 function recordApply(rec: Recorder, x: Tensor, stats: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, out: Tensor, p: RowNorm): void {
   const engine = rec.engine;
   const consts = { ACT: p.act, HAS_W: weight !== undefined, HAS_B: bias !== undefined };
-  // An absent affine parameter is bound to the other one or to x (read-only, never read: HAS_W/HAS_B
-  // fold the access away). The affine bindings take the parameters' dtype (f16 with f32 activations).
-  const w = weight ?? bias ?? x;
-  const b = bias ?? weight ?? x;
+  const { w, b } = affineBindings(p.op, x, weight, bias);
   const wdtype = w.dtype;
-  assertArg(!weight || !bias || weight.dtype === bias.dtype, `${p.op}: weight is ${weight?.dtype} but bias is ${bias?.dtype}`);
   const segs = normSegments(p);
   if (segs) {
     const seg4 = segs.seg / 4;
