@@ -269,6 +269,114 @@ fn norm_apply_seg(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
   }
 }
 
+// ---- Statistics and apply in one dispatch (rows that are one chunk) ----
+// A short row's statistics and its normalisation need not be two dispatches: the row is still in cache
+// when it is applied. Each keeps its two-pass entry's summation order exactly (norm_stats with the same
+// WG; norm_stats_chunk4), so results are bit-identical to stats + apply, and it writes the statistics too
+// (the backward ops reuse them).
+//   norm_fused:      one workgroup per row (GPUs), any affine layout.
+//   norm_fused_row4: one thread per row of whole vec4s with element-wise affine (LayerNorm on CPU
+//                    adapters, where barriers cost more than a row's parallelism gains).
+
+struct NormFused {
+  rows: u32,
+  len: u32,
+  adiv: u32,
+  amod: u32,
+  eps: f32,
+}
+
+@group(0) @binding(44) var<storage, read> fx: array<ST>;
+@group(0) @binding(45) var<storage, read_write> fstats: array<f32>;
+@group(0) @binding(46) var<storage, read> fw: array<WT>;
+@group(0) @binding(47) var<storage, read> fb: array<WT>;
+@group(0) @binding(48) var<storage, read_write> fout: array<ST>;
+@group(0) @binding(49) var<uniform> nf: NormFused;
+
+@compute @workgroup_size(WG)
+fn norm_fused(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+              @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= nf.rows) { return; } // uniform per workgroup: the barriers below stay in uniform control flow
+  let base = row * nf.len;
+  var total = 0.0;
+  var part = 0.0;
+  var terms = 0u;
+  for (var i = lid; i < nf.len; i += WG) {
+    part += f32(fx[base + i]);
+    terms++;
+    if (terms == BLOCK) { total += part; part = 0.0; terms = 0u; }
+  }
+  let mu = wg_sum(lid, total + part) / f32(nf.len);
+  total = 0.0;
+  part = 0.0;
+  terms = 0u;
+  for (var i = lid; i < nf.len; i += WG) {
+    let d = f32(fx[base + i]) - mu;
+    part += d * d;
+    terms++;
+    if (terms == BLOCK) { total += part; part = 0.0; terms = 0u; }
+  }
+  let rs = inverseSqrt(wg_sum(lid, total + part) / f32(nf.len) + nf.eps);
+  if (lid == 0u) {
+    fstats[2u * row] = mu;
+    fstats[2u * row + 1u] = rs;
+  }
+  for (var k = lid; k < nf.len; k += WG) {
+    let i = base + k;
+    let ai = (i / nf.adiv) % nf.amod;
+    var y = (f32(fx[i]) - mu) * rs;
+    if (HAS_W) { y *= f32(fw[ai]); }
+    if (HAS_B) { y += f32(fb[ai]); }
+    fout[i] = ST(activate(ACT, y, 0.0));
+  }
+}
+
+@group(0) @binding(50) var<storage, read> rx4: array<vec4<ST>>;
+@group(0) @binding(51) var<storage, read_write> rstats4: array<f32>;
+@group(0) @binding(52) var<storage, read> rw4: array<WT>;
+@group(0) @binding(53) var<storage, read> rb4: array<WT>;
+@group(0) @binding(54) var<storage, read_write> rout4: array<vec4<ST>>;
+@group(0) @binding(55) var<uniform> nr4: NormFused;
+
+fn rparam4(w: bool, at: u32) -> vec4f {
+  if (w) { return vec4f(f32(rw4[at]), f32(rw4[at + 1u]), f32(rw4[at + 2u]), f32(rw4[at + 3u])); }
+  return vec4f(f32(rb4[at]), f32(rb4[at + 1u]), f32(rb4[at + 2u]), f32(rb4[at + 3u]));
+}
+
+@compute @workgroup_size(WG)
+fn norm_fused_row4(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let row = gid.x + gid.y * nwg.x * WG;
+  if (row >= nr4.rows) { return; }
+  let cnt4 = nr4.len / 4u;
+  let base = row * cnt4;
+  var total = vec4f(0.0);
+  var part = vec4f(0.0);
+  for (var i = 0u; i < cnt4; i++) {
+    part += vec4f(rx4[base + i]);
+    if ((i & (BLOCK / 4u - 1u)) == BLOCK / 4u - 1u) { total += part; part = vec4f(0.0); }
+  }
+  total += part;
+  let mu = (total.x + total.y + total.z + total.w) / f32(nr4.len);
+  total = vec4f(0.0);
+  part = vec4f(0.0);
+  for (var i = 0u; i < cnt4; i++) {
+    let d = vec4f(rx4[base + i]) - mu;
+    part += d * d;
+    if ((i & (BLOCK / 4u - 1u)) == BLOCK / 4u - 1u) { total += part; part = vec4f(0.0); }
+  }
+  total += part;
+  let rs = inverseSqrt((total.x + total.y + total.z + total.w) / f32(nr4.len) + nr4.eps);
+  rstats4[2u * row] = mu;
+  rstats4[2u * row + 1u] = rs;
+  for (var i = 0u; i < cnt4; i++) {
+    var y = (vec4f(rx4[base + i]) - mu) * rs;
+    if (HAS_W) { y *= rparam4(true, 4u * i); }
+    if (HAS_B) { y += rparam4(false, 4u * i); }
+    rout4[base + i] = vec4<ST>(vec4f(activate(ACT, y.x, 0.0), activate(ACT, y.y, 0.0), activate(ACT, y.z, 0.0), activate(ACT, y.w, 0.0)));
+  }
+}
+
 // ---- Backward (f32 storage only) ----
 // Forward per element: y = (x - mean) * rstd, z = y * w + b, out = act(z). With gz = gradOut * act'(z)
 // and gy = gz * w, the row's input gradient is dx = rstd * (gy - mean(gy) - y * mean(gy * y)).
@@ -366,6 +474,60 @@ fn norm_bw_dx(@builtin(global_invocation_id) gid: vec3u) {
   let t = norm_bw_terms(f32(bdx_x[i]), f32(bdx_g[i]), bdx_stats[2u * r], rstd, wv, bv);
   let inv = 1.0 / f32(nbd.len);
   bdx_out[i] = ST(rstd * (t.z - bdx_sums[2u * r] * inv - t.x * bdx_sums[2u * r + 1u] * inv));
+}
+
+// norm_bw_rows and norm_bw_dx in one dispatch (rows short enough for one workgroup each, and CPU
+// adapters): the same sums in the same order, then the row's dx, plus `res` when HAS_RES (a VJP's
+// residual gradient, added here instead of by its own dispatch).
+override HAS_RES: bool = false;
+
+@group(0) @binding(56) var<storage, read> bf_x: array<ST>;
+@group(0) @binding(57) var<storage, read> bf_g: array<ST>;
+@group(0) @binding(58) var<storage, read> bf_stats: array<f32>;
+@group(0) @binding(59) var<storage, read> bf_w: array<WT>;
+@group(0) @binding(60) var<storage, read> bf_b: array<WT>;
+@group(0) @binding(61) var<storage, read> bf_res: array<ST>;
+@group(0) @binding(62) var<storage, read_write> bf_out: array<ST>;
+@group(0) @binding(63) var<uniform> nbf: NormBw;
+
+fn bf_affine(i: u32) -> vec2f {
+  let ai = (i / nbf.adiv) % nbf.amod;
+  var wb = vec2f(1.0, 0.0);
+  if (HAS_W) { wb.x = f32(bf_w[ai]); }
+  if (HAS_B) { wb.y = f32(bf_b[ai]); }
+  return wb;
+}
+
+@compute @workgroup_size(WG)
+fn norm_bw_fused(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= nbf.rows) { return; } // uniform per workgroup: the barriers below stay in uniform control flow
+  let base = r * nbf.len;
+  let mu = bf_stats[2u * r];
+  let rstd = bf_stats[2u * r + 1u];
+  var tot = vec2f(0.0);
+  var part = vec2f(0.0);
+  var terms = 0u;
+  for (var k = lid; k < nbf.len; k += WG) {
+    let i = base + k;
+    let wb = bf_affine(i);
+    let t = norm_bw_terms(f32(bf_x[i]), f32(bf_g[i]), mu, rstd, wb.x, wb.y);
+    part += vec2f(t.z, t.z * t.x);
+    terms++;
+    if (terms == BLOCK) { tot += part; part = vec2f(0.0); terms = 0u; }
+  }
+  let s1 = wg_sum(lid, tot.x + part.x);
+  let s2 = wg_sum(lid, tot.y + part.y);
+  let inv = 1.0 / f32(nbf.len);
+  for (var k = lid; k < nbf.len; k += WG) {
+    let i = base + k;
+    let wb = bf_affine(i);
+    let t = norm_bw_terms(f32(bf_x[i]), f32(bf_g[i]), mu, rstd, wb.x, wb.y);
+    var v = ST(rstd * (t.z - s1 * inv - t.x * s2 * inv));
+    if (HAS_RES) { v = bf_res[i] + v; }
+    bf_out[i] = v;
+  }
 }
 
 @group(0) @binding(27) var<storage, read> bp_x: array<ST>;

@@ -19,8 +19,11 @@ beforeAll(async () => {
 // sum |term|, allowed as 2e-4 absolute on the largest sums.
 const TOL: Tolerance = { atol: 2e-5, rtol: 1e-4 };
 const PARAM_TOL: Tolerance = { atol: 2e-4, rtol: 1e-4 };
+const EXACT: Tolerance = { atol: 0, rtol: 0 };
 
 const size = (shape: number[]) => shape.reduce((p, d) => p * d, 1);
+// Row sums and dx in one dispatch (the default where it applies) and as two.
+const FUSE = [undefined, false] as const;
 type Affine = 'both' | 'weight' | 'bias' | 'none';
 
 interface Case {
@@ -63,13 +66,15 @@ async function checkGroupNorm(shape: number[], groups: number, affine: Affine, s
   const c = makeCase(size(shape), C, seed, affine);
   const t = upload(c, shape, [C]);
   for (const layout of layouts) {
-    const what = `gn ${shape.join('x')} g=${groups} ${affine}${silu ? ' silu' : ''} ${layout}`;
-    const { result } = await runProgram(engine, 'gnb', (rec) =>
-      groupNormBackward(rec, t.x, t.g, groups, t.w, t.b, { act: silu ? 'silu' : 'none', layout }),
-    );
-    expect(result.dx.shape).toEqual(shape);
-    if (result.dWeight) expect(result.dWeight.shape).toEqual([C]);
-    await compare(result, c, groupNormSpec(shape, groups, 1e-5, silu), what);
+    for (const fuse of FUSE) {
+      const what = `gn ${shape.join('x')} g=${groups} ${affine}${silu ? ' silu' : ''} ${layout}${fuse === false ? ' unfused' : ''}`;
+      const { result } = await runProgram(engine, 'gnb', (rec) =>
+        groupNormBackward(rec, t.x, t.g, groups, t.w, t.b, { act: silu ? 'silu' : 'none', layout, fuse }),
+      );
+      expect(result.dx.shape).toEqual(shape);
+      if (result.dWeight) expect(result.dWeight.shape).toEqual([C]);
+      await compare(result, c, groupNormSpec(shape, groups, 1e-5, silu), what);
+    }
   }
   for (const v of Object.values(t)) v?.dispose();
 }
@@ -78,9 +83,11 @@ async function checkLayerNorm(shape: number[], normShape: number[], affine: Affi
   const len = size(normShape);
   const c = makeCase(size(shape), len, seed, affine);
   const t = upload(c, shape, normShape);
-  const { result } = await runProgram(engine, 'lnb', (rec) => layerNormBackward(rec, t.x, t.g, normShape, t.w, t.b));
-  if (result.dWeight) expect(result.dWeight.shape).toEqual(normShape);
-  await compare(result, c, layerNormSpec(len), `ln ${shape.join('x')} over ${normShape.join('x')} ${affine}`);
+  for (const fuse of FUSE) {
+    const { result } = await runProgram(engine, 'lnb', (rec) => layerNormBackward(rec, t.x, t.g, normShape, t.w, t.b, { fuse }));
+    if (result.dWeight) expect(result.dWeight.shape).toEqual(normShape);
+    await compare(result, c, layerNormSpec(len), `ln ${shape.join('x')} over ${normShape.join('x')} ${affine}${fuse === false ? ' unfused' : ''}`);
+  }
   for (const v of Object.values(t)) v?.dispose();
 }
 
@@ -163,6 +170,40 @@ describe('layerNorm backward', () => {
   it('[C, H, W] element-wise affine', async () => {
     await checkLayerNorm([2, 3, 5, 7], [3, 5, 7], 'both', 25);
     await checkLayerNorm([1, 4, 16, 16], [4, 16, 16], 'bias', 26);
+  });
+});
+
+describe('accumulate: dx + a residual gradient', () => {
+  it('in the fused dispatch and after the two-pass one, bit-identical to adding it afterwards', async () => {
+    const shape = [2, 9, 320];
+    const c = makeCase(size(shape), 320, 30, 'both');
+    const t = upload(c, shape, [320]);
+    const res = engine.tensor(randomData(size(shape), 33), shape);
+    const gshape = [2, 6, 5, 7];
+    const gc = makeCase(size(gshape), 6, 34, 'weight');
+    const gt = upload(gc, gshape, [6]);
+    const gres = engine.tensor(randomData(size(gshape), 37), gshape);
+    const want = (dx: Float32Array, r: Float32Array) => dx.map((v, i) => Math.fround(r[i]! + v));
+    const plainLn = await runProgram(engine, 'lnb', (rec) => layerNormBackward(rec, t.x, t.g, [320], t.w, t.b, { paramGrads: false }));
+    const plainGn = await runProgram(engine, 'gnb', (rec) => groupNormBackward(rec, gt.x, gt.g, 3, gt.w, undefined, { act: 'silu', paramGrads: false }));
+    const lnDx = await plainLn.result.dx.read();
+    const gnDx = await plainGn.result.dx.read();
+    const r = await res.read();
+    const gr = await gres.read();
+    for (const fuse of FUSE) {
+      const ln = await runProgram(engine, 'lnb', (rec) => layerNormBackward(rec, t.x, t.g, [320], t.w, t.b, { paramGrads: false, accumulate: res, fuse }));
+      expect(ln.report.dispatches, `ln ${fuse}`).toBe(fuse === false ? 4 : 2); // statistics + (fused | rows, dx, add)
+      expectClose(await ln.result.dx.read(), want(lnDx, r), EXACT, `ln dx + residual (${fuse})`);
+      const gn = await runProgram(engine, 'gnb', (rec) => groupNormBackward(rec, gt.x, gt.g, 3, gt.w, undefined, { act: 'silu', accumulate: gres, fuse }));
+      expectClose(await gn.result.dx.read(), want(gnDx, gr), EXACT, `gn dx + residual (${fuse})`);
+      expect(gn.result.dWeight).toBeDefined();
+      expectClose(await gn.result.dWeight!.read(), rowNormBackwardRef(gc.x, gc.g, groupNormSpec(gshape, 3, 1e-5, true), gc.w).dw, PARAM_TOL, 'gn dWeight with accumulate');
+      for (const x of [ln.result.dx, gn.result.dx, gn.result.dWeight]) x?.dispose();
+    }
+    await expect(runProgram(engine, 'bad', (rec) => layerNormBackward(rec, t.x, t.g, [320], t.w, t.b, { accumulate: gres }))).rejects.toThrow(
+      /layer_norm_backward: accumulate has shape \[2, 6, 5, 7\] but must be \[2, 9, 320\]/,
+    );
+    for (const x of [plainLn.result.dx, plainGn.result.dx, res, gres, ...Object.values(t), ...Object.values(gt)]) x?.dispose();
   });
 });
 

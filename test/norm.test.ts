@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../src/engine/device.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { runProgram } from '../src/engine/recorder.js';
-import { groupNorm, layerNorm, normChunks, normSegments, threadChunks, type NormLayout } from '../src/engine/ops/norm.js';
+import { fusedNormEntry, groupNorm, layerNorm, normChunks, normSegments, threadChunks, type NormLayout } from '../src/engine/ops/norm.js';
 import { getEngine, randomData, expectClose, type Tolerance } from './helpers/engine.js';
 import { groupNormRef, layerNormRef } from './ref/norm.js';
 
@@ -20,14 +20,17 @@ const OFFSET: Tolerance = { atol: 5e-5, rtol: 1e-5 };
 // f16 storage: the output rounds to 11 significant bits (2^-11 = 4.9e-4 relative); inputs and affine
 // parameters are read back after rounding and fed to the reference, so only output rounding counts.
 const F16: Tolerance = { atol: 1e-3, rtol: 1e-3 };
+const EXACT: Tolerance = { atol: 0, rtol: 0 };
 
 const LAYOUTS: NormLayout[] = ['thread', 'group'];
-// The statistics layouts run with the adapter's default apply span; the vec4 segment apply
-// (norm_apply_seg) also runs with spans that split segments unevenly (1, 3 vec4s per workgroup) and
-// with one that packs every segment into one workgroup.
-const RUNS: Array<{ layout: NormLayout; span?: number }> = [
+// The statistics layouts run fused (statistics and apply in one dispatch where the rows allow) and
+// unfused with the adapter's default apply span; the vec4 segment apply (norm_apply_seg) also runs
+// with spans that split segments unevenly (1, 3 vec4s per workgroup) and with one that packs every
+// segment into one workgroup.
+const RUNS: Array<{ layout: NormLayout; span?: number; fuse?: boolean }> = [
   ...LAYOUTS.map((layout) => ({ layout })),
-  ...[1, 3, 1 << 20].map((span) => ({ layout: 'thread' as const, span })),
+  ...LAYOUTS.map((layout) => ({ layout, fuse: false })),
+  ...[1, 3, 1 << 20].map((span) => ({ layout: 'thread' as const, span, fuse: false })),
 ];
 const size = (shape: number[]) => shape.reduce((p, d) => p * d, 1);
 
@@ -78,11 +81,11 @@ async function checkGroupNorm(
   const t = upload(c, [C], dtype);
   const r = dtype === 'f32' ? c : await readBack(t, c);
   const ref = groupNormRef(r.x, c.shape, groups, r.w, r.b, opts.eps ?? 1e-5, opts.act ?? 'none');
-  for (const { layout, span } of RUNS) {
-    const { result } = await runProgram(engine, 'gn', (rec) => groupNorm(rec, t.x, groups, t.w, t.b, { ...opts, layout, span }));
+  for (const { layout, span, fuse } of RUNS) {
+    const { result } = await runProgram(engine, 'gn', (rec) => groupNorm(rec, t.x, groups, t.w, t.b, { ...opts, layout, span, fuse }));
     expect(result.shape).toEqual(c.shape);
     expect(result.dtype).toBe(dtype);
-    expectClose(await result.read(), ref, tol, `${what} (${layout}, span ${span ?? 'default'})`);
+    expectClose(await result.read(), ref, tol, `${what} (${layout}, span ${span ?? 'default'}${fuse === false ? ', unfused' : ''})`);
     result.dispose();
   }
   disposeAll(t);
@@ -92,10 +95,10 @@ async function checkLayerNorm(c: Case, normShape: number[], eps: number | undefi
   const t = upload(c, normShape, dtype);
   const r = dtype === 'f32' ? c : await readBack(t, c);
   const ref = layerNormRef(r.x, size(normShape), r.w, r.b, eps ?? 1e-5);
-  for (const { layout, span } of RUNS) {
-    const { result } = await runProgram(engine, 'ln', (rec) => layerNorm(rec, t.x, normShape, t.w, t.b, { eps, layout, span }));
+  for (const { layout, span, fuse } of RUNS) {
+    const { result } = await runProgram(engine, 'ln', (rec) => layerNorm(rec, t.x, normShape, t.w, t.b, { eps, layout, span, fuse }));
     expect(result.shape).toEqual(c.shape);
-    expectClose(await result.read(), ref, tol, `${what} (${layout}, span ${span ?? 'default'})`);
+    expectClose(await result.read(), ref, tol, `${what} (${layout}, span ${span ?? 'default'}${fuse === false ? ', unfused' : ''})`);
     result.dispose();
   }
   disposeAll(t);
@@ -225,6 +228,38 @@ describe('layerNorm', () => {
     for (const eps of [1e-6, 1e-2]) {
       await checkLayerNorm(makeCase([3, 40], [40], 30, 'both', -0.05, 0.05), [40], eps, F32, `ln eps ${eps}`);
     }
+  });
+
+  it('one dispatch where rows are one chunk (fused), bit-identical to statistics + apply, and its statistics reused', async () => {
+    expect(fusedNormEntry(engine, { layout: 'thread', rows: 1024, len: 320, adiv: 1, amod: 320 })).toBe('norm_fused_row4');
+    expect(fusedNormEntry(engine, { layout: 'thread', rows: 1024, len: 77, adiv: 1, amod: 77 })).toBeUndefined(); // not whole vec4s
+    expect(fusedNormEntry(engine, { layout: 'thread', rows: 2, len: 4096, adiv: 1, amod: 4096 })).toBeUndefined(); // two thread chunks
+    expect(fusedNormEntry(engine, { layout: 'thread', rows: 64, len: 160, adiv: 16, amod: 320 })).toBeUndefined(); // GroupNorm rows
+    expect(fusedNormEntry(engine, { layout: 'group', rows: 64, len: 160, adiv: 16, amod: 320 })).toBe('norm_fused');
+    expect(fusedNormEntry(engine, { layout: 'group', rows: 2, len: 131072, adiv: 1, amod: 131072 })).toBeUndefined(); // split rows
+    const x = engine.tensor(randomData(3 * 77 * 320, 50, 29, 31), [3, 77, 320]);
+    const w = engine.tensor(randomData(320, 51, 0.5, 1.5), [320]);
+    const b = engine.tensor(randomData(320, 52, -0.5, 0.5), [320]);
+    const gx = engine.tensor(randomData(2 * 40 * 5 * 3, 53), [2, 40, 5, 3]);
+    const gw = engine.tensor(randomData(40, 54, 0.5, 1.5), [40]);
+    for (const layout of LAYOUTS) {
+      const fused = await runProgram(engine, 'ln', (rec) => layerNorm(rec, x, [320], w, b, { layout }));
+      const split = await runProgram(engine, 'ln', (rec) => layerNorm(rec, x, [320], w, b, { layout, fuse: false }));
+      expect(fused.report.dispatches, layout).toBe(1);
+      expect(split.report.dispatches, layout).toBe(2);
+      expectClose(await fused.result.read(), await split.result.read(), EXACT, `ln fused = stats + apply (${layout})`);
+      const gn = await runProgram(engine, 'gn', (rec) => groupNorm(rec, gx, 8, gw, gw, { layout, act: 'silu' }));
+      const gnSplit = await runProgram(engine, 'gn', (rec) => groupNorm(rec, gx, 8, gw, gw, { layout, act: 'silu', fuse: false }));
+      expect(gn.report.dispatches, `gn ${layout}`).toBe(layout === 'group' ? 1 : 2);
+      expectClose(await gn.result.read(), await gnSplit.result.read(), EXACT, `gn fused = stats + apply (${layout})`);
+      // A second normalisation of the same input in the recording reuses the fused kernel's statistics.
+      const twice = await runProgram(engine, 'ln', (rec) => [layerNorm(rec, x, [320], w, b, { layout }), layerNorm(rec, x, [320], undefined, b, { layout })]);
+      expect(twice.report.dispatches, layout).toBe(2);
+      const ref = layerNormRef(await x.read(), 320, undefined, await b.read(), 1e-5);
+      expectClose(await twice.result[1]!.read(), ref, OFFSET, `second ln reads the fused statistics (${layout})`);
+      for (const t of [fused.result, split.result, gn.result, gnSplit.result, ...twice.result]) t.dispose();
+    }
+    for (const t of [x, w, b, gx, gw]) t.dispose();
   });
 
   it('rejects a normalized shape that is not the trailing dims, and mismatched weight/bias', async () => {

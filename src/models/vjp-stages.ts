@@ -51,8 +51,9 @@ export function convGradX(rec: Recorder, conv: Conv2d, x: Tensor, g: Tensor, pad
   return conv2dBackward(rec, x, conv.weight, g, { stride: o.stride, padding: o.padding, groups: o.groups, padEnd, needs: { x: true, weight: false } }).gradX!;
 }
 
-export function groupNormGradX(rec: Recorder, norm: GroupNorm, x: Tensor, g: Tensor, act: 'silu' | 'none'): Tensor {
-  return groupNormBackward(rec, x, g, norm.groups, norm.weight, norm.bias, { eps: norm.eps, act, paramGrads: false }).dx;
+/** dx of a GroupNorm (+ SiLU) for g, plus `acc` when given (a residual's gradient, added in the same kernel). */
+export function groupNormGradX(rec: Recorder, norm: GroupNorm, x: Tensor, g: Tensor, act: 'silu' | 'none', acc?: Tensor): Tensor {
+  return groupNormBackward(rec, x, g, norm.groups, norm.weight, norm.bias, { eps: norm.eps, act, paramGrads: false, accumulate: acc }).dx;
 }
 
 /**
@@ -102,9 +103,12 @@ export function resnetStage(name: string, r: ResnetBlock2D, tembSilu?: Tensor, s
       ds2.dispose();
       const ds1 = convGradX(rec, r.conv1, x, dh);
       dh.dispose();
-      const dx = groupNormGradX(rec, r.norm1, x, ds1, 'silu');
+      // dx = norm1's input gradient + the shortcut's, summed by the norm's kernel.
       const short = r.convShortcut ? convGradX(rec, r.convShortcut, x, g) : g;
-      return add(rec, dx, short);
+      const dx = groupNormGradX(rec, r.norm1, x, ds1, 'silu', short);
+      ds1.dispose();
+      if (short !== g) short.dispose();
+      return dx;
     },
   };
 }

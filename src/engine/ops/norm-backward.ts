@@ -1,16 +1,18 @@
 // Reverse-mode (vector-Jacobian product) ops for GroupNorm and LayerNorm, with the forward's optional
-// fused SiLU: the statistics are recomputed from x (norm_stats), then one workgroup per row reduces
-// (sum gy, sum gy * y), an elementwise pass forms dx, and one thread per affine index sums dWeight /
-// dBias. f32 storage only: gradients are accumulated in f32 and an f16 copy would lose too much.
+// fused SiLU: the statistics are recomputed from x (norm_stats) unless the recording has them, then one
+// workgroup per row reduces (sum gy, sum gy * y) and forms its dx in the same dispatch (norm_bw_fused;
+// on GPUs, rows longer than SPLIT_MIN_LEN take a second, elementwise dx pass for parallelism), and one
+// thread per affine index sums dWeight / dBias. f32 storage only: gradients are accumulated in f32 and
+// an f16 copy would lose too much.
 
 import source from '../../../kernels/norm.wgsl';
 import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
 import { shapeSize, shapeString } from '../dtype.js';
-import { ACTIVATION_WGSL, activationCode } from './elementwise.js';
+import { add, ACTIVATION_WGSL, activationCode } from './elementwise.js';
 import { grid1d, workgroupSize } from './grid.js';
-import { affineBindings, jobGrid, normRowStats, type NormLayout, type RowNorm } from './norm.js';
+import { affineBindings, jobGrid, normRowStats, SPLIT_MIN_LEN, type NormLayout, type RowNorm } from './norm.js';
 
 /** Gradients of a normalisation: dWeight / dBias are present exactly when weight / bias were given. */
 export interface NormGrads {
@@ -24,6 +26,10 @@ interface RowNormBw extends RowNorm {
   paramShape: readonly number[];
   /** Compute dWeight / dBias (a full pass over x and gradOut); false when only dx is wanted. */
   paramGrads: boolean;
+  /** Added to dx (a VJP's sum with a residual gradient). */
+  accumulate?: Tensor;
+  /** false: the row sums and dx as two dispatches even where one applies (tests). */
+  fuse?: boolean;
 }
 
 /** Activations and gradients are f32; affine parameters (`param`) may be f16 (mixed precision). */
@@ -59,22 +65,42 @@ function rowNormBackward(rec: Recorder, x: Tensor, gradOut: Tensor, weight: Tens
   const stats = normRowStats(rec, x, p);
   const uniforms = { n: x.size, row: 0, rows: p.rows, len: p.len, adiv: p.adiv, amod: p.amod, outer: x.size / (p.amod * p.adiv) };
 
-  const sums = engine.empty([p.rows, 2], 'f32', `${p.op}:rowsums`);
   const wgRows = workgroupSize(engine, p.len <= 1024 ? 64 : 256);
-  rec.dispatch(kernel('norm_bw_rows', wgRows), {
-    op: p.op,
-    bindings: { brx: x, brg: gradOut, brstats: stats, brw: w, brb: b, brsum: sums },
-    uniforms,
-    workgroups: jobGrid(engine, p.rows),
-  });
-  const wg = workgroupSize(engine);
-  const g = grid1d(engine, x.size, wg);
-  rec.dispatch(kernel('norm_bw_dx', wg), {
-    op: p.op,
-    bindings: { bdx_x: x, bdx_g: gradOut, bdx_stats: stats, bdx_w: w, bdx_b: b, bdx_sums: sums, bdx_out: dx },
-    uniforms: { ...uniforms, row: g.row },
-    workgroups: g.workgroups,
-  });
+  const fused = p.fuse !== false && (engine.info.software || p.len <= SPLIT_MIN_LEN);
+  if (fused) {
+    const acc = p.accumulate;
+    rec.dispatch(
+      engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry: 'norm_bw_fused', dtype: 'f32', wdtype: w.dtype, consts: { WG: wgRows, ...consts }, overrides: { HAS_RES: acc ? 1 : 0 } }),
+      {
+        op: p.op,
+        // Without a residual its binding is x (read-only, never read: HAS_RES folds the access away).
+        bindings: { bf_x: x, bf_g: gradOut, bf_stats: stats, bf_w: w, bf_b: b, bf_res: acc ?? x, bf_out: dx },
+        uniforms,
+        workgroups: jobGrid(engine, p.rows),
+      },
+    );
+  } else {
+    const sums = engine.empty([p.rows, 2], 'f32', `${p.op}:rowsums`);
+    rec.dispatch(kernel('norm_bw_rows', wgRows), {
+      op: p.op,
+      bindings: { brx: x, brg: gradOut, brstats: stats, brw: w, brb: b, brsum: sums },
+      uniforms,
+      workgroups: jobGrid(engine, p.rows),
+    });
+    const wg = workgroupSize(engine);
+    const g = grid1d(engine, x.size, wg);
+    rec.dispatch(kernel('norm_bw_dx', wg), {
+      op: p.op,
+      bindings: { bdx_x: x, bdx_g: gradOut, bdx_stats: stats, bdx_w: w, bdx_b: b, bdx_sums: sums, bdx_out: dx },
+      uniforms: { ...uniforms, row: g.row },
+      workgroups: g.workgroups,
+    });
+    sums.dispose();
+    if (p.accumulate) {
+      grads.dx = add(rec, p.accumulate, dx);
+      dx.dispose();
+    }
+  }
   if (dw && db) {
     rec.dispatch(kernel('norm_bw_param', 64), {
       op: p.op,
@@ -87,7 +113,6 @@ function rowNormBackward(rec: Recorder, x: Tensor, gradOut: Tensor, weight: Tens
     if (bias) grads.dBias = db;
     else db.dispose();
   }
-  sums.dispose();
   return grads;
 }
 
@@ -100,6 +125,10 @@ export interface GroupNormBackwardOptions {
   layout?: NormLayout;
   /** Also compute dWeight / dBias (default true); a VJP for the input alone skips their pass. */
   paramGrads?: boolean;
+  /** Added to dx in the same dispatch (a residual connection's gradient); the shape of x, f32. */
+  accumulate?: Tensor;
+  /** false: row sums and dx as two dispatches (tests). */
+  fuse?: boolean;
 }
 
 /** VJP of groupNorm(x, groups, weight, bias, opts) for gradOut: dx [N, C, ...], dWeight / dBias [C]. */
@@ -123,6 +152,7 @@ export function groupNormBackward(
   checkTensor(op, 'gradOut', gradOut, x.shape);
   checkTensor(op, 'weight', weight, [c], true);
   checkTensor(op, 'bias', bias, [c], true);
+  checkTensor(op, 'accumulate', opts.accumulate, x.shape);
   const eps = opts.eps ?? 1e-5;
   checkEps(op, eps);
   const spatial = shapeSize(x.shape.slice(2));
@@ -137,6 +167,8 @@ export function groupNormBackward(
     act: activationCode(opts.act ?? 'none'),
     paramShape: [c],
     paramGrads: opts.paramGrads ?? true,
+    accumulate: opts.accumulate,
+    fuse: opts.fuse,
   });
 }
 
@@ -148,7 +180,7 @@ export function layerNormBackward(
   normalizedShape: number[],
   weight?: Tensor,
   bias?: Tensor,
-  opts: { eps?: number; layout?: NormLayout; paramGrads?: boolean } = {},
+  opts: Omit<GroupNormBackwardOptions, 'act'> = {},
 ): NormGrads {
   const op = 'layer_norm_backward';
   const k = normalizedShape.length;
@@ -160,6 +192,7 @@ export function layerNormBackward(
   checkTensor(op, 'gradOut', gradOut, x.shape);
   checkTensor(op, 'weight', weight, normalizedShape, true);
   checkTensor(op, 'bias', bias, normalizedShape, true);
+  checkTensor(op, 'accumulate', opts.accumulate, x.shape);
   const eps = opts.eps ?? 1e-5;
   checkEps(op, eps);
   const len = shapeSize(normalizedShape);
@@ -174,5 +207,7 @@ export function layerNormBackward(
     act: 0,
     paramShape: normalizedShape,
     paramGrads: opts.paramGrads ?? true,
+    accumulate: opts.accumulate,
+    fuse: opts.fuse,
   });
 }

@@ -2,7 +2,9 @@
 // per-channel / element-wise affine), with an optional fused activation after the affine.
 // Both are "normalise rows, then affine": statistics per row (norm_stats_chunk: a thread per chunk of a row;
 // norm_stats: workgroups per row, plus norm_combine when a long row is split over several of them),
-// then one elementwise pass that applies them.
+// then one elementwise pass that applies them. Rows short enough to be one chunk take one dispatch that
+// does both (norm_fused, norm_fused_row4): a step has ~100 LayerNorms, and each dispatch costs JavaScript
+// time to encode whatever its GPU time.
 
 import source from '../../../kernels/norm.wgsl';
 import type { Engine } from '../device.js';
@@ -14,7 +16,7 @@ import { ACTIVATION_WGSL, activationCode } from './elementwise.js';
 import { grid1d, workgroupSize } from './grid.js';
 
 /** Rows longer than this may be split into chunks, each reduced by its own workgroup. */
-const SPLIT_MIN_LEN = 4096;
+export const SPLIT_MIN_LEN = 4096;
 /** Splitting aims for at least this many workgroups in the statistics pass. */
 const TARGET_JOBS = 256;
 /** Rows up to this length get one thread each for their statistics (no workgroup barriers). */
@@ -84,6 +86,24 @@ const statsMemo = new WeakMap<Recorder, Map<Tensor, Map<string, Tensor>>>();
  * result belongs to the recording (freed when it ends): callers must not dispose it.
  */
 export function normRowStats(rec: Recorder, x: Tensor, p: { op: string; layout: NormLayout; rows: number; len: number; eps: number }): Tensor {
+  const hit = statsMemo.get(rec)?.get(x)?.get(statsKey(p));
+  if (hit) return hit;
+  const stats = computeRowStats(rec, x, p);
+  rememberRowStats(rec, x, p, stats);
+  return stats;
+}
+
+function statsKey(p: { layout: NormLayout; rows: number; len: number; eps: number }): string {
+  return `${p.layout}|${p.rows}|${p.len}|${p.eps}`;
+}
+
+/** Whether normRowStats already holds x's statistics in this recording. */
+function hasRowStats(rec: Recorder, x: Tensor, p: { layout: NormLayout; rows: number; len: number; eps: number }): boolean {
+  return !!statsMemo.get(rec)?.get(x)?.has(statsKey(p));
+}
+
+/** Registers x's statistics for this recording (normRowStats returns them from now on; the recording frees them). */
+function rememberRowStats(rec: Recorder, x: Tensor, p: { layout: NormLayout; rows: number; len: number; eps: number }, stats: Tensor): void {
   let byX = statsMemo.get(rec);
   if (!byX) {
     const m = new Map<Tensor, Map<string, Tensor>>();
@@ -93,27 +113,42 @@ export function normRowStats(rec: Recorder, x: Tensor, p: { op: string; layout: 
       statsMemo.delete(rec);
     });
   }
-  const key = `${p.layout}|${p.rows}|${p.len}|${p.eps}`;
   let forX = byX.get(x);
-  const hit = forX?.get(key);
-  if (hit) return hit;
-  const stats = rec.engine.keep(computeRowStats(rec, x, p));
   if (!forX) byX.set(x, (forX = new Map()));
-  forX.set(key, stats);
-  return stats;
+  forX.set(statsKey(p), rec.engine.keep(stats));
+}
+
+/** Whether the statistics are computed one thread per row (else workgroups per row). */
+function statsPerThread(engine: Engine, p: { layout: NormLayout; len: number }): boolean {
+  return p.layout === 'thread' || (p.layout === 'auto' && (p.len <= NORM_THREAD_MAX_LEN || engine.info.software));
+}
+
+/**
+ * The fused statistics + apply kernel for this normalisation, if one applies: rows of one chunk, and on
+ * the per-thread layout only whole-vec4 rows with element-wise affine (LayerNorm; a GroupNorm row there
+ * is read by one thread, and its segment-wise apply writes far faster than one thread per row could).
+ */
+export function fusedNormEntry(engine: Engine, p: Pick<RowNorm, 'layout' | 'rows' | 'len' | 'adiv' | 'amod'>): 'norm_fused' | 'norm_fused_row4' | undefined {
+  if (statsPerThread(engine, p)) {
+    const rowAffine = p.adiv === 1 && p.amod === p.len;
+    return rowAffine && p.len % 4 === 0 && threadChunks(p.len).chunks === 1 ? 'norm_fused_row4' : undefined;
+  }
+  return normChunks(p.rows, p.len).chunks === 1 ? 'norm_fused' : undefined;
+}
+
+/** Two workgroup sizes only: each is a pipeline, and barrier pipelines compile slowly on SwiftShader. */
+function statsWorkgroup(engine: Engine, perThread: boolean, chunk: number): number {
+  return workgroupSize(engine, perThread || chunk <= 1024 ? 64 : 256);
 }
 
 function computeRowStats(rec: Recorder, x: Tensor, p: { op: string; layout: NormLayout; rows: number; len: number; eps: number }): Tensor {
   const engine = rec.engine;
   const stats = engine.empty([p.rows, 2], 'f32', `${p.op}:stats`);
-  const perThread =
-    p.layout === 'thread' ||
-    (p.layout === 'auto' && (p.len <= NORM_THREAD_MAX_LEN || engine.info.software));
+  const perThread = statsPerThread(engine, p);
   const { chunks, chunk } = perThread ? threadChunks(p.len) : normChunks(p.rows, p.len);
   // threadChunks cuts rows of whole vec4s into chunks of whole vec4s.
   const vec4 = perThread && p.len % 4 === 0;
-  // Two workgroup sizes only: each is a pipeline, and barrier pipelines compile slowly on SwiftShader.
-  const wgStats = workgroupSize(engine, perThread || chunk <= 1024 ? 64 : 256);
+  const wgStats = statsWorkgroup(engine, perThread, chunk);
   const statsUniforms = { rows: p.rows, len: p.len, chunk, chunks, eps: p.eps };
   const kStats = engine.kernel({
     family: 'norm',
@@ -203,11 +238,36 @@ function recordApply(rec: Recorder, x: Tensor, stats: Tensor, weight: Tensor | u
   });
 }
 
-function normalizeRows(rec: Recorder, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, p: RowNorm): Tensor {
+function normalizeRows(rec: Recorder, x: Tensor, weight: Tensor | undefined, bias: Tensor | undefined, p: RowNorm & { fuse?: boolean }): Tensor {
   const engine = rec.engine;
   const out = engine.empty(x.shape, x.dtype, p.op);
   if (x.size === 0) return out;
-  recordApply(rec, x, normRowStats(rec, x, p), weight, bias, out, p);
+  const entry = p.fuse === false || hasRowStats(rec, x, p) ? undefined : fusedNormEntry(engine, p);
+  if (!entry) {
+    recordApply(rec, x, normRowStats(rec, x, p), weight, bias, out, p);
+    return out;
+  }
+  const stats = engine.empty([p.rows, 2], 'f32', `${p.op}:stats`);
+  const { w, b } = affineBindings(p.op, x, weight, bias);
+  const perRow = entry === 'norm_fused_row4';
+  // The stats pass's workgroup size: the same summation order, so the same bits.
+  const wg = statsWorkgroup(engine, perRow, p.len);
+  const k = engine.kernel({
+    family: 'norm',
+    source,
+    includes: [ACTIVATION_WGSL],
+    entry,
+    dtype: x.dtype,
+    wdtype: w.dtype,
+    consts: { WG: wg, ACT: p.act, HAS_W: weight !== undefined, HAS_B: bias !== undefined },
+  });
+  rec.dispatch(k, {
+    op: p.op,
+    bindings: perRow ? { rx4: x, rstats4: stats, rw4: w, rb4: b, rout4: out } : { fx: x, fstats: stats, fw: w, fb: b, fout: out },
+    uniforms: { rows: p.rows, len: p.len, adiv: p.adiv, amod: p.amod, eps: p.eps },
+    workgroups: perRow ? grid1d(engine, p.rows, wg).workgroups : jobGrid(engine, p.rows),
+  });
+  rememberRowStats(rec, x, p, stats);
   return out;
 }
 
@@ -233,6 +293,8 @@ export interface GroupNormOptions {
   layout?: NormLayout;
   /** vec4s per workgroup when applying (tests and tuning; default by adapter class). */
   span?: number;
+  /** false: statistics and apply as two dispatches even where one fused dispatch applies (tests). */
+  fuse?: boolean;
 }
 
 /** PyTorch GroupNorm on x [N, C, ...spatial] with optional per-channel weight/bias [C]. */
@@ -259,6 +321,7 @@ export function groupNorm(rec: Recorder, x: Tensor, groups: number, weight?: Ten
     eps,
     act: activationCode(opts.act ?? 'none'),
     span: opts.span,
+    fuse: opts.fuse,
   });
 }
 
@@ -269,6 +332,8 @@ export interface LayerNormOptions {
   layout?: NormLayout;
   /** vec4s per workgroup when applying (tests and tuning; default by adapter class). */
   span?: number;
+  /** false: statistics and apply as two dispatches even where one fused dispatch applies (tests). */
+  fuse?: boolean;
 }
 
 /** PyTorch F.layer_norm over the trailing dims `normalizedShape`, with element-wise weight/bias of that shape. */
@@ -294,5 +359,6 @@ export function layerNorm(rec: Recorder, x: Tensor, normalizedShape: number[], w
     eps,
     act: 0,
     span: opts.span,
+    fuse: opts.fuse,
   });
 }

@@ -23,6 +23,32 @@ export interface Qkv {
   v: Tensor;
 }
 
+/**
+ * to_k / to_v of the text context, per recording: the context is the same tensor for the whole step, so
+ * the VJP's recomputed forward reuses the forward's projections (two matmuls and their weight transposes
+ * per cross-attention block fewer). The memo owns them until the recording ends; callers get views.
+ */
+const contextMemo = new WeakMap<Recorder, Map<Linear, { context: Tensor; out: Tensor }>>();
+
+function projectContext(rec: Recorder, lin: Linear, context: Tensor): Tensor {
+  let byLinear = contextMemo.get(rec);
+  if (!byLinear) {
+    const m = new Map<Linear, { context: Tensor; out: Tensor }>();
+    contextMemo.set(rec, (byLinear = m));
+    rec.onEnd(() => {
+      for (const e of m.values()) e.out.dispose();
+      contextMemo.delete(rec);
+    });
+  }
+  let hit = byLinear.get(lin);
+  if (hit?.context !== context) {
+    hit?.out.dispose(); // another context in the same recording (later reuse is ordered after its reads)
+    hit = { context, out: rec.engine.keep(lin.forward(rec, context)) };
+    byLinear.set(lin, hit);
+  }
+  return hit.out.reshape(hit.out.shape);
+}
+
 /** Multi-head attention: to_q/to_k/to_v without bias, to_out.0 with bias; scale 1/sqrt(head dim). */
 export class Attention {
   readonly toQ: Linear;
@@ -42,9 +68,13 @@ export class Attention {
   forward(rec: Recorder, x: Tensor, context: Tensor = x, residual?: Tensor): Tensor {
     return rec.engine.tidy(() => this.attend(rec, this.project(rec, x, context), residual));
   }
-  /** The projections q = to_q(x), k = to_k(context), v = to_v(context) (the caller owns them; the VJP keeps them). */
+  /**
+   * The projections q = to_q(x), k = to_k(context), v = to_v(context) (the caller owns them; the VJP keeps
+   * them). A cross-attention's k and v are computed once per recording (projectContext).
+   */
   project(rec: Recorder, x: Tensor, context: Tensor = x): Qkv {
-    return { q: this.toQ.forward(rec, x), k: this.toK.forward(rec, context), v: this.toV.forward(rec, context) };
+    if (context === x) return { q: this.toQ.forward(rec, x), k: this.toK.forward(rec, x), v: this.toV.forward(rec, x) };
+    return { q: this.toQ.forward(rec, x), k: projectContext(rec, this.toK, context), v: projectContext(rec, this.toV, context) };
   }
   /** to_out(attention(q, k, v)) (+ residual) from the projections. */
   attend(rec: Recorder, p: Qkv, residual?: Tensor): Tensor {

@@ -31,8 +31,9 @@ export interface Consts {
   context: Tensor;
 }
 
-function layerNormGradX(rec: Recorder, norm: LayerNorm, x: Tensor, g: Tensor): Tensor {
-  return layerNormBackward(rec, x, g, norm.shape, norm.weight, norm.bias, { eps: norm.eps, paramGrads: false }).dx;
+/** dx of a LayerNorm for g, plus `acc` (the residual connection's gradient, added in the same kernel). */
+function layerNormGradX(rec: Recorder, norm: LayerNorm, x: Tensor, g: Tensor, acc: Tensor): Tensor {
+  return layerNormBackward(rec, x, g, norm.shape, norm.weight, norm.bias, { eps: norm.eps, paramGrads: false, accumulate: acc }).dx;
 }
 
 /** dx of y = x W^T + b: dy W (W [out, in] shared by every batch), plus `acc` when given (in the same kernel). */
@@ -76,11 +77,12 @@ function blockGrad(rec: Recorder, b: BasicTransformerBlock, x: Tensor, context: 
   const p2 = b.attn2.project(rec, n2, context);
   n2.dispose();
   const t2 = b.attn2.attend(rec, p2, t1);
-  const g2 = engine.tidy(() => add(rec, g, layerNormGradX(rec, b.norm3, t2, feedForwardGrad(rec, b.ff, b.norm3.forward(rec, t2), g))));
+  // Each residual's gradient is added by the norm backward's kernel.
+  const g2 = engine.tidy(() => layerNormGradX(rec, b.norm3, t2, feedForwardGrad(rec, b.ff, b.norm3.forward(rec, t2), g), g));
   t2.dispose();
-  const g1 = engine.tidy(() => add(rec, g2, layerNormGradX(rec, b.norm2, t1, attentionGrad(rec, b.attn2, p2, false, g2))));
+  const g1 = engine.tidy(() => layerNormGradX(rec, b.norm2, t1, attentionGrad(rec, b.attn2, p2, false, g2), g2));
   for (const t of [p2.q, p2.k, p2.v, t1]) t.dispose();
-  return engine.tidy(() => add(rec, g1, layerNormGradX(rec, b.norm1, x, attentionGrad(rec, b.attn1, p1, true, g1))));
+  return engine.tidy(() => layerNormGradX(rec, b.norm1, x, attentionGrad(rec, b.attn1, p1, true, g1), g1));
 }
 
 /** Transformer2DModel (proj_in / proj_out as 1x1 convs or Linears: the same [C, C] matrix either way). */
@@ -108,8 +110,7 @@ function transformerStage(name: string, tr: Transformer2DModel, k: Consts): Stag
         dt = next;
       }
       const dNormed = matmulBackward(rec, normed, wIn, dt, { transA: true, transB: true, needs: { a: true, b: false } }).gradA!;
-      const dx = groupNormGradX(rec, tr.norm, x, dNormed.reshape([n, c, hh, ww]), 'none');
-      return add(rec, dx, gradOut);
+      return groupNormGradX(rec, tr.norm, x, dNormed.reshape([n, c, hh, ww]), 'none', gradOut);
     },
   };
 }

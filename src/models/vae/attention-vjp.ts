@@ -34,8 +34,7 @@ export function vaeAttentionVjp(rec: Recorder, a: VaeAttention, x: Tensor, gradO
     const g = (a.rescale !== 1 ? scale(rec, gradOut, 1 / a.rescale) : gradOut).reshape([n, c, hw]);
     const tokensT = a.groupNorm.forward(rec, x).reshape([n, c, hw]);
     const dT = a.explicitScores ? explicitGrad(rec, a, tokensT, g) : flashGrad(rec, a, tokensT, g);
-    const dx = groupNormGradX(rec, a.groupNorm, x, dT.reshape([n, c, hh, ww]), 'none');
-    return add(rec, dx, g.reshape([n, c, hh, ww]));
+    return groupNormGradX(rec, a.groupNorm, x, dT.reshape([n, c, hh, ww]), 'none', g.reshape([n, c, hh, ww]));
   });
 }
 
