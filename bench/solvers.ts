@@ -178,6 +178,12 @@ export interface SolverResult {
   replayEncodeMsPerStep?: number;
   /** Of which not overlapped with the previous step's GPU work (median). */
   replayExposedEncodeMsPerStep?: number;
+  /**
+   * The same JavaScript with the GPU idle: the median of three prepares (values written, commands
+   * encoded) plus the first replay's submit. On a CPU adapter the overlapped replays share the cores
+   * with the "GPU" running the previous step; on a real GPU the CPU is this idle.
+   */
+  replayIdleEncodeMs?: number;
 }
 
 export interface RatioRow extends SolverResult {
@@ -330,7 +336,14 @@ async function benchReplays(engine: Engine, res: SolverResult, method: RestoreMe
     const want = (await program.result.residualNorm.read())[0]!;
     res.replays = [];
     await engine.queue.onSubmittedWorkDone();
+    const idlePrepares: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      const p = program.prepare({ t: a.t });
+      idlePrepares.push(p.encodeMs);
+      p.discard();
+    }
     let next = program.prepare({ t: a.t });
+    idlePrepares.push(next.encodeMs);
     for (let i = 0; i < n; i++) {
       const t0 = performance.now();
       const running = next.submit({ wait: true });
@@ -345,6 +358,7 @@ async function benchReplays(engine: Engine, res: SolverResult, method: RestoreMe
     res.replayMsPerStep = median(res.replays.map((s) => s.ms));
     res.replayEncodeMsPerStep = median(res.replays.map((s) => s.encodeMs!));
     res.replayExposedEncodeMsPerStep = median(res.replays.map((s) => s.exposedEncodeMs!));
+    res.replayIdleEncodeMs = median(idlePrepares) + res.replays[0]!.exposedEncodeMs!;
   } finally {
     program.dispose();
   }
@@ -449,6 +463,7 @@ export async function runSolverBench(engine: Engine, opts: SolverBenchOptions = 
     'replay ms/step': r.replayMsPerStep ?? null,
     'replay encode ms': r.replayEncodeMsPerStep ?? null,
     'exposed ms': r.replayExposedEncodeMsPerStep ?? null,
+    'idle encode ms': r.replayIdleEncodeMs ?? null,
     'dispatches/step': r.dispatches ?? null,
     'AE dispatches/step': r.autoencoderDispatches ?? null,
     'peak live MiB': r.peakLiveBytes !== undefined ? mib(r.peakLiveBytes) : null,
@@ -483,7 +498,7 @@ const mib = (b: number) => b / 2 ** 20;
 
 const NOTES = [
   'ms/step: record + submit + GPU done of one step program (median over the timed steps); x cnn: ratio to silo-cnn in the same mode.',
-  'replay: the step captured once and replayed (as restore() runs every step after the first); replay encode ms: JavaScript time to write its values, re-encode its commands and submit; exposed ms: of which not overlapped with the previous step (its submit), as each replay is encoded while the one before runs.',
+  'replay: the step captured once and replayed (as restore() runs every step after the first); replay encode ms: JavaScript time to write its values, re-encode its commands and submit; exposed ms: of which not overlapped with the previous step (its submit), as each replay is encoded while the one before runs; idle encode ms: the same JavaScript with the GPU idle (on a CPU adapter the overlapped encodes share the cores with the previous step).',
   'reuse: one UNet forward per step, its stage inputs kept for the VJP; recompute: the VJP re-runs the UNet forward (two forwards per step). Either way every UNet/VAE stage recomputes its internals from its input inside the VJP (stage checkpointing).',
   "SILO's operators are built with latent_size = the bench latent (SILO hard-codes 64): LayerNorm([C, 32, 32]) and Linear(. -> 32*32); the readout features are resized to 32x32.",
   'UNet kept: the UNet stage inputs a reuse step holds from its forward to its VJP (unetTapeBytes); restore() picks reuse when they fit its activation budget (1 GiB by default).',
