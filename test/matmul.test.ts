@@ -144,6 +144,11 @@ describe('fused bias, scale and activation', () => {
   });
 });
 
+/** [rows, cols] row-major as [cols, rows]. */
+function transposeRef(v: Float32Array, rows: number, cols: number): Float32Array {
+  return Float32Array.from({ length: v.length }, (_, i) => v[(i % rows) * cols + Math.floor(i / rows)]!);
+}
+
 describe('linear (nn.Linear layout)', () => {
   const cases: Array<{ x: number[]; out: number; act?: Activation }> = [
     { x: [2, 7, 40], out: 24 },
@@ -168,6 +173,33 @@ describe('linear (nn.Linear layout)', () => {
       for (const t of [x, w, b, result]) t.dispose();
     });
   }
+
+  it('a weight held transposed ([in, out], Linear on CPU adapters) gives the same bits as [out, in]', async () => {
+    for (const [xShape, out] of [[[2, 7, 40], 24], [[5, 37], 9], [[40], 3], [[3, 8, 320], 1280]] as const) {
+      const inF = xShape[xShape.length - 1]!;
+      const xd = randomData(size([...xShape]), inF);
+      const wd = randomData(out * inF, out, -0.2, 0.2);
+      const x = engine.tensor(xd, [...xShape]);
+      const w = engine.tensor(wd, [out, inF]);
+      const wt = engine.tensor(transposeRef(wd, out, inF), [inF, out]);
+      const b = engine.tensor(randomData(out, 3), [out]);
+      const r = engine.tensor(randomData(size([...xShape.slice(0, -1), out]), 4), [...xShape.slice(0, -1), out]);
+      const { result } = await runProgram(engine, 'linear', (rec) => [
+        linear(rec, x, w, b, { act: 'silu', residual: r }),
+        linear(rec, x, wt, b, { act: 'silu', residual: r, transposed: true }),
+      ]);
+      expect(result[1]!.shape).toEqual([...xShape.slice(0, -1), out]);
+      expect(Array.from(await result[1]!.read()), `linear ${JSON.stringify(xShape)} held [in, out]`).toEqual(Array.from(await result[0]!.read()));
+      for (const t of [x, w, wt, b, r, ...result]) t.dispose();
+    }
+    const x = engine.zeros([4, 5]);
+    const wt = engine.zeros([6, 3]);
+    await expect(runProgram(engine, 'bad', (rec) => linear(rec, x, wt, undefined, { transposed: true }))).rejects.toThrow(
+      /linear: x \[4, 5\] has 5 input features but weight \[6, 3\] \(held as \[in, out\]\) expects 6/,
+    );
+    x.dispose();
+    wt.dispose();
+  });
 
   it('without bias', async () => {
     const xd = randomData(3 * 8, 1);

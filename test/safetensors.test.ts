@@ -456,6 +456,30 @@ describe('safetensors: upload to the GPU', () => {
     expect(Array.from(await w32.read())).toEqual([1, 70000, -1e6, 65504]);
     w32.dispose();
   });
+
+  it('transposed uploads (nn.Linear weights held [in, out]): F32, F16 and BF16 files, f32 and f16 tensors', async () => {
+    // [2, 3] row-major: [[0.5, -3, 1/3], [7, 0.25, -1]] -> [3, 2]: [[0.5, 7], [-3, 0.25], [1/3, -1]]
+    const values = [0.5, -3, 1 / 3, 7, 0.25, -1];
+    const order = [0, 3, 1, 4, 2, 5];
+    const targets: ('f32' | 'f16')[] = engine.hasF16 ? ['f32', 'f16'] : ['f32'];
+    for (const dt of ['F32', 'F16', 'BF16'] as const) {
+      const f = parseSafetensors(serializeSafetensors({ w: f32Entry(values, [2, 3], dt), b: f32Entry([1, 2], [2], dt) }), `t-${dt}.safetensors`);
+      const stored = f.getF32('w');
+      for (const target of targets) {
+        const t = f.toTensorTransposed(engine, 'w', target);
+        expect(t.shape).toEqual([3, 2]);
+        expect(t.dtype).toBe(target);
+        const want = order.map((i) => (target === 'f16' ? f16BitsToF32(f32ToF16Bits(stored[i]!)) : stored[i]!));
+        expect(Array.from(await t.read()), `${dt} -> ${target}`).toEqual(want);
+        t.dispose();
+      }
+      expect(() => f.toTensorTransposed(engine, 'b', 'f32')).toThrow(new RegExp(`t-${dt}\\.safetensors, tensor "b": only a rank-2 tensor can be uploaded transposed, this one is \\[2\\]`));
+    }
+    if (engine.hasF16) {
+      const wide = parseSafetensors(serializeSafetensors({ w: f32Entry([1, 70000, 3, 4], [2, 2]) }), 'wide.safetensors');
+      expect(() => wide.toTensorTransposed(engine, 'w', 'f16')).toThrow(/wide\.safetensors, tensor "w": 1 value\(s\) beyond f16's range/);
+    }
+  });
 });
 
 describe('safetensors: headers with very many names are validated in linear time', () => {

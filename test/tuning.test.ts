@@ -251,5 +251,5 @@ describe('SD-1.5 conv shapes and silo tune', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  }, 300_000);
+  }, 900_000);
 });

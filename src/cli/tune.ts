@@ -7,6 +7,7 @@ import { loadTuning } from '../engine/tuning.js';
 import { tuneConv3x3, tuneMatmul } from '../engine/tune.js';
 import { SD15_UNET_WIDTHS, unetConv3x3Shapes } from '../models/unet/conv-shapes.js';
 import { SD15_TRANSFORMER_WIDTHS, unetMatmulShapes } from '../models/unet/matmul-shapes.js';
+import { defaultLinearLayout } from '../models/weights.js';
 import { UsageError } from './usage-error.js';
 import { fileTuningStore, defaultTuningPath } from './tuning-file.js';
 
@@ -61,7 +62,8 @@ export async function runTune(a: TuneArgs, io: { out(l: string): void; err(l: st
     const convs = await tuneConv3x3(engine, shapes, { reps: a.reps, log: (l) => io.out(`  ${l}`) });
     // The products of the convolutions that now run as Winograd, and the transformer blocks' linear layers.
     const winograd = shapes.filter((_, i) => convs[i]!.chosen === 'winograd');
-    const products = unetMatmulShapes(SD15_TRANSFORMER_WIDTHS, a.latent, a.batch, winograd);
+    // In the layout the model loaders hold Linear weights in on this adapter.
+    const products = unetMatmulShapes(SD15_TRANSFORMER_WIDTHS, a.latent, a.batch, winograd, defaultLinearLayout(engine));
     io.out(`tuning ${products.length} matmul shapes`);
     const mms = await tuneMatmul(engine, products, { reps: a.reps, log: (l) => io.out(`  ${l}`) });
     const results = [...convs, ...mms];

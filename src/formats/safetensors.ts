@@ -78,6 +78,19 @@ export interface TensorSource {
   getF32(name: string): Float32Array;
   getIntegers(name: string): number[];
   toTensor(engine: Engine, name: string, dtype?: DType): Tensor;
+  /**
+   * Uploads rank-2 tensor `name` [rows, cols] as [cols, rows] (nn.Linear weights on adapters whose
+   * matmul would otherwise transpose them on every use). Optional: WeightLoader transposes getF32's
+   * values itself for a source without it.
+   */
+  toTensorTransposed?(engine: Engine, name: string, dtype?: DType): Tensor;
+}
+
+/** [rows, cols] row-major values as [cols, rows]. */
+export function transpose2d(f: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(f.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = f[r * cols + c]!;
+  return out;
 }
 
 /**
@@ -379,6 +392,13 @@ export class SafetensorsFile implements TensorSource {
   }
 
   /** Uploads the tensor as a GPU tensor of `dtype` (default f32), converting on the host. */
+  toTensorTransposed(engine: Engine, name: string, dtype: DType = 'f32'): Tensor {
+    const i = this.info(name);
+    if (i.shape.length !== 2) throw new SafetensorsError(this.source, name, `only a rank-2 tensor can be uploaded transposed, this one is ${shapeString(i.shape)}`);
+    const [rows, cols] = i.shape as [number, number];
+    return this.upload(engine, name, transpose2d(this.getF32(name), rows, cols), [cols, rows], dtype);
+  }
+
   toTensor(engine: Engine, name: string, dtype: DType = 'f32'): Tensor {
     const i = this.info(name);
     if (i.dtype === (dtype === 'f32' ? 'F32' : 'F16')) {
@@ -394,14 +414,18 @@ export class SafetensorsFile implements TensorSource {
       }
       return t;
     }
-    const f = this.getF32(name);
-    if (dtype === 'f32') return engine.tensor(f, i.shape, 'f32', name);
+    return this.upload(engine, name, this.getF32(name), i.shape, dtype);
+  }
+
+  /** Uploads f32 values of tensor `name` as `dtype` (f16: refused by name when a value is beyond its range). */
+  private upload(engine: Engine, name: string, f: Float32Array, shape: readonly number[], dtype: DType): Tensor {
+    if (dtype === 'f32') return engine.tensor(f, shape, 'f32', name);
     // A finite value beyond f16's range would become Inf on the GPU and be reported as a damaged
     // weight: say what happened instead.
     let big = 0;
     for (const v of f) if (Math.abs(v) > F16_MAX) big++;
     if (big) throw new SafetensorsError(this.source, name, `${big} value(s) beyond f16's range (±${F16_MAX}): load it in f32 (--dtype f32)`);
-    const t = engine.empty(i.shape, 'f16', name, { exact: true });
+    const t = engine.empty(shape, 'f16', name, { exact: true });
     const h = f32ArrayToF16(f);
     engine.writeBytes(t.buffer, new Uint8Array(h.buffer));
     return t;
@@ -674,6 +698,9 @@ export class SafetensorsIndex implements TensorSource {
   }
   toTensor(engine: Engine, name: string, dtype?: DType): Tensor {
     return this.shard(name).toTensor(engine, name, dtype);
+  }
+  toTensorTransposed(engine: Engine, name: string, dtype?: DType): Tensor {
+    return this.shard(name).toTensorTransposed(engine, name, dtype);
   }
 }
 

@@ -3,7 +3,7 @@
 import type { Recorder } from '../engine/recorder.js';
 import type { Tensor } from '../engine/tensor.js';
 import { conv2d, convTranspose2d, type Pair } from '../engine/ops/conv2d.js';
-import { linear as linearOp } from '../engine/ops/matmul.js';
+import { linear as linearOp, matmul } from '../engine/ops/matmul.js';
 import { groupNorm, layerNorm } from '../engine/ops/norm.js';
 import type { Activation } from '../engine/ops/elementwise.js';
 import type { WeightLoader } from './weights.js';
@@ -49,15 +49,22 @@ export class ConvTranspose2d {
 }
 
 export class Linear {
+  /** [out, in] as stored, or [in, out] when `transposed` (the loader's linearLayout 'in_out'). */
   readonly weight: Tensor;
   readonly bias?: Tensor;
+  readonly transposed: boolean;
   constructor(w: WeightLoader, name: string, readonly inFeatures: number, readonly outFeatures: number, bias = true) {
-    this.weight = w.get(`${name}.weight`, [outFeatures, inFeatures]);
+    this.transposed = w.linearLayout === 'in_out';
+    this.weight = w.get(`${name}.weight`, [outFeatures, inFeatures], undefined, { transpose: this.transposed });
     if (bias) this.bias = w.get(`${name}.bias`, [outFeatures]);
   }
   /** `residual`: added after the activation in the same dispatch (a residual connection). */
   forward(rec: Recorder, x: Tensor, act?: Activation, residual?: Tensor): Tensor {
-    return linearOp(rec, x, this.weight, this.bias, { act, residual });
+    return linearOp(rec, x, this.weight, this.bias, { act, residual, transposed: this.transposed });
+  }
+  /** The input gradient of forward (no activation) for g [..., out]: g W [..., in], plus `acc` in the same dispatch. */
+  gradX(rec: Recorder, g: Tensor, acc?: Tensor): Tensor {
+    return matmul(rec, g, this.weight, { op: 'linear_grad_x', residual: acc, transB: this.transposed });
   }
 }
 

@@ -5,12 +5,13 @@
 
 import type { Engine } from '../engine/device.js';
 import type { DType } from '../engine/dtype.js';
-import { shapeSize } from '../engine/dtype.js';
+import { shapeSize, shapeString } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
 import { Recorder } from '../engine/recorder.js';
 import type { RawArray, TensorInfo, TensorSource } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { randomNormal } from '../engine/ops/random.js';
+import { transposeLast2 } from '../engine/ops/matmul.js';
 
 function nameSeed(name: string, seed: number): number {
   let h = 0x811c9dc5 ^ seed;
@@ -72,6 +73,16 @@ export class RandomWeightSource implements TensorSource {
       std = 1 / Math.sqrt(shapeSize(shape) / shape[0]!);
     }
     return randomNormal(this.rec, shape, nameSeed(name, this.seed), { mean, std, dtype, name, exact: true });
+  }
+
+  /** The same values as toTensor's, transposed (in the same pending program), so both layouts hold the same model. */
+  toTensorTransposed(engine: Engine, name: string, dtype: DType = 'f32'): Tensor {
+    const shape = this.info(name).shape;
+    if (shape.length !== 2) throw new SiloError(`${this.source}: "${name}" is ${shapeString(shape)}; only a rank-2 tensor can be uploaded transposed`);
+    const t = this.toTensor(engine, name, dtype);
+    const tt = transposeLast2(this.rec!, t, name, { exact: true });
+    t.dispose();
+    return tt;
   }
 
   /** Submits the recorded generation program (call once after building the model). */

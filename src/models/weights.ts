@@ -10,10 +10,11 @@ import type { Engine } from '../engine/device.js';
 import type { DType } from '../engine/dtype.js';
 import { paramDtype, shapeString } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
-import type { TensorSource } from '../formats/safetensors.js';
+import { transpose2d, type TensorSource } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { Recorder } from '../engine/recorder.js';
 import { nonFiniteCountInto } from '../engine/ops/reduce.js';
+import { defaultMatmulVariant } from '../engine/ops/matmul.js';
 
 export class WeightError extends SiloError {}
 
@@ -37,6 +38,20 @@ export interface WeightLoaderOptions {
    * sampler's own checks then catch the damage and name the first module whose output is non-finite.
    */
   allowNonFinite?: boolean;
+  /**
+   * How nn.Linear weights are held on the GPU: 'out_in' as stored, or 'in_out', transposed once at load.
+   * Default: 'in_out' where matmul's default kernel reads only a row-major B (CPU adapters: the forward
+   * then needs no weight transpose, only the fewer input gradients do), 'out_in' where it reads a
+   * transposed B in place (matmul_tiled on GPUs).
+   */
+  linearLayout?: LinearLayout;
+}
+
+export type LinearLayout = 'out_in' | 'in_out';
+
+/** The Linear weight layout a loader uses on this engine unless told (WeightLoaderOptions.linearLayout). */
+export function defaultLinearLayout(engine: Engine): LinearLayout {
+  return defaultMatmulVariant(engine) === 'matmul_tiled' ? 'out_in' : 'in_out';
 }
 
 /** Non-finite tensors found in one built model (empty when clean). */
@@ -65,6 +80,8 @@ export class WeightLoader {
   readonly dtype: DType;
   /** The dtype the model's activations run in (inputs, embeddings, everything but the parameters). */
   readonly activationDtype: DType;
+  /** How Linear layers hold their weights (WeightLoaderOptions.linearLayout). */
+  readonly linearLayout: LinearLayout;
 
   constructor(
     readonly engine: Engine,
@@ -75,6 +92,7 @@ export class WeightLoader {
   ) {
     this.dtype = options.dtype ?? 'f32';
     this.activationDtype = options.activations ?? this.dtype;
+    this.linearLayout = options.linearLayout ?? defaultLinearLayout(engine);
     paramDtype(`${source.source}: parameters`, this.activationDtype, this.dtype);
   }
 
@@ -96,8 +114,8 @@ export class WeightLoader {
     return this.has(name) ? this.source.info(this.prefix + name).shape : undefined;
   }
 
-  /** Uploads parameter `name` after checking its shape. */
-  get(name: string, shape: readonly number[], dtype: DType = this.dtype): Tensor {
+  /** Uploads parameter `name` after checking its shape (`transpose`: a [rows, cols] one as [cols, rows]). */
+  get(name: string, shape: readonly number[], dtype: DType = this.dtype, opts: { transpose?: boolean } = {}): Tensor {
     const full = this.prefix + name;
     (this.source as { declare?: (n: string, s: readonly number[]) => void }).declare?.(full, shape);
     if (!this.source.has(full)) {
@@ -108,13 +126,20 @@ export class WeightLoader {
     if (!same) {
       throw new WeightError(`${this.source.source}: tensor "${full}" has shape ${shapeString(info.shape)}, expected ${shapeString(shape)}`);
     }
-    const t = this.source.toTensor(this.engine, full, dtype);
+    const t = opts.transpose ? this.uploadTransposed(full, shape, dtype) : this.source.toTensor(this.engine, full, dtype);
     const top = this.top;
     top.used.add(full);
     top.loadedTensors.push(t);
     top.uploaded.push({ name: full, tensor: t });
     top.options.onProgress?.({ loaded: top.used.size, total: this.source.names().length, name: full });
     return t;
+  }
+
+  private uploadTransposed(full: string, shape: readonly number[], dtype: DType): Tensor {
+    if (shape.length !== 2) throw new WeightError(`${this.source.source}: tensor "${full}" is ${shapeString(shape)}; only a rank-2 tensor can be held transposed`);
+    if (this.source.toTensorTransposed) return this.source.toTensorTransposed(this.engine, full, dtype);
+    const [rows, cols] = shape as [number, number];
+    return this.engine.tensor(transpose2d(this.source.getF32(full), rows, cols), [cols, rows], dtype, full);
   }
 
   /**

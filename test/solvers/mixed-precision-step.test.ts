@@ -6,20 +6,10 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../../src/engine/device.js';
 import type { DType } from '../../src/engine/dtype.js';
-import type { Tensor } from '../../src/engine/tensor.js';
 import { f16BitsToF32, f32ToF16Bits } from '../../src/engine/dtype.js';
-import { runProgram } from '../../src/engine/recorder.js';
 import type { SafetensorsFile, TensorSource } from '../../src/formats/safetensors.js';
-import { WeightLoader } from '../../src/models/weights.js';
-import { UNet2DConditionModel } from '../../src/models/unet/unet.js';
-import { parseUNetConfig } from '../../src/models/unet/config.js';
-import { DegradationModel } from '../../src/models/silo/cnn.js';
-import { inferDegradationConfig } from '../../src/models/silo/config.js';
-import { DDPMScheduler } from '../../src/solvers/schedulers/ddpm.js';
-import { SD15_SCHEDULER_CONFIG } from '../../src/solvers/schedulers/config.js';
-import { siloStep } from '../../src/solvers/samplers/silo.js';
-import { unetEpsModel } from '../../src/solvers/samplers/eps-model.js';
-import { readJson, readSafetensors, subFolder } from '../../src/check/files.js';
+import { readSafetensors, subFolder } from '../../src/check/files.js';
+import { goldenSiloStep0 } from '../helpers/silo-step.js';
 import { detectKind, RUNNERS } from '../../src/check/registry.js';
 import { compare } from '../../src/check/compare.js';
 import { MIXED_STEP_TOLERANCE } from '../../src/check/steps.js';
@@ -30,6 +20,8 @@ let engine: Engine;
 beforeAll(async () => {
   engine = await getEngine();
 });
+
+const siloStep0 = (weights: { unet: TensorSource; op: TensorSource }, dtype: DType) => goldenSiloStep0(engine, weights, { dtype });
 
 /** A source whose floating-point tensors hold their values rounded to the nearest f16. */
 function roundedToF16(src: SafetensorsFile): TensorSource {
@@ -49,45 +41,6 @@ function roundedToF16(src: SafetensorsFile): TensorSource {
 const needsF16 = (ctx: { skip: (note?: string) => void }) => {
   if (!engine.hasF16) ctx.skip('this adapter has no shader-f16: mixed precision needs f16 storage');
 };
-
-/** silo_step's step0 (t = 500) with the weights in `dtype` (f32 tensors of `source` otherwise). */
-async function siloStep0(weights: { unet: TensorSource; op: TensorSource }, dtype: DType): Promise<Record<string, Float32Array>> {
-  const files = goldenFiles('silo_step');
-  const golden = await readSafetensors(files, 'golden.safetensors');
-  const unetDir = subFolder(files, '../unet_mini');
-  const config = parseUNetConfig(await readJson(unetDir, 'config.json'), 'unet_mini/config.json');
-  const loaders: WeightLoader[] = [];
-  const owned: Tensor[] = [];
-  try {
-    const build = <T>(src: TensorSource, make: (w: WeightLoader) => T) =>
-      WeightLoader.build(engine, src, { dtype, activations: 'f32' }, (w) => (loaders.push(w), make(w)));
-    const unet = build(weights.unet, (w) => new UNet2DConditionModel(w, config));
-    const op = build(weights.op, (w) => new DegradationModel(w, inferDegradationConfig(weights.op)));
-    await WeightLoader.verify(engine);
-    const input = (n: string) => {
-      const t = engine.tensor(golden.getF32(n), golden.info(n).shape, 'f32', n);
-      owned.push(t);
-      return t;
-    };
-    const scheduler = new DDPMScheduler({ ...SD15_SCHEDULER_CONFIG });
-    scheduler.setTimesteps(999);
-    const prior = { model: unetEpsModel(unet), scheduler, text: input('input.prompt_embeds') };
-    const t = golden.getIntegers('step0.input.t')[0]!;
-    const { result } = await runProgram(engine, 'silo_step', (rec) =>
-      siloStep(rec, prior, { kind: 'cnn', model: op, sigmaEmb: input('input.sigma_emb') }, input('step0.input.w'), input('step0.input.z_t'), t, input('step0.input.ddpm_noise'), { eta: 0.5 }),
-    );
-    const out: Record<string, Float32Array> = {};
-    for (const [k, v] of Object.entries({ eps: result.eps, x0_hat: result.x0, w_hat: result.estimate, residual_norm: result.residualNorm, grad: result.grad, z_prev: result.zPrev })) {
-      out[k] = await v!.read();
-      v!.dispose();
-    }
-    for (const v of [result.prev, ...Object.values(result.extras)]) v?.dispose();
-    return out;
-  } finally {
-    owned.forEach((t) => t.dispose());
-    loaders.forEach((l) => l.disposeAll());
-  }
-}
 
 describe('mixed precision: f16 weights, f32 activations and gradients', () => {
   it('a SILO step with f16 weights equals the f32 step on the f16-rounded weights', async (ctx) => {

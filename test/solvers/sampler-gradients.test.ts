@@ -12,7 +12,7 @@ import type { Tensor } from '../../src/engine/tensor.js';
 import type { Recorder } from '../../src/engine/recorder.js';
 import { runProgram } from '../../src/engine/recorder.js';
 import { normalCPU } from '../../src/engine/random.js';
-import type { RawArray, TensorInfo, TensorSource } from '../../src/formats/safetensors.js';
+import { transpose2d, type RawArray, type TensorInfo, type TensorSource } from '../../src/formats/safetensors.js';
 import type { DType } from '../../src/engine/dtype.js';
 import { RandomWeightSource } from '../../src/models/random-weights.js';
 import { WeightLoader } from '../../src/models/weights.js';
@@ -86,6 +86,12 @@ class OperatorWeights implements TensorSource {
   toTensor(engine: Engine, name: string, dtype: DType = 'f32'): Tensor {
     const c = this.cpu.get(name);
     return c ? engine.tensor(c.data, c.shape, dtype, name) : this.gpu.toTensor(engine, name, dtype);
+  }
+  toTensorTransposed(engine: Engine, name: string, dtype: DType = 'f32'): Tensor {
+    const c = this.cpu.get(name);
+    if (!c) return this.gpu.toTensorTransposed(engine, name, dtype);
+    const [rows, cols] = c.shape as [number, number];
+    return engine.tensor(transpose2d(c.data, rows, cols), [cols, rows], dtype, name);
   }
   generated(): Promise<void> {
     return this.gpu.generated();

@@ -105,12 +105,13 @@ function vec4Variant(engine: Engine, key: string, forced?: MatmulVariant): Matmu
  * [..., R, C] -> [..., C, R] into a new tensor (puts a transposed B in row-major order; models use it to
  * move between NCHW [N, C, H*W] and token layout [N, H*W, C]).
  */
-export function transposeLast2(rec: Recorder, x: Tensor, op = 'transpose'): Tensor {
+export function transposeLast2(rec: Recorder, x: Tensor, op = 'transpose', opts: { exact?: boolean } = {}): Tensor {
   assertArg(x.rank >= 2, `${op}: input ${shapeString(x.shape)} needs rank >= 2`);
   const engine = rec.engine;
   const [R, C] = x.shape.slice(-2) as [number, number];
   const batches = x.size / (R * C);
-  const out = engine.empty([...x.shape.slice(0, -2), C, R], x.dtype, op);
+  // exact: a buffer of exactly its size (a weight that lives as long as its model), not a pooled size class.
+  const out = engine.empty([...x.shape.slice(0, -2), C, R], x.dtype, op, { exact: opts.exact });
   if (out.size === 0) return out;
   // 4x4 blocks when both dims allow vec4 rows (SD's weights and token layouts all do).
   const blocked = R % 4 === 0 && C % 4 === 0;
@@ -246,25 +247,30 @@ export function matmul(rec: Recorder, a: Tensor, b: Tensor, opts: MatmulOptions 
   return out;
 }
 
-/** PyTorch nn.Linear: x [..., in] times weight [out, in] transposed, plus bias [out] -> [..., out]. */
-export function linear(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, opts: { act?: Activation; residual?: Tensor; op?: string } = {}): Tensor {
+/**
+ * PyTorch nn.Linear: x [..., in] times weight [out, in] transposed, plus bias [out] -> [..., out].
+ * `transposed`: the weight is held as [in, out] (WeightLoaderOptions.linearLayout), read as it is.
+ */
+export function linear(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, opts: { act?: Activation; residual?: Tensor; op?: string; transposed?: boolean } = {}): Tensor {
   const name = opts.op ?? 'linear';
+  const tr = opts.transposed ?? false;
   assertArg(x.rank >= 1, `${name}: x must have rank >= 1`);
-  assertArg(weight.rank === 2, `${name}: weight must be [out, in], got ${shapeString(weight.shape)}`);
+  assertArg(weight.rank === 2, `${name}: weight must be ${tr ? '[in, out]' : '[out, in]'}, got ${shapeString(weight.shape)}`);
   const inF = x.shape[x.rank - 1]!;
+  const [wIn, wOut] = tr ? [weight.shape[0]!, weight.shape[1]!] : [weight.shape[1]!, weight.shape[0]!];
   paramDtype(`${name}: weight`, x.dtype, weight.dtype);
   assertArg(
-    weight.shape[1] === inF,
-    `${name}: x ${shapeString(x.shape)} has ${inF} input features but weight ${shapeString(weight.shape)} expects ${weight.shape[1]}`,
+    wIn === inF,
+    `${name}: x ${shapeString(x.shape)} has ${inF} input features but weight ${shapeString(weight.shape)}${tr ? ' (held as [in, out])' : ''} expects ${wIn}`,
   );
   const lead = x.shape.slice(0, -1);
   const x2 = x.rank === 1 ? x.reshape([1, inF]) : x;
-  const r2 = opts.residual && x.rank === 1 ? opts.residual.reshape([1, weight.shape[0]!]) : opts.residual;
-  const y = matmul(rec, x2, weight, { transB: true, bias, act: opts.act, residual: r2, op: name });
+  const r2 = opts.residual && x.rank === 1 ? opts.residual.reshape([1, wOut]) : opts.residual;
+  const y = matmul(rec, x2, weight, { transB: !tr, bias, act: opts.act, residual: r2, op: name });
   if (r2 && r2 !== opts.residual) r2.dispose();
   if (x2 !== x) x2.dispose();
   if (x.rank >= 2) return y;
-  const y1 = y.reshape([...lead, weight.shape[0]!]);
+  const y1 = y.reshape([...lead, wOut]);
   y.dispose();
   return y1;
 }

@@ -47,20 +47,20 @@ function linearGradX(rec: Recorder, weight: Tensor, g: Tensor, acc?: Tensor): Te
  * self-attention the query input is also the context, so dk and dv flow into it too).
  */
 function attentionGrad(rec: Recorder, a: Attention, p: Qkv, selfAttention: boolean, g: Tensor): Tensor {
-  const dO = linearGradX(rec, a.toOut.weight, g);
+  const dO = a.toOut.gradX(rec, g);
   const { dq, dk, dv } = attentionBackward(rec, p.q, p.k, p.v, dO, { heads: a.heads });
   dO.dispose();
-  const dx = linearGradX(rec, a.toQ.weight, dq);
+  const dx = a.toQ.gradX(rec, dq);
   if (!selfAttention) return dx; // k, v come from the constant text context
   // dx + dk W_k + dv W_v, each sum in the next product's epilogue.
-  return rec.engine.tidy(() => linearGradX(rec, a.toV.weight, dv, linearGradX(rec, a.toK.weight, dk, dx)));
+  return rec.engine.tidy(() => a.toV.gradX(rec, dv, a.toK.gradX(rec, dk, dx)));
 }
 
 function feedForwardGrad(rec: Recorder, ff: FeedForward, x: Tensor, g: Tensor): Tensor {
   const p = ff.proj.forward(rec, x);
-  const dGated = linearGradX(rec, ff.out.weight, g);
+  const dGated = ff.out.gradX(rec, g);
   const dp = gegluBackward(rec, p, dGated);
-  return linearGradX(rec, ff.proj.weight, dp);
+  return ff.proj.gradX(rec, dp);
 }
 
 /**
