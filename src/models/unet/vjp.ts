@@ -10,7 +10,7 @@ import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
-import { add, scale, silu } from '../../engine/ops/elementwise.js';
+import { scale, silu } from '../../engine/ops/elementwise.js';
 import { matmul, transposeLast2 } from '../../engine/ops/matmul.js';
 import { upsampleNearest2x } from '../../engine/ops/resample.js';
 import { layerNormBackward } from '../../engine/ops/norm-backward.js';
