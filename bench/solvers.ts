@@ -392,7 +392,7 @@ async function benchMethod(engine: Engine, m: Models, inp: Inputs, method: Resto
     }
     return { sample: { ms, gpuWallMs: report.gpuWallMs }, report, before, peakAllocated };
   };
-  const res: SolverResult = { method, mode, steps: [], unetKeptBytes: mode === 'reuse' ? unetTapeBytes(m.unet.config, inp.zt.shape) : 0 };
+  const res: SolverResult = { method, mode, steps: [], unetKeptBytes: mode === 'reuse' ? unetTapeBytes(m.unet, inp.zt.shape) : 0 };
   try {
     for (let i = 0; i < a.warmup; i++) await once(-1 - i);
     let last: Awaited<ReturnType<typeof once>> | undefined;

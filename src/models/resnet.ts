@@ -39,6 +39,17 @@ export class ResnetBlock2D {
     this.outputScaleFactor = opts.outputScaleFactor ?? 1;
   }
 
+  /** h = conv1(silu(norm1(x))) (+ the time embedding's per-channel bias): norm2's input (`pre`). */
+  norm2Input(rec: Recorder, x: Tensor, tembSilu?: Tensor): Tensor {
+    return rec.engine.tidy(() => {
+      const h = this.conv1.forward(rec, this.norm1.forward(rec, x, 'silu'));
+      if (!this.timeEmbProj) return h;
+      if (!tembSilu) throw new Error('ResnetBlock2D: this block needs a time embedding');
+      const t = this.timeEmbProj.forward(rec, tembSilu);
+      return add(rec, h, t.reshape([t.shape[0]!, t.shape[1]!, 1, 1]));
+    });
+  }
+
   /**
    * x [N, Cin, H, W]; tembSilu = silu(temb) [N, tembChannels] (computed once by the caller and shared by
    * every block). With keepHidden the conv2 output is returned too, with keepPre norm2's input (the
@@ -47,12 +58,7 @@ export class ResnetBlock2D {
   forward(rec: Recorder, x: Tensor, tembSilu?: Tensor, keepHidden = false, keepPre = false): { out: Tensor; hidden?: Tensor; pre?: Tensor } {
     const engine = rec.engine;
     return engine.tidy(() => {
-      let h = this.conv1.forward(rec, this.norm1.forward(rec, x, 'silu'));
-      if (this.timeEmbProj) {
-        if (!tembSilu) throw new Error('ResnetBlock2D: this block needs a time embedding');
-        const t = this.timeEmbProj.forward(rec, tembSilu);
-        h = add(rec, h, t.reshape([t.shape[0]!, t.shape[1]!, 1, 1]));
-      }
+      const h = this.norm2Input(rec, x, tembSilu);
       const hidden = this.conv2.forward(rec, this.norm2.forward(rec, h, 'silu'));
       const skip = this.convShortcut ? this.convShortcut.forward(rec, x) : x;
       let out = add(rec, skip, hidden);

@@ -17,7 +17,7 @@ import type { Recorder } from '../engine/recorder.js';
 import type { Tensor } from '../engine/tensor.js';
 import { assertArg } from '../engine/errors.js';
 import { shapeString } from '../engine/dtype.js';
-import { add, scale } from '../engine/ops/elementwise.js';
+import { add, scale, silu } from '../engine/ops/elementwise.js';
 import { concatChannels } from '../engine/ops/layout.js';
 import { conv2dBackward } from '../engine/ops/conv2d-backward.js';
 import { groupNormBackward } from '../engine/ops/norm-backward.js';
@@ -43,6 +43,25 @@ export interface Stage {
   forwardKeep?(rec: Recorder, x: Tensor, tap: boolean): { out: Tensor; kept: Tensor; tap?: Tensor };
   pushSkip?: boolean;
   popSkip?: boolean;
+  /** The output's shape for an input of shape `s` (chainTapeBytes walks these without running anything). */
+  outShape?(s: readonly number[]): number[];
+  /** With forwardKeep: the shape of the internal it keeps, for an input of shape `s`. */
+  keptShape?(s: readonly number[]): number[];
+}
+
+/** [N, Cout, Ho, Wo] of a Conv2d layer for an input [N, Cin, H, W] (padEnd as its forward uses it). */
+export function convOutShape(conv: Conv2d, s: readonly number[], padEnd = 0): number[] {
+  const k = typeof conv.kernel === 'number' ? [conv.kernel, conv.kernel] : conv.kernel;
+  const pair = (p: number | [number, number] | undefined, d: number): [number, number] => (p === undefined ? [d, d] : typeof p === 'number' ? [p, p] : p);
+  const [sh, sw] = pair(conv.opts.stride, 1);
+  const [ph, pw] = pair(conv.opts.padding, 0);
+  const out = (x: number, kk: number, p: number, st: number) => Math.floor((x + 2 * p + padEnd - kk) / st) + 1;
+  return [s[0]!, conv.outChannels, out(s[2]!, k[0]!, ph, sh), out(s[3]!, k[1]!, pw, sw)];
+}
+
+/** A stage's profile scope: its name as a module path ("down_blocks.0.resnets.1" -> "down_blocks.0/resnets.1"). */
+function scopePath(name: string): string {
+  return name.replace(/\.(?=[A-Za-z_])/g, '/');
 }
 
 /** dx of a Conv2d layer (weight gradient not computed); padEnd as the forward used it. */
@@ -56,25 +75,65 @@ export function groupNormGradX(rec: Recorder, norm: GroupNorm, x: Tensor, g: Ten
   return groupNormBackward(rec, x, g, norm.groups, norm.weight, norm.bias, { eps: norm.eps, act, paramGrads: false, accumulate: acc }).dx;
 }
 
+/** A Conv2d layer on its own (conv_in, quant convs). */
+export function convStage(name: string, conv: Conv2d, skip: Pick<Stage, 'pushSkip'> = {}): Stage {
+  return {
+    name,
+    ...skip,
+    forward: (rec, x) => conv.forward(rec, x),
+    vjp: (rec, x, g) => convGradX(rec, conv, x, g),
+    outShape: (s) => convOutShape(conv, s),
+  };
+}
+
+/**
+ * GroupNorm + SiLU then a conv (the UNet's and the VAE's conv_out), as one stage. Its tap is the norm's
+ * output before the SiLU (diffusers' conv_norm_out; tapping runs the norm and the SiLU unfused).
+ */
+export function headStage(name: string, norm: GroupNorm, conv: Conv2d): Stage {
+  return {
+    name,
+    forward: (rec, x) => rec.engine.tidy(() => conv.forward(rec, norm.forward(rec, x, 'silu'))),
+    forwardTap: (rec, x) =>
+      rec.engine.tidy(() => {
+        const tap = norm.forward(rec, x);
+        return { out: conv.forward(rec, silu(rec, tap)), tap };
+      }),
+    vjp: (rec, x, g) => {
+      const s = norm.forward(rec, x, 'silu');
+      const ds = convGradX(rec, conv, s, g);
+      s.dispose();
+      return groupNormGradX(rec, norm, x, ds, 'silu');
+    },
+    outShape: (s) => convOutShape(conv, s),
+  };
+}
+
 /**
  * A ResnetBlock2D. tembSilu = silu(temb) when the block has a time embedding: a constant per-channel bias
  * (needed to recompute norm2's input, identity in the backward). Its tap is the hidden branch
  * h2 = conv2(...) of out = (shortcut(x) + h2) / s: d h2 = gradOut / s + gradTap, d shortcut = gradOut / s.
  */
 export function resnetStage(name: string, r: ResnetBlock2D, tembSilu?: Tensor, skip: Pick<Stage, 'pushSkip' | 'popSkip'> = {}): Stage {
-  assertArg(!r.timeEmbProj || tembSilu, `${name}: this resnet needs silu(temb) for its VJP`);
+  // Checked when run, not here: a chain built without its constants still gives shapes (chainTapeBytes).
+  const temb = () => {
+    assertArg(!r.timeEmbProj || tembSilu, `${name}: this resnet needs silu(temb)`);
+    return tembSilu;
+  };
   return {
     name,
     ...skip,
-    forward: (rec, x) => r.forward(rec, x, tembSilu).out,
+    forward: (rec, x) => r.forward(rec, x, temb()).out,
     forwardTap: (rec, x) => {
-      const { out, hidden } = r.forward(rec, x, tembSilu, true);
+      const { out, hidden } = r.forward(rec, x, temb(), true);
       return { out, tap: hidden! };
     },
     forwardKeep: (rec, x, tap) => {
-      const { out, hidden, pre } = r.forward(rec, x, tembSilu, tap, true);
+      const { out, hidden, pre } = r.forward(rec, x, temb(), tap, true);
       return { out, kept: pre!, tap: hidden };
     },
+    outShape: ([n, , h, w]) => [n!, r.outChannels, h!, w!],
+    keptShape: ([n, , h, w]) => [n!, r.outChannels, h!, w!],
     vjp: (rec, x, gradOut, gradTap, kept) => {
       const g = r.outputScaleFactor !== 1 ? scale(rec, gradOut, 1 / r.outputScaleFactor) : gradOut;
       assertArg(
@@ -83,17 +142,8 @@ export function resnetStage(name: string, r: ResnetBlock2D, tembSilu?: Tensor, s
       );
       const gHidden = gradTap ? add(rec, g, gradTap) : g;
       // norm2's input h: kept by the forward, or rebuilt (norm1, conv1, the time embedding).
-      let h = kept;
-      if (!h) {
-        const s1 = r.norm1.forward(rec, x, 'silu');
-        h = r.conv1.forward(rec, s1);
-        s1.dispose();
-        if (r.timeEmbProj) {
-          // A constant per-channel bias: it shifts norm2's input (needed to recompute it), no gradient.
-          const t = r.timeEmbProj.forward(rec, tembSilu!);
-          h = add(rec, h, t.reshape([t.shape[0]!, t.shape[1]!, 1, 1]));
-        }
-      }
+      // (The time embedding is a constant per-channel bias there: it shifts h, and gets no gradient.)
+      const h = kept ?? r.norm2Input(rec, x, temb());
       // A convolution's input gradient needs only its input's shape: h stands for silu(norm2(h)), x for
       // silu(norm1(x)).
       const ds2 = convGradX(rec, r.conv2, h, gHidden);
@@ -180,13 +230,13 @@ export function chainForward(
       if (i === stopAt && !opts.output) break;
       const ti = tapIndex.get(st.name);
       if (opts.keep && st.forwardKeep) {
-        const r = rec.scope(st.name, () => engine.tidy(() => st.forwardKeep!(rec, input, ti !== undefined)));
+        const r = rec.scope(scopePath(st.name), () => engine.tidy(() => st.forwardKeep!(rec, input, ti !== undefined)));
         kept[i] = r.kept;
         if (ti !== undefined) taps[ti] = r.tap!;
         h = r.out;
-      } else if (ti === undefined) h = rec.scope(st.name, () => engine.tidy(() => st.forward(rec, input)));
+      } else if (ti === undefined) h = rec.scope(scopePath(st.name), () => engine.tidy(() => st.forward(rec, input)));
       else {
-        const r = rec.scope(st.name, () => engine.tidy(() => st.forwardTap!(rec, input)));
+        const r = rec.scope(scopePath(st.name), () => engine.tidy(() => st.forwardTap!(rec, input)));
         taps[ti] = r.tap;
         h = r.out;
       }
@@ -248,7 +298,7 @@ export function chainBackward(rec: Recorder, tape: ChainTape, gradOut: Tensor | 
         g = sum;
       }
       const gradTap = inject.get(st.name);
-      let gi = rec.scope(`${st.name}/vjp`, () => engine.tidy(() => st.vjp(rec, inputs[i]!, g, gradTap, kept[i])));
+      let gi = rec.scope(`${scopePath(st.name)}/vjp`, () => engine.tidy(() => st.vjp(rec, inputs[i]!, g, gradTap, kept[i])));
       if (g !== gradOut) g.dispose();
       if (inputs[i] !== x) inputs[i]!.dispose();
       kept[i]?.dispose();
@@ -274,4 +324,110 @@ export function chainBackward(rec: Recorder, tape: ChainTape, gradOut: Tensor | 
 /** Forward keeping each stage's input, then the reverse walk: the gradient of x (optionally with tap cotangents). */
 export function chainVjp(rec: Recorder, stages: Stage[], x: Tensor, gradOut: Tensor, inject?: ReadonlyMap<string, Tensor>): Tensor {
   return rec.engine.tidy(() => chainBackward(rec, chainForward(rec, stages, x).tape, gradOut, inject));
+}
+
+/**
+ * The module outputs diffusers' golden cases name (conv_in, down_block_i, mid_block, up_block_i), each with
+ * the stage whose output it is (the last stage of that module).
+ */
+export function moduleOutputs(stages: readonly Stage[]): Map<string, string> {
+  const last = new Map<string, string>();
+  for (const st of stages) {
+    const m = /^(conv_in|mid_block|(down|up)_blocks\.\d+)/.exec(st.name);
+    if (m) last.set(m[1]!.replace(/_blocks\.(\d+)$/, '_block_$1'), st.name);
+  }
+  return last;
+}
+
+/** What chainRun returns (the caller owns every tensor in it). */
+export interface ChainRun {
+  out: Tensor;
+  /** The taps of the stages named in `taps`, in that order. */
+  taps: Tensor[];
+  /** The outputs of the stages named in `outputs`, in that order. */
+  outputs: Tensor[];
+}
+
+/**
+ * A plain forward pass through the chain (no tape): each stage input is freed once the stage that reads it
+ * is recorded, skips once concatenated. `taps` names stages whose tapped tensor (forwardTap) is returned
+ * too, `outputs` stages whose outputs are (module outputs for golden comparisons).
+ */
+export function chainRun(rec: Recorder, stages: Stage[], x: Tensor, opts: { taps?: readonly string[]; outputs?: readonly string[] } = {}): ChainRun {
+  const engine = rec.engine;
+  const tapIndex = new Map<string, number>((opts.taps ?? []).map((n, i) => [n, i]));
+  const outIndex = new Map<string, number>((opts.outputs ?? []).map((n, i) => [n, i]));
+  for (const n of tapIndex.keys()) assertArg(stages.some((s) => s.name === n && s.forwardTap), `chainRun: no stage "${n}" with a tap`);
+  for (const n of outIndex.keys()) assertArg(stages.some((s) => s.name === n), `chainRun: no stage "${n}"`);
+  return engine.tidy(() => {
+    const held = new Set<Tensor>([x]);
+    const stack: Tensor[] = [];
+    const free = (t: Tensor) => {
+      if (!held.has(t) && !stack.includes(t)) t.dispose();
+    };
+    const taps = new Array<Tensor>(tapIndex.size);
+    const outputs = new Array<Tensor>(outIndex.size);
+    let h = x;
+    for (const st of stages) {
+      let input = h;
+      if (st.popSkip) {
+        const skip = stack.pop();
+        assertArg(skip !== undefined, `chainRun: ${st.name} found no skip`);
+        input = concatChannels(rec, [h, skip]);
+        free(h);
+        free(skip);
+      }
+      const ti = tapIndex.get(st.name);
+      if (ti === undefined) h = rec.scope(scopePath(st.name), () => engine.tidy(() => st.forward(rec, input)));
+      else {
+        const r = rec.scope(scopePath(st.name), () => engine.tidy(() => st.forwardTap!(rec, input)));
+        taps[ti] = r.tap;
+        held.add(r.tap);
+        h = r.out;
+      }
+      free(input);
+      const oi = outIndex.get(st.name);
+      if (oi !== undefined) {
+        outputs[oi] = h;
+        held.add(h);
+      }
+      if (st.pushSkip) stack.push(h);
+    }
+    assertArg(stack.length === 0 || stages[stages.length - 1]!.pushSkip, `chainRun: ${stack.length} skips left unused`);
+    return { out: h, taps, outputs };
+  });
+}
+
+/**
+ * Bytes the tape of chainForward(stages, x, { output: true, keep }) holds for an input of `shape`, from
+ * the stages' shapes alone: every stage input (a popSkip stage's concat), plus with `keep` each
+ * forwardKeep stage's internal. `bytes` per element (4: f32).
+ */
+export function chainTapeBytes(stages: readonly Stage[], shape: readonly number[], opts: { keep?: boolean; bytes?: number } = {}): number {
+  const bytes = opts.bytes ?? 4;
+  const size = (s: readonly number[]) => s.reduce((a, b) => a * b, 1) * bytes;
+  let s = shape.slice();
+  let total = 0;
+  const stack: number[][] = [];
+  for (const st of stages) {
+    assertArg(st.outShape !== undefined, `chainTapeBytes: stage ${st.name} gives no output shape`);
+    let input = s;
+    if (st.popSkip) {
+      const skip = stack.pop();
+      assertArg(skip !== undefined, `chainTapeBytes: ${st.name} finds no skip`);
+      assertArg(
+        skip.length === s.length && skip.every((d, i) => i === 1 || d === s[i]),
+        `chainTapeBytes: ${st.name} concatenates ${shapeString(s)} and a skip ${shapeString(skip)}`,
+      );
+      input = [s[0]!, s[1]! + skip[1]!, ...s.slice(2)];
+    }
+    total += size(input);
+    if (opts.keep && st.forwardKeep) {
+      assertArg(st.keptShape !== undefined, `chainTapeBytes: stage ${st.name} keeps an internal of no known shape`);
+      total += size(st.keptShape(input));
+    }
+    s = st.outShape(input);
+    if (st.pushSkip) stack.push(s);
+  }
+  return total;
 }

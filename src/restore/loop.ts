@@ -413,7 +413,7 @@ export async function restore(engine: Engine, models: RestoreModels, A: Degradat
         residuals,
         finalResidual,
         forwardMode: unetForwardMode(unet, batchShape, epsOpts),
-        unetTapeBytes: unetTapeBytes(unet.config, batchShape),
+        unetTapeBytes: unetTapeBytes(unet, batchShape),
       },
     };
   } finally {

@@ -13,9 +13,9 @@ import { concatChannels } from '../engine/ops/layout.js';
 import { scale, silu } from '../engine/ops/elementwise.js';
 import type { Stage } from '../models/vjp-stages.js';
 import type { UNet2DConditionModel } from '../models/unet/unet.js';
-import { unetStages } from '../models/unet/vjp.js';
+import { unetStages } from '../models/unet/stages.js';
 import type { AutoencoderKL } from '../models/vae/autoencoder.js';
-import { decoderStages } from '../models/vae/vjp.js';
+import { vaeDecodeStages } from '../models/vae/vjp.js';
 import type { GuidedStep } from './samplers/guided.js';
 import { concatBatch } from './samplers/batch.js';
 
@@ -84,7 +84,7 @@ function probeChain(rec: Recorder, probe: Probe, prefix: string, stages: Stage[]
 
 /** The VAE decoder stage by stage on a latent already divided by the scaling factor. */
 function probeDecoder(rec: Recorder, probe: Probe, vae: AutoencoderKL, u: Tensor): Tensor {
-  return probeChain(rec, probe, 'vae decoder: ', decoderStages(vae), u);
+  return probeChain(rec, probe, 'vae decoder: ', vaeDecodeStages(vae), u);
 }
 
 /** The UNet stage by stage (time embedding first) on the step's batch. */

@@ -42,7 +42,7 @@ describe('unetTapeBytes', () => {
         pass.discard();
         pass.eps.dispose();
         for (const f of pass.features) f.dispose();
-        expect(unetTapeBytes(unet.config, shape)).toBe(kept);
+        expect(unetTapeBytes(unet, shape)).toBe(kept);
       } finally {
         sample.dispose();
         context.dispose();
@@ -51,7 +51,7 @@ describe('unetTapeBytes', () => {
   }
 
   it('rejects shapes the UNet cannot run', () => {
-    expect(() => unetTapeBytes(unet.config, [1, 4, 16])).toThrow(/must be \[N, C, H, W\]/);
-    expect(() => unetTapeBytes(unet.config, [1, 4, 16, 15])).toThrow(/multiples of/);
+    expect(() => unetTapeBytes(unet, [1, 4, 16])).toThrow(/must be \[N, C, H, W\]/);
+    expect(() => unetTapeBytes(unet, [1, 4, 16, 15])).toThrow(/multiples of/);
   });
 });

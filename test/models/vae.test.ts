@@ -20,6 +20,8 @@ import {
   tilesConsistent,
   type TileSettings,
 } from '../../src/models/vae/tiling.js';
+import { vaeDecodeStages, vaeEncodeStages } from '../../src/models/vae/vjp.js';
+import { chainForward, chainTapeBytes } from '../../src/models/vjp-stages.js';
 import { getEngine, randomData, expectClose } from '../helpers/engine.js';
 import { expectAllPass, goldenFiles, goldenManifest } from '../helpers/golden.js';
 import { cropRef, tiledBlendRef, type Arr4 } from '../ref/region.js';
@@ -56,6 +58,28 @@ function rewrite(src: SafetensorsFile, edit: (name: string, shape: number[]) => 
   }
   return serializeSafetensors(entries);
 }
+
+describe('AutoencoderKL stage chains', () => {
+  // The stages' output shapes (convs, the padded stride-2 downsampler, upsamplers, attention, heads) give
+  // the bytes a tape of each chain holds, for odd sizes, without running it.
+  for (const [what, shape] of [['encode', [2, 3, 24, 40]], ['decode', [1, 4, 3, 5]]] as const) {
+    it(`chainTapeBytes of the ${what} chain equals the inputs its recorded tape holds (${shape.join('x')})`, async () => {
+      const stages = what === 'encode' ? vaeEncodeStages(vae) : vaeDecodeStages(vae);
+      const x = engine.tensor(randomData(shape.reduce((a: number, b: number) => a * b, 1), 3), [...shape], 'f32', 'x');
+      try {
+        const { result } = await runProgram(engine, `${what} tape`, (rec) => chainForward(rec, stages, x, { output: true }));
+        const held = result.tape.inputs.reduce((s, t) => s + t.byteLength, 0);
+        expect(result.tape.inputs.length).toBe(stages.length);
+        expect(chainTapeBytes(stages, shape)).toBe(held);
+        expect(stages[stages.length - 1]!.outShape!(result.tape.inputs[stages.length - 1]!.shape)).toEqual(result.out!.shape);
+        for (const t of result.tape.inputs) if (t !== x) t.dispose();
+        result.out!.dispose();
+      } finally {
+        x.dispose();
+      }
+    });
+  }
+});
 
 describe('AutoencoderKL vs vae_mini golden', () => {
   it('f32: enc.*, dec.sample and debug.* within the manifest tolerance (atol 2e-4, rtol 1e-3), the VJPs dec.vjp_z / enc.vjp_image_of_mean within 1e-3 * max|ref|', async () => {

@@ -388,7 +388,7 @@ describe('guided step gradients against finite differences', () => {
 
   it("UNet forward modes: 'recompute' and 'auto' over its budget give reuse's step; the pass says which mode ran", async () => {
     const base = await unguidedCnn();
-    const tape = unetTapeBytes(unet.config, [1, 4, LATENT, LATENT]);
+    const tape = unetTapeBytes(unet, [1, 4, LATENT, LATENT]);
     const variants: [UNetEpsOptions, 'reuse' | 'recompute'][] = [
       [{ forward: 'recompute' }, 'recompute'],
       [{ activationBudget: tape - 1 }, 'recompute'],
@@ -555,7 +555,7 @@ describe('restore() end to end (2 steps, 64x64)', () => {
     for (const p of [r.encode, r.loop, r.decode]) expect(p.ms).toBeGreaterThanOrEqual(0);
     expect(r.loop.peakLiveBytes).toBeGreaterThan(0);
     expect(Number.isFinite(r.finalResidual) && r.finalResidual > 0).toBe(true);
-    expect(r.unetTapeBytes).toBe(unetTapeBytes(unet.config, [1, 4, LATENT, LATENT]));
+    expect(r.unetTapeBytes).toBe(unetTapeBytes(unet, [1, 4, LATENT, LATENT]));
     expect(r.forwardMode).toBe('reuse'); // the mini UNet's activations fit the default budget
   }
 

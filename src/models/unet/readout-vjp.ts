@@ -15,12 +15,10 @@ import { scale, silu } from '../../engine/ops/elementwise.js';
 import { chainBackward, chainForward, type ChainTape } from '../vjp-stages.js';
 import type { Timestep } from './embeddings.js';
 import type { UNet2DConditionModel } from './unet.js';
-import { unetStages, type Consts } from './vjp.js';
+import { readoutStageNames, unetStages, type Consts } from './stages.js';
 
-/** The chain stages whose taps are the readout features, in the forward's `readout` order. */
-export function readoutStageNames(unet: UNet2DConditionModel): string[] {
-  return unet.upBlocks.flatMap((b, i) => b.resnets.map((_, j) => `up_blocks.${i}.resnets.${j}`));
-}
+export { readoutStageNames };
+
 
 /** Each readout feature's shape for a sample [N, C, H, W]: up block i runs at H / 2^(down-samplers not yet undone). */
 function featureShapes(unet: UNet2DConditionModel, sample: Tensor): number[][] {

@@ -1,6 +1,7 @@
 // diffusers' UNet2DConditionModel for SD-1.x configs:
 //   emb = time_embedding(time_proj(t)); h = conv_in(sample); down blocks (skips kept); mid block;
 //   up blocks (skips concatenated, last first); eps = conv_out(silu(conv_norm_out(h))).
+// The forward runs the stage chain of ./stages.ts, the same description the VJPs use.
 // Optionally returns SILO's readout features: every up-block ResNet's conv2 output before its skip add
 // (up_blocks[0].resnets[0..], up_blocks[1].resnets[0..], ...: 12 tensors for SD-1.5).
 
@@ -13,7 +14,9 @@ import { assertArg } from '../../engine/errors.js';
 import { scale, silu } from '../../engine/ops/elementwise.js';
 import { Conv2d, GroupNorm } from '../layers.js';
 import type { WeightLoader } from '../weights.js';
+import { chainRun, moduleOutputs } from '../vjp-stages.js';
 import { DownBlock, MidBlock2DCrossAttn, UpBlock, type BlockSettings } from './blocks.js';
+import { readoutStageNames, unetStages } from './stages.js';
 import type { UNetConfig } from './config.js';
 import { TimestepEmbedding, Timesteps, type Timestep } from './embeddings.js';
 
@@ -135,52 +138,23 @@ export class UNet2DConditionModel {
    */
   forward(rec: Recorder, sample: Tensor, timestep: Timestep, encoderHiddenStates: Tensor, opts: UNetForwardOptions = {}): UNetOutput {
     this.checkInputs(sample, timestep, encoderHiddenStates);
-    const ctx = encoderHiddenStates;
     return rec.scope('unet', () =>
       rec.engine.tidy(() => {
-        const debug: Record<string, Tensor> | undefined = opts.debug ? {} : undefined;
-        const keep = new Set<Tensor>();
         const temb = this.embedTime(rec, timestep);
-        if (debug) debug['temb'] = temb;
-        const tembSilu = silu(rec, temb);
-
+        const stages = unetStages(this, { tembSilu: silu(rec, temb), context: encoderHiddenStates });
         const x = this.config.centerInputSample ? scale(rec, sample, 2, -1) : sample;
-        let h = rec.scope('conv_in', () => this.convIn.forward(rec, x));
-        if (debug) {
-          debug['conv_in'] = h;
-          keep.add(h);
+        const readout = opts.readout ? readoutStageNames(this) : [];
+        const modules = opts.debug ? moduleOutputs(stages) : new Map<string, string>();
+        // The debug taps include conv_out's: its norm output before the SiLU (conv_norm_out).
+        const r = chainRun(rec, stages, x, { taps: opts.debug ? [...readout, 'conv_out'] : readout, outputs: [...modules.values()] });
+        const out: UNetOutput = { eps: r.out };
+        if (opts.readout) out.readout = r.taps.slice(0, readout.length);
+        if (opts.debug) {
+          const debug: Record<string, Tensor> = { temb };
+          [...modules.keys()].forEach((name, i) => (debug[name] = r.outputs[i]!));
+          debug['conv_norm_out'] = r.taps[readout.length]!;
+          out.debug = debug;
         }
-        const skips: Tensor[] = [h];
-        this.downBlocks.forEach((b, i) => {
-          const r = rec.scope(`down_blocks.${i}`, () => b.forward(rec, h, tembSilu, ctx));
-          skips.push(...r.skips);
-          h = r.out;
-          if (debug) {
-            debug[`down_block_${i}`] = h;
-            keep.add(h);
-          }
-        });
-        h = rec.scope('mid_block', () => this.midBlock.forward(rec, h, tembSilu, ctx));
-        if (debug) debug['mid_block'] = h;
-
-        const readout: Tensor[] = [];
-        this.upBlocks.forEach((b, i) => {
-          const mine = skips.splice(skips.length - b.skipCount, b.skipCount);
-          const r = rec.scope(`up_blocks.${i}`, () => b.forward(rec, h, mine, tembSilu, ctx, { readout: opts.readout, keep }));
-          readout.push(...r.hidden);
-          h = r.out;
-          if (debug) debug[`up_block_${i}`] = h;
-        });
-
-        const eps = rec.scope('conv_out', () => {
-          if (!debug) return this.convOut.forward(rec, this.convNormOut.forward(rec, h, 'silu'));
-          const normed = this.convNormOut.forward(rec, h);
-          debug['conv_norm_out'] = normed;
-          return this.convOut.forward(rec, silu(rec, normed));
-        });
-        const out: UNetOutput = { eps };
-        if (opts.readout) out.readout = readout;
-        if (debug) out.debug = debug;
         return out;
       }),
     );

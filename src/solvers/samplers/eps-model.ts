@@ -61,7 +61,7 @@ export interface UNetEpsOptions {
 export function unetForwardMode(unet: UNet2DConditionModel, shape: readonly number[], opts: UNetEpsOptions = {}): ForwardMode {
   const mode = opts.forward ?? 'auto';
   if (mode !== 'auto') return mode;
-  return unetTapeBytes(unet.config, shape) <= (opts.activationBudget ?? DEFAULT_ACTIVATION_BUDGET) ? 'reuse' : 'recompute';
+  return unetTapeBytes(unet, shape) <= (opts.activationBudget ?? DEFAULT_ACTIVATION_BUDGET) ? 'reuse' : 'recompute';
 }
 
 /** The UNet as an EpsModel. Either way its VJP recomputes each stage's internals (stage checkpointing). */
