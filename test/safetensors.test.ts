@@ -473,8 +473,15 @@ describe('safetensors: upload to the GPU', () => {
         expect(Array.from(await t.read()), `${dt} -> ${target}`).toEqual(want);
         t.dispose();
       }
-      expect(() => f.toTensorTransposed(engine, 'b', 'f32')).toThrow(new RegExp(`t-${dt}\\.safetensors, tensor "b": only a rank-2 tensor can be uploaded transposed, this one is \\[2\\]`));
+      expect(() => f.toTensorTransposed(engine, 'b', 'f32')).toThrow(new RegExp(`t-${dt}\\.safetensors, tensor "b": only a matrix .* can be held transposed, this one is \\[2\\]`));
     }
+    // A 1x1 convolution's weight [2, 3, 1, 1] (proj_in / proj_out) is held as [3, 2, 1, 1]; a 3x3 one is refused.
+    const conv = parseSafetensors(serializeSafetensors({ w: f32Entry(values, [2, 3, 1, 1]), k: f32Entry(new Array(18).fill(1), [1, 2, 3, 3]) }), 'conv.safetensors');
+    const tc = conv.toTensorTransposed(engine, 'w', 'f32');
+    expect(tc.shape).toEqual([3, 2, 1, 1]);
+    expect(Array.from(await tc.read())).toEqual(order.map((i) => Math.fround(values[i]!)));
+    tc.dispose();
+    expect(() => conv.toTensorTransposed(engine, 'k', 'f32')).toThrow(/conv\.safetensors, tensor "k": only a matrix .* this one is \[1, 2, 3, 3\]/);
     if (engine.hasF16) {
       const wide = parseSafetensors(serializeSafetensors({ w: f32Entry([1, 70000, 3, 4], [2, 2]) }), 'wide.safetensors');
       expect(() => wide.toTensorTransposed(engine, 'w', 'f16')).toThrow(/wide\.safetensors, tensor "w": 1 value\(s\) beyond f16's range/);

@@ -87,6 +87,18 @@ export interface TensorSource {
 }
 
 /** [rows, cols] row-major values as [cols, rows]. */
+/**
+ * The shape a matrix takes held transposed: [rows, cols] -> [cols, rows], and a 1x1 convolution's weight
+ * [rows, cols, 1, 1] -> [cols, rows, 1, 1]; null for anything else.
+ */
+export function transposedShape(shape: readonly number[]): number[] | null {
+  if (shape.length < 2 || shape.slice(2).some((d) => d !== 1)) return null;
+  return [shape[1]!, shape[0]!, ...shape.slice(2)];
+}
+
+/** What a refused transposed upload says. */
+export const TRANSPOSE_ONLY_MATRICES = 'only a matrix ([rows, cols], or a 1x1 convolution weight [rows, cols, 1, 1]) can be held transposed';
+
 export function transpose2d(f: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(f.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = f[r * cols + c]!;
@@ -394,9 +406,9 @@ export class SafetensorsFile implements TensorSource {
   /** Uploads the tensor as a GPU tensor of `dtype` (default f32), converting on the host. */
   toTensorTransposed(engine: Engine, name: string, dtype: DType = 'f32'): Tensor {
     const i = this.info(name);
-    if (i.shape.length !== 2) throw new SafetensorsError(this.source, name, `only a rank-2 tensor can be uploaded transposed, this one is ${shapeString(i.shape)}`);
-    const [rows, cols] = i.shape as [number, number];
-    return this.upload(engine, name, transpose2d(this.getF32(name), rows, cols), [cols, rows], dtype);
+    const shape = transposedShape(i.shape);
+    if (!shape) throw new SafetensorsError(this.source, name, `${TRANSPOSE_ONLY_MATRICES}, this one is ${shapeString(i.shape)}`);
+    return this.upload(engine, name, transpose2d(this.getF32(name), i.shape[0]!, i.shape[1]!), shape, dtype);
   }
 
   toTensor(engine: Engine, name: string, dtype: DType = 'f32'): Tensor {

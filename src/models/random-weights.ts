@@ -8,7 +8,7 @@ import type { DType } from '../engine/dtype.js';
 import { shapeSize, shapeString } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
 import { Recorder } from '../engine/recorder.js';
-import type { RawArray, TensorInfo, TensorSource } from '../formats/safetensors.js';
+import { TRANSPOSE_ONLY_MATRICES, transposedShape, type RawArray, type TensorInfo, type TensorSource } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { randomNormal } from '../engine/ops/random.js';
 import { transposeLast2 } from '../engine/ops/matmul.js';
@@ -78,11 +78,17 @@ export class RandomWeightSource implements TensorSource {
   /** The same values as toTensor's, transposed (in the same pending program), so both layouts hold the same model. */
   toTensorTransposed(engine: Engine, name: string, dtype: DType = 'f32'): Tensor {
     const shape = this.info(name).shape;
-    if (shape.length !== 2) throw new SiloError(`${this.source}: "${name}" is ${shapeString(shape)}; only a rank-2 tensor can be uploaded transposed`);
+    const held = transposedShape(shape);
+    if (!held) throw new SiloError(`${this.source}: "${name}" is ${shapeString(shape)}; ${TRANSPOSE_ONLY_MATRICES}`);
     const t = this.toTensor(engine, name, dtype);
-    const tt = transposeLast2(this.rec!, t, name, { exact: true });
+    const m = t.reshape([shape[0]!, shape[1]!]);
     t.dispose();
-    return tt;
+    const tt = transposeLast2(this.rec!, m, name, { exact: true });
+    m.dispose();
+    if (held.length === 2) return tt;
+    const v = tt.reshape(held);
+    tt.dispose();
+    return v;
   }
 
   /** Submits the recorded generation program (call once after building the model). */

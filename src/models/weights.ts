@@ -10,7 +10,7 @@ import type { Engine } from '../engine/device.js';
 import type { DType } from '../engine/dtype.js';
 import { paramDtype, shapeString } from '../engine/dtype.js';
 import { SiloError } from '../engine/errors.js';
-import { transpose2d, type TensorSource } from '../formats/safetensors.js';
+import { TRANSPOSE_ONLY_MATRICES, transpose2d, transposedShape, type TensorSource } from '../formats/safetensors.js';
 import type { Tensor } from '../engine/tensor.js';
 import { Recorder } from '../engine/recorder.js';
 import { nonFiniteCountInto } from '../engine/ops/reduce.js';
@@ -114,7 +114,7 @@ export class WeightLoader {
     return this.has(name) ? this.source.info(this.prefix + name).shape : undefined;
   }
 
-  /** Uploads parameter `name` after checking its shape (`transpose`: a [rows, cols] one as [cols, rows]). */
+  /** Uploads parameter `name` after checking its shape (`transpose`: a [rows, cols] one as [cols, rows], a 1x1 conv's [rows, cols, 1, 1] as [cols, rows, 1, 1]). */
   get(name: string, shape: readonly number[], dtype: DType = this.dtype, opts: { transpose?: boolean } = {}): Tensor {
     const full = this.prefix + name;
     (this.source as { declare?: (n: string, s: readonly number[]) => void }).declare?.(full, shape);
@@ -136,10 +136,10 @@ export class WeightLoader {
   }
 
   private uploadTransposed(full: string, shape: readonly number[], dtype: DType): Tensor {
-    if (shape.length !== 2) throw new WeightError(`${this.source.source}: tensor "${full}" is ${shapeString(shape)}; only a rank-2 tensor can be held transposed`);
+    const held = transposedShape(shape);
+    if (!held) throw new WeightError(`${this.source.source}: tensor "${full}" is ${shapeString(shape)}; ${TRANSPOSE_ONLY_MATRICES}`);
     if (this.source.toTensorTransposed) return this.source.toTensorTransposed(this.engine, full, dtype);
-    const [rows, cols] = shape as [number, number];
-    return this.engine.tensor(transpose2d(this.source.getF32(full), rows, cols), [cols, rows], dtype, full);
+    return this.engine.tensor(transpose2d(this.source.getF32(full), shape[0]!, shape[1]!), held, dtype, full);
   }
 
   /**

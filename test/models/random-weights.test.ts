@@ -40,4 +40,22 @@ describe('RandomWeightSource', () => {
     const out = await result.out.read();
     expect(out.every(Number.isFinite)).toBe(true);
   });
+
+  it('transposed uploads hold the same draws: a matrix and a 1x1 convolution weight, refusing a 3x3 one', async () => {
+    const src = new RandomWeightSource(3);
+    const shapes: Record<string, number[]> = { lin: [5, 7], conv1: [6, 4, 1, 1], conv3: [2, 2, 3, 3] };
+    for (const [n, s] of Object.entries(shapes)) src.declare(n, s);
+    const plain = [src.toTensor(engine, 'lin'), src.toTensor(engine, 'conv1')];
+    const held = [src.toTensorTransposed(engine, 'lin'), src.toTensorTransposed(engine, 'conv1')];
+    expect(() => src.toTensorTransposed(engine, 'conv3')).toThrow(/"conv3" is \[2, 2, 3, 3\]; only a matrix/);
+    await src.generated();
+    expect(held.map((t) => t.shape)).toEqual([[7, 5], [4, 6, 1, 1]]);
+    for (const [i, [rows, cols]] of [[5, 7], [6, 4]].entries()) {
+      const p = await plain[i]!.read();
+      const h = await held[i]!.read();
+      const want = Array.from({ length: rows! * cols! }, (_, k) => p[(k % rows!) * cols! + Math.floor(k / rows!)]!);
+      expect(Array.from(h)).toEqual(want);
+    }
+    for (const t of [...plain, ...held]) t.dispose();
+  });
 });

@@ -18,9 +18,9 @@ function layerNormGradX(rec: Recorder, norm: LayerNorm, x: Tensor, g: Tensor, ac
   return layerNormBackward(rec, x, g, norm.shape, norm.weight, norm.bias, { eps: norm.eps, paramGrads: false, accumulate: acc }).dx;
 }
 
-/** dx of y = x W^T + b: dy W (W [out, in] shared by every batch), plus `acc` when given (in the same kernel). */
-function linearGradX(rec: Recorder, weight: Tensor, g: Tensor, acc?: Tensor): Tensor {
-  return matmul(rec, g, weight, { op: 'linear_grad_x', residual: acc });
+/** dx of y = x W^T + b: dy W (W [out, in], or held [in, out] when `transposed`), shared by every batch. */
+function linearGradX(rec: Recorder, weight: Tensor, g: Tensor, transposed: boolean): Tensor {
+  return matmul(rec, g, weight, { op: 'linear_grad_x', transB: transposed });
 }
 
 
@@ -80,11 +80,11 @@ export function transformerStage(name: string, tr: Transformer2DModel, context: 
       const wOut = tr.projOutWeight.reshape([c, c]);
       const normed = tr.norm.forward(rec, x).reshape([n, c, hw]);
       // Block inputs in token layout [N, HW, C].
-      const tokens = [matmul(rec, normed, wIn, { transA: true, transB: true, bias: tr.projInBias, op: 'proj_in' })];
+      const tokens = [matmul(rec, normed, wIn, { transA: true, transB: !tr.projTransposed, bias: tr.projInBias, op: 'proj_in' })];
       for (const b of tr.blocks.slice(0, -1)) tokens.push(b.forward(rec, tokens[tokens.length - 1]!, context()));
       // out = transpose(tokens W^T + b) + x: d tokens = transpose(g) W.
       const gT = transposeLast2(rec, gradOut.reshape([n, c, hw]), 'grad_to_tokens');
-      let dt = linearGradX(rec, wOut, gT);
+      let dt = linearGradX(rec, wOut, gT, tr.projTransposed);
       gT.dispose();
       for (let i = tr.blocks.length - 1; i >= 0; i--) {
         const next = rec.scope(`transformer_blocks.${i}/vjp`, () => rec.engine.tidy(() => blockGrad(rec, tr.blocks[i]!, tokens[i]!, context(), dt)));
@@ -92,7 +92,7 @@ export function transformerStage(name: string, tr: Transformer2DModel, context: 
         tokens[i]!.dispose();
         dt = next;
       }
-      const dNormed = matmulBackward(rec, normed, wIn, dt, { transA: true, transB: true, needs: { a: true, b: false } }).gradA!;
+      const dNormed = matmulBackward(rec, normed, wIn, dt, { transA: true, transB: !tr.projTransposed, needs: { a: true, b: false } }).gradA!;
       return groupNormGradX(rec, tr.norm, x, dNormed.reshape([n, c, hh, ww]), 'none', gradOut);
     },
   };

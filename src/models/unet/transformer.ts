@@ -137,18 +137,23 @@ export interface Transformer2DOptions {
 
 export class Transformer2DModel {
   readonly norm: GroupNorm;
-  /** proj_in / proj_out weights as stored: [C, C] (Linear) or [C, C, 1, 1] (conv 1x1). */
+  /**
+   * proj_in / proj_out weights: [C, C] (Linear) or [C, C, 1, 1] (conv 1x1), as stored ([out, in]) or, where
+   * the loader holds nn.Linear weights [in, out] (`projTransposed`), transposed like them.
+   */
   readonly projInWeight: Tensor;
   readonly projInBias: Tensor;
   readonly projOutWeight: Tensor;
   readonly projOutBias: Tensor;
+  readonly projTransposed: boolean;
   readonly blocks: BasicTransformerBlock[] = [];
 
   constructor(w: WeightLoader, readonly channels: number, readonly opts: Transformer2DOptions) {
     const c = channels;
     this.norm = new GroupNorm(w, 'norm', opts.groups, c, 1e-6);
+    this.projTransposed = w.linearLayout === 'in_out';
     const proj = (name: string) => {
-      const weight = w.get(`${name}.weight`, opts.useLinearProjection ? [c, c] : [c, c, 1, 1]);
+      const weight = w.get(`${name}.weight`, opts.useLinearProjection ? [c, c] : [c, c, 1, 1], undefined, { transpose: this.projTransposed });
       return { weight, bias: w.get(`${name}.bias`, [c]) };
     };
     const pin = proj('proj_in');
@@ -178,13 +183,13 @@ export class Transformer2DModel {
       // Conv 1x1 or permute + Linear: the same product x^T W^T + b, read straight into [N, H*W, C].
       // (Matrix views are made here, inside tidy: a view held by the module would keep the weight's
       // buffer alive after the loader disposes the weights.)
-      let t = matmul(rec, normed, this.projInWeight.reshape([c, c]), { transA: true, transB: true, bias: this.projInBias, op: 'proj_in' });
+      let t = matmul(rec, normed, this.projInWeight.reshape([c, c]), { transA: true, transB: !this.projTransposed, bias: this.projInBias, op: 'proj_in' });
       this.blocks.forEach((b, i) => {
         const next = rec.scope(`transformer_blocks.${i}`, () => b.forward(rec, t, context));
         t.dispose(); // recorded reads come first; the buffer can serve the next block
         t = next;
       });
-      const out = transposeLast2(rec, linear(rec, t, this.projOutWeight.reshape([c, c]), this.projOutBias, { op: 'proj_out' }), 'to_nchw');
+      const out = transposeLast2(rec, linear(rec, t, this.projOutWeight.reshape([c, c]), this.projOutBias, { op: 'proj_out', transposed: this.projTransposed }), 'to_nchw');
       return add(rec, out.reshape([n, c, h, w]), x);
     });
   }
