@@ -37,6 +37,8 @@ import { conv2dRef } from '../ref/conv2d.js';
 import { groupNormRef, layerNormRef } from '../ref/norm.js';
 import { softmaxRef } from '../ref/softmax.js';
 import { l2NormRef, sumRef } from '../ref/reduce.js';
+import { Adam } from '../../src/solvers/training/adam.js';
+import { adamRefStep, clipFactorRef } from '../ref/adam.js';
 
 export interface CaseResult {
   name: string;
@@ -270,6 +272,31 @@ CASES.push(
 );
 
 CASES.push(
+  {
+    name: 'AdamW, 2 steps over 2 parameters (1031 and 5x7) with a schedule and global-norm clipping',
+    atol: 1e-7,
+    rtol: 2e-6,
+    run: async (engine) => {
+      const shapes = [[1031], [5, 7]];
+      const p0 = [data(1031, 60), data(35, 61)];
+      const params = p0.map((p, i) => ({ name: `w${i}`, tensor: engine.tensor(p, shapes[i]!) }));
+      const lr = (t: number) => 1e-2 / t;
+      const opt = new Adam(engine, params, { lr, decoupled: true, weightDecay: 0.1, maxGradNorm: 1 });
+      const refs = p0.map((p) => ({ p: Float64Array.from(p), m: new Float64Array(p.length), v: new Float64Array(p.length) }));
+      for (let t = 1; t <= 2; t++) {
+        const gs = [data(1031, 70 + t, -3, 3), data(35, 80 + t, -3, 3)];
+        const gts = gs.map((g, i) => engine.tensor(g, shapes[i]!));
+        await runProgram(engine, 'adamw', (rec) => opt.update(rec, gts));
+        for (const g of gts) g.dispose();
+        const f = clipFactorRef(gs, 1);
+        refs.forEach((r, i) => adamRefStep(r, Array.from(gs[i]!, (x) => x * f), t, { lr: lr(t), decoupled: true, weightDecay: 0.1 }));
+      }
+      const got = [...(await params[0]!.tensor.read()), ...(await params[1]!.tensor.read())];
+      opt.dispose();
+      for (const p of params) p.tensor.dispose();
+      return { actual: new Float32Array(got), expected: [...refs[0]!.p, ...refs[1]!.p] };
+    },
+  },
   {
     name: 'matmul 77x130 @ 130x45 with bias + GELU',
     atol: 1e-5,
