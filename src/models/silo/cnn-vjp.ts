@@ -1,20 +1,23 @@
-// Reverse pass of SILO's DegradationModel with respect to its latent input z:
-//   vjp_z = d/dz sum(cotangent * model(z, sigma_emb))
+// Reverse pass of SILO's DegradationModel with respect to its latent input z and, for training, to its
+// parameters:
+//   vjp_z = d/dz sum(cotangent * model(z, sigma_emb));  grads = d/d params of the same sum
 // There is no autograd tape: the forward is re-run keeping, per conv -> LayerNorm -> ReLU unit, the conv
 // output (LayerNorm backward recomputes its statistics from it) and the LayerNorm output (ReLU's mask),
-// then the backward ops are applied in reverse. The sigma map depends on sigma_emb only, so it is a
-// constant here and the sigma branch is never differentiated. f32 only (the backward ops are f32).
+// then the backward ops are applied in reverse. The sigma map depends on sigma_emb only: for vjp_z it is
+// a constant; with parameter gradients its gradient (from the two concatenations it enters) flows back
+// through the sigma MLP. f32 only (the backward ops are f32).
 
 import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
-import { add, relu } from '../../engine/ops/elementwise.js';
-import { reluBackward } from '../../engine/ops/elementwise-backward.js';
+import { add, leakyRelu, relu } from '../../engine/ops/elementwise.js';
+import { leakyReluBackward, reluBackward } from '../../engine/ops/elementwise-backward.js';
+import { matmulBackward } from '../../engine/ops/matmul-backward.js';
 import { concatChannels, sliceChannels } from '../../engine/ops/layout.js';
 import { conv2dBackward, convTranspose2dBackward } from '../../engine/ops/conv2d-backward.js';
 import { layerNormBackward } from '../../engine/ops/norm-backward.js';
-import { Conv2d } from '../layers.js';
+import { Conv2d, type Linear } from '../layers.js';
 import type { DegradationModel } from './cnn.js';
 
 type Unit = DegradationModel['encoder'][number];
@@ -32,31 +35,58 @@ function unitForward(rec: Recorder, unit: Unit, input: Tensor): { out: Tensor; s
   return { out: relu(rec, preRelu), saved: { input, preNorm, preRelu } };
 }
 
-/** Gradient with respect to the unit's input; frees the unit's saved conv and norm outputs. */
-function unitBackward(rec: Recorder, unit: Unit, s: UnitSaved, gradOut: Tensor): Tensor {
-  return rec.engine.tidy(() => {
+/** Parameter gradients by state-dict name (weights in the layout the model holds them). */
+export type ParamGrads = Record<string, Tensor>;
+
+/**
+ * Gradient with respect to the unit's input (unless `needX` is false); frees the unit's saved conv and
+ * norm outputs. With `params`, the conv's and the norm's parameter gradients land there.
+ */
+function unitBackward(rec: Recorder, unit: Unit, s: UnitSaved, gradOut: Tensor, params?: ParamGrads, needX = true): Tensor | undefined {
+  const r = rec.engine.tidy(() => {
     const gNorm = reluBackward(rec, s.preRelu, gradOut);
     s.preRelu.dispose();
-    const gConv = layerNormBackward(rec, s.preNorm, gNorm, unit.norm.shape, unit.norm.weight, undefined, { eps: unit.norm.eps, paramGrads: false }).dx;
+    const n = layerNormBackward(rec, s.preNorm, gNorm, unit.norm.shape, unit.norm.weight, params ? unit.norm.bias : undefined, { eps: unit.norm.eps, paramGrads: !!params });
     s.preNorm.dispose();
-    return convBackwardX(rec, unit.conv, s.input, gConv);
+    const c = convBackward(rec, unit.conv, s.input, n.dx, needX, !!params);
+    return { dx: c.gradX, norm: n, conv: c };
   });
+  if (params) {
+    params[`${unit.names[0]}.weight`] = r.conv.gradWeight!;
+    params[`${unit.names[0]}.bias`] = r.conv.gradBias!;
+    params[`${unit.names[1]}.weight`] = r.norm.dWeight!;
+    params[`${unit.names[1]}.bias`] = r.norm.dBias!;
+  }
+  return r.dx;
+}
+
+function convBackward(rec: Recorder, conv: Unit['conv'], input: Tensor, gradOut: Tensor, needX: boolean, params: boolean) {
+  const needs = { x: needX, weight: params, bias: params };
+  return conv instanceof Conv2d
+    ? conv2dBackward(rec, input, conv.weight, gradOut, { stride: conv.opts.stride, padding: conv.opts.padding, groups: conv.opts.groups, needs })
+    : convTranspose2dBackward(rec, input, conv.weight, gradOut, { stride: conv.opts.stride, padding: conv.opts.padding, outputPadding: conv.opts.outputPadding, needs });
 }
 
 function convBackwardX(rec: Recorder, conv: Unit['conv'], input: Tensor, gradOut: Tensor): Tensor {
-  const needs = { x: true, weight: false, bias: false };
-  const g =
-    conv instanceof Conv2d
-      ? conv2dBackward(rec, input, conv.weight, gradOut, { stride: conv.opts.stride, padding: conv.opts.padding, groups: conv.opts.groups, needs })
-      : convTranspose2dBackward(rec, input, conv.weight, gradOut, { stride: conv.opts.stride, padding: conv.opts.padding, outputPadding: conv.opts.outputPadding, needs });
-  return g.gradX!;
+  return convBackward(rec, conv, input, gradOut, true, false).gradX!;
 }
 
-/**
- * vjp_z of DegradationModel: z [B, latent_dim, 64, 64], sigmaEmb [B, 1280] (omit without sigma_condition),
- * cotangent shaped like the output [B, output_dim, 64, 64]. Returns d/dz sum(cotangent * model(z, sigmaEmb)).
- */
-export function degradationModelVjp(rec: Recorder, model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefined, cotangent: Tensor): Tensor {
+/** A Linear layer's weight and bias gradients (its weight as held) and, when asked, its input's. */
+function linearGrads(rec: Recorder, lin: Linear, name: string, x: Tensor, gradOut: Tensor, params: ParamGrads, needX: boolean): Tensor | undefined {
+  // y = x W^T + b with W [out, in], or y = x W + b with W held [in, out].
+  const g = matmulBackward(rec, x, lin.weight, gradOut, { transB: !lin.transposed, needs: { a: needX, b: true, bias: true }, op: `${name}/backward` });
+  params[`${name}.weight`] = g.gradB!;
+  params[`${name}.bias`] = g.gradBias!;
+  return g.gradA;
+}
+
+/** vjp_z and, when asked, the parameter gradients of sum(cotangent * model(z, sigma_emb)). */
+export interface DegradationGrads {
+  z?: Tensor;
+  params?: ParamGrads;
+}
+
+function checkArgs(model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefined, cotangent: Tensor): void {
   const { latentDim, outputDim, latentSize } = model.config;
   const outShape = [z.shape[0], outputDim, latentSize, latentSize];
   assertArg(
@@ -76,40 +106,87 @@ export function degradationModelVjp(rec: Recorder, model: DegradationModel, z: T
   assertArg(!!sigmaEmb === model.config.sigmaCondition, `DegradationModel vjp: sigma_emb must be given exactly when the model is sigma-conditioned`);
   if (sigmaEmb) assertArg(sigmaEmb.shape[0] === z.shape[0], `DegradationModel vjp: batch of sigma_emb ${shapeString(sigmaEmb.shape)} differs from z ${shapeString(z.shape)}`);
 
-  return rec.scope('silo_cnn_vjp', () =>
-    rec.engine.tidy(() => {
-      // Forward with saves.
-      const sigmaMap = sigmaEmb ? model.sigmaMap(rec, sigmaEmb) : undefined;
-      let x = sigmaMap ? concatChannels(rec, [z, sigmaMap]) : z;
-      const encSaved: UnitSaved[] = [];
-      for (const unit of model.encoder) {
-        const r = unitForward(rec, unit, x);
-        encSaved.push(r.saved);
-        x = r.out;
-      }
-      const encoded = x;
-      const decSaved: UnitSaved[] = [];
-      for (const unit of model.decoder) {
-        const r = unitForward(rec, unit, x);
-        decSaved.push(r.saved);
-        x = r.out;
-      }
-      const skipIn = sigmaMap ? concatChannels(rec, [encoded, sigmaMap]) : encoded;
-      const adj = unitForward(rec, model.adjustEncoding, skipIn);
-      const proc = unitForward(rec, model.processing0, add(rec, x, adj.out));
-      const procOut = proc.out;
+}
 
-      // Backward. processing.3 (plain conv) -> processing.0 unit -> the sum feeds both branches.
-      const gProc = convBackwardX(rec, model.processing3, procOut, cotangent);
-      procOut.dispose();
-      const gSum = unitBackward(rec, model.processing0, proc.saved, gProc);
-      const gSkipIn = unitBackward(rec, model.adjustEncoding, adj.saved, gSum);
-      let g = gSum;
-      for (let i = model.decoder.length - 1; i >= 0; i--) g = unitBackward(rec, model.decoder[i]!, decSaved[i]!, g);
-      // encoded reaches the output through the decoder and through the skip branch's first 128 channels.
-      g = add(rec, g, sigmaMap ? sliceChannels(rec, gSkipIn, 0, encoded.shape[1]!) : gSkipIn);
-      for (let i = model.encoder.length - 1; i >= 0; i--) g = unitBackward(rec, model.encoder[i]!, encSaved[i]!, g);
-      return sigmaMap ? sliceChannels(rec, g, 0, latentDim) : g;
-    }),
-  );
+/**
+ * vjp_z of DegradationModel: z [B, latent_dim, 64, 64], sigmaEmb [B, 1280] (omit without sigma_condition),
+ * cotangent shaped like the output [B, output_dim, 64, 64]. Returns d/dz sum(cotangent * model(z, sigmaEmb)).
+ */
+export function degradationModelVjp(rec: Recorder, model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefined, cotangent: Tensor): Tensor {
+  checkArgs(model, z, sigmaEmb, cotangent);
+  return rec.scope('silo_cnn_vjp', () => backward(rec, model, z, sigmaEmb, cotangent, { z: true, params: false }).z!);
+}
+
+/**
+ * The gradients of sum(cotangent * model(z, sigmaEmb)) with respect to every parameter (by state-dict
+ * name, as DegradationModel.parameters() lists them) and, with `needZ`, to z: what a training step needs.
+ */
+export function degradationModelGrads(rec: Recorder, model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefined, cotangent: Tensor, opts: { needZ?: boolean } = {}): DegradationGrads {
+  checkArgs(model, z, sigmaEmb, cotangent);
+  return rec.scope('silo_cnn_grads', () => backward(rec, model, z, sigmaEmb, cotangent, { z: !!opts.needZ, params: true }));
+}
+
+function backward(rec: Recorder, model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefined, cotangent: Tensor, needs: { z: boolean; params: boolean }): DegradationGrads {
+  const { latentDim } = model.config;
+  const params: ParamGrads | undefined = needs.params ? {} : undefined;
+  return rec.engine.tidy(() => {
+    // Forward with saves (the sigma MLP's pre-activation too, when its parameters get gradients).
+    let sigmaMap: Tensor | undefined;
+    let sigmaHidden: { pre: Tensor; act: Tensor } | undefined;
+    if (sigmaEmb && params) {
+      const pre = model.sigmaPre0!.forward(rec, sigmaEmb);
+      const act = leakyRelu(rec, pre);
+      sigmaHidden = { pre, act };
+      const { latentSize } = model.config;
+      sigmaMap = model.sigmaPre2!.forward(rec, act).reshape([sigmaEmb.shape[0]!, 1, latentSize, latentSize]);
+    } else if (sigmaEmb) sigmaMap = model.sigmaMap(rec, sigmaEmb);
+    let x = sigmaMap ? concatChannels(rec, [z, sigmaMap]) : z;
+    const encSaved: UnitSaved[] = [];
+    for (const unit of model.encoder) {
+      const r = unitForward(rec, unit, x);
+      encSaved.push(r.saved);
+      x = r.out;
+    }
+    const encoded = x;
+    const decSaved: UnitSaved[] = [];
+    for (const unit of model.decoder) {
+      const r = unitForward(rec, unit, x);
+      decSaved.push(r.saved);
+      x = r.out;
+    }
+    const skipIn = sigmaMap ? concatChannels(rec, [encoded, sigmaMap]) : encoded;
+    const adj = unitForward(rec, model.adjustEncoding, skipIn);
+    const proc = unitForward(rec, model.processing0, add(rec, x, adj.out));
+    const procOut = proc.out;
+
+    // Backward. processing.3 (plain conv) -> processing.0 unit -> the sum feeds both branches.
+    const p3 = convBackward(rec, model.processing3, procOut, cotangent, true, !!params);
+    if (params) {
+      params['processing.3.weight'] = p3.gradWeight!;
+      params['processing.3.bias'] = p3.gradBias!;
+    }
+    procOut.dispose();
+    const gSum = unitBackward(rec, model.processing0, proc.saved, p3.gradX!, params)!;
+    const gSkipIn = unitBackward(rec, model.adjustEncoding, adj.saved, gSum, params)!;
+    let g = gSum;
+    for (let i = model.decoder.length - 1; i >= 0; i--) g = unitBackward(rec, model.decoder[i]!, decSaved[i]!, g, params)!;
+    // encoded reaches the output through the decoder and through the skip branch's first 128 channels.
+    const c = encoded.shape[1]!;
+    g = add(rec, g, sigmaMap ? sliceChannels(rec, gSkipIn, 0, c) : gSkipIn);
+    // The first conv's input gradient is needed for z, or for the sigma map's share of the input.
+    const needInput = needs.z || (!!params && !!sigmaMap);
+    for (let i = model.encoder.length - 1; i >= 0; i--) g = unitBackward(rec, model.encoder[i]!, encSaved[i]!, g, params, i > 0 || needInput)!;
+    const out: DegradationGrads = {};
+    if (needs.z) out.z = sigmaMap ? sliceChannels(rec, g, 0, latentDim) : g;
+    if (params && sigmaMap && sigmaHidden) {
+      // d sigma map = its channel of the encoder input's gradient + its channel of the skip input's.
+      const dMap = add(rec, sliceChannels(rec, g, latentDim, 1), sliceChannels(rec, gSkipIn, c, 1));
+      const dm = dMap.reshape([sigmaEmb!.shape[0]!, -1]);
+      const dAct = linearGrads(rec, model.sigmaPre2!, 'sigma_condition_precondition.2', sigmaHidden.act, dm, params, true)!;
+      const dPre = leakyReluBackward(rec, sigmaHidden.pre, dAct);
+      linearGrads(rec, model.sigmaPre0!, 'sigma_condition_precondition.0', sigmaEmb!, dPre, params, false);
+    }
+    if (params) out.params = params;
+    return out;
+  });
 }

@@ -23,6 +23,8 @@ class ConvLayerNorm {
   constructor(
     readonly conv: Conv2d | ConvTranspose2d,
     readonly norm: LayerNorm,
+    /** The state-dict prefixes of the conv and the norm ("encoder.0", "encoder.1"). */
+    readonly names: [string, string],
   ) {}
   forward(rec: Recorder, x: Tensor): Tensor {
     return rec.engine.tidy(() => relu(rec, this.norm.forward(rec, this.conv.forward(rec, x))));
@@ -59,16 +61,35 @@ export class DegradationModel {
     const enc = [config.latentDim + s, 16 + s, 32 + s, 64 + s, 128];
     for (let i = 0; i < 4; i++) {
       const conv = new Conv2d(w, `encoder.${3 * i}`, enc[i]!, enc[i + 1]!, 3, { padding: 1 });
-      this.encoder.push(new ConvLayerNorm(conv, ln(`encoder.${3 * i + 1}`, enc[i + 1]!)));
+      this.encoder.push(new ConvLayerNorm(conv, ln(`encoder.${3 * i + 1}`, enc[i + 1]!), [`encoder.${3 * i}`, `encoder.${3 * i + 1}`]));
     }
     const dec = [128, 64, 32, 16];
     for (let i = 0; i < 3; i++) {
       const conv = new ConvTranspose2d(w, `decoder.${3 * i}`, dec[i]!, dec[i + 1]!, 3, { stride: 1, padding: 1 });
-      this.decoder.push(new ConvLayerNorm(conv, ln(`decoder.${3 * i + 1}`, dec[i + 1]!)));
+      this.decoder.push(new ConvLayerNorm(conv, ln(`decoder.${3 * i + 1}`, dec[i + 1]!), [`decoder.${3 * i}`, `decoder.${3 * i + 1}`]));
     }
-    this.adjustEncoding = new ConvLayerNorm(new Conv2d(w, 'adjust_encoding.0', 128 + s, 16, 1), ln('adjust_encoding.1', 16));
-    this.processing0 = new ConvLayerNorm(new Conv2d(w, 'processing.0', 16, 16, 3, { padding: 1 }), ln('processing.1', 16));
+    this.adjustEncoding = new ConvLayerNorm(new Conv2d(w, 'adjust_encoding.0', 128 + s, 16, 1), ln('adjust_encoding.1', 16), ['adjust_encoding.0', 'adjust_encoding.1']);
+    this.processing0 = new ConvLayerNorm(new Conv2d(w, 'processing.0', 16, 16, 3, { padding: 1 }), ln('processing.1', 16), ['processing.0', 'processing.1']);
     this.processing3 = new Conv2d(w, 'processing.3', 16, config.outputDim, 3, { padding: 1 });
+  }
+
+  /** Every trainable tensor with its state-dict name, in the state dict's order (torch's model.parameters()). */
+  parameters(): { name: string; tensor: Tensor }[] {
+    const out: { name: string; tensor: Tensor }[] = [];
+    const both = (name: string, l: { weight: Tensor; bias?: Tensor }) => {
+      out.push({ name: `${name}.weight`, tensor: l.weight });
+      if (l.bias) out.push({ name: `${name}.bias`, tensor: l.bias });
+    };
+    if (this.sigmaPre0) both('sigma_condition_precondition.0', this.sigmaPre0);
+    if (this.sigmaPre2) both('sigma_condition_precondition.2', this.sigmaPre2);
+    for (const u of [...this.encoder, ...this.decoder, this.adjustEncoding]) {
+      both(u.names[0], u.conv);
+      both(u.names[1], u.norm);
+    }
+    both(this.processing0.names[0], this.processing0.conv);
+    both(this.processing0.names[1], this.processing0.norm);
+    both('processing.3', this.processing3);
+    return out;
   }
 
   /** sigma_condition_precondition(sigma_emb) reshaped to B x 1 x 64 x 64. */
