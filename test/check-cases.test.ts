@@ -11,7 +11,7 @@ import { parseSafetensors, serializeSafetensors, type SafetensorsEntry, type Saf
 import { dirCaseFiles } from '../src/check/files-node.js';
 import { compare } from '../src/check/compare.js';
 import { CaseError } from '../src/check/contract.js';
-import { detectKind, PENDING_CASES } from '../src/check/registry.js';
+import { detectKind } from '../src/check/registry.js';
 import { runClipTextMini } from '../src/check/clip.js';
 import { runSiloRg } from '../src/check/silo_rg.js';
 import { runSiloCnn } from '../src/check/silo_cnn.js';
@@ -294,23 +294,24 @@ describe('other runners refuse what they would ignore', () => {
   });
 });
 
-describe('cases we cannot run yet', () => {
+describe('silo_cnn_train through silo check', () => {
   function capture(): CliIO & { lines: string[]; errors: string[] } {
     const lines: string[] = [];
     const errors: string[] = [];
     return { lines, errors, out: (l) => lines.push(l), err: (l) => errors.push(l) };
   }
 
-  it('silo_cnn_train (and a variant of it) is reported as not supported yet, never run as silo_cnn', async () => {
+  it('is run by its own runner (a variant of it too), never as silo_cnn, and passes', async () => {
     const files = dirCaseFiles(goldenDir('silo_cnn_train'));
     const manifest = goldenManifest('silo_cnn_train');
     expect(await detectKind(files, manifest)).toBe('silo_cnn_train');
-    expect(PENDING_CASES['silo_cnn_train']).toMatch(/training SILO's CNN operator/);
     expect(await detectKind(files, { ...manifest, case: 'silo_cnn_train_seed2' })).toBe('silo_cnn_train');
+    expect(await detectKind(files, { ...manifest, case: 'silo_cnn_b4' })).toBe('silo_cnn');
     const io = capture();
-    expect(await main(['check', goldenDir('silo_cnn_train')], io)).toBe(1);
-    expect(io.errors.join('\n')).toMatch(/silo_cnn_train: silo_cnn_train \(training SILO's CNN operator.*\) is not implemented yet/);
-    expect(io.lines.some((l) => /\(silo_cnn, /.test(l)), 'no silo_cnn run was started').toBe(false);
+    expect(await main(['check', goldenDir('silo_cnn_train')], io)).toBe(0);
+    expect(io.lines.some((l) => /\(silo_cnn_train, f32\)/.test(l))).toBe(true);
+    expect(io.lines.some((l) => /ok\s+after_3\.encoder\.1\.weight/.test(l))).toBe(true);
+    expect(io.lines.some((l) => /131 of 131 tensors pass/.test(l))).toBe(true);
     // Handed to the silo_cnn runner anyway (--kind silo_cnn), its training tensors are refused by name.
     await refused(runSiloCnn(engine, files, manifest, {}), goldenDir('silo_cnn_train'), /a choice the silo_cnn runner does not understand|an input the silo_cnn runner does not understand/);
   });

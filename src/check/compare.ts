@@ -9,7 +9,15 @@ export interface Tolerance {
   atolRelativeToMaxAbs?: number;
   /** ||x - ref|| / ||ref|| bound; with it, maxFractionOverAtol of the elements may exceed atol. */
   relL2?: number;
+  /**
+   * The share of elements that may exceed atol: with relL2, that fraction of n; without it (optimizer
+   * steps), ceil(fraction * n) elements and at least one.
+   */
   maxFractionOverAtol?: number;
+  /** Every element within this, whatever the fraction rule allows. */
+  maxAbs?: number;
+  /** A parameter update: ||(x - base) - (ref - base)|| / ||ref - base|| <= bound. */
+  update?: { base: ArrayLike<number>; relL2: number };
   /** Integers that must match exactly (token ids). */
   exact?: boolean;
 }
@@ -40,6 +48,9 @@ export function describeTolerance(t: Tolerance): string {
   else parts.push(`atol ${t.atol ?? 0}`);
   if (t.rtol) parts.push(`rtol ${t.rtol}`);
   if (t.relL2 !== undefined) parts.push(`relL2 ${t.relL2}, <= ${(100 * (t.maxFractionOverAtol ?? 0)).toFixed(1)}% over atol`);
+  else if (t.maxFractionOverAtol !== undefined) parts.push(`all but ${(100 * t.maxFractionOverAtol).toFixed(1)}% within atol`);
+  if (t.maxAbs !== undefined) parts.push(`every element within ${t.maxAbs}`);
+  if (t.update) parts.push(`update relL2 ${t.update.relL2}`);
   return parts.join(', ');
 }
 
@@ -81,9 +92,27 @@ export function compare(item: CheckItem): CheckResult {
   const maxRel = maxRef > 0 ? maxAbs / maxRef : maxAbs;
   let pass: boolean;
   if (tol.relL2 !== undefined) pass = relL2 <= tol.relL2 && over <= (tol.maxFractionOverAtol ?? 0) * r.length;
+  else if (tol.maxFractionOverAtol !== undefined) pass = over <= Math.max(1, Math.ceil(tol.maxFractionOverAtol * r.length));
   else pass = over === 0;
-  const detail = pass
-    ? ''
-    : `${over} of ${r.length} elements out of tolerance; worst at ${worst}: ${x[worst]} vs ${r[worst]}`;
-  return { ...base, maxAbs, maxRel, relL2, pass, detail };
+  const problems: string[] = [];
+  if (!pass) problems.push(`${over} of ${r.length} elements out of tolerance; worst at ${worst}: ${x[worst]} vs ${r[worst]}`);
+  if (tol.maxAbs !== undefined && maxAbs > tol.maxAbs) {
+    pass = false;
+    problems.push(`an element is ${maxAbs} off, over the bound ${tol.maxAbs}`);
+  }
+  if (tol.update) {
+    const b = tol.update.base;
+    let un = 0;
+    let ud = 0;
+    for (let i = 0; i < r.length; i++) {
+      un += (x[i]! - r[i]!) ** 2;
+      ud += (r[i]! - b[i]!) ** 2;
+    }
+    const rel = ud > 0 ? Math.sqrt(un / ud) : Math.sqrt(un);
+    if (b.length !== r.length || !(rel <= tol.update.relL2)) {
+      pass = false;
+      problems.push(`the update is ${rel.toPrecision(3)} off in relative L2 (bound ${tol.update.relL2})`);
+    }
+  }
+  return { ...base, maxAbs, maxRel, relL2, pass, detail: problems.join('; ') };
 }

@@ -11,6 +11,7 @@ import { runClipTextMini } from './clip.js';
 import { runTaef2 } from './taef2.js';
 import { runSiloCnn } from './silo_cnn.js';
 import { runSiloRg } from './silo_rg.js';
+import { runSiloCnnTrain } from './silo_cnn_train.js';
 import { runSchedulers } from './schedulers.js';
 import { runDegradations } from './degradations.js';
 import { runDpsStep, runSiloStep } from './steps.js';
@@ -22,6 +23,7 @@ export const RUNNERS: Record<string, CaseRunner> = {
   taesd: runTaef2,
   silo_cnn: runSiloCnn,
   silo_rg: runSiloRg,
+  silo_cnn_train: runSiloCnnTrain,
   schedulers: runSchedulers,
   degradations: runDegradations,
   silo_step: runSiloStep,
@@ -35,6 +37,7 @@ const CASE_NAMES: Record<string, string> = {
   taef2: 'taesd',
   silo_cnn: 'silo_cnn',
   silo_rg: 'silo_rg',
+  silo_cnn_train: 'silo_cnn_train',
   schedulers: 'schedulers',
   degradations: 'degradations',
   silo_step: 'silo_step',
@@ -42,9 +45,7 @@ const CASE_NAMES: Record<string, string> = {
 };
 
 /** Cases of later milestones that `silo check` recognises but cannot run yet: name -> what is missing. */
-export const PENDING_CASES: Record<string, string> = {
-  silo_cnn_train: "silo_cnn_train (training SILO's CNN operator: parameter gradients and Adam updates)",
-};
+export const PENDING_CASES: Record<string, string> = {};
 
 export async function detectKind(files: CaseFiles, manifest: Record<string, unknown>): Promise<string | null> {
   const name = typeof manifest['case'] === 'string' ? manifest['case'] : '';
@@ -52,6 +53,12 @@ export async function detectKind(files: CaseFiles, manifest: Record<string, unkn
   if (PENDING_CASES[name]) return name;
   const pending = Object.keys(PENDING_CASES).find((p) => name.startsWith(`${p}_`) || name.startsWith(`${p}-`));
   if (pending) return pending;
+  // Another case of a known format (other seeds, batch, channels): named after it, and never mistaken
+  // for a case whose name it extends (silo_cnn_train_b4 is a training case, not silo_cnn).
+  const variant = Object.keys(CASE_NAMES)
+    .sort((a, b) => b.length - a.length)
+    .find((c) => name.startsWith(`${c}_`) || name.startsWith(`${c}-`));
+  if (variant) return CASE_NAMES[variant]!;
   if (manifest['scheduler_config_input'] || manifest['ddpm_config_resolved']) return 'schedulers';
   const fileMap = (manifest['files'] ?? {}) as Record<string, string>;
   if (fileMap['encoder_weights'] || fileMap['decoder_weights']) return 'taesd';
