@@ -74,10 +74,10 @@ export class DegradationModel {
   }
 
   /** Every trainable tensor with its state-dict name, in the state dict's order (torch's model.parameters()). */
-  parameters(): { name: string; tensor: Tensor }[] {
-    const out: { name: string; tensor: Tensor }[] = [];
-    const both = (name: string, l: { weight: Tensor; bias?: Tensor }) => {
-      out.push({ name: `${name}.weight`, tensor: l.weight });
+  parameters(): { name: string; tensor: Tensor; transposed?: boolean }[] {
+    const out: { name: string; tensor: Tensor; transposed?: boolean }[] = [];
+    const both = (name: string, l: { weight: Tensor; bias?: Tensor; transposed?: boolean }) => {
+      out.push({ name: `${name}.weight`, tensor: l.weight, ...(l.transposed ? { transposed: true } : {}) });
       if (l.bias) out.push({ name: `${name}.bias`, tensor: l.bias });
     };
     if (this.sigmaPre0) both('sigma_condition_precondition.0', this.sigmaPre0);

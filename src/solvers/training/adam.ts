@@ -15,6 +15,8 @@ import { reduceTensor } from '../../engine/ops/reduce.js';
 export interface NamedParameter {
   name: string;
   tensor: Tensor;
+  /** The tensor holds the state dict's [rows, cols] matrix transposed (nn.Linear weights on CPU adapters). */
+  transposed?: boolean;
 }
 
 export interface AdamOptions {
@@ -103,6 +105,25 @@ export class Adam {
         }),
       );
       norms?.dispose();
+    });
+    this.step = step;
+  }
+
+  /** The hyperparameters (for checkpoints); a schedule is not serialisable and is reported as such. */
+  settings(): { lr: number | 'schedule'; betas: [number, number]; eps: number; weightDecay: number; decoupled: boolean; maxGradNorm?: number } {
+    const h = this.hyper;
+    return { lr: typeof this.lr === 'number' ? this.lr : 'schedule', betas: [h.beta1, h.beta2], eps: h.eps, weightDecay: h.weightDecay, decoupled: h.decoupled, maxGradNorm: this.maxGradNorm };
+  }
+
+  /** Resumes from saved moments (f32 values in each parameter's held layout) after `step` steps. */
+  restore(step: number, m: readonly Float32Array[], v: readonly Float32Array[]): void {
+    assertArg(Number.isInteger(step) && step >= 0, `Adam: a resumed step count must be an integer >= 0, got ${step}`);
+    assertArg(m.length === this.params.length && v.length === this.params.length, `Adam: ${m.length} / ${v.length} saved moments for ${this.params.length} parameters`);
+    this.params.forEach((p, i) => {
+      for (const [what, vals, t] of [['exp_avg', m[i]!, this.m[i]!], ['exp_avg_sq', v[i]!, this.v[i]!]] as const) {
+        assertArg(vals.length === p.tensor.size, `Adam: saved ${what} of "${p.name}" has ${vals.length} values, the parameter ${p.tensor.size}`);
+        this.engine.write(t, vals);
+      }
     });
     this.step = step;
   }
