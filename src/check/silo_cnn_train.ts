@@ -8,12 +8,13 @@
 import type { Engine } from '../engine/device.js';
 import type { Tensor } from '../engine/tensor.js';
 import { runProgram } from '../engine/recorder.js';
-import { transpose2d, type SafetensorsFile } from '../formats/safetensors.js';
+import type { SafetensorsFile } from '../formats/safetensors.js';
 import { DegradationModel } from '../models/silo/cnn.js';
 import { degradationModelGrads } from '../models/silo/cnn-vjp.js';
 import { inferDegradationConfig } from '../models/silo/config.js';
 import { regressionLoss, type LossKind } from '../engine/ops/loss.js';
 import { Adam } from '../solvers/training/adam.js';
+import { stateShape, toState } from '../solvers/training/checkpoint.js';
 import type { CaseFiles } from './files.js';
 import type { CaseRunner } from './case.js';
 import type { CheckItem, Tolerance } from './compare.js';
@@ -69,13 +70,6 @@ function readSetup(files: CaseFiles, manifest: Json): TrainSetup {
     setup.rows = rows as number[];
   }
   return setup;
-}
-
-/** A parameter's values in the state dict's layout ([out, in] for a Linear held transposed). */
-async function stateValues(model: DegradationModel, name: string, t: Tensor): Promise<Float32Array> {
-  const v = await t.read();
-  const lin = name.startsWith('sigma_condition_precondition.') && name.endsWith('.weight');
-  return lin && model.sigmaPre0!.transposed ? transpose2d(v, t.shape[0]!, t.shape[1]!) : v;
 }
 
 /** The stored rows of a [C, H, W] parameter when the golden keeps only those; the values unchanged otherwise. */
@@ -140,7 +134,7 @@ export const runSiloCnnTrain: CaseRunner = async (engine: Engine, files, manifes
   const items: CheckItem[] = [];
   try {
     const w0 = new Map<string, Float32Array>();
-    for (const p of params) w0.set(p.name, await stateValues(model, p.name, p.tensor));
+    for (const p of params) w0.set(p.name, toState(p, await p.tensor.read()));
     const lossTol = manifestTolerance(manifest, 'loss');
     for (let k = 0; k <= steps; k++) {
       const update = k < steps;
@@ -160,7 +154,7 @@ export const runSiloCnnTrain: CaseRunner = async (engine: Engine, files, manifes
         const gt = gradTolerance(manifest);
         for (const p of params) {
           const key = `grad.${p.name}`;
-          if (golden.has(key)) items.push({ name: key, actual: await stateValues(model, p.name, result.grads[p.name]!), expected: golden.getF32(key), tol: gt });
+          if (golden.has(key)) items.push({ name: key, actual: toState(p, await result.grads[p.name]!.read()), expected: golden.getF32(key), tol: gt });
         }
       }
       for (const t of [result.output, result.loss, ...Object.values(result.grads)]) t.dispose();
@@ -169,8 +163,8 @@ export const runSiloCnnTrain: CaseRunner = async (engine: Engine, files, manifes
         for (const p of params) {
           const key = `after_${after}.${p.name}`;
           if (!golden.has(key)) continue;
-          const shape = weights.info(p.name).shape; // the state dict's layout, as stateValues gives
-          const actual = storedPart(files, golden, key, shape, await stateValues(model, p.name, p.tensor), setup.rows);
+          const shape = stateShape(p);
+          const actual = storedPart(files, golden, key, shape, toState(p, await p.tensor.read()), setup.rows);
           const base = storedPart(files, golden, key, shape, w0.get(p.name)!, setup.rows);
           items.push({ name: key, actual, expected: golden.getF32(key), tol: afterTolerance(manifest, after, base) });
         }

@@ -20,6 +20,7 @@ import { shapeString } from '../engine/dtype.js';
 import { add, scale, silu } from '../engine/ops/elementwise.js';
 import { concatChannels } from '../engine/ops/layout.js';
 import { conv2dBackward } from '../engine/ops/conv2d-backward.js';
+import { convOutputSize } from '../engine/ops/conv2d.js';
 import { groupNormBackward } from '../engine/ops/norm-backward.js';
 import { concatChannelsBackward } from '../engine/ops/layout-backward.js';
 import type { Conv2d, GroupNorm } from './layers.js';
@@ -51,17 +52,28 @@ export interface Stage {
 
 /** [N, Cout, Ho, Wo] of a Conv2d layer for an input [N, Cin, H, W] (padEnd as its forward uses it). */
 export function convOutShape(conv: Conv2d, s: readonly number[], padEnd = 0): number[] {
-  const k = typeof conv.kernel === 'number' ? [conv.kernel, conv.kernel] : conv.kernel;
   const pair = (p: number | [number, number] | undefined, d: number): [number, number] => (p === undefined ? [d, d] : typeof p === 'number' ? [p, p] : p);
-  const [sh, sw] = pair(conv.opts.stride, 1);
-  const [ph, pw] = pair(conv.opts.padding, 0);
-  const out = (x: number, kk: number, p: number, st: number) => Math.floor((x + 2 * p + padEnd - kk) / st) + 1;
-  return [s[0]!, conv.outChannels, out(s[2]!, k[0]!, ph, sh), out(s[3]!, k[1]!, pw, sw)];
+  const [kh, kw] = pair(conv.kernel, 0);
+  return [s[0]!, conv.outChannels, ...convOutputSize(s[2]!, s[3]!, kh, kw, pair(conv.opts.stride, 1), pair(conv.opts.padding, 0), [padEnd, padEnd])];
 }
 
 /** A stage's profile scope: its name as a module path ("down_blocks.0.resnets.1" -> "down_blocks.0/resnets.1"). */
 function scopePath(name: string): string {
   return name.replace(/\.(?=[A-Za-z_])/g, '/');
+}
+
+/**
+ * Records one stage's forward in its profile scope: with its tap when `tap`, keeping its internal when
+ * `keep` and the stage can (forwardKeep).
+ */
+function runStage(rec: Recorder, st: Stage, input: Tensor, tap: boolean, keep: boolean): { out: Tensor; tap?: Tensor; kept?: Tensor } {
+  return rec.scope(scopePath(st.name), () =>
+    rec.engine.tidy(() => {
+      if (keep && st.forwardKeep) return st.forwardKeep(rec, input, tap);
+      if (tap) return st.forwardTap!(rec, input);
+      return { out: st.forward(rec, input) };
+    }),
+  );
 }
 
 /** dx of a Conv2d layer (weight gradient not computed); padEnd as the forward used it. */
@@ -229,17 +241,10 @@ export function chainForward(
       const last = i === stages.length - 1;
       if (i === stopAt && !opts.output) break;
       const ti = tapIndex.get(st.name);
-      if (opts.keep && st.forwardKeep) {
-        const r = rec.scope(scopePath(st.name), () => engine.tidy(() => st.forwardKeep!(rec, input, ti !== undefined)));
-        kept[i] = r.kept;
-        if (ti !== undefined) taps[ti] = r.tap!;
-        h = r.out;
-      } else if (ti === undefined) h = rec.scope(scopePath(st.name), () => engine.tidy(() => st.forward(rec, input)));
-      else {
-        const r = rec.scope(scopePath(st.name), () => engine.tidy(() => st.forwardTap!(rec, input)));
-        taps[ti] = r.tap;
-        h = r.out;
-      }
+      const r = runStage(rec, st, input, ti !== undefined, !!opts.keep);
+      if (r.kept) kept[i] = r.kept;
+      if (ti !== undefined) taps[ti] = r.tap!;
+      h = r.out;
       if (last) out = h;
       else if (st.pushSkip) stack.push({ producer: i, t: h });
     }
@@ -378,13 +383,12 @@ export function chainRun(rec: Recorder, stages: Stage[], x: Tensor, opts: { taps
         free(skip);
       }
       const ti = tapIndex.get(st.name);
-      if (ti === undefined) h = rec.scope(scopePath(st.name), () => engine.tidy(() => st.forward(rec, input)));
-      else {
-        const r = rec.scope(scopePath(st.name), () => engine.tidy(() => st.forwardTap!(rec, input)));
-        taps[ti] = r.tap;
-        held.add(r.tap);
-        h = r.out;
+      const r = runStage(rec, st, input, ti !== undefined, false);
+      if (ti !== undefined) {
+        taps[ti] = r.tap!;
+        held.add(r.tap!);
       }
+      h = r.out;
       free(input);
       const oi = outIndex.get(st.name);
       if (oi !== undefined) {

@@ -12,7 +12,7 @@ import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
 import { shapeString } from '../dtype.js';
-import { conv2d, record, type Pair } from './conv2d.js';
+import { conv2d, convOutputSize, record, type Pair } from './conv2d.js';
 import { sumToShape } from './elementwise-backward.js';
 
 export interface Conv2dBackwardOptions {
@@ -145,8 +145,7 @@ export function conv2dBackward(rec: Recorder, x: Tensor, weight: Tensor, gradOut
   const pad = pair(opts.padding, 0);
   const end = pair(opts.padEnd, 0);
   assertArg(cig * groups === cin && cout % groups === 0, `${name}: weight ${shapeString(weight.shape)} with groups ${groups} does not fit input ${shapeString(x.shape)}`);
-  const oh = Math.floor((h + 2 * pad[0] + end[0] - kh) / stride[0]) + 1;
-  const ow = Math.floor((w + 2 * pad[1] + end[1] - kw) / stride[1]) + 1;
+  const [oh, ow] = convOutputSize(h, w, kh, kw, stride, pad, end);
   const expect = [n, cout, oh, ow];
   assertArg(
     gradOut.shape.every((d, i) => d === expect[i]),

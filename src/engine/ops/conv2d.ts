@@ -54,6 +54,11 @@ function pair(v: Pair | undefined, dflt: number, what: string, name: string): [n
   return p;
 }
 
+/** The output [Ho, Wo] of a convolution with PyTorch's arithmetic: floor((H + 2 p + padEnd - K) / s) + 1. */
+export function convOutputSize(h: number, w: number, kh: number, kw: number, stride: [number, number], pad: [number, number], end: [number, number] = [0, 0]): [number, number] {
+  return [Math.floor((h + 2 * pad[0] + end[0] - kh) / stride[0]) + 1, Math.floor((w + 2 * pad[1] + end[1] - kw) / stride[1]) + 1];
+}
+
 /** Smallest power of two >= n, clamped to [lo, hi]. */
 function pow2Tile(n: number, lo: number, hi: number): number {
   let t = lo;
@@ -374,8 +379,7 @@ export function conv2d(rec: Recorder, x: Tensor, weight: Tensor, bias?: Tensor, 
   assertArg(stride[0] >= 1 && stride[1] >= 1, `${name}: stride must be >= 1, got ${stride.join('x')}`);
   assertArg(pad[0] >= 0 && pad[1] >= 0, `${name}: padding must be >= 0, got ${pad.join('x')}`);
   assertArg(end[0] >= 0 && end[1] >= 0, `${name}: padEnd must be >= 0, got ${end.join('x')}`);
-  const oh = Math.floor((g.h + 2 * pad[0] + end[0] - g.kh) / stride[0]) + 1;
-  const ow = Math.floor((g.w + 2 * pad[1] + end[1] - g.kw) / stride[1]) + 1;
+  const [oh, ow] = convOutputSize(g.h, g.w, g.kh, g.kw, stride, pad, end);
   assertArg(
     oh >= 1 && ow >= 1,
     `${name}: kernel ${g.kh}x${g.kw} with padding ${pad.join('x')} is larger than the input ${shapeString(x.shape)}`,

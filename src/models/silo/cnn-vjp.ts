@@ -67,10 +67,6 @@ function convBackward(rec: Recorder, conv: Unit['conv'], input: Tensor, gradOut:
     : convTranspose2dBackward(rec, input, conv.weight, gradOut, { stride: conv.opts.stride, padding: conv.opts.padding, outputPadding: conv.opts.outputPadding, needs });
 }
 
-function convBackwardX(rec: Recorder, conv: Unit['conv'], input: Tensor, gradOut: Tensor): Tensor {
-  return convBackward(rec, conv, input, gradOut, true, false).gradX!;
-}
-
 /** A Linear layer's weight and bias gradients (its weight as held) and, when asked, its input's. */
 function linearGrads(rec: Recorder, lin: Linear, name: string, x: Tensor, gradOut: Tensor, params: ParamGrads, needX: boolean): Tensor | undefined {
   // y = x W^T + b with W [out, in], or y = x W + b with W held [in, out].

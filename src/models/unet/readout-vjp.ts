@@ -17,8 +17,6 @@ import type { Timestep } from './embeddings.js';
 import type { UNet2DConditionModel } from './unet.js';
 import { readoutStageNames, unetStages, type Consts } from './stages.js';
 
-export { readoutStageNames };
-
 
 /** Each readout feature's shape for a sample [N, C, H, W]: up block i runs at H / 2^(down-samplers not yet undone). */
 function featureShapes(unet: UNet2DConditionModel, sample: Tensor): number[][] {

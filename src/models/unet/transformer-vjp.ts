@@ -23,7 +23,6 @@ function linearGradX(rec: Recorder, weight: Tensor, g: Tensor, transposed: boole
   return matmul(rec, g, weight, { op: 'linear_grad_x', transB: transposed });
 }
 
-
 /**
  * d query input of Attention given d out, from the projections the recomputed forward made (for
  * self-attention the query input is also the context, so dk and dv flow into it too).

@@ -7,6 +7,7 @@ import { assertArg } from '../../engine/errors.js';
 import type { Image8 } from '../../io/types.js';
 import { crop } from '../../io/image.js';
 import { resizeImage, type ResizeFilter } from '../../io/resize.js';
+import { roundHalfEven } from '../schedulers/schedule.js';
 
 /** Uniform numbers from a 32-bit seed (mulberry32): reproducible everywhere, not cryptographic. */
 export class AugmentRng {
@@ -30,12 +31,6 @@ export class AugmentRng {
   int(n: number): number {
     return Math.min(n - 1, Math.floor(this.next() * n));
   }
-}
-
-/** Python's round(): halves to even. */
-function roundHalfEven(v: number): number {
-  const r = Math.round(v);
-  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 export interface CropBox {

@@ -16,13 +16,13 @@ export const CHECKPOINT_FORMAT = 'silo-webgpu-training-checkpoint/1';
 export class CheckpointError extends SiloError {}
 
 /** The state dict's shape of a parameter (a held-transposed matrix swaps back). */
-function stateShape(p: NamedParameter): number[] {
+export function stateShape(p: NamedParameter): number[] {
   const s = p.tensor.shape;
   return p.transposed ? [s[1]!, s[0]!, ...s.slice(2)] : s.slice();
 }
 
 /** Values in the held layout -> the state dict's. */
-function toState(p: NamedParameter, v: Float32Array): Float32Array {
+export function toState(p: NamedParameter, v: Float32Array): Float32Array {
   return p.transposed ? transpose2d(v, p.tensor.shape[0]!, p.tensor.shape[1]!) : v;
 }
 
