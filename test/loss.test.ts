@@ -1,6 +1,6 @@
 // regressionLoss (kernels/loss.wgsl): F.l1_loss / F.mse_loss (mean) and their gradients against a CPU
 // reference, on a size that is not a multiple of the workgroup, with exact ties (torch's sign(0) = 0) and
-// a clamped target; and the refusals.
+// a clamped target; NaN kept (never clamped into a finite value); and the refusals.
 import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../src/engine/device.js';
 import { runProgram } from '../src/engine/recorder.js';
@@ -55,6 +55,28 @@ describe('regressionLoss', () => {
         }
       });
     }
+  }
+
+  for (const kind of ['l1', 'mse'] as const) {
+    it(`${kind}: a NaN in the output or the target gives a NaN loss and NaN gradients there, even through the clamp`, async () => {
+      const o = randomData(300, 3, -2, 2);
+      const t = randomData(300, 4, -2, 2);
+      t[17] = NaN; // clamp(NaN) in WGSL may return a bound: it must not
+      o[251] = NaN;
+      const to = engine.tensor(o, [300], 'f32', 'out');
+      const tt = engine.tensor(t, [300], 'f32', 'target');
+      try {
+        const { result } = await runProgram(engine, 'loss nan', (rec) => regressionLoss(rec, to, tt, { kind, clamp: [-4, 4] }));
+        expect((await result.loss.read())[0]).toBeNaN();
+        const g = await result.grad.read();
+        expect([...g.keys()].filter((i) => Number.isNaN(g[i]!))).toEqual([17, 251]);
+        result.loss.dispose();
+        result.grad.dispose();
+      } finally {
+        to.dispose();
+        tt.dispose();
+      }
+    });
   }
 
   it('refuses mismatched shapes, non-f32 tensors and an empty clamp range', () => {

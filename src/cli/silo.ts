@@ -15,6 +15,7 @@ import { parseNumberArg } from './numbers.js';
 import { parseRestoreArgs, runRestore, RESTORE_OPTIONS, RESTORE_USAGE } from './restore.js';
 import { runRestoreBatch } from './restore-batch.js';
 import { parseTuneArgs, runTune, TUNE_USAGE } from './tune.js';
+import { parseTrainArgs, runTrain, TRAIN_OPTIONS, TRAIN_USAGE } from './train.js';
 
 export interface CliIO {
   out(line: string): void;
@@ -33,7 +34,7 @@ export { UsageError };
 
 const consoleIO: CliIO = { out: (l) => console.log(l), err: (l) => console.error(l) };
 
-function options<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(args: string[], spec: T) {
+function options<T extends Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>>(args: string[], spec: T) {
   let parsed;
   try {
     parsed = parseArgs({ args, options: { ...spec, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true, tokens: true });
@@ -43,7 +44,7 @@ function options<T extends Record<string, { type: 'string' | 'boolean'; short?: 
   // parseArgs keeps the last of a repeated flag; '--steps 10 ... --steps 1000' is more likely a mistake.
   const seen = new Set<string>();
   for (const t of parsed.tokens) {
-    if (t.kind !== 'option') continue;
+    if (t.kind !== 'option' || spec[t.name]?.multiple) continue;
     if (seen.has(t.name)) throw new UsageError(`--${t.name} given more than once`);
     seen.add(t.name);
   }
@@ -107,6 +108,19 @@ export const SUBCOMMANDS: Record<string, Subcommand> = {
       }
       if (positionals.length) throw new UsageError(`unexpected argument(s) ${positionals.join(' ')}`);
       return runTune(parseTuneArgs(values), io);
+    },
+  },
+  train: {
+    summary: "train SILO's CNN latent operator for an autoencoder and a degradation on your images",
+    usage: TRAIN_USAGE,
+    async run(args, io) {
+      const { values, positionals } = options(args, TRAIN_OPTIONS);
+      if (values.help) {
+        io.out(SUBCOMMANDS.train!.usage);
+        return 0;
+      }
+      if (positionals.length) throw new UsageError(`unexpected argument(s) ${positionals.join(' ')} (training images go after --data)`);
+      return runTrain(parseTrainArgs(values), io);
     },
   },
   convert: {

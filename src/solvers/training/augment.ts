@@ -16,6 +16,14 @@ export class AugmentRng {
     assertArg(Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff, `augment: seed ${seed} must be an integer in [0, 2^32)`);
     this.s = seed >>> 0;
   }
+  /** The generator's whole state (a checkpoint saves it; assigning it continues the same stream). */
+  get state(): number {
+    return this.s;
+  }
+  set state(v: number) {
+    assertArg(Number.isInteger(v) && v >= 0 && v <= 0xffffffff, `augment: state ${v} must be an integer in [0, 2^32)`);
+    this.s = v >>> 0;
+  }
   /** [0, 1). */
   next(): number {
     this.s = (this.s + 0x6d2b79f5) >>> 0;

@@ -1,0 +1,288 @@
+// `silo train`: trains SILO's CNN operator for a TAESD-family autoencoder and a degradation on a folder
+// of images (the session logic is src/solvers/training/session.ts; here: arguments, files, progress,
+// Ctrl-C). The output folder gets checkpoint.safetensors (every --checkpoint-every steps, at the end and
+// on Ctrl-C; written atomically), operator.safetensors (the trained operator, what restore --operator
+// reads), loss.csv, validation.json and curve.svg.
+
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Engine } from '../engine/device.js';
+import { readSafetensorsFile } from '../formats/safetensors-node.js';
+import { writeFileAtomic } from '../formats/atomic-write-node.js';
+import type { SafetensorsFile } from '../formats/safetensors.js';
+import { TinyAutoencoder } from '../models/taesd/autoencoder.js';
+import { taesdCodec } from '../solvers/training/latent-codec.js';
+import { sinusoidSigmaEmbedder } from '../solvers/training/sigma-embedding.js';
+import { readTrainingImages } from '../solvers/training/data-node.js';
+import { CNN_DEFAULTS, TrainSession, type TrainSettings } from '../solvers/training/session.js';
+import { curveSvg, lossCsv } from '../solvers/training/curve.js';
+import type { StepReport, ValidationReport } from '../solvers/training/trainer.js';
+import { isDegradationTask, DEGRADATION_TASKS } from '../solvers/degradations/tasks.js';
+import { serializeSafetensors } from '../formats/safetensors.js';
+import { parseNumberArg } from './numbers.js';
+import { UsageError } from './usage-error.js';
+import { fmtTime } from './progress.js';
+import { interruptHandler } from './restore.js';
+import type { CliIO } from './silo.js';
+
+export const TRAIN_USAGE = [
+  'silo train --task <task> --encoder <encoder.safetensors> --data <folder|list.txt|image>... --out <folder> [options]',
+  '  trains SILO\'s CNN latent operator H so that H(E(x), e_sigma) matches E(A(x) + sigma n)',
+  '  --operator cnn         the operator to train (cnn; the readout operator is not trainable yet)',
+  `  --task                 the degradation A (${DEGRADATION_TASKS.filter((t) => t !== 'motion_blur').join(', ')})`,
+  '  --encoder / --decoder  a TAESD-family autoencoder (.safetensors; convert a .pth with silo convert); the decoder',
+  '                         adds decoded PSNR to validation',
+  '  --data                 training images: folders (searched recursively), .txt lists or image files; repeatable',
+  '  --validate             held-out images, same forms; removed from the training set; repeatable',
+  '  --size N               crop side in pixels (default 128); the latent side is N / the encoder factor',
+  '  --steps N              train until N optimizer steps (default 1000; a resumed run counts on)',
+  '  --batch N              crops per micro-batch (default 16)   --accumulate K  micro-batches per step (default 1)',
+  '  --lr X                 Adam learning rate (default 1e-4)    --clip X  clip the global gradient norm',
+  '  --schedule constant|linear|cosine  [--warmup N]             learning-rate schedule (decay over --steps)',
+  '  --loss l1|mse          (default l1)   --clamp X|none  clamp the target to [-X, X] (default 4)',
+  '  --sigma-max X          sigma ~ U(0, X) per batch (default 0.04)   --val-sigma X  held-out sigma (default 0)',
+  '  --jitter b,c,s,h|none  colour jitter (default 0.1,0.1,0.1,0.02)   --seed N (default 0)',
+  '  --cache N              encode N fixed crops once and train on them (default 0: new crops every step)',
+  '  --cache-file F         save the cache to F, or reuse it if F exists and matches the run',
+  '  --val-every N / --checkpoint-every N   (default 100 / 100)',
+  '  --resume F             continue from a checkpoint (same settings and data; bit for bit on the same adapter)',
+  '  --quiet                no per-step lines',
+  '  Ctrl-C stops after the current step and writes a checkpoint; a second Ctrl-C exits at once',
+].join('\n');
+
+export const TRAIN_OPTIONS = {
+  operator: { type: 'string' },
+  task: { type: 'string' },
+  encoder: { type: 'string' },
+  decoder: { type: 'string' },
+  data: { type: 'string', multiple: true },
+  validate: { type: 'string', multiple: true },
+  out: { type: 'string' },
+  size: { type: 'string' },
+  steps: { type: 'string' },
+  batch: { type: 'string' },
+  accumulate: { type: 'string' },
+  lr: { type: 'string' },
+  clip: { type: 'string' },
+  schedule: { type: 'string' },
+  warmup: { type: 'string' },
+  loss: { type: 'string' },
+  clamp: { type: 'string' },
+  'sigma-max': { type: 'string' },
+  'val-sigma': { type: 'string' },
+  jitter: { type: 'string' },
+  seed: { type: 'string' },
+  cache: { type: 'string' },
+  'cache-file': { type: 'string' },
+  'val-every': { type: 'string' },
+  'checkpoint-every': { type: 'string' },
+  resume: { type: 'string' },
+  quiet: { type: 'boolean' },
+} as const;
+
+type Values = { [K in keyof typeof TRAIN_OPTIONS]?: (typeof TRAIN_OPTIONS)[K] extends { multiple: true } ? string[] : (typeof TRAIN_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
+
+export interface TrainCliOptions {
+  settings: TrainSettings;
+  encoder: string;
+  decoder?: string;
+  data: string[];
+  validate: string[];
+  out: string;
+  steps: number;
+  valSigma: number;
+  valEvery: number;
+  checkpointEvery: number;
+  cacheFile?: string;
+  resume?: string;
+  quiet: boolean;
+}
+
+function num(flag: string, text: string | undefined, dflt: number, rule: Parameters<typeof parseNumberArg>[2]): number {
+  if (text === undefined) return dflt;
+  try {
+    return parseNumberArg(flag, text, rule);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** Arguments to options, every mistake a UsageError naming the flag (nothing touches the GPU or files). */
+export function parseTrainArgs(v: Values): TrainCliOptions {
+  const operator = v.operator ?? 'cnn';
+  if (operator === 'readout') throw new UsageError('--operator readout: training the readout operator is not built yet (its parameter gradients come first); use --operator cnn');
+  if (operator !== 'cnn') throw new UsageError(`--operator ${operator}: expected cnn`);
+  if (!v.task) throw new UsageError('--task is required');
+  if (!isDegradationTask(v.task)) throw new UsageError(`--task ${v.task}: expected one of ${DEGRADATION_TASKS.join(', ')}`);
+  if (v.task === 'motion_blur') throw new UsageError('--task motion_blur: needs a kernel file, not offered for training yet');
+  if (!v.encoder) throw new UsageError('--encoder is required (a TAESD-family encoder .safetensors, e.g. taef2_encoder.safetensors)');
+  if (!v.data?.length) throw new UsageError('--data is required (a folder, a .txt list or images)');
+  if (!v.out) throw new UsageError('--out is required (the folder for checkpoints, the operator and the curves)');
+  const steps = num('steps', v.steps, 1000, { integer: true, min: 1 });
+  const schedule = v.schedule ?? 'constant';
+  if (schedule !== 'constant' && schedule !== 'linear' && schedule !== 'cosine') throw new UsageError(`--schedule ${schedule}: expected constant, linear or cosine`);
+  const loss = v.loss ?? 'l1';
+  if (loss !== 'l1' && loss !== 'mse') throw new UsageError(`--loss ${loss}: expected l1 or mse`);
+  let clamp: [number, number] | undefined = CNN_DEFAULTS.clamp;
+  if (v.clamp === 'none') clamp = undefined;
+  else if (v.clamp !== undefined) {
+    const c = num('clamp', v.clamp, 4, { above: 0 });
+    clamp = [-c, c];
+  }
+  let jitter = CNN_DEFAULTS.jitter;
+  if (v.jitter === 'none') jitter = {};
+  else if (v.jitter !== undefined) {
+    const parts = v.jitter.split(',');
+    if (parts.length !== 4) throw new UsageError(`--jitter ${v.jitter}: expected brightness,contrast,saturation,hue (e.g. 0.1,0.1,0.1,0.02) or none`);
+    const [b, c, s, h] = parts.map((p, i) => num('jitter', p.trim(), 0, { min: 0, max: i === 3 ? 0.5 : undefined }));
+    jitter = { brightness: b!, contrast: c!, saturation: s!, hue: h! };
+  }
+  const warmup = num('warmup', v.warmup, 0, { integer: true, min: 0 });
+  if (schedule !== 'constant' && warmup >= steps) throw new UsageError(`--warmup ${warmup}: must be below --steps ${steps} for a ${schedule} schedule`);
+  const settings: TrainSettings = {
+    ...CNN_DEFAULTS,
+    operator: 'cnn',
+    task: v.task,
+    size: num('size', v.size, 128, { integer: true, min: 8 }),
+    batch: num('batch', v.batch, CNN_DEFAULTS.batch, { integer: true, min: 1 }),
+    micro: num('accumulate', v.accumulate, 1, { integer: true, min: 1 }),
+    lr: num('lr', v.lr, CNN_DEFAULTS.lr, { above: 0 }),
+    schedule,
+    warmup,
+    ...(schedule !== 'constant' ? { scheduleSteps: steps } : {}),
+    ...(v.clip !== undefined ? { maxGradNorm: num('clip', v.clip, 0, { above: 0 }) } : {}),
+    loss,
+    clamp,
+    sigmaRange: [0, num('sigma-max', v['sigma-max'], CNN_DEFAULTS.sigmaRange[1], { min: 0 })],
+    jitter,
+    cache: num('cache', v.cache, 0, { integer: true, min: 0 }),
+    seed: num('seed', v.seed, 0, { integer: true, min: 0, max: 0xffffffff }),
+  };
+  if (v['cache-file'] && settings.cache === 0) throw new UsageError('--cache-file needs --cache N (the number of fixed crops)');
+  return {
+    settings,
+    encoder: v.encoder,
+    decoder: v.decoder,
+    data: v.data,
+    validate: v.validate ?? [],
+    out: v.out,
+    steps,
+    valSigma: num('val-sigma', v['val-sigma'], 0, { min: 0 }),
+    valEvery: num('val-every', v['val-every'], 100, { integer: true, min: 1 }),
+    checkpointEvery: num('checkpoint-every', v['checkpoint-every'], 100, { integer: true, min: 0 }),
+    cacheFile: v['cache-file'],
+    resume: v.resume,
+    quiet: !!v.quiet,
+  };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** loss.csv rows of an earlier run up to `step` (a resumed run's history continues them). */
+async function earlierSteps(path: string, step: number): Promise<StepReport[]> {
+  if (!(await exists(path))) return [];
+  const rows = (await readFile(path, 'utf8')).trim().split('\n').slice(1);
+  return rows
+    .map((r) => r.split(','))
+    .filter((c) => Number(c[0]) <= step)
+    .map((c) => ({ step: Number(c[0]), loss: Number(c[1]), lr: Number(c[2]), sigmas: c[3] ? [Number(c[3])] : [] }));
+}
+
+export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
+  // Files first (clear errors before the GPU starts).
+  const train = await readTrainingImages(o.data, '--data');
+  const validate = o.validate.length ? await readTrainingImages(o.validate, '--validate') : [];
+  const encoder = await readSafetensorsFile(o.encoder);
+  const decoder = o.decoder ? await readSafetensorsFile(o.decoder) : undefined;
+  const resume = o.resume ? await readSafetensorsFile(o.resume) : undefined;
+  const cacheFile: SafetensorsFile | undefined = o.cacheFile && (await exists(o.cacheFile)) ? await readSafetensorsFile(o.cacheFile) : undefined;
+  await mkdir(o.out, { recursive: true });
+
+  const engine = await Engine.create();
+  io.out(engine.summary());
+  const ae = TinyAutoencoder.load(engine, { encoder, decoder });
+  const interrupt = interruptHandler(io);
+  let session: TrainSession | undefined;
+  try {
+    const codec = taesdCodec(ae);
+    // Without a prior UNet the operator takes the sinusoid of SILO's pseudo-timestep, SD's time_proj width.
+    const embedder = sinusoidSigmaEmbedder(320);
+    let lastCache = 0;
+    session = await TrainSession.create(engine, {
+      settings: o.settings,
+      codec,
+      embedder,
+      train,
+      validate,
+      resume,
+      cacheFile,
+      onCacheProgress: (done, total) => {
+        if (!o.quiet && (done === total || done - lastCache >= Math.max(1, total / 10))) {
+          lastCache = done;
+          io.err(`encoding the cache: ${done}/${total} crops`);
+        }
+      },
+    });
+    const held = new Set(validate.map((v) => v.name));
+    io.out(`training ${o.settings.operator} operator for ${codec.name}, task ${o.settings.task}: ${train.filter((t) => !held.has(t.name)).length} training images, ${validate.length} held out, ${o.settings.size}x${o.settings.size} crops, ${session.source.label}`);
+    if (session.cache && o.cacheFile && !cacheFile) {
+      const c = session.cache.toSafetensors();
+      await writeFileAtomic(o.cacheFile, serializeSafetensors(c.tensors, c.metadata));
+      io.out(`latent cache written to ${o.cacheFile}`);
+    }
+    const startStep = session.trainer.opt.step;
+    if (resume) io.out(`resumed at step ${startStep} from ${o.resume}`);
+    const history = await earlierSteps(join(o.out, 'loss.csv'), resume ? startStep : -1);
+    const validations: ValidationReport[] = [];
+    const writeCurves = async () => {
+      await writeFileAtomic(join(o.out, 'loss.csv'), new TextEncoder().encode(lossCsv(history)));
+      await writeFileAtomic(join(o.out, 'validation.json'), new TextEncoder().encode(JSON.stringify(validations, null, 1) + '\n'));
+      await writeFileAtomic(join(o.out, 'curve.svg'), new TextEncoder().encode(curveSvg(history, validations, `${o.settings.task}, ${codec.name}`)));
+    };
+    const t0 = performance.now();
+    const tty = !!process.stderr.isTTY;
+    const result = await session.run({
+      steps: o.steps,
+      checkpointEvery: o.checkpointEvery,
+      validation: validate.length ? { sigma: o.valSigma, every: o.valEvery } : undefined,
+      shouldStop: () => interrupt.signal.aborted,
+      saveCheckpoint: async (bytes, step) => {
+        await writeFileAtomic(join(o.out, 'checkpoint.safetensors'), bytes);
+        await writeCurves();
+        if (!o.quiet) io.err(`${tty ? '\n' : ''}checkpoint at step ${step} written to ${join(o.out, 'checkpoint.safetensors')}`);
+      },
+      onStep: (r) => {
+        history.push(r);
+        if (o.quiet) return;
+        const done = r.step - startStep;
+        const elapsed = performance.now() - t0;
+        const eta = (elapsed / done) * (o.steps - r.step);
+        const recent = history.slice(-20);
+        const avg = recent.reduce((a, s) => a + s.loss, 0) / recent.length;
+        const line = `step ${r.step}/${o.steps} loss ${r.loss.toPrecision(4)} (mean of last ${recent.length}: ${avg.toPrecision(4)}) lr ${r.lr.toPrecision(3)} ${fmtTime(elapsed)} elapsed, ETA ${fmtTime(eta)}`;
+        if (tty) process.stderr.write(`\r${line}   `);
+        else if (done === 1 || r.step % Math.max(1, Math.round(o.steps / 50)) === 0 || r.step === o.steps) io.err(line);
+      },
+      onValidation: (v) => {
+        validations.push(v);
+        const dec = v.psnr !== undefined ? `; decoded PSNR vs A(x) ${v.psnr.toFixed(2)} dB (identity ${v.identityPsnr!.toFixed(2)} dB)` : '';
+        io.out(`${tty ? '\n' : ''}validation at step ${v.step}: held-out latent L1 ${v.latentL1.toPrecision(4)} (identity ${v.identityL1.toPrecision(4)}, ratio ${(v.latentL1 / v.identityL1).toFixed(3)})${dec}`);
+      },
+    });
+    await writeCurves();
+    await writeFileAtomic(join(o.out, 'operator.safetensors'), await session.exportOperator());
+    io.out(`${result.stopped ? 'stopped' : 'finished'} at step ${session.trainer.opt.step} after ${fmtTime(performance.now() - t0)}; operator written to ${join(o.out, 'operator.safetensors')}`);
+    return result.stopped ? 130 : 0;
+  } finally {
+    interrupt.release();
+    session?.dispose();
+    ae.dispose();
+  }
+}

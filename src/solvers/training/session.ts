@@ -1,0 +1,222 @@
+// One training run from settings, images and an autoencoder: what `silo train` and the page both build
+// (browser-safe; reading files and saving bytes are the surfaces' job). It makes the operator (new, with
+// PyTorch's default init, or from a checkpoint), the degradation, the crop sampler, the pair source
+// (live or cached), the validation set and the checkpoint metadata, checks a resume against the settings
+// it was started with, and runs the loop.
+
+import type { Engine } from '../../engine/device.js';
+import { ArgumentError, assertArg } from '../../engine/errors.js';
+import type { TensorSource } from '../../formats/safetensors.js';
+import type { LossKind } from '../../engine/ops/loss.js';
+import { WeightLoader, type LoadedModel } from '../../models/weights.js';
+import { DegradationModel } from '../../models/silo/cnn.js';
+import { degradationConfig, inferDegradationConfig, type DegradationModelConfig } from '../../models/silo/config.js';
+import { isDegradationTask, makeDegradation, DEGRADATION_TASKS, type DegradationSetup, type DegradationTask } from '../degradations/tasks.js';
+import { learningRateSchedule, type ScheduleKind } from './schedule.js';
+import { checkpointInfo, checkpointParameters, CheckpointError, resumeOptimizer } from './checkpoint.js';
+import { newDegradationModel } from './init.js';
+import { CropSampler, packImages, validationCrop, type NamedImage } from './data.js';
+import type { ColorJitterOptions } from './jitter.js';
+import type { LatentCodec } from './latent-codec.js';
+import type { SigmaEmbedder } from './sigma-embedding.js';
+import { LatentPairCache, liveSource, type PairSource } from './sources.js';
+import { OperatorTrainer } from './trainer.js';
+import { exportBytes, trainLoop, type TrainLoopOptions, type TrainLoopResult, type ValidationSetup } from './loop.js';
+
+/** The settings a run is defined by; a resumed run must keep them (steps and intervals may change). */
+export interface TrainSettings {
+  operator: 'cnn';
+  task: DegradationTask;
+  /** Training crops are size x size; the latent side is size / the encoder's factor. */
+  size: number;
+  batch: number;
+  /** Micro-batches summed per optimizer step (effective batch = batch x micro). */
+  micro: number;
+  lr: number;
+  schedule: ScheduleKind;
+  warmup: number;
+  /** Total steps the schedule decays over (linear / cosine). */
+  scheduleSteps?: number;
+  maxGradNorm?: number;
+  loss: LossKind;
+  /** Clamp of the target ([-4, 4] in SILO), or none. */
+  clamp?: [number, number];
+  sigmaRange: [number, number];
+  /** Crop area fraction range (RandomResizedCrop's scale). */
+  cropScale: [number, number];
+  jitter: ColorJitterOptions;
+  /** 0: new crops every step; N: N fixed crops encoded once. */
+  cache: number;
+  seed: number;
+}
+
+export const CNN_DEFAULTS: Omit<TrainSettings, 'task' | 'size'> = {
+  operator: 'cnn',
+  batch: 16,
+  micro: 1,
+  lr: 1e-4,
+  schedule: 'constant',
+  warmup: 0,
+  loss: 'l1',
+  clamp: [-4, 4],
+  sigmaRange: [0, 0.04],
+  cropScale: [0.75, 1],
+  jitter: { brightness: 0.1, contrast: 0.1, saturation: 0.1, hue: 0.02 },
+  cache: 0,
+  seed: 0,
+};
+
+export interface TrainSessionInput {
+  settings: TrainSettings;
+  codec: LatentCodec;
+  /** Required for a sigma-conditioned operator (every one we build). */
+  embedder: SigmaEmbedder;
+  train: NamedImage[];
+  /** Held-out images (removed from training by name if also listed there). */
+  validate: NamedImage[];
+  /** Resume from this checkpoint (its metadata must match the settings). */
+  resume?: TensorSource & { metadata?: Record<string, string> };
+  /** A saved latent cache to reuse (cache > 0). */
+  cacheFile?: TensorSource & { metadata?: Record<string, string> };
+  /** Encoding progress of the cache. */
+  onCacheProgress?: (done: number, total: number) => void;
+}
+
+export function checkSettings(s: TrainSettings): void {
+  const int = (v: number, what: string, min: number) => assertArg(Number.isInteger(v) && v >= min, `train: ${what} ${v} must be an integer >= ${min}`);
+  assertArg(s.operator === 'cnn', `train: operator "${String(s.operator)}" is not trainable yet (cnn only; the readout operator needs its parameter gradients first)`);
+  assertArg(isDegradationTask(s.task), `train: unknown task "${String(s.task)}" (known: ${DEGRADATION_TASKS.join(', ')})`);
+  assertArg(s.task !== 'motion_blur', 'train: motion_blur needs a kernel file; it is not offered for training yet');
+  int(s.size, 'crop size', 8);
+  int(s.batch, 'batch', 1);
+  int(s.micro, 'micro-batches', 1);
+  int(s.warmup, 'warm-up', 0);
+  int(s.cache, 'cache size', 0);
+  int(s.seed, 'seed', 0);
+  assertArg(s.seed <= 0xffffffff, `train: seed ${s.seed} must be below 2^32`);
+  assertArg(Number.isFinite(s.lr) && s.lr > 0, `train: learning rate ${s.lr} must be > 0`);
+  assertArg(s.loss === 'l1' || s.loss === 'mse', `train: loss "${String(s.loss)}" must be l1 or mse`);
+  assertArg(s.cropScale[0] > 0 && s.cropScale[0] <= s.cropScale[1] && s.cropScale[1] <= 1, `train: crop scale [${s.cropScale.join(', ')}] must satisfy 0 < lo <= hi <= 1`);
+}
+
+/** The operator SILO's CNN would be for this encoder and crop size (latent side = size / factor). */
+export function cnnConfigFor(codec: LatentCodec, embedder: SigmaEmbedder, size: number): DegradationModelConfig {
+  if (size % codec.factor !== 0) throw new ArgumentError(`train: crop size ${size} is not a multiple of the encoder's factor ${codec.factor}`);
+  return degradationConfig({ latent_dim: codec.channels, sigma_condition: true, latent_size: size / codec.factor, sigma_emb_dim: embedder.dim });
+}
+
+/** The settings that define the stream of batches and the model: a resume must keep every one. */
+function fixedPart(s: TrainSettings): Record<string, unknown> {
+  const { scheduleSteps: _, ...rest } = s;
+  return rest;
+}
+
+export class TrainSession {
+  private constructor(
+    readonly settings: TrainSettings,
+    readonly trainer: OperatorTrainer,
+    readonly source: PairSource,
+    readonly validation: ValidationSetup['images'],
+    readonly degradation: DegradationSetup,
+    private readonly loaded: LoadedModel<DegradationModel>,
+    readonly metadata: Record<string, string>,
+    /** The cache (when settings.cache > 0), for saving. */
+    readonly cache?: LatentPairCache,
+  ) {}
+
+  static async create(engine: Engine, input: TrainSessionInput): Promise<TrainSession> {
+    const s = input.settings;
+    checkSettings(s);
+    const { codec, embedder } = input;
+    const heldOut = new Set(input.validate.map((v) => v.name));
+    const train = input.train.filter((t) => !heldOut.has(t.name));
+    assertArg(train.length > 0, `train: no training images left (${input.train.length} given, all of them held out)`);
+    const config = cnnConfigFor(codec, embedder, s.size);
+    const metadata: Record<string, string> = {
+      train_settings: JSON.stringify(fixedPart(s)),
+      operator_config: JSON.stringify(config),
+      encoder: codec.name,
+      sigma_embedding: `${embedder.kind} (${embedder.dim})`,
+      data: JSON.stringify(train.map((t) => t.name)),
+    };
+
+    let loaded: LoadedModel<DegradationModel>;
+    if (input.resume) {
+      const file = input.resume;
+      checkpointInfo(file);
+      const meta = file.metadata ?? {};
+      for (const k of ['train_settings', 'encoder', 'sigma_embedding', 'data'] as const) {
+        if (meta[k] !== metadata[k]) {
+          throw new CheckpointError(`${file.source}: the checkpoint was trained with ${k} ${meta[k] ?? '(none)'}; this run has ${metadata[k]}. Resume with the same settings and data (only the step count and the intervals may change)`);
+        }
+      }
+      const params = checkpointParameters(file);
+      const got = inferDegradationConfig(params);
+      if (JSON.stringify(got) !== JSON.stringify(config)) throw new CheckpointError(`${file.source}: the operator in the checkpoint is ${JSON.stringify(got)}, this run needs ${JSON.stringify(config)}`);
+      loaded = WeightLoader.load(engine, params, { dtype: 'f32' }, (w) => new DegradationModel(w, config));
+    } else loaded = await newDegradationModel(engine, config, s.seed);
+
+    let degradation: DegradationSetup | undefined;
+    let trainer: OperatorTrainer | undefined;
+    try {
+      degradation = makeDegradation(engine, s.task, s.size, s.size);
+      const lr = s.schedule === 'constant' && s.warmup === 0 ? s.lr : learningRateSchedule({ kind: s.schedule, lr: s.lr, warmup: s.warmup, total: s.scheduleSteps });
+      trainer = new OperatorTrainer(
+        engine,
+        loaded.model,
+        { codec, embedder, degradation: degradation.operator, sigmaRange: s.sigmaRange, loss: s.loss, clamp: s.clamp, seed: s.seed },
+        { lr, maxGradNorm: s.maxGradNorm },
+      );
+      const sampler = new CropSampler(train, { size: s.size, scale: s.cropScale, jitter: s.jitter }, s.seed);
+      let source: PairSource;
+      let cache: LatentPairCache | undefined;
+      if (s.cache > 0) {
+        const key = JSON.stringify({ ...fixedPart(s), encoder: codec.name, data: train.map((t) => t.name) });
+        cache = input.cacheFile ? LatentPairCache.fromSafetensors(input.cacheFile, key, s.seed) : await LatentPairCache.build(trainer, sampler, s.cache, s.batch, key, input.onCacheProgress);
+        assertArg(cache.size === s.cache, `train: the cache holds ${cache.size} crops, the settings ask for ${s.cache}`);
+        source = cache.source(engine, s.batch, s.micro);
+      } else source = liveSource(trainer, sampler, s.batch, s.micro);
+      if (input.resume) {
+        resumeOptimizer(input.resume, trainer.params, trainer.opt);
+        let state: unknown;
+        try {
+          state = JSON.parse(input.resume.metadata?.['data_state'] ?? '');
+        } catch {
+          throw new CheckpointError(`${input.resume.source}: metadata data_state is not JSON: the data position cannot be resumed`);
+        }
+        source.restore(state);
+      }
+      const validation = input.validate.map((v) => ({ name: v.name, ...packImages([validationCrop(v.image, s.size)]) }));
+      return new TrainSession(s, trainer, source, validation, degradation, loaded, metadata, cache);
+    } catch (e) {
+      trainer?.dispose();
+      degradation?.operator.dispose();
+      loaded.dispose();
+      throw e;
+    }
+  }
+
+  /** Runs the loop to `steps` optimizer steps (see TrainLoopOptions for the hooks). */
+  run(o: Omit<TrainLoopOptions, 'trainer' | 'source' | 'validation' | 'metadata'> & { validation?: { sigma: number; every: number } }): Promise<TrainLoopResult> {
+    const { validation, ...rest } = o;
+    return trainLoop({
+      ...rest,
+      trainer: this.trainer,
+      source: this.source,
+      metadata: this.metadata,
+      ...(validation && this.validation.length > 0 ? { validation: { ...validation, images: this.validation } } : {}),
+    });
+  }
+
+  /** The trained operator as `silo restore --operator` reads it (metadata says how it was trained). */
+  exportOperator(): Promise<Uint8Array<ArrayBuffer>> {
+    const { train_settings, operator_config, encoder, sigma_embedding } = this.metadata;
+    return exportBytes(this.trainer, { train_settings: train_settings!, operator_config: operator_config!, encoder: encoder!, sigma_embedding: sigma_embedding!, step: String(this.trainer.opt.step) });
+  }
+
+  dispose(): void {
+    this.trainer.dispose();
+    this.degradation.operator.dispose();
+    this.loaded.dispose();
+  }
+}
