@@ -1,0 +1,113 @@
+// `silo train` in-process with the real TAEF2 autoencoder on a few photos: the output folder (checkpoint,
+// operator, loss.csv, validation.json, curve.svg, the latent cache), resuming from the checkpoint with the
+// history continued, a resume with other settings refused, and every argument mistake a usage error that
+// names the flag before anything runs.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { main, type CliIO } from '../src/cli/silo.js';
+import { parseSafetensors } from '../src/formats/safetensors.js';
+import { inferDegradationConfig } from '../src/models/silo/config.js';
+import { GOLDEN_ROOT } from './helpers/golden.js';
+
+const IMAGES = new URL('../../shared/assets/images', import.meta.url).pathname;
+const TAEF2 = `${GOLDEN_ROOT}/taef2`;
+
+function capture(): CliIO & { lines: string[]; errors: string[] } {
+  const lines: string[] = [];
+  const errors: string[] = [];
+  return { lines, errors, out: (l) => lines.push(l), err: (l) => errors.push(l) };
+}
+
+let tmp: string;
+beforeAll(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'silo-train-'));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+const base = (out: string) => [
+  'train', '--task', 'gaussian_blur',
+  '--encoder', `${TAEF2}/taef2_encoder.safetensors`, '--decoder', `${TAEF2}/taef2_decoder.safetensors`,
+  '--data', `${IMAGES}/faces256`, '--data', `${IMAGES}/natural/kodim03.png`,
+  '--validate', `${IMAGES}/faces256/ffhq_69037.png`,
+  '--size', '32', '--batch', '2', '--lr', '1e-3', '--cache', '4', '--val-every', '2', '--checkpoint-every', '2', '--quiet',
+  '--out', out,
+];
+
+describe('silo train', () => {
+  it('writes the checkpoint, the operator, the curves and the cache; a resume continues the history', async () => {
+    const out = join(tmp, 'run');
+    const io = capture();
+    const code = await main([...base(out), '--steps', '4', '--cache-file', join(out, 'cache.safetensors')], io);
+    expect(io.errors.join('\n')).toBe('');
+    expect(code).toBe(0);
+    const text = io.lines.join('\n');
+    expect(text).toMatch(/5 training images, 1 held out, 32x32 crops, cache of 4 crops/);
+    expect(text).toMatch(/validation at step 4: held-out latent L1 [\d.]+ \(identity [\d.]+, ratio [\d.]+\); decoded PSNR/);
+    expect(text).toMatch(/finished at step 4/);
+    const ckpt = parseSafetensors(readFileSync(join(out, 'checkpoint.safetensors')), 'ckpt');
+    expect(ckpt.metadata?.['step']).toBe('4');
+    const op = parseSafetensors(readFileSync(join(out, 'operator.safetensors')), 'operator');
+    expect(inferDegradationConfig(op)).toMatchObject({ latentDim: 32, outputDim: 32, latentSize: 4, sigmaCondition: true, sigmaEmbDim: 320 });
+    for (const n of op.names()) expect(op.getF32(n)).toEqual(ckpt.getF32(n));
+    expect(readFileSync(join(out, 'loss.csv'), 'utf8').trim().split('\n').length).toBe(5);
+    expect((JSON.parse(readFileSync(join(out, 'validation.json'), 'utf8')) as { step: number }[]).map((v) => v.step)).toEqual([0, 2, 4]);
+    expect(readFileSync(join(out, 'curve.svg'), 'utf8')).toMatch(/^<svg/);
+    const cacheTime = statSync(join(out, 'cache.safetensors')).mtimeMs;
+
+    // Resume to 6 steps: the cache file is reused (not rewritten), loss.csv continues.
+    const io2 = capture();
+    expect(await main([...base(out), '--steps', '6', '--cache-file', join(out, 'cache.safetensors'), '--resume', join(out, 'checkpoint.safetensors')], io2)).toBe(0);
+    expect(io2.lines.join('\n')).toMatch(/resumed at step 4/);
+    expect(io2.lines.join('\n')).not.toMatch(/latent cache written/);
+    expect(statSync(join(out, 'cache.safetensors')).mtimeMs).toBe(cacheTime);
+    const rows = readFileSync(join(out, 'loss.csv'), 'utf8').trim().split('\n').slice(1);
+    expect(rows.map((r) => Number(r.split(',')[0]))).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(parseSafetensors(readFileSync(join(out, 'checkpoint.safetensors')), 'c').metadata?.['step']).toBe('6');
+
+    // Other settings: refused, naming what differs; the checkpoint is untouched.
+    const io3 = capture();
+    expect(await main([...base(out), '--steps', '8', '--lr', '5e-3', '--resume', join(out, 'checkpoint.safetensors')].filter((a, i, all) => !(a === '--lr' && all[i + 1] === '1e-3') && !(a === '1e-3' && all[i - 1] === '--lr')), io3)).toBe(1);
+    expect(io3.errors.join('\n')).toMatch(/checkpoint.safetensors: the checkpoint was trained with train_settings/);
+  }, 600_000);
+
+  it('missing files are errors that name them', async () => {
+    const io = capture();
+    expect(await main(['train', '--task', 'sr4', '--encoder', `${TAEF2}/taef2_encoder.safetensors`, '--data', join(tmp, 'nowhere'), '--out', join(tmp, 'x')], io)).toBe(1);
+    expect(io.errors.join('\n')).toMatch(/--data .*nowhere: no such file or folder/);
+    const io2 = capture();
+    expect(await main(['train', '--task', 'sr4', '--encoder', join(tmp, 'enc.safetensors'), '--data', `${IMAGES}/faces256`, '--out', join(tmp, 'x')], io2)).toBe(1);
+    expect(io2.errors.join('\n')).toMatch(/enc.safetensors/);
+    expect(existsSync(join(tmp, 'x'))).toBe(false);
+  });
+
+  const usage: [string[], RegExp][] = [
+    [['--encoder', 'e', '--data', 'd', '--out', 'o'], /--task is required/],
+    [['--task', 'denoise', '--encoder', 'e', '--data', 'd', '--out', 'o'], /--task denoise: expected one of/],
+    [['--task', 'sr4', '--data', 'd', '--out', 'o'], /--encoder is required/],
+    [['--task', 'sr4', '--encoder', 'e', '--out', 'o'], /--data is required/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd'], /--out is required/],
+    [['--operator', 'readout', '--task', 'sr4'], /--operator readout: training the readout operator is not built yet/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--jitter', '0.1,0.2'], /--jitter 0.1,0.2: expected brightness,contrast,saturation,hue/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--jitter', '0,0,0,0.9'], /--jitter 0.9: expected a number in 0..0.5/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--cache-file', 'c'], /--cache-file needs --cache N/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--steps', '10', '--steps', '20'], /--steps given more than once/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--lr', '0'], /--lr 0: expected a number > 0/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--schedule', 'cosine', '--warmup', '50', '--steps', '50'], /--warmup 50: must be below --steps 50/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', 'extra.png'], /unexpected argument\(s\) extra.png/],
+  ];
+  for (const [args, re] of usage) {
+    it(`usage error: ${args.join(' ')}`, async () => {
+      const io = capture();
+      expect(await main(['train', ...args], io)).toBe(2);
+      expect(io.errors.join('\n')).toMatch(re);
+    });
+  }
+
+  it('--help prints the usage', async () => {
+    const io = capture();
+    expect(await main(['train', '--help'], io)).toBe(0);
+    expect(io.lines.join('\n')).toMatch(/silo train --task <task> --encoder/);
+  });
+});
