@@ -17,12 +17,14 @@ const TYPES = {
   '.map': 'application/json', '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.txt': 'text/plain',
 };
 
-/** Builds the page into `outDir`: index.html, style.css, main.js and worker.js (with source maps). */
+/** Builds the pages into `outDir`: index.html (main.js, worker.js), train.html (train.js, train-worker.js), style.css (with source maps). */
 export async function buildWeb(outDir = join(ROOT, 'dist/web')) {
   mkdirSync(outDir, { recursive: true });
   await bundle('web/main.ts', join(outDir, 'main.js'), 'browser');
   await bundle('web/worker.ts', join(outDir, 'worker.js'), 'browser');
-  for (const f of ['index.html', 'style.css']) copyFileSync(join(ROOT, 'web', f), join(outDir, f));
+  await bundle('web/train-main.ts', join(outDir, 'train.js'), 'browser');
+  await bundle('web/train-worker.ts', join(outDir, 'train-worker.js'), 'browser');
+  for (const f of ['index.html', 'train.html', 'style.css']) copyFileSync(join(ROOT, 'web', f), join(outDir, f));
   return outDir;
 }
 
@@ -109,6 +111,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     process.exit(1);
   }
   console.log(`silo demo: ${s.url}`);
+  console.log(`  training page: ${s.url}train.html (an operator for the TAEF2 of ../shared/golden by default)`);
   console.log(mounts['/golden/'] ? `  tiny test models: ${s.url}golden/ (from ${mounts['/golden/']})` : '  (no tiny test models: ../shared/golden not found; use --golden DIR)');
   console.log('  open it in Chrome or Edge (WebGPU); Ctrl-C stops the server');
 }

@@ -65,7 +65,7 @@ describe('npm run demo', () => {
     const r = spawnSync(process.execPath, ['scripts/demo.mjs', '--out', out], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/static page built in .*site/);
-    expect(readdirSync(out).sort()).toEqual(['index.html', 'main.js', 'main.js.map', 'style.css', 'worker.js', 'worker.js.map']);
+    expect(readdirSync(out).sort()).toEqual(['index.html', 'main.js', 'main.js.map', 'style.css', 'train-worker.js', 'train-worker.js.map', 'train.html', 'train.js', 'train.js.map', 'worker.js', 'worker.js.map']);
   }, 120_000);
 
   it('bad options exit 2 with a message', () => {

@@ -1,0 +1,44 @@
+// Messages between the training page (train-main.ts) and its worker (train-worker.ts), which owns the
+// GPU and the training session, so the page stays responsive during long runs.
+
+import type { DegradationTask } from '../src/solvers/degradations/tasks.js';
+import type { ValidationReport } from '../src/solvers/training/trainer.js';
+
+/** A picked file's name and bytes (transferred, not copied). */
+export interface NamedBytes {
+  name: string;
+  bytes: ArrayBuffer;
+}
+
+/** Weights from a URL (fetched by the worker) or from a picked file. */
+export type WeightInput = { url: string } | NamedBytes;
+
+export interface TrainPageSettings {
+  task: DegradationTask;
+  size: number;
+  steps: number;
+  batch: number;
+  lr: number;
+  /** Fixed crops encoded once (0: new crops every step). */
+  cache: number;
+  seed: number;
+  valEvery: number;
+  checkpointEvery: number;
+}
+
+export type ErrorKind = 'no-webgpu' | 'limit' | 'device-lost' | 'image' | 'input' | 'network' | 'other';
+
+export type ToTrainWorker =
+  | { type: 'init' }
+  | { type: 'train'; images: NamedBytes[]; heldOut: NamedBytes[]; encoder: WeightInput; decoder?: WeightInput; resume?: NamedBytes; settings: TrainPageSettings }
+  | { type: 'stop' };
+
+export type FromTrainWorker =
+  | { type: 'ready'; adapter: string; software: boolean; tasks: DegradationTask[] }
+  | { type: 'log'; line: string }
+  | { type: 'cache'; done: number; total: number }
+  | { type: 'step'; step: number; total: number; loss: number; elapsedMs: number }
+  | { type: 'validation'; report: ValidationReport }
+  | { type: 'checkpoint'; step: number; bytes: ArrayBuffer; svg: string; csv: string }
+  | { type: 'done'; step: number; stopped: boolean; operator: ArrayBuffer; svg: string; csv: string }
+  | { type: 'error'; kind: ErrorKind; message: string };
