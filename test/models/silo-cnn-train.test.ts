@@ -14,6 +14,8 @@ import { runSiloCnnTrain } from '../../src/check/silo_cnn_train.js';
 import { compare } from '../../src/check/compare.js';
 import { getEngine } from '../helpers/engine.js';
 import { expectAllPass, goldenDir, goldenFiles, goldenManifest } from '../helpers/golden.js';
+import { dirCaseFiles } from '../../src/check/files-node.js';
+import { readFileSync } from 'node:fs';
 
 let engine: Engine;
 beforeAll(async () => {
@@ -47,6 +49,18 @@ describe('SILO CNN operator training (silo_cnn_train golden)', () => {
     // The loss falls over the three steps.
     const loss = (n: string) => items.find((i) => i.name === n)!.actual[0]!;
     expect(loss('loss_3')).toBeLessThan(loss('loss'));
+  });
+
+  it('a second case of the same format: batch 3, 6 latent channels, an 8x8 latent, lr 1e-3 (test/fixtures, tools/train-case)', async () => {
+    const dir = new URL('../fixtures/silo_cnn_train_b3c6', import.meta.url).pathname;
+    const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, 'utf8')) as Record<string, unknown>;
+    const logs: string[] = [];
+    const items = await runSiloCnnTrain(engine, dirCaseFiles(dir), manifest, { log: (l) => logs.push(l) });
+    expect(logs.join('\n')).toMatch(/DegradationModel\(latent_dim=6, sigma_condition=true\)/);
+    const count = (re: RegExp) => items.filter((i) => re.test(i.name)).length;
+    expect([count(/^output$/), count(/^loss(_\d)?$/), count(/^grad\./), count(/^after_1\./), count(/^after_3\./)]).toEqual([1, 4, 42, 42, 42]);
+    expect(items.find((i) => i.name === 'output')!.actual.length).toBe(3 * 6 * 8 * 8);
+    expectAllPass(items, 'silo_cnn_train_b3c6');
   });
 
   it('fails (does not pass by construction) when the steps differ: Adam at twice the learning rate', async () => {
