@@ -10,7 +10,7 @@ import { WeightLoader, WeightError } from '../../src/models/weights.js';
 import { AggregationNetwork } from '../../src/models/silo/readout.js';
 import { aggregationConfig, sd15AggregationArgs, type AggregationNetworkConfig } from '../../src/models/silo/config.js';
 import { aggregationVjp } from '../../src/models/silo/readout-vjp.js';
-import { aggregationGrads } from '../../src/models/silo/readout-grads.js';
+import { aggregationGrads } from '../../src/models/silo/readout-vjp.js';
 import { runSiloRg } from '../../src/check/silo_rg.js';
 import { getEngine, randomData, expectClose } from '../helpers/engine.js';
 import { expectAllPass, goldenFiles, goldenManifest } from '../helpers/golden.js';
