@@ -210,7 +210,7 @@ describe('CropSampler', () => {
     const again = c.next(3);
     expect(again.data).toEqual(next.data);
     expect(again.picks).toEqual(next.picks);
-    expect(() => new CropSampler(images.slice(0, 2), { size: 12 }, 1).restore(saved)).toThrow(/does not fit 2 images/);
+    expect(() => new CropSampler(images.slice(0, 2), { size: 12 }, 1).restore(saved)).toThrow(/training data: the saved position does not fit 2 items/);
     expect(() => new CropSampler([images[0]!, images[0]!], { size: 8 }, 1)).toThrow(/"img0" is listed twice/);
   });
 

@@ -57,14 +57,57 @@ export interface SamplerState {
   drawn: number;
 }
 
-/** Seeded batches of augmented crops; `state` / `restore` continue a stream exactly. */
-export class CropSampler {
-  private readonly rng: AugmentRng;
+/** Indices 0..size-1, each once per epoch in a new shuffled order (Fisher-Yates from `rng`). */
+export class EpochOrder {
   private order: number[] = [];
   private pos = 0;
   /** Epochs started so far. */
   epoch = 0;
-  /** Batches drawn so far (resuming replays this many to reach the same state). */
+
+  constructor(
+    readonly size: number,
+    private readonly rng: AugmentRng,
+  ) {}
+
+  next(): number {
+    if (this.pos >= this.order.length) {
+      this.order = Array.from({ length: this.size }, (_, i) => i);
+      for (let i = this.order.length - 1; i > 0; i--) {
+        const j = this.rng.int(i + 1);
+        [this.order[i], this.order[j]] = [this.order[j]!, this.order[i]!];
+      }
+      this.pos = 0;
+      this.epoch++;
+    }
+    return this.order[this.pos++]!;
+  }
+
+  get state(): { order: number[]; pos: number; epoch: number } {
+    return { order: this.order.slice(), pos: this.pos, epoch: this.epoch };
+  }
+
+  /** A saved state, refused (naming `what`) when it cannot belong to `size` items. */
+  restore(s: { order: number[]; pos: number; epoch?: number }, what: string): void {
+    const n = this.size;
+    const ok =
+      !!s && Array.isArray(s.order) &&
+      (s.order.length === 0 || s.order.length === n) &&
+      s.order.every((i) => Number.isInteger(i) && i >= 0 && i < n) &&
+      new Set(s.order).size === s.order.length &&
+      Number.isInteger(s.pos) && s.pos >= 0 && s.pos <= s.order.length &&
+      (s.epoch === undefined || (Number.isInteger(s.epoch) && s.epoch >= 0));
+    assertArg(ok, `${what}: the saved position does not fit ${n} items (was the data changed since the checkpoint?)`);
+    this.order = s.order.slice();
+    this.pos = s.pos;
+    this.epoch = s.epoch ?? 0;
+  }
+}
+
+/** Seeded batches of augmented crops; `state` / `restore` continue a stream exactly. */
+export class CropSampler {
+  private readonly rng: AugmentRng;
+  private readonly order: EpochOrder;
+  /** Batches drawn so far. */
   drawn = 0;
 
   constructor(
@@ -80,19 +123,12 @@ export class CropSampler {
       assertArg(image.width >= 1 && image.height >= 1, `training data: image "${name}" is empty`);
     }
     this.rng = new AugmentRng(seed);
+    this.order = new EpochOrder(images.length, this.rng);
   }
 
-  private nextIndex(): number {
-    if (this.pos >= this.order.length) {
-      this.order = this.images.map((_, i) => i);
-      for (let i = this.order.length - 1; i > 0; i--) {
-        const j = this.rng.int(i + 1);
-        [this.order[i], this.order[j]] = [this.order[j]!, this.order[i]!];
-      }
-      this.pos = 0;
-      this.epoch++;
-    }
-    return this.order[this.pos++]!;
+  /** Epochs started so far. */
+  get epoch(): number {
+    return this.order.epoch;
   }
 
   /** The next `n` crops. */
@@ -101,7 +137,7 @@ export class CropSampler {
     const crops: Image8[] = [];
     const picks: BatchPick[] = [];
     for (let k = 0; k < n; k++) {
-      const { name, image } = this.images[this.nextIndex()]!;
+      const { name, image } = this.images[this.order.next()]!;
       const a = augmentImage(image.channels === 3 ? image : toRgb8(image), this.rng, this.settings);
       const j = colorJitter(a.image, this.rng, this.settings.jitter ?? {});
       crops.push(j.image);
@@ -112,23 +148,13 @@ export class CropSampler {
   }
 
   get state(): SamplerState {
-    return { rng: this.rng.state, order: this.order.slice(), pos: this.pos, epoch: this.epoch, drawn: this.drawn };
+    return { rng: this.rng.state, ...this.order.state, drawn: this.drawn };
   }
 
   restore(s: SamplerState): void {
-    const n = this.images.length;
-    const ok =
-      Array.isArray(s.order) &&
-      (s.order.length === 0 || s.order.length === n) &&
-      s.order.every((i) => Number.isInteger(i) && i >= 0 && i < n) &&
-      new Set(s.order).size === s.order.length &&
-      Number.isInteger(s.pos) && s.pos >= 0 && s.pos <= s.order.length &&
-      Number.isInteger(s.epoch) && s.epoch >= 0 && Number.isInteger(s.drawn) && s.drawn >= 0;
-    assertArg(ok, `training data: the saved sampler state does not fit ${n} images (was the data changed since the checkpoint?)`);
+    assertArg(!!s && Number.isInteger(s.drawn) && s.drawn >= 0, 'training data: the saved sampler state has no batch count');
+    this.order.restore(s, 'training data');
     this.rng.state = s.rng;
-    this.order = s.order.slice();
-    this.pos = s.pos;
-    this.epoch = s.epoch;
     this.drawn = s.drawn;
   }
 }

@@ -9,7 +9,7 @@ import type { Engine } from '../../engine/device.js';
 import { assertArg, SiloError } from '../../engine/errors.js';
 import { f32Entry, type SafetensorsEntry, type TensorSource } from '../../formats/safetensors.js';
 import { AugmentRng } from './augment.js';
-import type { CropSampler, SamplerState } from './data.js';
+import { EpochOrder, type CropSampler, type SamplerState } from './data.js';
 import type { LatentPairs, OperatorTrainer } from './trainer.js';
 
 export interface PairSource {
@@ -43,8 +43,7 @@ export function liveSource(trainer: OperatorTrainer, sampler: CropSampler, batch
 
 export class LatentPairCache {
   private readonly rng: AugmentRng;
-  private order: number[] = [];
-  private pos = 0;
+  private readonly order: EpochOrder;
 
   private constructor(
     /** Per crop: E(x), E(A(x) + sigma n) and sigma. */
@@ -58,6 +57,7 @@ export class LatentPairCache {
     seed: number,
   ) {
     this.rng = new AugmentRng((seed ^ 0x27d4eb2f) >>> 0);
+    this.order = new EpochOrder(z.length, this.rng);
   }
 
   get size(): number {
@@ -122,21 +122,9 @@ export class LatentPairCache {
     return new LatentPairCache(split(a), split(b), Array.from(file.getF32('sigma')), zs.slice(1), key, seed);
   }
 
-  private nextIndex(): number {
-    if (this.pos >= this.order.length) {
-      this.order = this.z.map((_, i) => i);
-      for (let i = this.order.length - 1; i > 0; i--) {
-        const j = this.rng.int(i + 1);
-        [this.order[i], this.order[j]] = [this.order[j]!, this.order[i]!];
-      }
-      this.pos = 0;
-    }
-    return this.order[this.pos++]!;
-  }
-
   /** `n` pairs in the cache's shuffled order, uploaded. */
   batch(engine: Engine, n: number): LatentPairs {
-    const idx = Array.from({ length: n }, () => this.nextIndex());
+    const idx = Array.from({ length: n }, () => this.order.next());
     const per = this.z[0]!.length;
     const pack = (list: Float32Array[]) => {
       const all = new Float32Array(n * per);
@@ -152,15 +140,11 @@ export class LatentPairCache {
     return {
       label: `cache of ${this.size} crops (${micro} x ${batch} per step)`,
       next: async () => Array.from({ length: micro }, () => this.batch(engine, batch)),
-      state: () => ({ rng: this.rng.state, order: this.order.slice(), pos: this.pos }),
+      state: () => ({ rng: this.rng.state, ...this.order.state }),
       restore: (s) => {
-        const st = s as { rng: number; order: number[]; pos: number };
-        const n = this.size;
-        const ok = st && Array.isArray(st.order) && (st.order.length === 0 || st.order.length === n) && st.order.every((i) => Number.isInteger(i) && i >= 0 && i < n) && Number.isInteger(st.pos) && st.pos >= 0 && st.pos <= st.order.length;
-        assertArg(ok, `train: the checkpoint's cache position does not fit a cache of ${n} crops`);
+        const st = s as { rng: number; order: number[]; pos: number; epoch?: number };
+        this.order.restore(st, `train: the cache of ${this.size} crops`);
         this.rng.state = st.rng;
-        this.order = st.order.slice();
-        this.pos = st.pos;
       },
     };
   }
