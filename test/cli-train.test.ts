@@ -3,7 +3,7 @@
 // history continued, a resume with other settings refused, and every argument mistake a usage error that
 // names the flag before anything runs.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main, type CliIO } from '../src/cli/silo.js';
@@ -72,6 +72,22 @@ describe('silo train', () => {
     expect(io3.errors.join('\n')).toMatch(/checkpoint.safetensors: the checkpoint was trained with train_settings/);
   }, 600_000);
 
+  it('--model: a diffusers folder\'s VAE is the encoder and its UNet\'s time embedding gives e_sigma', async () => {
+    const sd = join(tmp, 'sd');
+    mkdirSync(sd);
+    symlinkSync(`${GOLDEN_ROOT}/vae_mini`, join(sd, 'vae'));
+    symlinkSync(`${GOLDEN_ROOT}/unet_mini`, join(sd, 'unet'));
+    const out = join(tmp, 'sd-run');
+    const io = capture();
+    const code = await main(['train', '--task', 'sr4', '--model', sd, '--data', `${IMAGES}/faces256`, '--validate', `${IMAGES}/natural/kodim03.png`, '--size', '32', '--batch', '2', '--steps', '3', '--quiet', '--out', out], io);
+    expect(io.errors.join('\n')).toBe('');
+    expect(code).toBe(0);
+    expect(io.lines.join('\n')).toMatch(/operator for sd-vae \(4 channels, \/8, scaled by 0.18215\)/);
+    const op = parseSafetensors(readFileSync(join(out, 'operator.safetensors')), 'op');
+    expect(inferDegradationConfig(op)).toMatchObject({ latentDim: 4, latentSize: 4, sigmaEmbDim: 128 });
+    expect(op.metadata?.['sigma_embedding']).toBe('unet time embedding (128)');
+  }, 300_000);
+
   it('missing files are errors that name them', async () => {
     const io = capture();
     expect(await main(['train', '--task', 'sr4', '--encoder', `${TAEF2}/taef2_encoder.safetensors`, '--data', join(tmp, 'nowhere'), '--out', join(tmp, 'x')], io)).toBe(1);
@@ -85,7 +101,8 @@ describe('silo train', () => {
   const usage: [string[], RegExp][] = [
     [['--encoder', 'e', '--data', 'd', '--out', 'o'], /--task is required/],
     [['--task', 'denoise', '--encoder', 'e', '--data', 'd', '--out', 'o'], /--task denoise: expected one of/],
-    [['--task', 'sr4', '--data', 'd', '--out', 'o'], /--encoder is required/],
+    [['--task', 'sr4', '--data', 'd', '--out', 'o'], /--encoder \(a TAESD-family encoder .*\) or --model \(a diffusers SD folder\) is required/],
+    [['--task', 'sr4', '--encoder', 'e', '--model', 'm', '--data', 'd', '--out', 'o'], /--encoder and --model: give one autoencoder/],
     [['--task', 'sr4', '--encoder', 'e', '--out', 'o'], /--data is required/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd'], /--out is required/],
     [['--operator', 'readout', '--task', 'sr4'], /--operator readout: training the readout operator is not built yet/],

@@ -11,8 +11,14 @@ import { readSafetensorsFile } from '../formats/safetensors-node.js';
 import { writeFileAtomic } from '../formats/atomic-write-node.js';
 import type { SafetensorsFile } from '../formats/safetensors.js';
 import { TinyAutoencoder } from '../models/taesd/autoencoder.js';
-import { taesdCodec } from '../solvers/training/latent-codec.js';
-import { sinusoidSigmaEmbedder } from '../solvers/training/sigma-embedding.js';
+import { sdVaeCodec, taesdCodec, type LatentCodec } from '../solvers/training/latent-codec.js';
+import { sinusoidSigmaEmbedder, unetFileSigmaEmbedder, type SigmaEmbedder } from '../solvers/training/sigma-embedding.js';
+import { AutoencoderKL } from '../models/vae/autoencoder.js';
+import { parseVaeConfig } from '../models/vae/config.js';
+import { WeightLoader } from '../models/weights.js';
+import { parseUNetConfig } from '../models/unet/config.js';
+import { openComponent } from '../models/diffusers-folder.js';
+import { dirFolder } from '../formats/folder-node.js';
 import { readTrainingImages } from '../solvers/training/data-node.js';
 import { CNN_DEFAULTS, TrainSession, type TrainSettings } from '../solvers/training/session.js';
 import { curveSvg, lossCsv } from '../solvers/training/curve.js';
@@ -26,12 +32,14 @@ import { interruptHandler } from './restore.js';
 import type { CliIO } from './silo.js';
 
 export const TRAIN_USAGE = [
-  'silo train --task <task> --encoder <encoder.safetensors> --data <folder|list.txt|image>... --out <folder> [options]',
+  'silo train --task <task> (--encoder <encoder.safetensors> | --model <sd folder>) --data <folder|list.txt|image>... --out <folder> [options]',
   '  trains SILO\'s CNN latent operator H so that H(E(x), e_sigma) matches E(A(x) + sigma n)',
   '  --operator cnn         the operator to train (cnn; the readout operator is not trainable yet)',
   `  --task                 the degradation A (${DEGRADATION_TASKS.filter((t) => t !== 'motion_blur').join(', ')})`,
   '  --encoder / --decoder  a TAESD-family autoencoder (.safetensors; convert a .pth with silo convert); the decoder',
-  '                         adds decoded PSNR to validation',
+  '                         adds decoded PSNR to validation; e_sigma is the sinusoid of SILO\'s pseudo-timestep (width 320)',
+  '  --model                a diffusers Stable Diffusion folder instead: its VAE (posterior sample x scaling_factor) is the',
+  '                         encoder and decoder, its UNet\'s time embedding gives e_sigma (SILO\'s setup; only that part is loaded)',
   '  --data                 training images: folders (searched recursively), .txt lists or image files; repeatable',
   '  --validate             held-out images, same forms; removed from the training set; repeatable',
   '  --size N               crop side in pixels (default 128); the latent side is N / the encoder factor',
@@ -55,6 +63,7 @@ export const TRAIN_OPTIONS = {
   task: { type: 'string' },
   encoder: { type: 'string' },
   decoder: { type: 'string' },
+  model: { type: 'string' },
   data: { type: 'string', multiple: true },
   validate: { type: 'string', multiple: true },
   out: { type: 'string' },
@@ -84,8 +93,11 @@ type Values = { [K in keyof typeof TRAIN_OPTIONS]?: (typeof TRAIN_OPTIONS)[K] ex
 
 export interface TrainCliOptions {
   settings: TrainSettings;
-  encoder: string;
+  /** A TAESD-family encoder file, or (with `model`) undefined. */
+  encoder?: string;
   decoder?: string;
+  /** A diffusers SD folder (VAE + UNet time embedding). */
+  model?: string;
   data: string[];
   validate: string[];
   out: string;
@@ -115,7 +127,9 @@ export function parseTrainArgs(v: Values): TrainCliOptions {
   if (!v.task) throw new UsageError('--task is required');
   if (!isDegradationTask(v.task)) throw new UsageError(`--task ${v.task}: expected one of ${DEGRADATION_TASKS.join(', ')}`);
   if (v.task === 'motion_blur') throw new UsageError('--task motion_blur: needs a kernel file, not offered for training yet');
-  if (!v.encoder) throw new UsageError('--encoder is required (a TAESD-family encoder .safetensors, e.g. taef2_encoder.safetensors)');
+  if (!v.encoder && !v.model) throw new UsageError('--encoder (a TAESD-family encoder .safetensors, e.g. taef2_encoder.safetensors) or --model (a diffusers SD folder) is required');
+  if (v.encoder && v.model) throw new UsageError('--encoder and --model: give one autoencoder');
+  if (v.decoder && v.model) throw new UsageError('--decoder goes with --encoder; --model brings its own VAE decoder');
   if (!v.data?.length) throw new UsageError('--data is required (a folder, a .txt list or images)');
   if (!v.out) throw new UsageError('--out is required (the folder for checkpoints, the operator and the curves)');
   const steps = num('steps', v.steps, 1000, { integer: true, min: 1 });
@@ -163,6 +177,7 @@ export function parseTrainArgs(v: Values): TrainCliOptions {
     settings,
     encoder: v.encoder,
     decoder: v.decoder,
+    model: v.model,
     data: v.data,
     validate: v.validate ?? [],
     out: v.out,
@@ -199,21 +214,36 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
   // Files first (clear errors before the GPU starts).
   const train = await readTrainingImages(o.data, '--data');
   const validate = o.validate.length ? await readTrainingImages(o.validate, '--validate') : [];
-  const encoder = await readSafetensorsFile(o.encoder);
+  const encoder = o.encoder ? await readSafetensorsFile(o.encoder) : undefined;
   const decoder = o.decoder ? await readSafetensorsFile(o.decoder) : undefined;
+  const sd = o.model ? await Promise.all([openComponent(dirFolder(o.model), 'vae'), openComponent(dirFolder(o.model), 'unet')]) : undefined;
   const resume = o.resume ? await readSafetensorsFile(o.resume) : undefined;
   const cacheFile: SafetensorsFile | undefined = o.cacheFile && (await exists(o.cacheFile)) ? await readSafetensorsFile(o.cacheFile) : undefined;
   await mkdir(o.out, { recursive: true });
 
   const engine = await Engine.create();
   io.out(engine.summary());
-  const ae = TinyAutoencoder.load(engine, { encoder, decoder });
+  const owned: { dispose(): void }[] = [];
   const interrupt = interruptHandler(io);
   let session: TrainSession | undefined;
   try {
-    const codec = taesdCodec(ae);
-    // Without a prior UNet the operator takes the sinusoid of SILO's pseudo-timestep, SD's time_proj width.
-    const embedder = sinusoidSigmaEmbedder(320);
+    let codec: LatentCodec;
+    let embedder: SigmaEmbedder;
+    if (sd) {
+      const [vaeFiles, unetFiles] = sd;
+      const vae = WeightLoader.load(engine, vaeFiles.weights, { dtype: 'f32' }, (w) => new AutoencoderKL(w, parseVaeConfig(vaeFiles.config)));
+      owned.push(vae);
+      codec = sdVaeCodec(vae.model);
+      const e = unetFileSigmaEmbedder(engine, unetFiles.weights, parseUNetConfig(unetFiles.config));
+      owned.push(e);
+      embedder = e;
+    } else {
+      const ae = TinyAutoencoder.load(engine, { encoder: encoder!, decoder });
+      owned.push(ae);
+      codec = taesdCodec(ae);
+      // Without a prior UNet the operator takes the sinusoid of SILO's pseudo-timestep, SD's time_proj width.
+      embedder = sinusoidSigmaEmbedder(320);
+    }
     let lastCache = 0;
     session = await TrainSession.create(engine, {
       settings: o.settings,
@@ -283,6 +313,6 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
   } finally {
     interrupt.release();
     session?.dispose();
-    ae.dispose();
+    for (const m of owned) m.dispose();
   }
 }

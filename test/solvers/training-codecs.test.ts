@@ -13,7 +13,7 @@ import { parseUNetConfig } from '../../src/models/unet/config.js';
 import { timestepEmbeddingCPU } from '../../src/engine/ops/embedding.js';
 import { sigmaTimestep } from '../../src/models/silo/config.js';
 import { sdVaeCodec } from '../../src/solvers/training/latent-codec.js';
-import { sinusoidSigmaEmbedder, unetSigmaEmbedder } from '../../src/solvers/training/sigma-embedding.js';
+import { sinusoidSigmaEmbedder, unetFileSigmaEmbedder, unetSigmaEmbedder } from '../../src/solvers/training/sigma-embedding.js';
 import { CNN_DEFAULTS, TrainSession } from '../../src/solvers/training/session.js';
 import { readImageFile } from '../../src/io/image-node.js';
 import { getEngine, randomData } from '../helpers/engine.js';
@@ -64,6 +64,12 @@ describe('SD VAE as the training encoder', () => {
     const { result: r2 } = await runProgram(engine, 'sin', (rec) => s.embed(rec, [0.02]));
     expect(await r2.read()).toEqual(timestepEmbeddingCPU([199.8], 320, { flipSinToCos: true, downscaleFreqShift: 0 }));
     expect(() => s.embed({ engine } as never, [-0.1])).toThrow(/sigmas must be finite and >= 0/);
+    // From the UNet's weight file alone (only time_embedding.* is loaded): the same rows.
+    const fromFile = unetFileSigmaEmbedder(engine, await readSafetensorsFile(`${goldenDir('unet_mini')}/diffusion_pytorch_model.safetensors`), parseUNetConfig(JSON.parse(readFileSync(`${goldenDir('unet_mini')}/config.json`, 'utf8'))));
+    const { result: r3 } = await runProgram(engine, 'file emb', (rec) => fromFile.embed(rec, [0.02, 0.035]));
+    expect(await r3.read()).toEqual(await result.a.read());
+    r3.dispose();
+    fromFile.dispose();
     expect(() => sinusoidSigmaEmbedder(7)).toThrow(/width 7/);
     for (const t of [result.a, result.b, r2]) t.dispose();
   }, 120_000);

@@ -7,7 +7,12 @@ import type { Recorder } from '../../engine/recorder.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { assertArg } from '../../engine/errors.js';
 import { timestepEmbeddingCPU } from '../../engine/ops/embedding.js';
+import type { Engine } from '../../engine/device.js';
+import type { TensorSource } from '../../formats/safetensors.js';
 import type { UNet2DConditionModel } from '../../models/unet/unet.js';
+import type { UNetConfig } from '../../models/unet/config.js';
+import { Timesteps, TimestepEmbedding } from '../../models/unet/embeddings.js';
+import { WeightLoader } from '../../models/weights.js';
 import { sigmaTimestep } from '../../models/silo/config.js';
 
 export interface SigmaEmbedder {
@@ -45,5 +50,23 @@ export function sinusoidSigmaEmbedder(dim: number): SigmaEmbedder {
       const t = sigmas.map(sigmaTimestep);
       return rec.engine.tensor(timestepEmbeddingCPU(t, dim, { flipSinToCos: true, downscaleFreqShift: 0 }), [t.length, dim], 'f32', 'sigma_emb');
     },
+  };
+}
+
+/**
+ * The prior UNet's time embedding from its weight file alone (time_proj + the `time_embedding.*` MLP,
+ * f32): what SILO conditions on, without holding the whole UNet. The caller frees it with dispose().
+ */
+export function unetFileSigmaEmbedder(engine: Engine, unetWeights: TensorSource, config: UNetConfig): SigmaEmbedder & { dispose(): void } {
+  const loaded = WeightLoader.load(engine, unetWeights, { dtype: 'f32' }, (w) => new TimestepEmbedding(w.scope('time_embedding.'), config.timeProjDim, config.timeEmbedDim), false);
+  const proj = new Timesteps(config.timeProjDim, config.flipSinToCos, config.freqShift);
+  return {
+    kind: 'unet time embedding',
+    dim: config.timeEmbedDim,
+    embed: (rec, sigmas) => {
+      checkSigmas(sigmas);
+      return rec.engine.tidy(() => loaded.model.forward(rec, proj.forward(rec, sigmas.map(sigmaTimestep), 'f32')));
+    },
+    dispose: () => loaded.dispose(),
   };
 }
