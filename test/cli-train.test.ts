@@ -125,6 +125,6 @@ describe('silo train', () => {
   it('--help prints the usage', async () => {
     const io = capture();
     expect(await main(['train', '--help'], io)).toBe(0);
-    expect(io.lines.join('\n')).toMatch(/silo train --task <task> --encoder/);
+    expect(io.lines.join('\n')).toMatch(/silo train --task <task> \(--encoder <encoder.safetensors> \| --model <sd folder>\)/);
   });
 });
