@@ -58,7 +58,8 @@ describe('SILO CNN operator training (silo_cnn_train golden)', () => {
     const items = await runSiloCnnTrain(engine, dirCaseFiles(dir), manifest, { log: (l) => logs.push(l) });
     expect(logs.join('\n')).toMatch(/DegradationModel\(latent_dim=6, sigma_condition=true\)/);
     const count = (re: RegExp) => items.filter((i) => re.test(i.name)).length;
-    expect([count(/^output$/), count(/^loss(_\d)?$/), count(/^grad\./), count(/^after_1\./), count(/^after_3\./)]).toEqual([1, 4, 42, 42, 42]);
+    // after_k leaves out the two largest weights (the case stays under 2 MB; see its manifest's after_k_rule).
+    expect([count(/^output$/), count(/^loss(_\d)?$/), count(/^grad\./), count(/^after_1\./), count(/^after_3\./)]).toEqual([1, 4, 42, 40, 40]);
     expect(items.find((i) => i.name === 'output')!.actual.length).toBe(3 * 6 * 8 * 8);
     expectAllPass(items, 'silo_cnn_train_b3c6');
   });
