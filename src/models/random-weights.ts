@@ -13,7 +13,8 @@ import type { Tensor } from '../engine/tensor.js';
 import { randomNormal } from '../engine/ops/random.js';
 import { transposeLast2 } from '../engine/ops/matmul.js';
 
-function nameSeed(name: string, seed: number): number {
+/** A 32-bit seed per tensor name (FNV-1a of the name, keyed by `seed`): values independent of load order. */
+export function nameSeed(name: string, seed: number): number {
   let h = 0x811c9dc5 ^ seed;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
   return h >>> 0;

@@ -10,7 +10,7 @@ import { runProgram } from '../../src/engine/recorder.js';
 import { normalCPU } from '../../src/engine/random.js';
 import { scale } from '../../src/engine/ops/elementwise.js';
 import { readSafetensorsFile } from '../../src/formats/safetensors-node.js';
-import { parseSafetensors } from '../../src/formats/safetensors.js';
+import { f32Entry, parseSafetensors, serializeSafetensors } from '../../src/formats/safetensors.js';
 import { readImageFile } from '../../src/io/image-node.js';
 import { TinyAutoencoder } from '../../src/models/taesd/autoencoder.js';
 import { makeDegradation } from '../../src/solvers/degradations/tasks.js';
@@ -18,7 +18,7 @@ import { taesdCodec, type LatentCodec } from '../../src/solvers/training/latent-
 import { sinusoidSigmaEmbedder } from '../../src/solvers/training/sigma-embedding.js';
 import { newDegradationModel } from '../../src/solvers/training/init.js';
 import { OperatorTrainer, TrainingError, type LatentPairs } from '../../src/solvers/training/trainer.js';
-import { CropSampler, packImages, type NamedImage } from '../../src/solvers/training/data.js';
+import { CropSampler, packImages, validationCrop, type NamedImage } from '../../src/solvers/training/data.js';
 import { CNN_DEFAULTS, TrainSession, cnnConfigFor, type TrainSettings } from '../../src/solvers/training/session.js';
 import { LatentPairCache } from '../../src/solvers/training/sources.js';
 import { getEngine } from '../helpers/engine.js';
@@ -121,7 +121,7 @@ describe('OperatorTrainer (TAEF2, Gaussian blur)', () => {
   it('validation: latent L1 of H and of the identity, decoded PSNRs, against host arithmetic', async () => {
     const { trainer, dispose } = await makeTrainer(32);
     try {
-      const img = { name: 'kodim03', ...packImages([(await import('../../src/solvers/training/data.js')).validationCrop(photos[0]!.image, 32)]) };
+      const img = { name: 'kodim03', ...packImages([validationCrop(photos[0]!.image, 32)]) };
       const r = await trainer.validate([img], 0);
       // Host: encode x and A(x) (sigma 0), H(z), the decodes, then the metrics.
       const { result } = await runProgram(engine, 'host check', (rec) =>
@@ -194,11 +194,15 @@ describe('TrainSession', () => {
     const first = await run(settings(), 1);
     const file = () => parseSafetensors(first.checkpoint, 'ckpt.safetensors');
     await expect(TrainSession.create(engine, { settings: settings({ lr: 2e-3 }), codec, embedder, train: train(), validate: [], resume: file() })).rejects.toThrow(/ckpt.safetensors: the checkpoint was trained with train_settings/);
+    // The same settings built in another key order (as the page does) resume.
+    const reordered = Object.fromEntries(Object.entries(settings()).reverse()) as unknown as TrainSettings;
+    const again = await TrainSession.create(engine, { settings: reordered, codec, embedder, train: train(), validate: [], resume: file() });
+    expect(again.trainer.opt.step).toBe(1);
+    again.dispose();
     await expect(TrainSession.create(engine, { settings: settings(), codec, embedder, train: train().slice(1), validate: [], resume: file() })).rejects.toThrow(/trained with data/);
     const op = parseSafetensors(first.checkpoint, 'x');
     expect(op.names().some((n) => n.startsWith('optimizer.'))).toBe(true);
     await expect(TrainSession.create(engine, { settings: settings(), codec, embedder, train: train(), validate: [], resume: parseSafetensors(new Uint8Array(await (async () => {
-      const { serializeSafetensors, f32Entry } = await import('../../src/formats/safetensors.js');
       return serializeSafetensors({ a: f32Entry([1], [1]) });
     })()), 'other.safetensors') })).rejects.toThrow(/other.safetensors: not a training checkpoint/);
   }, 300_000);
@@ -228,7 +232,6 @@ describe('TrainSession', () => {
     const session = await TrainSession.create(engine, { settings: s, codec, embedder, train: train(), validate: [] });
     try {
       const c = session.cache!.toSafetensors();
-      const { serializeSafetensors } = await import('../../src/formats/safetensors.js');
       const file = parseSafetensors(serializeSafetensors(c.tensors, c.metadata), 'cache.safetensors');
       const key = JSON.parse(c.metadata['key']!) as Record<string, unknown>;
       const again = LatentPairCache.fromSafetensors(file, c.metadata['key']!, s.seed);

@@ -6,7 +6,7 @@
 
 import { assertArg } from '../../engine/errors.js';
 import type { Image8 } from '../../io/types.js';
-import { resizeAndCenterCrop, toRgb8 } from '../../io/image.js';
+import { imageToCHW, resizeAndCenterCrop, toRgb8 } from '../../io/image.js';
 import { augmentImage, AugmentRng, type AugmentOptions, type CropBox } from './augment.js';
 import { colorJitter, type ColorJitterOptions, type JitterDraw } from './jitter.js';
 
@@ -34,16 +34,14 @@ export interface ImageBatch {
   picks: BatchPick[];
 }
 
-/** Packs same-size RGB images as [N, 3, H, W] in [-1, 1]. */
+/** Packs same-size images as [N, 3, H, W] in [-1, 1] (imageToCHW's conversion, one image after another). */
 export function packImages(images: readonly Image8[]): { data: Float32Array; shape: [number, 3, number, number] } {
   assertArg(images.length > 0, 'packImages: no images');
   const { width: w, height: h } = images[0]!;
-  const plane = w * h;
-  const data = new Float32Array(images.length * 3 * plane);
-  images.forEach((img0, n) => {
-    assertArg(img0.width === w && img0.height === h, `packImages: image ${n} is ${img0.width}x${img0.height}, the first ${w}x${h}`);
-    const img = img0.channels === 3 ? img0 : toRgb8(img0);
-    for (let i = 0; i < plane; i++) for (let c = 0; c < 3; c++) data[(n * 3 + c) * plane + i] = img.data[i * 3 + c]! / 127.5 - 1;
+  const data = new Float32Array(images.length * 3 * w * h);
+  images.forEach((img, n) => {
+    assertArg(img.width === w && img.height === h, `packImages: image ${n} is ${img.width}x${img.height}, the first ${w}x${h}`);
+    data.set(imageToCHW(img).data, n * 3 * w * h);
   });
   return { data, shape: [images.length, 3, h, w] };
 }
@@ -110,8 +108,11 @@ export class CropSampler {
   /** Batches drawn so far. */
   drawn = 0;
 
+  /** The images as RGB (converted once; gray and alpha as toRgb8). */
+  private readonly rgb: readonly NamedImage[];
+
   constructor(
-    readonly images: readonly NamedImage[],
+    images: readonly NamedImage[],
     readonly settings: CropSettings,
     readonly seed: number,
   ) {
@@ -122,6 +123,7 @@ export class CropSampler {
       names.add(name);
       assertArg(image.width >= 1 && image.height >= 1, `training data: image "${name}" is empty`);
     }
+    this.rgb = images.map(({ name, image }) => ({ name, image: image.channels === 3 ? image : toRgb8(image) }));
     this.rng = new AugmentRng(seed);
     this.order = new EpochOrder(images.length, this.rng);
   }
@@ -137,8 +139,8 @@ export class CropSampler {
     const crops: Image8[] = [];
     const picks: BatchPick[] = [];
     for (let k = 0; k < n; k++) {
-      const { name, image } = this.images[this.order.next()]!;
-      const a = augmentImage(image.channels === 3 ? image : toRgb8(image), this.rng, this.settings);
+      const { name, image } = this.rgb[this.order.next()]!;
+      const a = augmentImage(image, this.rng, this.settings);
       const j = colorJitter(a.image, this.rng, this.settings.jitter ?? {});
       crops.push(j.image);
       picks.push({ name, box: a.box, hflip: a.hflip, vflip: a.vflip, ...(j.draw ? { jitter: j.draw } : {}) });

@@ -8,18 +8,12 @@ import type { Engine } from '../../engine/device.js';
 import { assertArg } from '../../engine/errors.js';
 import { transpose2d } from '../../formats/safetensors.js';
 import { WeightLoader, type LoadedModel } from '../../models/weights.js';
-import { RandomWeightSource } from '../../models/random-weights.js';
+import { nameSeed, RandomWeightSource } from '../../models/random-weights.js';
 import { DegradationModel } from '../../models/silo/cnn.js';
 import type { DegradationModelConfig } from '../../models/silo/config.js';
 import type { NamedParameter } from './adam.js';
 import { AugmentRng } from './augment.js';
 import { stateShape } from './checkpoint.js';
-
-function nameSeed(name: string, seed: number): number {
-  let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193) >>> 0;
-  return h >>> 0;
-}
 
 /** Each parameter's initial values in the state dict's layout, by name (independent of listing order). */
 export function torchDefaultInit(params: readonly NamedParameter[], seed: number): Map<string, Float32Array> {

@@ -105,10 +105,15 @@ export function cnnConfigFor(codec: LatentCodec, embedder: SigmaEmbedder, size: 
   return degradationConfig({ latent_dim: codec.channels, sigma_condition: true, latent_size: size / codec.factor, sigma_emb_dim: embedder.dim });
 }
 
-/** The settings that define the stream of batches and the model: a resume must keep every one. */
-function fixedPart(s: TrainSettings): Record<string, unknown> {
+/**
+ * The settings that define the stream of batches and the model (a resume must keep every one), as JSON
+ * with sorted keys: the CLI and the page build their settings in different orders.
+ */
+function fixedPart(s: TrainSettings, extra: Record<string, unknown> = {}): string {
   const { scheduleSteps: _, ...rest } = s;
-  return rest;
+  const sorted = (v: unknown): unknown =>
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, x]) => [k, sorted(x)])) : v;
+  return JSON.stringify(sorted({ ...rest, ...extra }));
 }
 
 export class TrainSession {
@@ -133,7 +138,7 @@ export class TrainSession {
     assertArg(train.length > 0, `train: no training images left (${input.train.length} given, all of them held out)`);
     const config = cnnConfigFor(codec, embedder, s.size);
     const metadata: Record<string, string> = {
-      train_settings: JSON.stringify(fixedPart(s)),
+      train_settings: fixedPart(s),
       operator_config: JSON.stringify(config),
       encoder: codec.name,
       sigma_embedding: `${embedder.kind} (${embedder.dim})`,
@@ -171,7 +176,7 @@ export class TrainSession {
       let source: PairSource;
       let cache: LatentPairCache | undefined;
       if (s.cache > 0) {
-        const key = JSON.stringify({ ...fixedPart(s), encoder: codec.name, data: train.map((t) => t.name) });
+        const key = fixedPart(s, { encoder: codec.name, data: train.map((t) => t.name) });
         cache = input.cacheFile ? LatentPairCache.fromSafetensors(input.cacheFile, key, s.seed) : await LatentPairCache.build(trainer, sampler, s.cache, s.batch, key, input.onCacheProgress);
         assertArg(cache.size === s.cache, `train: the cache holds ${cache.size} crops, the settings ask for ${s.cache}`);
         source = cache.source(engine, s.batch, s.micro);
