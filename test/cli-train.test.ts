@@ -10,6 +10,7 @@ import { main, type CliIO } from '../src/cli/silo.js';
 import { parseSafetensors } from '../src/formats/safetensors.js';
 import { inferDegradationConfig } from '../src/models/silo/config.js';
 import { GOLDEN_ROOT } from './helpers/golden.js';
+import { parseTrainArgs } from '../src/cli/train.js';
 
 const IMAGES = new URL('../../shared/assets/images', import.meta.url).pathname;
 const TAEF2 = `${GOLDEN_ROOT}/taef2`;
@@ -108,6 +109,10 @@ describe('silo train', () => {
     [['--operator', 'readout', '--task', 'sr4'], /--operator readout: training the readout operator is not built yet/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--jitter', '0.1,0.2'], /--jitter 0.1,0.2: expected brightness,contrast,saturation,hue/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--jitter', '0,0,0,0.9'], /--jitter 0.9: expected a number in 0..0.5/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--crop-scale', '0.5'], /--crop-scale 0.5: expected lo,hi/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--crop-scale', '0,1'], /--crop-scale 0: expected a number > 0/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--crop-scale', '0.9,0.5'], /--crop-scale 0.9,0.5: lo must not exceed hi/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--width', '1.5'], /--width 1.5: expected an integer/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--cache-file', 'c'], /--cache-file needs --cache N/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--steps', '10', '--steps', '20'], /--steps given more than once/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--lr', '0'], /--lr 0: expected a number > 0/],
@@ -121,6 +126,19 @@ describe('silo train', () => {
       expect(io.errors.join('\n')).toMatch(re);
     });
   }
+
+  it('--crop-scale sets the crop sampler\'s area range (SILO\'s 0.75..1 without it)', () => {
+    const v = { task: 'gaussian_blur', encoder: 'e', data: ['d'], out: 'o' };
+    expect(parseTrainArgs(v).settings.cropScale).toEqual([0.75, 1]);
+    expect(parseTrainArgs({ ...v, 'crop-scale': '0.2, 1' }).settings.cropScale).toEqual([0.2, 1]);
+  });
+
+  it('--width widens the operator; width 1 (SILO\'s module) leaves the settings as before', () => {
+    const v = { task: 'gaussian_blur', encoder: 'e', data: ['d'], out: 'o' };
+    expect(parseTrainArgs(v).settings.width).toBeUndefined();
+    expect(parseTrainArgs({ ...v, width: '1' }).settings.width).toBeUndefined();
+    expect(parseTrainArgs({ ...v, width: '2' }).settings.width).toBe(2);
+  });
 
   it('--help prints the usage', async () => {
     const io = capture();

@@ -53,10 +53,10 @@ function download(id: string, bytes: ArrayBuffer | string, type: string) {
 function showValidation() {
   const rows = st.validations.map((v) => {
     const ratio = (v.latentL1 / v.identityL1).toFixed(3);
-    const dec = v.psnr !== undefined ? `<td>${v.psnr.toFixed(2)} dB</td><td>${v.identityPsnr!.toFixed(2)} dB</td>` : '<td>–</td><td>–</td>';
+    const dec = v.psnr !== undefined ? `<td>${v.psnr.toFixed(2)} dB</td><td>${v.identityPsnr!.toFixed(2)} dB</td><td>${v.roundTripL1!.toPrecision(4)}</td>` : '<td>–</td><td>–</td><td>–</td>';
     return `<tr><td>${v.step}</td><td>${v.latentL1.toPrecision(4)}</td><td>${v.identityL1.toPrecision(4)}</td><td>${ratio}</td>${dec}</tr>`;
   });
-  $<HTMLTableElement>('validation').innerHTML = `<tr><th>step</th><th>latent L1 (H)</th><th>identity</th><th>ratio</th><th>PSNR D(H) vs A(x)</th><th>identity</th></tr>${rows.join('')}`;
+  $<HTMLTableElement>('validation').innerHTML = `<tr><th>step</th><th>latent L1 (H)</th><th>identity</th><th>ratio</th><th>PSNR D(H) vs A(x)</th><th>identity</th><th title="latent L1 of E(A(D(E(x)))): the degradation through the autoencoder">round trip</th></tr>${rows.join('')}`;
 }
 
 const worker = new Worker(new URL('./train-worker.js', import.meta.url), { type: 'module' });

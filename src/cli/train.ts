@@ -50,6 +50,9 @@ export const TRAIN_USAGE = [
   '  --loss l1|mse          (default l1)   --clamp X|none  clamp the target to [-X, X] (default 4)',
   '  --sigma-max X          sigma ~ U(0, X) per batch (default 0.04)   --val-sigma X  held-out sigma (default 0)',
   '  --jitter b,c,s,h|none  colour jitter (default 0.1,0.1,0.1,0.02)   --seed N (default 0)',
+  '  --width N              the operator\'s hidden widths x N (default 1: SILO\'s module, made for 4-channel latents;',
+  '                         wider latents such as TAEF2\'s 32 channels pass through 16 at width 1)',
+  '  --crop-scale lo,hi     RandomResizedCrop\'s area fraction (default 0.75,1, SILO\'s; lower lo adds zoomed-in crops)',
   '  --cache N              encode N fixed crops once and train on them (default 0: new crops every step)',
   '  --cache-file F         save the cache to F, or reuse it if F exists and matches the run',
   '  --val-every N / --checkpoint-every N   (default 100 / 100)',
@@ -80,6 +83,8 @@ export const TRAIN_OPTIONS = {
   'sigma-max': { type: 'string' },
   'val-sigma': { type: 'string' },
   jitter: { type: 'string' },
+  'crop-scale': { type: 'string' },
+  width: { type: 'string' },
   seed: { type: 'string' },
   cache: { type: 'string' },
   'cache-file': { type: 'string' },
@@ -151,6 +156,15 @@ export function parseTrainArgs(v: Values): TrainCliOptions {
     const [b, c, s, h] = parts.map((p, i) => num('jitter', p.trim(), 0, { min: 0, max: i === 3 ? 0.5 : undefined }));
     jitter = { brightness: b!, contrast: c!, saturation: s!, hue: h! };
   }
+  let cropScale = CNN_DEFAULTS.cropScale;
+  if (v['crop-scale'] !== undefined) {
+    const parts = v['crop-scale'].split(',');
+    if (parts.length !== 2) throw new UsageError(`--crop-scale ${v['crop-scale']}: expected lo,hi (e.g. 0.75,1)`);
+    const [lo, hi] = parts.map((p) => num('crop-scale', p.trim(), 1, { above: 0, max: 1 }));
+    if (lo! > hi!) throw new UsageError(`--crop-scale ${v['crop-scale']}: lo must not exceed hi`);
+    cropScale = [lo!, hi!];
+  }
+  const width = num('width', v.width, 1, { integer: true, min: 1, max: 16 });
   const warmup = num('warmup', v.warmup, 0, { integer: true, min: 0 });
   if (schedule !== 'constant' && warmup >= steps) throw new UsageError(`--warmup ${warmup}: must be below --steps ${steps} for a ${schedule} schedule`);
   const settings: TrainSettings = {
@@ -169,6 +183,9 @@ export function parseTrainArgs(v: Values): TrainCliOptions {
     clamp,
     sigmaRange: [0, num('sigma-max', v['sigma-max'], CNN_DEFAULTS.sigmaRange[1], { min: 0 })],
     jitter,
+    cropScale,
+    // Width 1 stays out of the settings, so checkpoints of SILO's module keep their metadata.
+    ...(width > 1 ? { width } : {}),
     cache: num('cache', v.cache, 0, { integer: true, min: 0 }),
     seed: num('seed', v.seed, 0, { integer: true, min: 0, max: 0xffffffff }),
   };
@@ -302,7 +319,7 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
       },
       onValidation: (v) => {
         validations.push(v);
-        const dec = v.psnr !== undefined ? `; decoded PSNR vs A(x) ${v.psnr.toFixed(2)} dB (identity ${v.identityPsnr!.toFixed(2)} dB)` : '';
+        const dec = v.psnr !== undefined ? `; decoded PSNR vs A(x) ${v.psnr.toFixed(2)} dB (identity ${v.identityPsnr!.toFixed(2)} dB); through the autoencoder E(A(D(E(x)))) ${v.roundTripL1!.toPrecision(4)}` : '';
         io.out(`${tty ? '\n' : ''}validation at step ${v.step}: held-out latent L1 ${v.latentL1.toPrecision(4)} (identity ${v.identityL1.toPrecision(4)}, ratio ${(v.latentL1 / v.identityL1).toFixed(3)})${dec}`);
       },
     });

@@ -24,7 +24,7 @@ interface TrainState {
   state: string;
   steps: number;
   lastLoss: number | null;
-  validations: { step: number; latentL1: number; identityL1: number; psnr?: number }[];
+  validations: { step: number; latentL1: number; identityL1: number; psnr?: number; roundTripL1?: number }[];
   checkpoints: number;
   cacheDone: number;
   errors: { kind: string; message: string }[];
@@ -102,6 +102,10 @@ describe('the training page in headless Chromium', () => {
     expect(v2.latentL1).toBeLessThan(v0.latentL1);
     expect(v2.identityL1).toBe(v0.identityL1);
     expect(v2.psnr).toBeGreaterThan(0);
+    // The round trip through the autoencoder does not depend on the operator.
+    expect(v2.roundTripL1).toBe(v0.roundTripL1);
+    expect(v0.roundTripL1).toBeLessThan(v0.identityL1);
+    expect(await page.$eval('#validation', (e) => e.textContent)).toMatch(/round trip/);
     expect(await page.$eval('#curve', (e) => e.innerHTML)).toMatch(/<svg/);
     expect(await page.$$eval('#validation tr', (r) => r.length)).toBe(4);
     const op = parseSafetensors(await linkBytes(page, 'download-operator'), 'operator.safetensors');

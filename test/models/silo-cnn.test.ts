@@ -33,7 +33,7 @@ async function goldenCnnWeights(): Promise<Weights> {
 describe('SILO DegradationModel (silo_cnn golden)', () => {
   it('reads SILO\'s sampler configuration off the state dict', async () => {
     const src = await readSafetensorsFile(`${goldenDir('silo_cnn')}/weights.safetensors`);
-    expect(inferDegradationConfig(src)).toEqual({ latentDim: 4, outputDim: 4, sigmaCondition: true, latentSize: 64, sigmaEmbDim: 1280, sigmaHidden: 32 });
+    expect(inferDegradationConfig(src)).toEqual({ latentDim: 4, outputDim: 4, sigmaCondition: true, latentSize: 64, sigmaEmbDim: 1280, sigmaHidden: 32, width: 1 });
     expect(sigmaTimestep(0.02)).toBeCloseTo(199.8, 10);
   });
 

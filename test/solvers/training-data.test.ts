@@ -238,6 +238,10 @@ describe('loss curve and CSV', () => {
     const csv = lossCsv(steps).trim().split('\n');
     expect(csv.length).toBe(31);
     expect(csv[1]).toBe('1,1,0.001,0.01');
+    // With a decoder, validation also has the round trip through the autoencoder: a fifth line.
+    const withTrip = curveSvg(steps, v.map((r) => ({ ...r, roundTripL1: 0.1 })), 'blur');
+    expect((withTrip.match(/<polyline/g) ?? []).length).toBe(5);
+    expect(withTrip).toContain('E(A(D(E(x)))): 0.1000');
   });
 });
 

@@ -6,6 +6,7 @@
 // held-out latent L1 fall within a few steps (the full proof is scripts/train-proof.sh).
 import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../../src/engine/device.js';
+import { clamp } from '../../src/engine/ops/elementwise.js';
 import { runProgram } from '../../src/engine/recorder.js';
 import { normalCPU } from '../../src/engine/random.js';
 import { scale } from '../../src/engine/ops/elementwise.js';
@@ -131,7 +132,9 @@ describe('OperatorTrainer (TAEF2, Gaussian blur)', () => {
           const z = codec.encode(rec, x, 0n);
           const t = codec.encode(rec, ax, 0n);
           const h = trainer.model.forward(rec, z, embedder.embed(rec, [0]));
-          return { ax, z, t, h, dh: codec.decode(rec, h), dz: codec.decode(rec, z) };
+          const dz = codec.decode(rec, z);
+          const trip = codec.encode(rec, trainer.setup.degradation.apply(rec, clamp(rec, dz, -1, 1)), 0n);
+          return { ax, z, t, h, dh: codec.decode(rec, h), dz, trip };
         }),
       );
       const v = Object.fromEntries(await Promise.all(Object.entries(result).map(async ([k, t]) => [k, await t.read()] as const)));
@@ -141,6 +144,10 @@ describe('OperatorTrainer (TAEF2, Gaussian blur)', () => {
       expect(r.latentL1).toBeCloseTo(l1(v['h']!, v['t']!), 5);
       expect(r.psnr!).toBeCloseTo(psnr(v['dh']!, v['ax']!), 3);
       expect(r.identityPsnr!).toBeCloseTo(psnr(v['dz']!, v['ax']!), 3);
+      // The round trip E(A(D(E(x)))) through the autoencoder, computed once per image and sigma.
+      expect(r.roundTripL1!).toBeCloseTo(l1(v['trip']!, v['t']!), 5);
+      expect(r.roundTripL1!).toBeLessThan(r.identityL1);
+      expect((await trainer.validate([img], 0)).roundTripL1).toBe(r.roundTripL1);
       expect(r.images.map((i) => i.name)).toEqual(['kodim03']);
       for (const t of Object.values(result)) t.dispose();
     } finally {
@@ -238,6 +245,15 @@ describe('TrainSession', () => {
       expect(again.z).toEqual(session.cache!.z);
       expect(again.sigmas).toEqual(session.cache!.sigmas);
       expect(() => LatentPairCache.fromSafetensors(file, JSON.stringify({ ...key, seed: 5 }), 5)).toThrow(/cache.safetensors: the cache was built for other data or settings/);
+      // The optimizer and the loss do not change the pairs: a run at another learning rate reuses the file.
+      const other = await TrainSession.create(engine, { settings: { ...s, lr: s.lr * 3, loss: 'mse' }, codec, embedder, train: train(), validate: [], cacheFile: file });
+      try {
+        expect(other.cache!.z).toEqual(session.cache!.z);
+      } finally {
+        other.dispose();
+      }
+      // Other crops do.
+      await expect(TrainSession.create(engine, { settings: { ...s, cropScale: [0.5, 1] }, codec, embedder, train: train(), validate: [], cacheFile: file })).rejects.toThrow(/cache.safetensors: the cache was built for other data or settings/);
     } finally {
       session.dispose();
     }

@@ -5,6 +5,7 @@
 //   decoded   = 3 x [convT3x3 (stride 1, pad 1) -> LayerNorm -> ReLU]  128 -> 64 -> 32 -> 16
 //   adjusted  = ReLU(LayerNorm(conv1x1(cat(encoded, sigma_map))))       128+s -> 16
 //   output    = conv3x3(ReLU(LayerNorm(conv3x3(decoded + adjusted))))   16 -> 16 -> output_dim
+// Hidden widths are SILO's times config.width (our extension; 1 is SILO's module).
 // The LayerNorms' affine parameters are per element of [C, 64, 64], so only 64x64 latents are accepted.
 // The sigma map is NOT normalised here (unlike the readout operator's).
 
@@ -58,19 +59,20 @@ export class DegradationModel {
       this.sigmaPre2 = new Linear(w, 'sigma_condition_precondition.2', config.sigmaHidden, hw * hw);
     }
     // nn.Sequential indices: conv i, norm i+1, ReLU i+2 (no parameters).
-    const enc = [config.latentDim + s, 16 + s, 32 + s, 64 + s, 128];
+    const w16 = 16 * config.width;
+    const enc = [config.latentDim + s, w16 + s, 2 * w16 + s, 4 * w16 + s, 8 * w16];
     for (let i = 0; i < 4; i++) {
       const conv = new Conv2d(w, `encoder.${3 * i}`, enc[i]!, enc[i + 1]!, 3, { padding: 1 });
       this.encoder.push(new ConvLayerNorm(conv, ln(`encoder.${3 * i + 1}`, enc[i + 1]!), [`encoder.${3 * i}`, `encoder.${3 * i + 1}`]));
     }
-    const dec = [128, 64, 32, 16];
+    const dec = [8 * w16, 4 * w16, 2 * w16, w16];
     for (let i = 0; i < 3; i++) {
       const conv = new ConvTranspose2d(w, `decoder.${3 * i}`, dec[i]!, dec[i + 1]!, 3, { stride: 1, padding: 1 });
       this.decoder.push(new ConvLayerNorm(conv, ln(`decoder.${3 * i + 1}`, dec[i + 1]!), [`decoder.${3 * i}`, `decoder.${3 * i + 1}`]));
     }
-    this.adjustEncoding = new ConvLayerNorm(new Conv2d(w, 'adjust_encoding.0', 128 + s, 16, 1), ln('adjust_encoding.1', 16), ['adjust_encoding.0', 'adjust_encoding.1']);
-    this.processing0 = new ConvLayerNorm(new Conv2d(w, 'processing.0', 16, 16, 3, { padding: 1 }), ln('processing.1', 16), ['processing.0', 'processing.1']);
-    this.processing3 = new Conv2d(w, 'processing.3', 16, config.outputDim, 3, { padding: 1 });
+    this.adjustEncoding = new ConvLayerNorm(new Conv2d(w, 'adjust_encoding.0', 8 * w16 + s, w16, 1), ln('adjust_encoding.1', w16), ['adjust_encoding.0', 'adjust_encoding.1']);
+    this.processing0 = new ConvLayerNorm(new Conv2d(w, 'processing.0', w16, w16, 3, { padding: 1 }), ln('processing.1', w16), ['processing.0', 'processing.1']);
+    this.processing3 = new Conv2d(w, 'processing.3', w16, config.outputDim, 3, { padding: 1 });
   }
 
   /** Every trainable tensor with its state-dict name, in the state dict's order (torch's model.parameters()). */

@@ -65,6 +65,11 @@ export interface DegradationModelConfig {
   sigmaEmbDim: number;
   /** Hidden width of sigma_condition_precondition; SILO hard-codes 32. */
   sigmaHidden: number;
+  /**
+   * Our extension: every hidden width (16, 32, 64, 128) times this. SILO's module is width 1, made for
+   * SD's 4-channel latent; a 32-channel latent (TAEF2) passes through a 16-channel first conv at width 1.
+   */
+  width: number;
 }
 
 /** From SILO's snake_case constructor arguments `DegradationModel(latent_dim, output_dim, sigma_condition, layer_norm)`. */
@@ -80,6 +85,7 @@ export function degradationConfig(args: Json): DegradationModelConfig {
     latentSize: int(args, 'latent_size', 64),
     sigmaEmbDim: int(args, 'sigma_emb_dim', 1280),
     sigmaHidden: int(args, 'sigma_hidden', 32),
+    width: int(args, 'width', 1),
   };
 }
 
@@ -98,8 +104,14 @@ export function inferDegradationConfig(source: TensorSource): DegradationModelCo
   if (norm.length !== 3) {
     throw new SiloConfigError(`${source.source}: encoder.1 is not LayerNorm([C, H, W]) (shape [${norm.join(', ')}]); the BatchNorm variant is not supported`);
   }
+  const s = sigma ? 1 : 0;
+  const width = (enc0[0]! - s) / 16;
+  if (!Number.isInteger(width) || width < 1) {
+    throw new SiloConfigError(`${source.source}: encoder.0 has ${enc0[0]} output channels; a DegradationModel has 16 x width${sigma ? ' + 1 (the sigma map)' : ''}`);
+  }
   return degradationConfig({
-    latent_dim: enc0[1]! - (sigma ? 1 : 0),
+    latent_dim: enc0[1]! - s,
+    width,
     output_dim: shape('processing.3.weight')[0]!,
     sigma_condition: sigma,
     layer_norm: true,

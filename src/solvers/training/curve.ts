@@ -42,8 +42,10 @@ export function curveSvg(steps: readonly StepReport[], validations: readonly Val
     line(validations.map((v) => [x(v.step), y(v.identityL1)]), 'stroke="#888" stroke-dasharray="5,4" stroke-width="1.5"'),
     line(validations.map((v) => [x(v.step), y(v.latentL1)]), 'stroke="#d94801" stroke-width="2"'),
     ...validations.map((v) => `<circle cx="${x(v.step).toFixed(1)}" cy="${y(v.latentL1).toFixed(1)}" r="3" fill="#d94801"/>`),
+    line(validations.filter((v) => v.roundTripL1 !== undefined).map((v) => [x(v.step), y(v.roundTripL1!)]), 'stroke="#31a354" stroke-dasharray="2,3" stroke-width="1.5"'),
     `<g font-size="11"><text x="${l + 10}" y="${t + 14}" fill="#08519c">training loss (running mean of ${window})</text>`,
     validations.length ? `<text x="${l + 10}" y="${t + 28}" fill="#d94801">held-out latent L1${last ? `: ${last.latentL1.toPrecision(4)}` : ''}</text><text x="${l + 10}" y="${t + 42}" fill="#666">identity operator${last ? `: ${last.identityL1.toPrecision(4)}` : ''}</text>` : '',
+    last?.roundTripL1 !== undefined ? `<text x="${l + 10}" y="${t + 56}" fill="#31a354">through the autoencoder, E(A(D(E(x)))): ${last.roundTripL1.toPrecision(4)}</text>` : '',
     '</g></svg>',
   ].join('\n');
 }

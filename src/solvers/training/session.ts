@@ -48,6 +48,8 @@ export interface TrainSettings {
   /** 0: new crops every step; N: N fixed crops encoded once. */
   cache: number;
   seed: number;
+  /** The operator's hidden widths times this (absent: 1, SILO's module; see DegradationModelConfig.width). */
+  width?: number;
 }
 
 export const CNN_DEFAULTS: Omit<TrainSettings, 'task' | 'size'> = {
@@ -96,13 +98,14 @@ export function checkSettings(s: TrainSettings): void {
   assertArg(s.seed <= 0xffffffff, `train: seed ${s.seed} must be below 2^32`);
   assertArg(Number.isFinite(s.lr) && s.lr > 0, `train: learning rate ${s.lr} must be > 0`);
   assertArg(s.loss === 'l1' || s.loss === 'mse', `train: loss "${String(s.loss)}" must be l1 or mse`);
+  if (s.width !== undefined) int(s.width, 'width', 1);
   assertArg(s.cropScale[0] > 0 && s.cropScale[0] <= s.cropScale[1] && s.cropScale[1] <= 1, `train: crop scale [${s.cropScale.join(', ')}] must satisfy 0 < lo <= hi <= 1`);
 }
 
 /** The operator SILO's CNN would be for this encoder and crop size (latent side = size / factor). */
-export function cnnConfigFor(codec: LatentCodec, embedder: SigmaEmbedder, size: number): DegradationModelConfig {
+export function cnnConfigFor(codec: LatentCodec, embedder: SigmaEmbedder, size: number, width = 1): DegradationModelConfig {
   if (size % codec.factor !== 0) throw new ArgumentError(`train: crop size ${size} is not a multiple of the encoder's factor ${codec.factor}`);
-  return degradationConfig({ latent_dim: codec.channels, sigma_condition: true, latent_size: size / codec.factor, sigma_emb_dim: embedder.dim });
+  return degradationConfig({ latent_dim: codec.channels, sigma_condition: true, latent_size: size / codec.factor, sigma_emb_dim: embedder.dim, width });
 }
 
 /**
@@ -114,6 +117,16 @@ function fixedPart(s: TrainSettings, extra: Record<string, unknown> = {}): strin
   const sorted = (v: unknown): unknown =>
     v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, x]) => [k, sorted(x)])) : v;
   return JSON.stringify(sorted({ ...rest, ...extra }));
+}
+
+/**
+ * What a latent cache holds depends on the crops (data, size, scale, jitter, seed), the pairs (task, sigma
+ * range, one sigma per batch of `batch`, the encoder) and its length, not on the optimizer or the loss:
+ * a cache is reused by any run that agrees on these, e.g. at another learning rate.
+ */
+function cacheKey(s: TrainSettings, encoder: string, data: string[]): string {
+  const { task, size, batch, sigmaRange, cropScale, jitter, cache, seed } = s;
+  return fixedPart({ task, size, batch, sigmaRange, cropScale, jitter, cache, seed } as TrainSettings, { encoder, data });
 }
 
 export class TrainSession {
@@ -136,7 +149,7 @@ export class TrainSession {
     const heldOut = new Set(input.validate.map((v) => v.name));
     const train = input.train.filter((t) => !heldOut.has(t.name));
     assertArg(train.length > 0, `train: no training images left (${input.train.length} given, all of them held out)`);
-    const config = cnnConfigFor(codec, embedder, s.size);
+    const config = cnnConfigFor(codec, embedder, s.size, s.width);
     const metadata: Record<string, string> = {
       train_settings: fixedPart(s),
       operator_config: JSON.stringify(config),
@@ -176,7 +189,7 @@ export class TrainSession {
       let source: PairSource;
       let cache: LatentPairCache | undefined;
       if (s.cache > 0) {
-        const key = fixedPart(s, { encoder: codec.name, data: train.map((t) => t.name) });
+        const key = cacheKey(s, codec.name, train.map((t) => t.name));
         cache = input.cacheFile ? LatentPairCache.fromSafetensors(input.cacheFile, key, s.seed) : await LatentPairCache.build(trainer, sampler, s.cache, s.batch, key, input.onCacheProgress);
         assertArg(cache.size === s.cache, `train: the cache holds ${cache.size} crops, the settings ask for ${s.cache}`);
         source = cache.source(engine, s.batch, s.micro);

@@ -58,6 +58,11 @@ export interface ValidationImageReport {
   /** PSNR (dB) of D(H(E(x))) and of D(E(x)) against A(x); only with a decoder. */
   psnr?: number;
   identityPsnr?: number;
+  /**
+   * Latent L1 of the round trip E(A(D(E(x))) + sigma n) (same noise): the degradation applied through the
+   * autoencoder, the reference a good operator approaches without running it. Only with a decoder.
+   */
+  roundTripL1?: number;
 }
 
 export interface ValidationReport {
@@ -67,6 +72,7 @@ export interface ValidationReport {
   identityL1: number;
   psnr?: number;
   identityPsnr?: number;
+  roundTripL1?: number;
   images: ValidationImageReport[];
 }
 
@@ -82,6 +88,8 @@ export class OperatorTrainer {
   readonly sigmaRng: AugmentRng;
   /** Batches encoded so far (the noise and posterior seeds count on from it). */
   encoded = 0;
+  /** Round-trip L1 per held-out image and sigma (it does not depend on the operator: computed once). */
+  private readonly roundTrips = new Map<string, number>();
 
   constructor(
     readonly engine: Engine,
@@ -201,6 +209,8 @@ export class OperatorTrainer {
       assertArg(img.shape[0] === 1, `validate: "${img.name}" must be one image`);
       // Fixed seeds per image, so every validation sees the same noise and posterior samples.
       const base = (BigInt(setup.seed) << 32n) + 0xffff0000n + BigInt(i) * 3n;
+      const tripKey = `${i} ${img.name} ${sigma}`;
+      const trip = decode && !this.roundTrips.has(tripKey);
       const { result } = await runProgram(this.engine, `validate ${img.name}`, (rec) =>
         rec.engine.tidy(() => {
           const x = rec.engine.tensor(img.data, img.shape, 'f32', 'held_out');
@@ -222,6 +232,11 @@ export class OperatorTrainer {
             out['dh'] = clamp(rec, setup.codec.decode(rec, h), -1, 1);
             out['dz'] = clamp(rec, setup.codec.decode(rec, z), -1, 1);
           }
+          if (trip) {
+            let yz = addMeasurementNoise(rec, setup.degradation.apply(rec, out['dz']!), sigma, base);
+            if (up) yz = up(rec, yz);
+            out['trip'] = regressionLoss(rec, setup.codec.encode(rec, yz, base + 2n), target, { kind: 'l1' }).loss;
+          }
           return out;
         }),
       );
@@ -234,6 +249,8 @@ export class OperatorTrainer {
       if (decode) {
         r.psnr = psnr(v['dh']!, v['ax']!, 2);
         r.identityPsnr = psnr(v['dz']!, v['ax']!, 2);
+        if (trip) this.roundTrips.set(tripKey, v['trip']![0]!);
+        r.roundTripL1 = this.roundTrips.get(tripKey)!;
       }
       reports.push(r);
     }
@@ -247,6 +264,7 @@ export class OperatorTrainer {
     if (decode) {
       report.psnr = mean(reports.map((r) => r.psnr!));
       report.identityPsnr = mean(reports.map((r) => r.identityPsnr!));
+      report.roundTripL1 = mean(reports.map((r) => r.roundTripL1!));
     }
     return report;
   }
