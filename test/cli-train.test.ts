@@ -112,7 +112,7 @@ describe('silo train', () => {
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--crop-scale', '0.5'], /--crop-scale 0.5: expected lo,hi/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--crop-scale', '0,1'], /--crop-scale 0: expected a number > 0/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--crop-scale', '0.9,0.5'], /--crop-scale 0.9,0.5: lo must not exceed hi/],
-    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--width', '1.5'], /--width 1.5: expected an integer/],
+    [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--width', '1.5'], /--width "1.5": expected an integer/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--cache-file', 'c'], /--cache-file needs --cache N/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--steps', '10', '--steps', '20'], /--steps given more than once/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--lr', '0'], /--lr 0: expected a number > 0/],
