@@ -3,7 +3,7 @@
 // history continued, a resume with other settings refused, and every argument mistake a usage error that
 // names the flag before anything runs.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main, type CliIO } from '../src/cli/silo.js';
@@ -89,6 +89,28 @@ describe('silo train', () => {
     expect(op.metadata?.['sigma_embedding']).toBe('unet time embedding (128)');
   }, 300_000);
 
+  it('motion_blur trains with its kernel file; the kernel is in the checkpoint and a resume with another is refused', async () => {
+    const kernel = join(tmp, 'motion.txt');
+    // A 7x7 diagonal streak as a text matrix (normalised on load).
+    writeFileSync(kernel, Array.from({ length: 7 }, (_, i) => Array.from({ length: 7 }, (_, j) => (i === j ? 1 : i === j + 1 ? 0.5 : 0)).join(' ')).join('\n'));
+    const out = join(tmp, 'motion-run');
+    const args = ['train', '--task', 'motion_blur', '--kernel', kernel, '--encoder', `${TAEF2}/taef2_encoder.safetensors`, '--data', `${IMAGES}/faces256`, '--size', '32', '--batch', '2', '--quiet', '--out', out];
+    const io = capture();
+    expect(await main([...args, '--steps', '2'], io)).toBe(0);
+    expect(io.errors.join('\n')).toBe('');
+    const meta = parseSafetensors(readFileSync(join(out, 'checkpoint.safetensors')), 'c').metadata!;
+    expect(meta['kernel']).toMatch(/^7x7 fnv1a:[0-9a-f]{8}$/);
+    const other = join(tmp, 'motion2.txt');
+    writeFileSync(other, Array.from({ length: 7 }, (_, i) => Array.from({ length: 7 }, (_, j) => (i === j ? 1 : 0)).join(' ')).join('\n'));
+    const io2 = capture();
+    expect(await main([...args.map((a) => (a === kernel ? other : a)), '--steps', '3', '--resume', join(out, 'checkpoint.safetensors')], io2)).toBe(1);
+    expect(io2.errors.join('\n')).toMatch(/checkpoint.safetensors: the checkpoint was trained with kernel 7x7 fnv1a:[0-9a-f]{8}; this run has 7x7 fnv1a:/);
+    const io3 = capture();
+    expect(await main(args.map((a) => (a === kernel ? join(tmp, 'no-kernel.npy') : a === out ? join(tmp, 'y') : a)), io3)).toBe(1);
+    expect(io3.errors.join('\n')).toMatch(/--kernel .*no-kernel\.npy: no such file/);
+    expect(existsSync(join(tmp, 'y'))).toBe(false);
+  }, 300_000);
+
   it('missing files are errors that name them', async () => {
     const io = capture();
     expect(await main(['train', '--task', 'sr4', '--encoder', `${TAEF2}/taef2_encoder.safetensors`, '--data', join(tmp, 'nowhere'), '--out', join(tmp, 'x')], io)).toBe(1);
@@ -109,6 +131,8 @@ describe('silo train', () => {
     [['--operator', 'readout', '--task', 'sr4'], /--operator readout: training the readout operator is not built yet/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--jitter', '0.1,0.2'], /--jitter 0.1,0.2: expected brightness,contrast,saturation,hue/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--jitter', '0,0,0,0.9'], /--jitter 0.9: expected a number in 0..0.5/],
+    [['--task', 'motion_blur', '--encoder', 'e', '--data', 'd', '--out', 'o'], /--task motion_blur needs --kernel <file>/],
+    [['--task', 'sr4', '--kernel', 'k.npy', '--encoder', 'e', '--data', 'd', '--out', 'o'], /--kernel is only used by --task motion_blur \(the task is sr4\)/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--crop-scale', '0.5'], /--crop-scale 0.5: expected lo,hi/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--crop-scale', '0,1'], /--crop-scale 0: expected a number > 0/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--crop-scale', '0.9,0.5'], /--crop-scale 0.9,0.5: lo must not exceed hi/],

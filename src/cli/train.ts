@@ -26,6 +26,8 @@ import type { StepReport, ValidationReport } from '../solvers/training/trainer.j
 import { isDegradationTask, DEGRADATION_TASKS } from '../solvers/degradations/tasks.js';
 import { serializeSafetensors } from '../formats/safetensors.js';
 import { parseNumberArg } from './numbers.js';
+import { loadBlurKernel, type BlurKernel } from '../solvers/degradations/kernel-file.js';
+import { SiloError } from '../engine/errors.js';
 import { UsageError } from './usage-error.js';
 import { fmtTime } from './progress.js';
 import { interruptHandler } from './restore.js';
@@ -35,7 +37,8 @@ export const TRAIN_USAGE = [
   'silo train --task <task> (--encoder <encoder.safetensors> | --model <sd folder>) --data <folder|list.txt|image>... --out <folder> [options]',
   '  trains SILO\'s CNN latent operator H so that H(E(x), e_sigma) matches E(A(x) + sigma n)',
   '  --operator cnn         the operator to train (cnn; the readout operator is not trainable yet)',
-  `  --task                 the degradation A (${DEGRADATION_TASKS.filter((t) => t !== 'motion_blur').join(', ')})`,
+  `  --task                 the degradation A (${DEGRADATION_TASKS.join(', ')}); motion_blur needs --kernel <file>`,
+  '  --kernel F             motion_blur\'s kernel (.npy, text, .safetensors or PNG; normalised on load)',
   '  --encoder / --decoder  a TAESD-family autoencoder (.safetensors; convert a .pth with silo convert); the decoder',
   '                         adds decoded PSNR to validation; e_sigma is the sinusoid of SILO\'s pseudo-timestep (width 320)',
   '  --model                a diffusers Stable Diffusion folder instead: its VAE (posterior sample x scaling_factor) is the',
@@ -64,6 +67,7 @@ export const TRAIN_USAGE = [
 export const TRAIN_OPTIONS = {
   operator: { type: 'string' },
   task: { type: 'string' },
+  kernel: { type: 'string' },
   encoder: { type: 'string' },
   decoder: { type: 'string' },
   model: { type: 'string' },
@@ -103,6 +107,8 @@ export interface TrainCliOptions {
   decoder?: string;
   /** A diffusers SD folder (VAE + UNet time embedding). */
   model?: string;
+  /** motion_blur's kernel file. */
+  kernel?: string;
   data: string[];
   validate: string[];
   out: string;
@@ -131,7 +137,8 @@ export function parseTrainArgs(v: Values): TrainCliOptions {
   if (operator !== 'cnn') throw new UsageError(`--operator ${operator}: expected cnn`);
   if (!v.task) throw new UsageError('--task is required');
   if (!isDegradationTask(v.task)) throw new UsageError(`--task ${v.task}: expected one of ${DEGRADATION_TASKS.join(', ')}`);
-  if (v.task === 'motion_blur') throw new UsageError('--task motion_blur: needs a kernel file, not offered for training yet');
+  if (v.task === 'motion_blur' && !v.kernel) throw new UsageError('--task motion_blur needs --kernel <file> (.npy, text, .safetensors or PNG)');
+  if (v.task !== 'motion_blur' && v.kernel) throw new UsageError(`--kernel is only used by --task motion_blur (the task is ${v.task})`);
   if (!v.encoder && !v.model) throw new UsageError('--encoder (a TAESD-family encoder .safetensors, e.g. taef2_encoder.safetensors) or --model (a diffusers SD folder) is required');
   if (v.encoder && v.model) throw new UsageError('--encoder and --model: give one autoencoder');
   if (v.decoder && v.model) throw new UsageError('--decoder goes with --encoder; --model brings its own VAE decoder');
@@ -195,6 +202,7 @@ export function parseTrainArgs(v: Values): TrainCliOptions {
     encoder: v.encoder,
     decoder: v.decoder,
     model: v.model,
+    kernel: v.kernel,
     data: v.data,
     validate: v.validate ?? [],
     out: v.out,
@@ -206,6 +214,16 @@ export function parseTrainArgs(v: Values): TrainCliOptions {
     resume: v.resume,
     quiet: !!v.quiet,
   };
+}
+
+async function readKernel(path: string): Promise<BlurKernel> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(path);
+  } catch (e) {
+    throw new SiloError(`--kernel ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  return loadBlurKernel(bytes, path);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -235,6 +253,7 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
   const decoder = o.decoder ? await readSafetensorsFile(o.decoder) : undefined;
   const sd = o.model ? await Promise.all([openComponent(dirFolder(o.model), 'vae'), openComponent(dirFolder(o.model), 'unet')]) : undefined;
   const resume = o.resume ? await readSafetensorsFile(o.resume) : undefined;
+  const motionKernel = o.kernel ? await readKernel(o.kernel) : undefined;
   const cacheFile: SafetensorsFile | undefined = o.cacheFile && (await exists(o.cacheFile)) ? await readSafetensorsFile(o.cacheFile) : undefined;
   await mkdir(o.out, { recursive: true });
 
@@ -270,6 +289,7 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
       validate,
       resume,
       cacheFile,
+      ...(motionKernel ? { motionKernel } : {}),
       onCacheProgress: (done, total) => {
         if (!o.quiet && (done === total || done - lastCache >= Math.max(1, total / 10))) {
           lastCache = done;

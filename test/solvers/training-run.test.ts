@@ -7,6 +7,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import type { Engine } from '../../src/engine/device.js';
 import { clamp } from '../../src/engine/ops/elementwise.js';
+import type { BlurKernel } from '../../src/solvers/degradations/kernel-file.js';
 import { runProgram } from '../../src/engine/recorder.js';
 import { normalCPU } from '../../src/engine/random.js';
 import { scale } from '../../src/engine/ops/elementwise.js';
@@ -217,6 +218,10 @@ describe('TrainSession', () => {
   it('held-out images never train; a stop request ends with a checkpoint at the current step', async () => {
     const all = photos.slice();
     await expect(TrainSession.create(engine, { settings: settings(), codec, embedder, train: held(), validate: held() })).rejects.toThrow(/no training images left/);
+    // motion_blur needs its kernel; the other tasks take none.
+    await expect(TrainSession.create(engine, { settings: settings({ task: 'motion_blur' }), codec, embedder, train: train(), validate: [] })).rejects.toThrow(/motion_blur needs its blur kernel/);
+    const streak = { size: 3, kernel: new Float64Array([0, 0, 0, 0.5, 0.5, 0, 0, 0, 0]), format: 'text', fileSize: 3, name: 'k.txt' } as unknown as BlurKernel;
+    await expect(TrainSession.create(engine, { settings: settings(), codec, embedder, train: train(), validate: [], motionKernel: streak })).rejects.toThrow(/a blur kernel is only used by motion_blur \(the task is/);
     const session = await TrainSession.create(engine, { settings: settings(), codec, embedder, train: all, validate: held() });
     try {
       expect(JSON.parse(session.metadata['data']!)).toEqual(train().map((t) => t.name));

@@ -11,6 +11,7 @@ import type { LossKind } from '../../engine/ops/loss.js';
 import { WeightLoader, type LoadedModel } from '../../models/weights.js';
 import { DegradationModel } from '../../models/silo/cnn.js';
 import { degradationConfig, inferDegradationConfig, type DegradationModelConfig } from '../../models/silo/config.js';
+import type { BlurKernel } from '../degradations/kernel-file.js';
 import { isDegradationTask, makeDegradation, DEGRADATION_TASKS, type DegradationSetup, type DegradationTask } from '../degradations/tasks.js';
 import { learningRateSchedule, type ScheduleKind } from './schedule.js';
 import { checkpointInfo, checkpointParameters, CheckpointError, resumeOptimizer } from './checkpoint.js';
@@ -82,13 +83,21 @@ export interface TrainSessionInput {
   cacheFile?: TensorSource & { metadata?: Record<string, string> };
   /** Encoding progress of the cache. */
   onCacheProgress?: (done: number, total: number) => void;
+  /** motion_blur's kernel (required for that task, refused for the others). */
+  motionKernel?: BlurKernel;
+}
+
+/** A kernel's identity for checkpoints and caches: its side and an FNV-1a hash of its taps. */
+export function kernelFingerprint(k: BlurKernel): string {
+  let h = 0x811c9dc5;
+  for (const b of new Uint8Array(new Float64Array(k.kernel).buffer)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return `${k.size}x${k.size} fnv1a:${h.toString(16).padStart(8, '0')}`;
 }
 
 export function checkSettings(s: TrainSettings): void {
   const int = (v: number, what: string, min: number) => assertArg(Number.isInteger(v) && v >= min, `train: ${what} ${v} must be an integer >= ${min}`);
   assertArg(s.operator === 'cnn', `train: operator "${String(s.operator)}" is not trainable yet (cnn only; the readout operator needs its parameter gradients first)`);
   assertArg(isDegradationTask(s.task), `train: unknown task "${String(s.task)}" (known: ${DEGRADATION_TASKS.join(', ')})`);
-  assertArg(s.task !== 'motion_blur', 'train: motion_blur needs a kernel file; it is not offered for training yet');
   int(s.size, 'crop size', 8);
   int(s.batch, 'batch', 1);
   int(s.micro, 'micro-batches', 1);
@@ -124,9 +133,9 @@ function fixedPart(s: TrainSettings, extra: Record<string, unknown> = {}): strin
  * range, one sigma per batch of `batch`, the encoder) and its length, not on the optimizer or the loss:
  * a cache is reused by any run that agrees on these, e.g. at another learning rate.
  */
-function cacheKey(s: TrainSettings, encoder: string, data: string[]): string {
+function cacheKey(s: TrainSettings, encoder: string, data: string[], kernel?: string): string {
   const { task, size, batch, sigmaRange, cropScale, jitter, cache, seed } = s;
-  return fixedPart({ task, size, batch, sigmaRange, cropScale, jitter, cache, seed } as TrainSettings, { encoder, data });
+  return fixedPart({ task, size, batch, sigmaRange, cropScale, jitter, cache, seed } as TrainSettings, { encoder, data, ...(kernel ? { kernel } : {}) });
 }
 
 export class TrainSession {
@@ -150,12 +159,16 @@ export class TrainSession {
     const train = input.train.filter((t) => !heldOut.has(t.name));
     assertArg(train.length > 0, `train: no training images left (${input.train.length} given, all of them held out)`);
     const config = cnnConfigFor(codec, embedder, s.size, s.width);
+    const kernel = input.motionKernel;
+    assertArg(s.task !== 'motion_blur' || kernel, 'train: motion_blur needs its blur kernel (a kernel file: .npy, text, .safetensors or PNG)');
+    assertArg(s.task === 'motion_blur' || !kernel, `train: a blur kernel is only used by motion_blur (the task is ${s.task})`);
     const metadata: Record<string, string> = {
       train_settings: fixedPart(s),
       operator_config: JSON.stringify(config),
       encoder: codec.name,
       sigma_embedding: `${embedder.kind} (${embedder.dim})`,
       data: JSON.stringify(train.map((t) => t.name)),
+      ...(kernel ? { kernel: kernelFingerprint(kernel) } : {}),
     };
 
     let loaded: LoadedModel<DegradationModel>;
@@ -163,7 +176,7 @@ export class TrainSession {
       const file = input.resume;
       checkpointInfo(file);
       const meta = file.metadata ?? {};
-      for (const k of ['train_settings', 'encoder', 'sigma_embedding', 'data'] as const) {
+      for (const k of ['train_settings', 'encoder', 'sigma_embedding', 'data', 'kernel'] as const) {
         if (meta[k] !== metadata[k]) {
           throw new CheckpointError(`${file.source}: the checkpoint was trained with ${k} ${meta[k] ?? '(none)'}; this run has ${metadata[k]}. Resume with the same settings and data (only the step count and the intervals may change)`);
         }
@@ -177,7 +190,7 @@ export class TrainSession {
     let degradation: DegradationSetup | undefined;
     let trainer: OperatorTrainer | undefined;
     try {
-      degradation = makeDegradation(engine, s.task, s.size, s.size);
+      degradation = makeDegradation(engine, s.task, s.size, s.size, kernel ? { motionKernel: kernel } : {});
       const lr = s.schedule === 'constant' && s.warmup === 0 ? s.lr : learningRateSchedule({ kind: s.schedule, lr: s.lr, warmup: s.warmup, total: s.scheduleSteps });
       trainer = new OperatorTrainer(
         engine,
@@ -189,7 +202,7 @@ export class TrainSession {
       let source: PairSource;
       let cache: LatentPairCache | undefined;
       if (s.cache > 0) {
-        const key = cacheKey(s, codec.name, train.map((t) => t.name));
+        const key = cacheKey(s, codec.name, train.map((t) => t.name), metadata['kernel']);
         cache = input.cacheFile ? LatentPairCache.fromSafetensors(input.cacheFile, key, s.seed) : await LatentPairCache.build(trainer, sampler, s.cache, s.batch, key, input.onCacheProgress);
         assertArg(cache.size === s.cache, `train: the cache holds ${cache.size} crops, the settings ask for ${s.cache}`);
         source = cache.source(engine, s.batch, s.micro);
