@@ -1,7 +1,7 @@
 // The training page: collects the autoencoder, the images and the settings, hands them to the worker
 // (train-worker.ts) and shows what it reports: cache and step progress, the loss curve, validation
 // against the identity operator, and downloads of the operator, the last checkpoint and the loss history.
-// Query parameters preset the fields (encoder, decoder, task, size, steps, batch, lr, cache, seed,
+// Query parameters preset the fields (encoder, decoder, task, size, steps, batch, lr, cache, seed, width,
 // valEvery, checkpointEvery). window.siloTrain exposes the state for automated tests.
 
 import type { FromTrainWorker, NamedBytes, ToTrainWorker, TrainPageSettings, WeightInput } from './train-protocol.js';
@@ -150,6 +150,7 @@ $('train').addEventListener('click', async () => {
       lr,
       cache: intField('cache', 0),
       seed: intField('seed', 0),
+      width: intField('width', 1),
       valEvery: intField('val-every', 1),
       checkpointEvery: intField('checkpoint-every', 0),
     };
@@ -186,7 +187,7 @@ for (const id of ['train-files', 'heldout-files']) {
 
 // Presets from the query string.
 const q = new URLSearchParams(location.search);
-const fields: Record<string, string> = { encoder: 'encoder-url', decoder: 'decoder-url', size: 'size', steps: 'steps', batch: 'batch', lr: 'lr', cache: 'cache', seed: 'seed', valEvery: 'val-every', checkpointEvery: 'checkpoint-every' };
+const fields: Record<string, string> = { encoder: 'encoder-url', decoder: 'decoder-url', size: 'size', steps: 'steps', batch: 'batch', lr: 'lr', cache: 'cache', seed: 'seed', width: 'width', valEvery: 'val-every', checkpointEvery: 'checkpoint-every' };
 for (const [k, id] of Object.entries(fields)) {
   const v = q.get(k);
   if (v !== null) $(id).value = v;

@@ -22,6 +22,8 @@ export interface TrainPageSettings {
   /** Fixed crops encoded once (0: new crops every step). */
   cache: number;
   seed: number;
+  /** The operator's hidden widths times this (1: SILO's module; 2 for 32-channel latents such as TAEF2's). */
+  width: number;
   valEvery: number;
   checkpointEvery: number;
 }

@@ -119,9 +119,9 @@ describe('the training page in headless Chromium', () => {
     await page.close();
   }, 600_000);
 
-  it('Stop keeps a checkpoint; the checkpoint resumes; a missing encoder is a clear error', async () => {
+  it('Stop keeps a checkpoint; the checkpoint resumes (a width-2 operator); a missing encoder is a clear error', async () => {
     const errors: string[] = [];
-    const page = await open({ ...query, steps: '400', checkpointEvery: '0', valEvery: '1000' }, errors);
+    const page = await open({ ...query, steps: '400', checkpointEvery: '0', valEvery: '1000', width: '2' }, errors);
     await pick(page, 'train-files', TRAIN);
     await page.click('#train');
     await page.waitForFunction(() => (window as unknown as { siloTrain: TrainState }).siloTrain.steps >= 2, { timeout: 300_000, polling: 100 });
@@ -137,14 +137,16 @@ describe('the training page in headless Chromium', () => {
     // Resume from the downloaded checkpoint to two more steps.
     const resumePath = join(tmp, 'checkpoint.safetensors');
     (await import('node:fs')).writeFileSync(resumePath, ckpt);
-    const page2 = await open({ ...query, steps: String(step + 2), checkpointEvery: '0', valEvery: '1000' }, errors);
+    const page2 = await open({ ...query, steps: String(step + 2), checkpointEvery: '0', valEvery: '1000', width: '2' }, errors);
     await pick(page2, 'train-files', TRAIN);
     await pick(page2, 'resume-file', [resumePath]);
     await page2.click('#train');
     const resumed = await waitState(page2, ['done', 'error'], 300_000);
     expect(resumed.state, JSON.stringify(resumed.errors)).toBe('done');
     expect(resumed.steps).toBe(2);
-    expect(parseSafetensors(await linkBytes(page2, 'download-operator'), 'op').metadata?.['step']).toBe(String(step + 2));
+    const op = parseSafetensors(await linkBytes(page2, 'download-operator'), 'op');
+    expect(op.metadata?.['step']).toBe(String(step + 2));
+    expect(inferDegradationConfig(op)).toMatchObject({ latentDim: 32, width: 2 });
     await page2.close();
 
     const page3 = await open({ ...query, steps: '2', encoder: '/golden/taef2/missing.safetensors' }, errors);
