@@ -68,7 +68,7 @@ async function train(m: Extract<ToTrainWorker, { type: 'train' }>): Promise<void
   try {
     const codec = taesdCodec(ae);
     session = await TrainSession.create(e, {
-      settings: { ...CNN_DEFAULTS, task: s.task, size: s.size, batch: s.batch, lr: s.lr, cache: s.cache, seed: s.seed, ...(s.width > 1 ? { width: s.width } : {}) },
+      settings: { ...CNN_DEFAULTS, task: s.task, size: s.size, batch: s.batch, lr: s.lr, cache: s.cache, seed: s.seed, width: s.width },
       codec,
       embedder: sinusoidSigmaEmbedder(320),
       train,

@@ -26,11 +26,10 @@ import type { StepReport, ValidationReport } from '../solvers/training/trainer.j
 import { isDegradationTask, DEGRADATION_TASKS } from '../solvers/degradations/tasks.js';
 import { serializeSafetensors } from '../formats/safetensors.js';
 import { parseNumberArg } from './numbers.js';
-import { loadBlurKernel, type BlurKernel } from '../solvers/degradations/kernel-file.js';
-import { SiloError } from '../engine/errors.js';
+import { loadBlurKernel } from '../solvers/degradations/kernel-file.js';
 import { UsageError } from './usage-error.js';
 import { fmtTime } from './progress.js';
-import { interruptHandler } from './restore.js';
+import { interruptHandler, readInput } from './restore.js';
 import type { CliIO } from './silo.js';
 
 export const TRAIN_USAGE = [
@@ -191,7 +190,7 @@ export function parseTrainArgs(v: Values): TrainCliOptions {
     sigmaRange: [0, num('sigma-max', v['sigma-max'], CNN_DEFAULTS.sigmaRange[1], { min: 0 })],
     jitter,
     cropScale,
-    // Width 1 stays out of the settings, so checkpoints of SILO's module keep their metadata.
+    // Width 1 is SILO's module: left out (the session's metadata writes it as no width either).
     ...(width > 1 ? { width } : {}),
     cache: num('cache', v.cache, 0, { integer: true, min: 0 }),
     seed: num('seed', v.seed, 0, { integer: true, min: 0, max: 0xffffffff }),
@@ -214,16 +213,6 @@ export function parseTrainArgs(v: Values): TrainCliOptions {
     resume: v.resume,
     quiet: !!v.quiet,
   };
-}
-
-async function readKernel(path: string): Promise<BlurKernel> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(path);
-  } catch (e) {
-    throw new SiloError(`--kernel ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-  }
-  return loadBlurKernel(bytes, path);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -253,7 +242,7 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
   const decoder = o.decoder ? await readSafetensorsFile(o.decoder) : undefined;
   const sd = o.model ? await Promise.all([openComponent(dirFolder(o.model), 'vae'), openComponent(dirFolder(o.model), 'unet')]) : undefined;
   const resume = o.resume ? await readSafetensorsFile(o.resume) : undefined;
-  const motionKernel = o.kernel ? await readKernel(o.kernel) : undefined;
+  const motionKernel = o.kernel ? await loadBlurKernel(await readInput('kernel', o.kernel), o.kernel) : undefined;
   const cacheFile: SafetensorsFile | undefined = o.cacheFile && (await exists(o.cacheFile)) ? await readSafetensorsFile(o.cacheFile) : undefined;
   await mkdir(o.out, { recursive: true });
 

@@ -207,6 +207,10 @@ describe('TrainSession', () => {
     const again = await TrainSession.create(engine, { settings: reordered, codec, embedder, train: train(), validate: [], resume: file() });
     expect(again.trainer.opt.step).toBe(1);
     again.dispose();
+    // An explicit width 1 (the page always sends one) is SILO's module, as no width is.
+    const explicit = await TrainSession.create(engine, { settings: { ...settings(), width: 1 }, codec, embedder, train: train(), validate: [], resume: file() });
+    expect(explicit.trainer.opt.step).toBe(1);
+    explicit.dispose();
     await expect(TrainSession.create(engine, { settings: settings(), codec, embedder, train: train().slice(1), validate: [], resume: file() })).rejects.toThrow(/trained with data/);
     const op = parseSafetensors(first.checkpoint, 'x');
     expect(op.names().some((n) => n.startsWith('optimizer.'))).toBe(true);

@@ -122,7 +122,9 @@ export function cnnConfigFor(codec: LatentCodec, embedder: SigmaEmbedder, size: 
  * with sorted keys: the CLI and the page build their settings in different orders.
  */
 function fixedPart(s: TrainSettings, extra: Record<string, unknown> = {}): string {
-  const { scheduleSteps: _, ...rest } = s;
+  // Width 1 is SILO's module, written as no width at all: checkpoints from before the option still match.
+  const { scheduleSteps: _, width, ...rest } = s;
+  if (width !== undefined && width !== 1) (rest as Record<string, unknown>)['width'] = width;
   const sorted = (v: unknown): unknown =>
     v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, x]) => [k, sorted(x)])) : v;
   return JSON.stringify(sorted({ ...rest, ...extra }));
