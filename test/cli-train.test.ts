@@ -11,6 +11,7 @@ import { parseSafetensors } from '../src/formats/safetensors.js';
 import { inferDegradationConfig } from '../src/models/silo/config.js';
 import { GOLDEN_ROOT } from './helpers/golden.js';
 import { parseTrainArgs } from '../src/cli/train.js';
+import { miniSdFolder } from './helpers/sd-folder.js';
 
 const IMAGES = new URL('../../shared/assets/images', import.meta.url).pathname;
 const TAEF2 = `${GOLDEN_ROOT}/taef2`;
@@ -65,6 +66,8 @@ describe('silo train', () => {
     expect(statSync(join(out, 'cache.safetensors')).mtimeMs).toBe(cacheTime);
     const rows = readFileSync(join(out, 'loss.csv'), 'utf8').trim().split('\n').slice(1);
     expect(rows.map((r) => Number(r.split(',')[0]))).toEqual([1, 2, 3, 4, 5, 6]);
+    // The validations before the resume stay; the resumed run validates its first step again, once.
+    expect((JSON.parse(readFileSync(join(out, 'validation.json'), 'utf8')) as { step: number }[]).map((v) => v.step)).toEqual([0, 2, 4, 6]);
     expect(parseSafetensors(readFileSync(join(out, 'checkpoint.safetensors')), 'c').metadata?.['step']).toBe('6');
 
     // Other settings: refused, naming what differs; the checkpoint is untouched.
@@ -88,6 +91,29 @@ describe('silo train', () => {
     expect(inferDegradationConfig(op)).toMatchObject({ latentDim: 4, latentSize: 4, sigmaEmbDim: 128 });
     expect(op.metadata?.['sigma_embedding']).toBe('unet time embedding (128)');
   }, 300_000);
+
+  it('--operator readout: trains on the prior UNet\'s features and writes the folder silo restore --operator reads', async () => {
+    const sd = miniSdFolder(tmp, 'sd-full');
+    const out = join(tmp, 'rg-run');
+    const io = capture();
+    const code = await main(['train', '--operator', 'readout', '--task', 'sr4', '--model', sd, '--data', `${IMAGES}/faces256`, '--validate', `${IMAGES}/natural/kodim03.png`, '--size', '64', '--batch', '2', '--steps', '2', '--quiet', '--out', out], io);
+    expect(io.errors.join('\n')).toBe('');
+    expect(code).toBe(0);
+    expect(io.lines.join('\n')).toMatch(/training readout operator for sd-vae/);
+    expect(io.lines.join('\n')).toMatch(/operator written to .*rg-run\/operator$/m);
+    const cfg = JSON.parse(readFileSync(join(out, 'operator/config.json'), 'utf8')) as Record<string, unknown>;
+    expect(cfg).toMatchObject({ _class_name: 'AggregationNetwork', latent_size: 8, output_head_channels: 4, sigma_emb_dim: 128, sigma_condition: true });
+    const meta = parseSafetensors(readFileSync(join(out, 'checkpoint.safetensors')), 'c').metadata!;
+    expect(JSON.parse(meta['prior']!)).toMatchObject({ timestep: 0, prompt: '' });
+    expect(JSON.parse(meta['train_settings']!)).toMatchObject({ operator: 'readout', lr: 2e-4, sigmaRange: [0, 0.1] });
+    // restore runs SILO-RG with it on the same prior (64x64: the operator's 8x8 latent).
+    const rio = capture();
+    const rcode = await main(['restore', '--model', sd, '--method', 'silo-rg', '--operator', join(out, 'operator'), '--task', 'sr4', '--ground-truth', `${IMAGES}/natural/kodim03.png`, '--size', '64', '--steps', '2', '--quiet', '--out', join(tmp, 'rg.png')], rio);
+    expect(rio.errors.join('\n')).toBe('');
+    expect(rcode).toBe(0);
+    expect(rio.lines.join('\n')).toMatch(/readout operator .*rg-run\/operator/);
+    expect(existsSync(join(tmp, 'rg.png'))).toBe(true);
+  }, 600_000);
 
   it('motion_blur trains with its kernel file; the kernel is in the checkpoint and a resume with another is refused', async () => {
     const kernel = join(tmp, 'motion.txt');
@@ -128,7 +154,9 @@ describe('silo train', () => {
     [['--task', 'sr4', '--encoder', 'e', '--model', 'm', '--data', 'd', '--out', 'o'], /--encoder and --model: give one autoencoder/],
     [['--task', 'sr4', '--encoder', 'e', '--out', 'o'], /--data is required/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd'], /--out is required/],
-    [['--operator', 'readout', '--task', 'sr4'], /--operator readout: training the readout operator is not built yet/],
+    [['--operator', 'readout', '--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o'], /--operator readout reads the prior UNet's features: it needs --model/],
+    [['--operator', 'readout', '--task', 'sr4', '--model', 'm', '--width', '2', '--data', 'd', '--out', 'o'], /--width widens the CNN operator only/],
+    [['--operator', 'rg', '--task', 'sr4'], /--operator rg: expected cnn or readout/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--jitter', '0.1,0.2'], /--jitter 0.1,0.2: expected brightness,contrast,saturation,hue/],
     [['--task', 'sr4', '--encoder', 'e', '--data', 'd', '--out', 'o', '--jitter', '0,0,0,0.9'], /--jitter 0.9: expected a number in 0..0.5/],
     [['--task', 'motion_blur', '--encoder', 'e', '--data', 'd', '--out', 'o'], /--task motion_blur needs --kernel <file>/],
@@ -150,6 +178,12 @@ describe('silo train', () => {
       expect(io.errors.join('\n')).toMatch(re);
     });
   }
+
+  it('--operator readout takes SILO\'s readout defaults (AdamW lr 2e-4, sigma ~ U(0, 0.1)); flags override them', () => {
+    const v = { operator: 'readout', task: 'sr4', model: 'm', data: ['d'], out: 'o' };
+    expect(parseTrainArgs(v).settings).toMatchObject({ operator: 'readout', lr: 2e-4, sigmaRange: [0, 0.1], batch: 16 });
+    expect(parseTrainArgs({ ...v, lr: '1e-3', 'sigma-max': '0.05' }).settings).toMatchObject({ lr: 1e-3, sigmaRange: [0, 0.05] });
+  });
 
   it('--crop-scale sets the crop sampler\'s area range (SILO\'s 0.75..1 without it)', () => {
     const v = { task: 'gaussian_blur', encoder: 'e', data: ['d'], out: 'o' };

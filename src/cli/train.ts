@@ -1,8 +1,10 @@
-// `silo train`: trains SILO's CNN operator for a TAESD-family autoencoder and a degradation on a folder
-// of images (the session logic is src/solvers/training/session.ts; here: arguments, files, progress,
-// Ctrl-C). The output folder gets checkpoint.safetensors (every --checkpoint-every steps, at the end and
-// on Ctrl-C; written atomically), operator.safetensors (the trained operator, what restore --operator
-// reads), loss.csv, validation.json and curve.svg.
+// `silo train`: trains SILO's CNN operator (for a TAESD-family autoencoder or SD's VAE) or its readout
+// operator (for a Stable Diffusion prior) and a degradation on a folder of images (the session logic is
+// src/solvers/training/session.ts; here: arguments, files, progress, Ctrl-C). The output folder gets
+// checkpoint.safetensors (every --checkpoint-every steps, at the end and on Ctrl-C; written atomically),
+// the trained operator as restore --operator reads it (operator.safetensors for the CNN, the folder
+// operator/ with config.json and weights.safetensors for the readout operator), loss.csv,
+// validation.json and curve.svg.
 
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,7 +14,7 @@ import { writeFileAtomic } from '../formats/atomic-write-node.js';
 import type { SafetensorsFile } from '../formats/safetensors.js';
 import { TinyAutoencoder } from '../models/taesd/autoencoder.js';
 import { sdVaeCodec, taesdCodec, type LatentCodec } from '../solvers/training/latent-codec.js';
-import { sinusoidSigmaEmbedder, unetFileSigmaEmbedder, type SigmaEmbedder } from '../solvers/training/sigma-embedding.js';
+import { sinusoidSigmaEmbedder, unetFileSigmaEmbedder, unetSigmaEmbedder, type SigmaEmbedder } from '../solvers/training/sigma-embedding.js';
 import { AutoencoderKL } from '../models/vae/autoencoder.js';
 import { parseVaeConfig } from '../models/vae/config.js';
 import { WeightLoader } from '../models/weights.js';
@@ -20,7 +22,10 @@ import { parseUNetConfig } from '../models/unet/config.js';
 import { openComponent } from '../models/diffusers-folder.js';
 import { dirFolder } from '../formats/folder-node.js';
 import { readTrainingImages } from '../solvers/training/data-node.js';
-import { CNN_DEFAULTS, TrainSession, type TrainSettings } from '../solvers/training/session.js';
+import { CNN_DEFAULTS, READOUT_DEFAULTS, TrainSession, type TrainSettings } from '../solvers/training/session.js';
+import { loadDiffusersPipeline } from '../models/pipeline.js';
+import { readoutPrior } from '../solvers/training/readout-prior.js';
+import type { ReadoutPrior } from '../solvers/training/operators.js';
 import { curveSvg, lossCsv } from '../solvers/training/curve.js';
 import type { StepReport, ValidationReport } from '../solvers/training/trainer.js';
 import { isDegradationTask, DEGRADATION_TASKS } from '../solvers/degradations/tasks.js';
@@ -34,23 +39,25 @@ import type { CliIO } from './silo.js';
 
 export const TRAIN_USAGE = [
   'silo train --task <task> (--encoder <encoder.safetensors> | --model <sd folder>) --data <folder|list.txt|image>... --out <folder> [options]',
-  '  trains SILO\'s CNN latent operator H so that H(E(x), e_sigma) matches E(A(x) + sigma n)',
-  '  --operator cnn         the operator to train (cnn; the readout operator is not trainable yet)',
+  '  trains a SILO latent operator H so that H(E(x), e_sigma) matches E(A(x) + sigma n)',
+  '  --operator cnn|readout the operator (default cnn). readout: SILO-RG\'s operator on the prior UNet\'s readout',
+  '                         features of E(x) at t = 0 (empty prompt); needs --model; AdamW, lr 2e-4, sigma-max 0.1',
   `  --task                 the degradation A (${DEGRADATION_TASKS.join(', ')}); motion_blur needs --kernel <file>`,
   '  --kernel F             motion_blur\'s kernel (.npy, text, .safetensors or PNG; normalised on load)',
   '  --encoder / --decoder  a TAESD-family autoencoder (.safetensors; convert a .pth with silo convert); the decoder',
   '                         adds decoded PSNR to validation; e_sigma is the sinusoid of SILO\'s pseudo-timestep (width 320)',
   '  --model                a diffusers Stable Diffusion folder instead: its VAE (posterior sample x scaling_factor) is the',
-  '                         encoder and decoder, its UNet\'s time embedding gives e_sigma (SILO\'s setup; only that part is loaded)',
+  '                         encoder and decoder, its UNet\'s time embedding gives e_sigma (SILO\'s setup; for the CNN only',
+  '                         that part of the UNet is loaded; the readout operator loads the UNet and the text encoder too)',
   '  --data                 training images: folders (searched recursively), .txt lists or image files; repeatable',
   '  --validate             held-out images, same forms; removed from the training set; repeatable',
   '  --size N               crop side in pixels (default 128); the latent side is N / the encoder factor',
   '  --steps N              train until N optimizer steps (default 1000; a resumed run counts on)',
   '  --batch N              crops per micro-batch (default 16)   --accumulate K  micro-batches per step (default 1)',
-  '  --lr X                 Adam learning rate (default 1e-4)    --clip X  clip the global gradient norm',
+  '  --lr X                 Adam learning rate (default 1e-4; readout 2e-4)   --clip X  clip the global gradient norm',
   '  --schedule constant|linear|cosine  [--warmup N]             learning-rate schedule (decay over --steps)',
   '  --loss l1|mse          (default l1)   --clamp X|none  clamp the target to [-X, X] (default 4)',
-  '  --sigma-max X          sigma ~ U(0, X) per batch (default 0.04)   --val-sigma X  held-out sigma (default 0)',
+  '  --sigma-max X          sigma ~ U(0, X) per batch (default 0.04; readout 0.1)   --val-sigma X  held-out sigma (default 0)',
   '  --jitter b,c,s,h|none  colour jitter (default 0.1,0.1,0.1,0.02)   --seed N (default 0)',
   '  --width N              the operator\'s hidden widths x N (default 1: SILO\'s module, made for 4-channel latents;',
   '                         wider latents such as TAEF2\'s 32 channels pass through 16 at width 1)',
@@ -132,8 +139,10 @@ function num(flag: string, text: string | undefined, dflt: number, rule: Paramet
 /** Arguments to options, every mistake a UsageError naming the flag (nothing touches the GPU or files). */
 export function parseTrainArgs(v: Values): TrainCliOptions {
   const operator = v.operator ?? 'cnn';
-  if (operator === 'readout') throw new UsageError('--operator readout: training the readout operator is not built yet (its parameter gradients come first); use --operator cnn');
-  if (operator !== 'cnn') throw new UsageError(`--operator ${operator}: expected cnn`);
+  if (operator !== 'cnn' && operator !== 'readout') throw new UsageError(`--operator ${operator}: expected cnn or readout`);
+  if (operator === 'readout' && !v.model) throw new UsageError('--operator readout reads the prior UNet\'s features: it needs --model (a diffusers Stable Diffusion folder with unet, vae, text_encoder and tokenizer)');
+  if (operator === 'readout' && v.width !== undefined) throw new UsageError('--width widens the CNN operator only (the readout operator keeps SILO\'s widths)');
+  const defaults = operator === 'readout' ? READOUT_DEFAULTS : CNN_DEFAULTS;
   if (!v.task) throw new UsageError('--task is required');
   if (!isDegradationTask(v.task)) throw new UsageError(`--task ${v.task}: expected one of ${DEGRADATION_TASKS.join(', ')}`);
   if (v.task === 'motion_blur' && !v.kernel) throw new UsageError('--task motion_blur needs --kernel <file> (.npy, text, .safetensors or PNG)');
@@ -174,20 +183,20 @@ export function parseTrainArgs(v: Values): TrainCliOptions {
   const warmup = num('warmup', v.warmup, 0, { integer: true, min: 0 });
   if (schedule !== 'constant' && warmup >= steps) throw new UsageError(`--warmup ${warmup}: must be below --steps ${steps} for a ${schedule} schedule`);
   const settings: TrainSettings = {
-    ...CNN_DEFAULTS,
-    operator: 'cnn',
+    ...defaults,
+    operator,
     task: v.task,
     size: num('size', v.size, 128, { integer: true, min: 8 }),
     batch: num('batch', v.batch, CNN_DEFAULTS.batch, { integer: true, min: 1 }),
     micro: num('accumulate', v.accumulate, 1, { integer: true, min: 1 }),
-    lr: num('lr', v.lr, CNN_DEFAULTS.lr, { above: 0 }),
+    lr: num('lr', v.lr, defaults.lr, { above: 0 }),
     schedule,
     warmup,
     ...(schedule !== 'constant' ? { scheduleSteps: steps } : {}),
     ...(v.clip !== undefined ? { maxGradNorm: num('clip', v.clip, 0, { above: 0 }) } : {}),
     loss,
     clamp,
-    sigmaRange: [0, num('sigma-max', v['sigma-max'], CNN_DEFAULTS.sigmaRange[1], { min: 0 })],
+    sigmaRange: [0, num('sigma-max', v['sigma-max'], defaults.sigmaRange[1], { min: 0 })],
     jitter,
     cropScale,
     // Width 1 is SILO's module: left out (the session's metadata writes it as no width either).
@@ -234,13 +243,26 @@ async function earlierSteps(path: string, step: number): Promise<StepReport[]> {
     .map((c) => ({ step: Number(c[0]), loss: Number(c[1]), lr: Number(c[2]), sigmas: c[3] ? [Number(c[3])] : [] }));
 }
 
+/** validation.json entries of an earlier run before `step` (the resumed run validates `step` again). */
+async function earlierValidations(path: string, step: number): Promise<ValidationReport[]> {
+  if (!(await exists(path))) return [];
+  let v: unknown;
+  try {
+    v = JSON.parse(await readFile(path, 'utf8'));
+  } catch {
+    return [];
+  }
+  return Array.isArray(v) ? (v as ValidationReport[]).filter((r) => typeof r?.step === 'number' && r.step < step) : [];
+}
+
 export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
   // Files first (clear errors before the GPU starts).
   const train = await readTrainingImages(o.data, '--data');
   const validate = o.validate.length ? await readTrainingImages(o.validate, '--validate') : [];
   const encoder = o.encoder ? await readSafetensorsFile(o.encoder) : undefined;
   const decoder = o.decoder ? await readSafetensorsFile(o.decoder) : undefined;
-  const sd = o.model ? await Promise.all([openComponent(dirFolder(o.model), 'vae'), openComponent(dirFolder(o.model), 'unet')]) : undefined;
+  const readout = o.settings.operator === 'readout';
+  const sd = o.model && !readout ? await Promise.all([openComponent(dirFolder(o.model), 'vae'), openComponent(dirFolder(o.model), 'unet')]) : undefined;
   const resume = o.resume ? await readSafetensorsFile(o.resume) : undefined;
   const motionKernel = o.kernel ? await loadBlurKernel(await readInput('kernel', o.kernel), o.kernel) : undefined;
   const cacheFile: SafetensorsFile | undefined = o.cacheFile && (await exists(o.cacheFile)) ? await readSafetensorsFile(o.cacheFile) : undefined;
@@ -254,7 +276,20 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
   try {
     let codec: LatentCodec;
     let embedder: SigmaEmbedder;
-    if (sd) {
+    let prior: ReadoutPrior | undefined;
+    if (readout) {
+      // The whole prior in f32: its UNet gives the features (and e_sigma), its text encoder the empty prompt.
+      const text = await loadDiffusersPipeline(engine, dirFolder(o.model!), { components: ['text_encoder', 'tokenizer'], dtype: 'f32' });
+      const pipe = await loadDiffusersPipeline(engine, dirFolder(o.model!), { components: ['unet', 'vae'], dtype: 'f32' });
+      owned.push(pipe);
+      try {
+        prior = await readoutPrior(engine, pipe.unet!, text.tokenizer!, text.textEncoder!);
+      } finally {
+        text.dispose();
+      }
+      codec = sdVaeCodec(pipe.vae!);
+      embedder = unetSigmaEmbedder(pipe.unet!);
+    } else if (sd) {
       const [vaeFiles, unetFiles] = sd;
       const vae = WeightLoader.load(engine, vaeFiles.weights, { dtype: 'f32' }, (w) => new AutoencoderKL(w, parseVaeConfig(vaeFiles.config)));
       owned.push(vae);
@@ -279,6 +314,7 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
       resume,
       cacheFile,
       ...(motionKernel ? { motionKernel } : {}),
+      ...(prior ? { prior } : {}),
       onCacheProgress: (done, total) => {
         if (!o.quiet && (done === total || done - lastCache >= Math.max(1, total / 10))) {
           lastCache = done;
@@ -296,7 +332,7 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
     const startStep = session.trainer.opt.step;
     if (resume) io.out(`resumed at step ${startStep} from ${o.resume}`);
     const history = await earlierSteps(join(o.out, 'loss.csv'), resume ? startStep : -1);
-    const validations: ValidationReport[] = [];
+    const validations = await earlierValidations(join(o.out, 'validation.json'), resume ? startStep : -1);
     const writeCurves = async () => {
       await writeFileAtomic(join(o.out, 'loss.csv'), new TextEncoder().encode(lossCsv(history)));
       await writeFileAtomic(join(o.out, 'validation.json'), new TextEncoder().encode(JSON.stringify(validations, null, 1) + '\n'));
@@ -333,8 +369,19 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
       },
     });
     await writeCurves();
-    await writeFileAtomic(join(o.out, 'operator.safetensors'), await session.exportOperator());
-    io.out(`${result.stopped ? 'stopped' : 'finished'} at step ${session.trainer.opt.step} after ${fmtTime(performance.now() - t0)}; operator written to ${join(o.out, 'operator.safetensors')}`);
+    const folderConfig = session.operatorFolderConfig();
+    let written: string;
+    if (folderConfig) {
+      // The readout operator as restore --operator reads it: a folder with config.json and weights.safetensors.
+      written = join(o.out, 'operator');
+      await mkdir(written, { recursive: true });
+      await writeFileAtomic(join(written, 'weights.safetensors'), await session.exportOperator());
+      await writeFileAtomic(join(written, 'config.json'), new TextEncoder().encode(folderConfig));
+    } else {
+      written = join(o.out, 'operator.safetensors');
+      await writeFileAtomic(written, await session.exportOperator());
+    }
+    io.out(`${result.stopped ? 'stopped' : 'finished'} at step ${session.trainer.opt.step} after ${fmtTime(performance.now() - t0)}; operator written to ${written}`);
     return result.stopped ? 130 : 0;
   } finally {
     interrupt.release();

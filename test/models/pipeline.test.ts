@@ -2,7 +2,7 @@
 // and over HTTP with progress, each component reproduces its golden output, and missing pieces are
 // named. The scheduler config is SD-1.5's.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Engine } from '../../src/engine/device.js';
@@ -14,38 +14,17 @@ import { loadDiffusersPipeline, type PipelineProgress } from '../../src/models/p
 import { getEngine, expectClose } from '../helpers/engine.js';
 import { goldenDir } from '../helpers/golden.js';
 import { serveDir } from '../helpers/static-server.js';
+import { miniSdFolder } from '../helpers/sd-folder.js';
 
 let engine: Engine;
 let root: string;
 let server: { base: string; close: () => void };
 let base: string;
 
-const SD15_SCHEDULER = {
-  _class_name: 'PNDMScheduler', beta_end: 0.012, beta_schedule: 'scaled_linear', beta_start: 0.00085,
-  num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, trained_betas: null, clip_sample: false,
-};
-
 beforeAll(async () => {
   engine = await getEngine();
   root = mkdtempSync(join(tmpdir(), 'silo-pipe-'));
-  const link = (from: string, to: string) => {
-    mkdirSync(join(root, to, '..'), { recursive: true });
-    symlinkSync(from, join(root, to));
-  };
-  link(`${goldenDir('unet_mini')}/config.json`, 'sd/unet/config.json');
-  link(`${goldenDir('unet_mini')}/diffusion_pytorch_model.safetensors`, 'sd/unet/diffusion_pytorch_model.safetensors');
-  link(`${goldenDir('vae_mini')}/config.json`, 'sd/vae/config.json');
-  link(`${goldenDir('vae_mini')}/diffusion_pytorch_model.safetensors`, 'sd/vae/diffusion_pytorch_model.safetensors');
-  link(`${goldenDir('clip_text_mini')}/config.json`, 'sd/text_encoder/config.json');
-  link(`${goldenDir('clip_text_mini')}/model.safetensors`, 'sd/text_encoder/model.safetensors');
-  link(`${goldenDir('clip_text_mini')}/bpe_simple_vocab_16e6.txt.gz`, 'sd/tokenizer/bpe_simple_vocab_16e6.txt.gz');
-  mkdirSync(join(root, 'sd/scheduler'), { recursive: true });
-  writeFileSync(join(root, 'sd/scheduler/scheduler_config.json'), JSON.stringify(SD15_SCHEDULER));
-  const index = {
-    _class_name: 'StableDiffusionPipeline', unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'],
-    text_encoder: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'CLIPTokenizer'], scheduler: ['diffusers', 'PNDMScheduler'],
-  };
-  writeFileSync(join(root, 'sd/model_index.json'), JSON.stringify(index));
+  miniSdFolder(root, 'sd');
   server = await serveDir(root);
   base = server.base;
 });

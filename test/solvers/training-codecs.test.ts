@@ -85,7 +85,7 @@ describe('SD VAE as the training encoder', () => {
       validate: [],
     });
     try {
-      expect(session.trainer.model.config).toMatchObject({ latentDim: 4, outputDim: 4, latentSize: 4, sigmaEmbDim: 128 });
+      expect(session.operatorConfig).toMatchObject({ latentDim: 4, outputDim: 4, latentSize: 4, sigmaEmbDim: 128 });
       const r = await session.run({ steps: 12 });
       const l = r.steps.map((s) => s.loss);
       expect(l.slice(-3).reduce((a, b) => a + b) / 3).toBeLessThan(0.9 * (l.slice(0, 3).reduce((a, b) => a + b) / 3));

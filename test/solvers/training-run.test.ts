@@ -19,6 +19,7 @@ import { makeDegradation } from '../../src/solvers/degradations/tasks.js';
 import { taesdCodec, type LatentCodec } from '../../src/solvers/training/latent-codec.js';
 import { sinusoidSigmaEmbedder } from '../../src/solvers/training/sigma-embedding.js';
 import { newDegradationModel } from '../../src/solvers/training/init.js';
+import { cnnOperator } from '../../src/solvers/training/operators.js';
 import { OperatorTrainer, TrainingError, type LatentPairs } from '../../src/solvers/training/trainer.js';
 import { CropSampler, packImages, validationCrop, type NamedImage } from '../../src/solvers/training/data.js';
 import { CNN_DEFAULTS, TrainSession, cnnConfigFor, type TrainSettings } from '../../src/solvers/training/session.js';
@@ -49,7 +50,7 @@ const settings = (o: Partial<TrainSettings> = {}): TrainSettings => ({ ...CNN_DE
 async function makeTrainer(size: number, seed = 1): Promise<{ trainer: OperatorTrainer; dispose(): void }> {
   const loaded = await newDegradationModel(engine, cnnConfigFor(codec, embedder, size), seed);
   const deg = makeDegradation(engine, 'gaussian_blur', size, size, { blurSize: 13, blurStd: 1.5 });
-  const trainer = new OperatorTrainer(engine, loaded.model, { codec, embedder, degradation: deg.operator, sigmaRange: [0, 0.04], loss: 'l1', clamp: [-4, 4], seed: 7 }, { lr: 1e-3 });
+  const trainer = new OperatorTrainer(engine, cnnOperator(loaded.model), { codec, embedder, degradation: deg.operator, sigmaRange: [0, 0.04], loss: 'l1', clamp: [-4, 4], seed: 7 }, { lr: 1e-3 });
   return { trainer, dispose: () => (trainer.dispose(), deg.operator.dispose(), loaded.dispose()) };
 }
 
@@ -132,7 +133,7 @@ describe('OperatorTrainer (TAEF2, Gaussian blur)', () => {
           const ax = trainer.setup.degradation.apply(rec, x);
           const z = codec.encode(rec, x, 0n);
           const t = codec.encode(rec, ax, 0n);
-          const h = trainer.model.forward(rec, z, embedder.embed(rec, [0]));
+          const h = trainer.op.forward(rec, [z], embedder.embed(rec, [0]));
           const dz = codec.decode(rec, z);
           const trip = codec.encode(rec, trainer.setup.degradation.apply(rec, clamp(rec, dz, -1, 1)), 0n);
           return { ax, z, t, h, dh: codec.decode(rec, h), dz, trip };

@@ -79,8 +79,13 @@ export interface ReadoutDebug {
 
 export class AggregationNetwork {
   readonly bottlenecks: BottleneckBlock[] = [];
-  /** softmax(mixing_weights) (golden `debug.mixing_softmax`), computed in f64 at load time. */
+  /**
+   * softmax(mixing_weights) (golden `debug.mixing_softmax`), computed in f64 at load time; a trainable
+   * network recomputes it from `mixingLogits` after each optimizer step (syncMixing).
+   */
   readonly mixing: Float32Array;
+  /** The mixing logits on the GPU, for training only (the sampler folds the softmax into its dispatches). */
+  readonly mixingLogits?: Tensor;
   readonly sigmaEmbLinear?: Linear;
   readonly sigmaEmbNorm?: LayerNorm;
   readonly head?: { conv0: Conv2d; conv2: Conv2d; conv4: Conv2d };
@@ -90,6 +95,7 @@ export class AggregationNetwork {
   constructor(
     w: WeightLoader,
     readonly config: AggregationNetworkConfig,
+    opts: { trainable?: boolean } = {},
   ) {
     const c = config;
     const s = c.sigmaCondition ? 1 : 0;
@@ -101,11 +107,9 @@ export class AggregationNetwork {
       this.bottlenecks.push(new BottleneckBlock(w.scope(`bottleneck_layers.${i}.`), dim + s, c.projectionDim, c.bottleneckDim, c.numNormGroups));
     });
     this.groups = c.featureDims.length * c.saveTimestep.length;
-    const logits = w.values('mixing_weights', [this.groups]);
-    const top = Math.max(...logits);
-    const e = Array.from(logits, (v) => Math.exp(v - top));
-    const sum = e.reduce((a, b) => a + b, 0);
-    this.mixing = Float32Array.from(e, (v) => v / sum);
+    this.mixing = new Float32Array(this.groups);
+    if (opts.trainable) this.mixingLogits = w.get('mixing_weights', [this.groups], 'f32');
+    else this.setMixing(w.values('mixing_weights', [this.groups]));
     if (c.useOutputHead) {
       const cin = c.projectionDim + s + (c.condInpaint ? 1 : 0);
       this.head = {
@@ -114,6 +118,53 @@ export class AggregationNetwork {
         conv4: new Conv2d(w, 'output_head.4', 32, c.outputHeadChannels, 1),
       };
     }
+  }
+
+  private setMixing(logits: Float32Array): void {
+    const top = Math.max(...logits);
+    const e = Array.from(logits, (v) => Math.exp(v - top));
+    const sum = e.reduce((a, b) => a + b, 0);
+    e.forEach((v, i) => (this.mixing[i] = v / sum));
+  }
+
+  /** A trainable network: reads the mixing logits back and recomputes their softmax (after each update). */
+  async syncMixing(): Promise<void> {
+    assertArg(this.mixingLogits, 'AggregationNetwork.syncMixing: built without trainable mixing weights');
+    this.setMixing(await this.mixingLogits.read());
+  }
+
+  /**
+   * Every trainable tensor with its state-dict name (a trainable network only): what training optimises.
+   * The blocks' emb_layers are not among them: the sampler never runs them.
+   */
+  parameters(): { name: string; tensor: Tensor; transposed?: boolean }[] {
+    assertArg(this.mixingLogits, 'AggregationNetwork.parameters: built without trainable mixing weights ({ trainable: true })');
+    const out: { name: string; tensor: Tensor; transposed?: boolean }[] = [];
+    const add = (name: string, t: Tensor | undefined, transposed = false) => {
+      if (t) out.push({ name, tensor: t, ...(transposed ? { transposed } : {}) });
+    };
+    if (this.sigmaEmbLinear) {
+      add('sigma_emb_linear.weight', this.sigmaEmbLinear.weight, this.sigmaEmbLinear.transposed);
+      add('sigma_emb_linear.bias', this.sigmaEmbLinear.bias);
+      add('sigma_emb_norm.weight', this.sigmaEmbNorm!.weight);
+      add('sigma_emb_norm.bias', this.sigmaEmbNorm!.bias);
+    }
+    this.bottlenecks.forEach((b, i) => {
+      for (const [k, u] of [['shortcut', b.shortcut], ['conv1', b.conv1], ['conv2', b.conv2], ['conv3', b.conv3]] as const) {
+        if (!u) continue;
+        add(`bottleneck_layers.${i}.${k}.weight`, u.conv.weight);
+        add(`bottleneck_layers.${i}.${k}.norm.weight`, u.norm.weight);
+        add(`bottleneck_layers.${i}.${k}.norm.bias`, u.norm.bias);
+      }
+    });
+    add('mixing_weights', this.mixingLogits);
+    if (this.head) {
+      for (const [k, c] of [['0', this.head.conv0], ['2', this.head.conv2], ['4', this.head.conv4]] as const) {
+        add(`output_head.${k}.weight`, c.weight);
+        add(`output_head.${k}.bias`, c.bias);
+      }
+    }
+    return out;
   }
 
   /** LayerNorm(Linear(sigma_emb)) as a B x 1 x 64 x 64 map. */

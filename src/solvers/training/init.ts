@@ -2,7 +2,8 @@
 // from our own seeded generator, not torch's numbers): every conv, transposed conv and Linear weight
 // U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform_ with a = sqrt(5)), its bias the same bound, with
 // fan_in = size(1) * prod(kernel) of the state dict's weight (torch's rule, transposed convs included);
-// norm affines (a weight and a bias of one shape) 1 and 0.
+// norm affines (a weight and a bias of one shape) 1 and 0; the readout operator's mixing logits 1
+// (dhf's torch.ones: equal weights).
 
 import type { Engine } from '../../engine/device.js';
 import { assertArg } from '../../engine/errors.js';
@@ -10,7 +11,8 @@ import { transpose2d } from '../../formats/safetensors.js';
 import { WeightLoader, type LoadedModel } from '../../models/weights.js';
 import { nameSeed, RandomWeightSource } from '../../models/random-weights.js';
 import { DegradationModel } from '../../models/silo/cnn.js';
-import type { DegradationModelConfig } from '../../models/silo/config.js';
+import { AggregationNetwork } from '../../models/silo/readout.js';
+import type { AggregationNetworkConfig, DegradationModelConfig } from '../../models/silo/config.js';
 import type { NamedParameter } from './adam.js';
 import { AugmentRng } from './augment.js';
 import { stateShape } from './checkpoint.js';
@@ -61,6 +63,25 @@ export async function newDegradationModel(engine: Engine, config: DegradationMod
     await src.generated();
     const params = loaded.model.parameters();
     writeParameters(engine, params, torchDefaultInit(params, seed));
+    return loaded;
+  } catch (e) {
+    loaded.dispose();
+    throw e;
+  }
+}
+
+/** A new readout operator (AggregationNetwork, trainable) with PyTorch's default initial weights, f32. */
+export async function newAggregationNetwork(engine: Engine, config: AggregationNetworkConfig, seed: number): Promise<LoadedModel<AggregationNetwork>> {
+  const src = new RandomWeightSource(seed, 'new readout operator');
+  const loaded = WeightLoader.load(engine, src, { dtype: 'f32' }, (w) => new AggregationNetwork(w, config, { trainable: true }));
+  try {
+    await src.generated();
+    const params = loaded.model.parameters();
+    const layers = params.filter((p) => p.name !== 'mixing_weights');
+    const values = torchDefaultInit(layers, seed);
+    values.set('mixing_weights', new Float32Array(loaded.model.groups).fill(1));
+    writeParameters(engine, params, values);
+    await loaded.model.syncMixing();
     return loaded;
   } catch (e) {
     loaded.dispose();

@@ -10,12 +10,15 @@ import type { TensorSource } from '../../formats/safetensors.js';
 import type { LossKind } from '../../engine/ops/loss.js';
 import { WeightLoader, type LoadedModel } from '../../models/weights.js';
 import { DegradationModel } from '../../models/silo/cnn.js';
-import { degradationConfig, inferDegradationConfig, type DegradationModelConfig } from '../../models/silo/config.js';
+import { AggregationNetwork } from '../../models/silo/readout.js';
+import { aggregationConfig, degradationConfig, inferDegradationConfig, sd15AggregationArgs, type AggregationNetworkConfig, type DegradationModelConfig } from '../../models/silo/config.js';
+import type { UNet2DConditionModel } from '../../models/unet/unet.js';
 import type { BlurKernel } from '../degradations/kernel-file.js';
 import { isDegradationTask, makeDegradation, DEGRADATION_TASKS, type DegradationSetup, type DegradationTask } from '../degradations/tasks.js';
 import { learningRateSchedule, type ScheduleKind } from './schedule.js';
 import { checkpointInfo, checkpointParameters, CheckpointError, resumeOptimizer } from './checkpoint.js';
-import { newDegradationModel } from './init.js';
+import { newAggregationNetwork, newDegradationModel } from './init.js';
+import { cnnOperator, readoutOperator, type ReadoutPrior, type TrainableOperator } from './operators.js';
 import { CropSampler, packImages, validationCrop, type NamedImage } from './data.js';
 import type { ColorJitterOptions } from './jitter.js';
 import type { LatentCodec } from './latent-codec.js';
@@ -26,7 +29,7 @@ import { exportBytes, trainLoop, type TrainLoopOptions, type TrainLoopResult, ty
 
 /** The settings a run is defined by; a resumed run must keep them (steps and intervals may change). */
 export interface TrainSettings {
-  operator: 'cnn';
+  operator: 'cnn' | 'readout';
   task: DegradationTask;
   /** Training crops are size x size; the latent side is size / the encoder's factor. */
   size: number;
@@ -69,6 +72,14 @@ export const CNN_DEFAULTS: Omit<TrainSettings, 'task' | 'size'> = {
   seed: 0,
 };
 
+/** SILO's readout training: AdamW (weight decay 0), lr 2e-4, sigma ~ U(0, 0.1). */
+export const READOUT_DEFAULTS: Omit<TrainSettings, 'task' | 'size'> = {
+  ...CNN_DEFAULTS,
+  operator: 'readout',
+  lr: 2e-4,
+  sigmaRange: [0, 0.1],
+};
+
 export interface TrainSessionInput {
   settings: TrainSettings;
   codec: LatentCodec;
@@ -85,6 +96,8 @@ export interface TrainSessionInput {
   onCacheProgress?: (done: number, total: number) => void;
   /** motion_blur's kernel (required for that task, refused for the others). */
   motionKernel?: BlurKernel;
+  /** The frozen prior UNet and the empty prompt's embedding: the readout operator's input (readout only). */
+  prior?: ReadoutPrior;
 }
 
 /** A kernel's identity for checkpoints and caches: its side and an FNV-1a hash of its taps. */
@@ -96,7 +109,7 @@ export function kernelFingerprint(k: BlurKernel): string {
 
 export function checkSettings(s: TrainSettings): void {
   const int = (v: number, what: string, min: number) => assertArg(Number.isInteger(v) && v >= min, `train: ${what} ${v} must be an integer >= ${min}`);
-  assertArg(s.operator === 'cnn', `train: operator "${String(s.operator)}" is not trainable yet (cnn only; the readout operator needs its parameter gradients first)`);
+  assertArg(s.operator === 'cnn' || s.operator === 'readout', `train: operator "${String(s.operator)}" must be cnn or readout`);
   assertArg(isDegradationTask(s.task), `train: unknown task "${String(s.task)}" (known: ${DEGRADATION_TASKS.join(', ')})`);
   int(s.size, 'crop size', 8);
   int(s.batch, 'batch', 1);
@@ -108,6 +121,7 @@ export function checkSettings(s: TrainSettings): void {
   assertArg(Number.isFinite(s.lr) && s.lr > 0, `train: learning rate ${s.lr} must be > 0`);
   assertArg(s.loss === 'l1' || s.loss === 'mse', `train: loss "${String(s.loss)}" must be l1 or mse`);
   if (s.width !== undefined) int(s.width, 'width', 1);
+  assertArg(s.operator === 'cnn' || (s.width ?? 1) === 1, `train: width ${s.width} widens the CNN operator only (the readout operator keeps SILO's widths)`);
   assertArg(s.cropScale[0] > 0 && s.cropScale[0] <= s.cropScale[1] && s.cropScale[1] <= 1, `train: crop scale [${s.cropScale.join(', ')}] must satisfy 0 < lo <= hi <= 1`);
 }
 
@@ -115,6 +129,45 @@ export function checkSettings(s: TrainSettings): void {
 export function cnnConfigFor(codec: LatentCodec, embedder: SigmaEmbedder, size: number, width = 1): DegradationModelConfig {
   if (size % codec.factor !== 0) throw new ArgumentError(`train: crop size ${size} is not a multiple of the encoder's factor ${codec.factor}`);
   return degradationConfig({ latent_dim: codec.channels, sigma_condition: true, latent_size: size / codec.factor, sigma_emb_dim: embedder.dim, width });
+}
+
+/**
+ * SILO's readout operator (silo_utils' SD-1.5 construction) for this prior, encoder and crop size: one
+ * feature per up-block ResNet of the UNet (their widths), the sigma map and head at the latent side
+ * (SILO: 64, for 512 crops), e_sigma of the embedder's width, the head's output the encoder's channels.
+ */
+export function readoutConfigFor(codec: LatentCodec, embedder: SigmaEmbedder, unet: UNet2DConditionModel, size: number): AggregationNetworkConfig {
+  if (size % codec.factor !== 0) throw new ArgumentError(`train: crop size ${size} is not a multiple of the encoder's factor ${codec.factor}`);
+  const n = size / codec.factor;
+  if (unet.config.inChannels !== codec.channels) throw new ArgumentError(`train: the prior UNet takes ${unet.config.inChannels}-channel latents, the encoder ${codec.name} makes ${codec.channels}`);
+  if (n % unet.sizeMultiple !== 0) throw new ArgumentError(`train: crop size ${size} gives a ${n}x${n} latent; the prior UNet needs a multiple of ${unet.sizeMultiple} (crops a multiple of ${unet.sizeMultiple * codec.factor})`);
+  return aggregationConfig({
+    ...sd15AggregationArgs(),
+    feature_dims: unet.upBlocks.flatMap((b) => b.resnets.map((r) => r.outChannels)),
+    output_head_channels: codec.channels,
+    latent_size: n,
+    sigma_emb_dim: embedder.dim,
+  });
+}
+
+/** The readout config as SILO's constructor arguments (the config.json `silo restore --operator` reads). */
+export function readoutConfigJson(c: AggregationNetworkConfig): Record<string, unknown> {
+  return {
+    _class_name: 'AggregationNetwork',
+    projection_dim: c.projectionDim,
+    feature_dims: c.featureDims,
+    save_timestep: c.saveTimestep,
+    num_timesteps: 1000,
+    num_norm_groups: c.numNormGroups,
+    use_output_head: c.useOutputHead,
+    output_head_channels: c.outputHeadChannels,
+    output_head_act: c.outputHeadAct,
+    bottleneck_sequential: false,
+    sigma_condition: c.sigmaCondition,
+    cond_inpaint: c.condInpaint,
+    latent_size: c.latentSize,
+    sigma_emb_dim: c.sigmaEmbDim,
+  };
 }
 
 /**
@@ -140,6 +193,12 @@ function cacheKey(s: TrainSettings, encoder: string, data: string[], kernel?: st
   return fixedPart({ task, size, batch, sigmaRange, cropScale, jitter, cache, seed } as TrainSettings, { encoder, data, ...(kernel ? { kernel } : {}) });
 }
 
+/** What identifies the frozen prior in a checkpoint: the UNet's shape and the prompt the features are read at. */
+function priorName(p: ReadoutPrior): string {
+  const c = p.unet.config;
+  return JSON.stringify({ unet: { in: c.inChannels, blocks: c.blockOutChannels, layers: c.layersPerBlock, context: p.context.shape[2] }, timestep: 0, prompt: '' });
+}
+
 export class TrainSession {
   private constructor(
     readonly settings: TrainSettings,
@@ -147,8 +206,11 @@ export class TrainSession {
     readonly source: PairSource,
     readonly validation: ValidationSetup['images'],
     readonly degradation: DegradationSetup,
-    private readonly loaded: LoadedModel<DegradationModel>,
+    private readonly loaded: LoadedModel<DegradationModel | AggregationNetwork>,
+    private readonly op: TrainableOperator,
     readonly metadata: Record<string, string>,
+    /** The operator's config: DegradationModelConfig (cnn) or AggregationNetworkConfig (readout). */
+    readonly operatorConfig: DegradationModelConfig | AggregationNetworkConfig,
     /** The cache (when settings.cache > 0), for saving. */
     readonly cache?: LatentPairCache,
   ) {}
@@ -156,11 +218,14 @@ export class TrainSession {
   static async create(engine: Engine, input: TrainSessionInput): Promise<TrainSession> {
     const s = input.settings;
     checkSettings(s);
-    const { codec, embedder } = input;
+    const { codec, embedder, prior } = input;
+    const readout = s.operator === 'readout';
+    assertArg(!readout || prior, 'train: the readout operator reads the prior UNet\'s features: give the prior (a Stable Diffusion model with its UNet and text encoder)');
+    assertArg(readout || !prior, 'train: a prior UNet is only used by the readout operator');
     const heldOut = new Set(input.validate.map((v) => v.name));
     const train = input.train.filter((t) => !heldOut.has(t.name));
     assertArg(train.length > 0, `train: no training images left (${input.train.length} given, all of them held out)`);
-    const config = cnnConfigFor(codec, embedder, s.size, s.width);
+    const config = readout ? readoutConfigFor(codec, embedder, prior!.unet, s.size) : cnnConfigFor(codec, embedder, s.size, s.width);
     const kernel = input.motionKernel;
     assertArg(s.task !== 'motion_blur' || kernel, 'train: motion_blur needs its blur kernel (a kernel file: .npy, text, .safetensors or PNG)');
     assertArg(s.task === 'motion_blur' || !kernel, `train: a blur kernel is only used by motion_blur (the task is ${s.task})`);
@@ -171,34 +236,47 @@ export class TrainSession {
       sigma_embedding: `${embedder.kind} (${embedder.dim})`,
       data: JSON.stringify(train.map((t) => t.name)),
       ...(kernel ? { kernel: kernelFingerprint(kernel) } : {}),
+      ...(readout ? { prior: priorName(prior!) } : {}),
     };
 
-    let loaded: LoadedModel<DegradationModel>;
+    let loaded: LoadedModel<DegradationModel | AggregationNetwork>;
     if (input.resume) {
       const file = input.resume;
       checkpointInfo(file);
       const meta = file.metadata ?? {};
-      for (const k of ['train_settings', 'encoder', 'sigma_embedding', 'data', 'kernel'] as const) {
+      for (const k of ['train_settings', 'encoder', 'sigma_embedding', 'data', 'kernel', 'prior'] as const) {
         if (meta[k] !== metadata[k]) {
-          throw new CheckpointError(`${file.source}: the checkpoint was trained with ${k} ${meta[k] ?? '(none)'}; this run has ${metadata[k]}. Resume with the same settings and data (only the step count and the intervals may change)`);
+          throw new CheckpointError(`${file.source}: the checkpoint was trained with ${k} ${meta[k] ?? '(none)'}; this run has ${metadata[k] ?? '(none)'}. Resume with the same settings and data (only the step count and the intervals may change)`);
         }
       }
       const params = checkpointParameters(file);
-      const got = inferDegradationConfig(params);
-      if (JSON.stringify(got) !== JSON.stringify(config)) throw new CheckpointError(`${file.source}: the operator in the checkpoint is ${JSON.stringify(got)}, this run needs ${JSON.stringify(config)}`);
-      loaded = WeightLoader.load(engine, params, { dtype: 'f32' }, (w) => new DegradationModel(w, config));
-    } else loaded = await newDegradationModel(engine, config, s.seed);
+      if (readout) {
+        if (meta['operator_config'] !== metadata['operator_config']) throw new CheckpointError(`${file.source}: the operator in the checkpoint is ${meta['operator_config'] ?? '(not recorded)'}, this run needs ${metadata['operator_config']}`);
+        loaded = WeightLoader.load(engine, params, { dtype: 'f32' }, (w) => new AggregationNetwork(w, config as AggregationNetworkConfig, { trainable: true }));
+      } else {
+        const got = inferDegradationConfig(params);
+        if (JSON.stringify(got) !== JSON.stringify(config)) throw new CheckpointError(`${file.source}: the operator in the checkpoint is ${JSON.stringify(got)}, this run needs ${JSON.stringify(config)}`);
+        loaded = WeightLoader.load(engine, params, { dtype: 'f32' }, (w) => new DegradationModel(w, config as DegradationModelConfig));
+      }
+    } else if (readout) loaded = await newAggregationNetwork(engine, config as AggregationNetworkConfig, s.seed);
+    else loaded = await newDegradationModel(engine, config as DegradationModelConfig, s.seed);
 
     let degradation: DegradationSetup | undefined;
     let trainer: OperatorTrainer | undefined;
+    let op: TrainableOperator | undefined;
     try {
+      if (loaded.model instanceof AggregationNetwork) {
+        await loaded.model.syncMixing();
+        op = readoutOperator(loaded.model, prior!);
+      } else op = cnnOperator(loaded.model);
       degradation = makeDegradation(engine, s.task, s.size, s.size, kernel ? { motionKernel: kernel } : {});
       const lr = s.schedule === 'constant' && s.warmup === 0 ? s.lr : learningRateSchedule({ kind: s.schedule, lr: s.lr, warmup: s.warmup, total: s.scheduleSteps });
       trainer = new OperatorTrainer(
         engine,
-        loaded.model,
+        op,
         { codec, embedder, degradation: degradation.operator, sigmaRange: s.sigmaRange, loss: s.loss, clamp: s.clamp, seed: s.seed },
-        { lr, maxGradNorm: s.maxGradNorm },
+        // SILO: Adam for the CNN, AdamW with weight decay 0 for the readout operator (the same update).
+        { lr, maxGradNorm: s.maxGradNorm, ...(readout ? { decoupled: true, weightDecay: 0 } : {}) },
       );
       const sampler = new CropSampler(train, { size: s.size, scale: s.cropScale, jitter: s.jitter }, s.seed);
       let source: PairSource;
@@ -220,13 +298,19 @@ export class TrainSession {
         source.restore(state);
       }
       const validation = input.validate.map((v) => ({ name: v.name, ...packImages([validationCrop(v.image, s.size)]) }));
-      return new TrainSession(s, trainer, source, validation, degradation, loaded, metadata, cache);
+      return new TrainSession(s, trainer, source, validation, degradation, loaded, op, metadata, config, cache);
     } catch (e) {
       trainer?.dispose();
+      op?.dispose();
       degradation?.operator.dispose();
       loaded.dispose();
       throw e;
     }
+  }
+
+  /** The operator being trained. */
+  get model(): DegradationModel | AggregationNetwork {
+    return this.loaded.model;
   }
 
   /** Runs the loop to `steps` optimizer steps (see TrainLoopOptions for the hooks). */
@@ -241,14 +325,23 @@ export class TrainSession {
     });
   }
 
-  /** The trained operator as `silo restore --operator` reads it (metadata says how it was trained). */
+  /**
+   * The trained operator as `silo restore --operator` reads it (metadata says how it was trained): the CNN's
+   * .safetensors, or the readout operator's weights.safetensors (beside config.json, see operatorFolderConfig).
+   */
   exportOperator(): Promise<Uint8Array<ArrayBuffer>> {
     const { train_settings, operator_config, encoder, sigma_embedding } = this.metadata;
     return exportBytes(this.trainer, { train_settings: train_settings!, operator_config: operator_config!, encoder: encoder!, sigma_embedding: sigma_embedding!, step: String(this.trainer.opt.step) });
   }
 
+  /** A readout operator's config.json (SILO's constructor arguments); undefined for the CNN (its file says all). */
+  operatorFolderConfig(): string | undefined {
+    return this.settings.operator === 'readout' ? JSON.stringify(readoutConfigJson(this.operatorConfig as AggregationNetworkConfig), null, 1) + '\n' : undefined;
+  }
+
   dispose(): void {
     this.trainer.dispose();
+    this.op.dispose();
     this.degradation.operator.dispose();
     this.loaded.dispose();
   }

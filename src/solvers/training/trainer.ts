@@ -1,6 +1,7 @@
-// Training SILO's CNN operator H for one autoencoder and one degradation, as SILO's trainer does:
-// H(E(x), e_sigma) is fitted to E(A(x) + sigma n) with sigma drawn once per batch (U(0, 0.04) for the
-// CNN), an L1 (or MSE) loss against the target optionally clamped to [-4, 4], and Adam. The latents come
+// Training a SILO operator for one autoencoder and one degradation, as SILO's trainer does: the CNN's
+// H(E(x), e_sigma), or the readout operator's R(UNet features of E(x), e_sigma) (operators.ts), is fitted
+// to E(A(x) + sigma n) with sigma drawn once per batch (U(0, 0.04) for the CNN, U(0, 0.1) for the
+// readout), an L1 (or MSE) loss against the target optionally clamped to [-4, 4], and Adam (AdamW). The latents come
 // from the frozen encoder on the GPU (or from a cache of fixed crops, latent-cache.ts); one optimizer step
 // may sum several micro-batches. Validation compares H with the identity operator (E(x) as the guess for
 // E(A(x))) on held-out images, in the latent and, with a decoder, after decoding against A(x).
@@ -13,8 +14,7 @@ import { regressionLoss, type LossKind } from '../../engine/ops/loss.js';
 import { clamp } from '../../engine/ops/elementwise.js';
 import type { Degradation } from '../degradations/types.js';
 import { addMeasurementNoise } from '../degradations/noise.js';
-import type { DegradationModel } from '../../models/silo/cnn.js';
-import { degradationModelGrads } from '../../models/silo/cnn-vjp.js';
+import type { TrainableOperator } from './operators.js';
 import { psnr } from '../metrics.js';
 import { Adam, type AdamOptions, type NamedParameter } from './adam.js';
 import { GradAccumulator } from './accumulate.js';
@@ -93,31 +93,30 @@ export class OperatorTrainer {
 
   constructor(
     readonly engine: Engine,
-    readonly model: DegradationModel,
+    readonly op: TrainableOperator,
     readonly setup: TrainerSetup,
     adam: AdamOptions,
   ) {
-    const cfg = model.config;
     const [lo, hi] = setup.sigmaRange;
     assertArg(Number.isFinite(lo) && Number.isFinite(hi) && lo >= 0 && lo <= hi, `train: sigma range [${lo}, ${hi}] must satisfy 0 <= lo <= hi`);
-    assertArg(cfg.latentDim === setup.codec.channels && cfg.outputDim === setup.codec.channels, `train: the operator maps ${cfg.latentDim} -> ${cfg.outputDim} channels, the encoder ${setup.codec.name} makes ${setup.codec.channels}`);
-    if (cfg.sigmaCondition) {
+    assertArg(op.inChannels === setup.codec.channels && op.outChannels === setup.codec.channels, `train: the ${op.kind} operator maps ${op.inChannels} -> ${op.outChannels} channels, the encoder ${setup.codec.name} makes ${setup.codec.channels}`);
+    if (op.sigmaCondition) {
       assertArg(setup.embedder, 'train: the operator is sigma-conditioned, so it needs a sigma embedding');
-      assertArg(setup.embedder.dim === cfg.sigmaEmbDim, `train: the operator takes a ${cfg.sigmaEmbDim}-wide sigma embedding, the embedder makes ${setup.embedder.dim}`);
+      assertArg(setup.embedder.dim === op.sigmaEmbDim, `train: the operator takes a ${op.sigmaEmbDim}-wide sigma embedding, the embedder makes ${setup.embedder.dim}`);
     }
-    this.params = model.parameters();
+    this.params = op.parameters();
     this.opt = new Adam(engine, this.params, adam);
     this.sigmaRng = new AugmentRng((setup.seed ^ 0x5bd1e995) >>> 0);
   }
 
   /** The image side the operator's latent size needs. */
   get imageSize(): number {
-    return this.model.config.latentSize * this.setup.codec.factor;
+    return this.op.latentSize * this.setup.codec.factor;
   }
 
   checkImages(shape: readonly number[], what: string): void {
     const s = this.imageSize;
-    assertArg(shape.length === 4 && shape[1] === 3 && shape[2] === s && shape[3] === s, `train: ${what} are ${JSON.stringify(shape)}, the operator's ${this.model.config.latentSize}x${this.model.config.latentSize} latent needs [N, 3, ${s}, ${s}] (latent side x ${this.setup.codec.factor})`);
+    assertArg(shape.length === 4 && shape[1] === 3 && shape[2] === s && shape[3] === s, `train: ${what} are ${JSON.stringify(shape)}, the operator's ${this.op.latentSize}x${this.op.latentSize} latent needs [N, 3, ${s}, ${s}] (latent side x ${this.setup.codec.factor})`);
   }
 
   /** The next batch's sigma (U(lo, hi)). */
@@ -158,7 +157,7 @@ export class OperatorTrainer {
    */
   async step(micro: readonly LatentPairs[]): Promise<StepReport> {
     assertArg(micro.length >= 1, 'train: a step needs at least one micro-batch');
-    const { model, params, opt, setup } = this;
+    const { op, params, opt, setup } = this;
     const step = opt.step + 1;
     const { result } = await runProgram(this.engine, `train: step ${step}`, (rec) =>
       rec.engine.tidy(() => {
@@ -166,11 +165,12 @@ export class OperatorTrainer {
         const losses: Tensor[] = [];
         let single: Tensor[] | null = null;
         for (const m of micro) {
-          const emb = model.config.sigmaCondition ? setup.embedder!.embed(rec, m.sigmas) : undefined;
-          const out = model.forward(rec, m.z, emb);
+          const emb = op.sigmaCondition ? setup.embedder!.embed(rec, m.sigmas) : undefined;
+          const input = op.input(rec, m.z);
+          const out = op.forward(rec, input, emb);
           const l = regressionLoss(rec, out, m.target, { kind: setup.loss, clamp: setup.clamp });
           losses.push(l.loss);
-          const g = degradationModelGrads(rec, model, m.z, emb, l.grad).params!;
+          const g = op.grads(rec, input, emb, l.grad);
           if (acc) acc.add(rec, g);
           else single = params.map((p) => g[p.name]!);
         }
@@ -182,6 +182,7 @@ export class OperatorTrainer {
         return { losses };
       }),
     );
+    await op.sync();
     const values: number[] = [];
     for (const l of result.losses) {
       values.push((await l.read())[0]!);
@@ -201,7 +202,7 @@ export class OperatorTrainer {
    */
   async validate(images: { name: string; data: Float32Array; shape: readonly number[] }[], sigma: number): Promise<ValidationReport> {
     assertArg(images.length > 0, 'validate: no held-out images');
-    const { model, setup } = this;
+    const { op, setup } = this;
     const decode = setup.codec.canDecode;
     const reports: ValidationImageReport[] = [];
     for (const [i, img] of images.entries()) {
@@ -220,8 +221,8 @@ export class OperatorTrainer {
           if (up) y = up(rec, y);
           const z = setup.codec.encode(rec, x, base + 1n);
           const target = setup.codec.encode(rec, y, base + 2n);
-          const emb = model.config.sigmaCondition ? setup.embedder!.embed(rec, [sigma]) : undefined;
-          const h = model.forward(rec, z, emb);
+          const emb = op.sigmaCondition ? setup.embedder!.embed(rec, [sigma]) : undefined;
+          const h = op.forward(rec, op.input(rec, z), emb);
           const out: Record<string, Tensor> = {
             trained: regressionLoss(rec, h, target, { kind: 'l1' }).loss,
             identity: regressionLoss(rec, z, target, { kind: 'l1' }).loss,
