@@ -12,20 +12,11 @@ import { Engine } from '../engine/device.js';
 import { readSafetensorsFile } from '../formats/safetensors-node.js';
 import { writeFileAtomic } from '../formats/atomic-write-node.js';
 import type { SafetensorsFile } from '../formats/safetensors.js';
-import { TinyAutoencoder } from '../models/taesd/autoencoder.js';
-import { sdVaeCodec, taesdCodec, type LatentCodec } from '../solvers/training/latent-codec.js';
-import { sinusoidSigmaEmbedder, unetFileSigmaEmbedder, unetSigmaEmbedder, type SigmaEmbedder } from '../solvers/training/sigma-embedding.js';
-import { AutoencoderKL } from '../models/vae/autoencoder.js';
-import { parseVaeConfig } from '../models/vae/config.js';
-import { WeightLoader } from '../models/weights.js';
-import { parseUNetConfig } from '../models/unet/config.js';
-import { openComponent } from '../models/diffusers-folder.js';
 import { dirFolder } from '../formats/folder-node.js';
+import { SiloError } from '../engine/errors.js';
+import { loadTrainModels, type TrainModelSource } from '../solvers/training/models.js';
 import { readTrainingImages } from '../solvers/training/data-node.js';
 import { CNN_DEFAULTS, READOUT_DEFAULTS, TrainSession, type TrainSettings } from '../solvers/training/session.js';
-import { loadDiffusersPipeline } from '../models/pipeline.js';
-import { readoutPrior } from '../solvers/training/readout-prior.js';
-import type { ReadoutPrior } from '../solvers/training/operators.js';
 import { curveSvg, lossCsv } from '../solvers/training/curve.js';
 import type { StepReport, ValidationReport } from '../solvers/training/trainer.js';
 import { isDegradationTask, DEGRADATION_TASKS } from '../solvers/degradations/tasks.js';
@@ -259,10 +250,10 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
   // Files first (clear errors before the GPU starts).
   const train = await readTrainingImages(o.data, '--data');
   const validate = o.validate.length ? await readTrainingImages(o.validate, '--validate') : [];
-  const encoder = o.encoder ? await readSafetensorsFile(o.encoder) : undefined;
-  const decoder = o.decoder ? await readSafetensorsFile(o.decoder) : undefined;
-  const readout = o.settings.operator === 'readout';
-  const sd = o.model && !readout ? await Promise.all([openComponent(dirFolder(o.model), 'vae'), openComponent(dirFolder(o.model), 'unet')]) : undefined;
+  if (o.model && !(await exists(o.model))) throw new SiloError(`--model ${o.model}: no such folder (a diffusers Stable Diffusion folder)`);
+  const source: TrainModelSource = o.model
+    ? { kind: 'sd', folder: dirFolder(o.model) }
+    : { kind: 'taesd', encoder: await readSafetensorsFile(o.encoder!), decoder: o.decoder ? await readSafetensorsFile(o.decoder) : undefined };
   const resume = o.resume ? await readSafetensorsFile(o.resume) : undefined;
   const motionKernel = o.kernel ? await loadBlurKernel(await readInput('kernel', o.kernel), o.kernel) : undefined;
   const cacheFile: SafetensorsFile | undefined = o.cacheFile && (await exists(o.cacheFile)) ? await readSafetensorsFile(o.cacheFile) : undefined;
@@ -274,36 +265,9 @@ export async function runTrain(o: TrainCliOptions, io: CliIO): Promise<number> {
   const interrupt = interruptHandler(io);
   let session: TrainSession | undefined;
   try {
-    let codec: LatentCodec;
-    let embedder: SigmaEmbedder;
-    let prior: ReadoutPrior | undefined;
-    if (readout) {
-      // The whole prior in f32: its UNet gives the features (and e_sigma), its text encoder the empty prompt.
-      const text = await loadDiffusersPipeline(engine, dirFolder(o.model!), { components: ['text_encoder', 'tokenizer'], dtype: 'f32' });
-      const pipe = await loadDiffusersPipeline(engine, dirFolder(o.model!), { components: ['unet', 'vae'], dtype: 'f32' });
-      owned.push(pipe);
-      try {
-        prior = await readoutPrior(engine, pipe.unet!, text.tokenizer!, text.textEncoder!);
-      } finally {
-        text.dispose();
-      }
-      codec = sdVaeCodec(pipe.vae!);
-      embedder = unetSigmaEmbedder(pipe.unet!);
-    } else if (sd) {
-      const [vaeFiles, unetFiles] = sd;
-      const vae = WeightLoader.load(engine, vaeFiles.weights, { dtype: 'f32' }, (w) => new AutoencoderKL(w, parseVaeConfig(vaeFiles.config)));
-      owned.push(vae);
-      codec = sdVaeCodec(vae.model);
-      const e = unetFileSigmaEmbedder(engine, unetFiles.weights, parseUNetConfig(unetFiles.config));
-      owned.push(e);
-      embedder = e;
-    } else {
-      const ae = TinyAutoencoder.load(engine, { encoder: encoder!, decoder });
-      owned.push(ae);
-      codec = taesdCodec(ae);
-      // Without a prior UNet the operator takes the sinusoid of SILO's pseudo-timestep, SD's time_proj width.
-      embedder = sinusoidSigmaEmbedder(320);
-    }
+    const models = await loadTrainModels(engine, source, o.settings.operator);
+    owned.push(models);
+    const { codec, embedder, prior } = models;
     let lastCache = 0;
     session = await TrainSession.create(engine, {
       settings: o.settings,
