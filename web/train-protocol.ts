@@ -3,6 +3,7 @@
 
 import type { DegradationTask } from '../src/solvers/degradations/tasks.js';
 import type { ValidationReport } from '../src/solvers/training/trainer.js';
+import type { BrowserModelSource } from '../src/restore/models-browser.js';
 
 /** A picked file's name and bytes (transferred, not copied). */
 export interface NamedBytes {
@@ -13,7 +14,15 @@ export interface NamedBytes {
 /** Weights from a URL (fetched by the worker) or from a picked file. */
 export type WeightInput = { url: string } | NamedBytes;
 
+/**
+ * The frozen models: a TAESD-family autoencoder (CNN only), or a Stable Diffusion model (a Hugging Face
+ * repo, the base URL of a diffusers folder, or a picked folder) whose VAE encodes and whose UNet gives
+ * e_sigma (and the readout operator's features).
+ */
+export type PriorInput = { kind: 'taesd'; encoder: WeightInput; decoder?: WeightInput } | { kind: 'sd'; model: Exclude<BrowserModelSource, { kind: 'tiny' }> };
+
 export interface TrainPageSettings {
+  operator: 'cnn' | 'readout';
   task: DegradationTask;
   size: number;
   steps: number;
@@ -32,7 +41,7 @@ export type ErrorKind = 'no-webgpu' | 'limit' | 'device-lost' | 'image' | 'input
 
 export type ToTrainWorker =
   | { type: 'init' }
-  | { type: 'train'; images: NamedBytes[]; heldOut: NamedBytes[]; encoder: WeightInput; decoder?: WeightInput; resume?: NamedBytes; settings: TrainPageSettings }
+  | { type: 'train'; images: NamedBytes[]; heldOut: NamedBytes[]; prior: PriorInput; resume?: NamedBytes; kernel?: NamedBytes; settings: TrainPageSettings }
   | { type: 'stop' };
 
 export type FromTrainWorker =
@@ -42,5 +51,6 @@ export type FromTrainWorker =
   | { type: 'step'; step: number; total: number; loss: number; elapsedMs: number }
   | { type: 'validation'; report: ValidationReport }
   | { type: 'checkpoint'; step: number; bytes: ArrayBuffer; svg: string; csv: string }
-  | { type: 'done'; step: number; stopped: boolean; operator: ArrayBuffer; svg: string; csv: string }
+  /** operator: the CNN's .safetensors, or the readout operator's weights.safetensors with its config.json in `config`. */
+  | { type: 'done'; step: number; stopped: boolean; operator: ArrayBuffer; config?: string; svg: string; csv: string }
   | { type: 'error'; kind: ErrorKind; message: string };

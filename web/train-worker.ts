@@ -1,28 +1,31 @@
 // The training page's worker: owns the WebGPU engine and the training session (src/solvers/training:
 // all the logic is there, shared with `silo train`); this file decodes the picked images, fetches or
-// parses the autoencoder's weights, runs the loop and translates its reports into messages. A Stop
+// parses the autoencoder's weights or opens the Stable Diffusion model (through the weight store, as the
+// restoration page does), runs the loop and translates its reports into messages. A Stop
 // request ends the run after the current step with a checkpoint, like Ctrl-C in the CLI.
 
 import { Engine } from '../src/engine/device.js';
 import { DeviceLostError, LimitError, SiloError } from '../src/engine/errors.js';
 import { ImageError } from '../src/io/types.js';
 import { parseSafetensors, type SafetensorsFile } from '../src/formats/safetensors.js';
-import { TinyAutoencoder } from '../src/models/taesd/autoencoder.js';
-import { taesdCodec } from '../src/solvers/training/latent-codec.js';
-import { sinusoidSigmaEmbedder } from '../src/solvers/training/sigma-embedding.js';
-import { CNN_DEFAULTS, TrainSession } from '../src/solvers/training/session.js';
+import { CNN_DEFAULTS, READOUT_DEFAULTS, TrainSession } from '../src/solvers/training/session.js';
+import { loadTrainModels, type TrainModels } from '../src/solvers/training/models.js';
+import { loadBlurKernel } from '../src/solvers/degradations/kernel-file.js';
+import { resolveBrowserModels } from '../src/restore/models-browser.js';
+import { openWeightStore, type WeightStore } from '../src/hub/weight-store.js';
 import { curveSvg, lossCsv } from '../src/solvers/training/curve.js';
 import type { StepReport, ValidationReport } from '../src/solvers/training/trainer.js';
 import type { NamedImage } from '../src/solvers/training/data.js';
 import { DEGRADATION_TASKS } from '../src/solvers/degradations/tasks.js';
 import { decode } from './image-decode.js';
-import type { ErrorKind, FromTrainWorker, NamedBytes, ToTrainWorker, WeightInput } from './train-protocol.js';
+import type { ErrorKind, FromTrainWorker, NamedBytes, PriorInput, ToTrainWorker, WeightInput } from './train-protocol.js';
 
 const scope = self as unknown as Worker;
 const post = (m: FromTrainWorker, transfer: Transferable[] = []) => scope.postMessage(m, transfer);
 const log = (line: string) => post({ type: 'log', line });
 
 let engine: Engine | null = null;
+let store: WeightStore | null = null;
 let stopRequested = false;
 let running = false;
 
@@ -57,26 +60,46 @@ async function images(list: NamedBytes[]): Promise<NamedImage[]> {
   return out;
 }
 
+/** The frozen models from the page's choice (an SD model is streamed through the weight store). */
+async function models(e: Engine, prior: PriorInput, operator: 'cnn' | 'readout'): Promise<TrainModels> {
+  if (prior.kind === 'taesd') {
+    const [enc, dec] = [await weights(prior.encoder, 'encoder'), prior.decoder ? await weights(prior.decoder, 'decoder') : undefined];
+    return loadTrainModels(e, { kind: 'taesd', encoder: enc, decoder: dec }, operator);
+  }
+  store ??= await openWeightStore('auto');
+  const resolved = await resolveBrowserModels(prior.model, { kind: 'none' }, { store, log });
+  try {
+    const p = resolved.spec.pipeline!;
+    log(`Stable Diffusion from ${p.label}`);
+    return await loadTrainModels(e, { kind: 'sd', folder: p.folder, variant: p.variant }, operator);
+  } finally {
+    resolved.close();
+  }
+}
+
 async function train(m: Extract<ToTrainWorker, { type: 'train' }>): Promise<void> {
   const e = await ensureEngine();
   const s = m.settings;
   const [train, heldOut] = [await images(m.images), await images(m.heldOut)];
-  const [enc, dec] = [await weights(m.encoder, 'encoder'), m.decoder ? await weights(m.decoder, 'decoder') : undefined];
   const resume = m.resume ? parseSafetensors(m.resume.bytes, m.resume.name) : undefined;
-  const ae = TinyAutoencoder.load(e, { encoder: enc, decoder: dec });
+  const motionKernel = m.kernel ? await loadBlurKernel(m.kernel.bytes, m.kernel.name) : undefined;
+  const frozen = await models(e, m.prior, s.operator);
   let session: TrainSession | undefined;
   try {
-    const codec = taesdCodec(ae);
+    const { codec, embedder, prior } = frozen;
+    const defaults = s.operator === 'readout' ? READOUT_DEFAULTS : CNN_DEFAULTS;
     session = await TrainSession.create(e, {
-      settings: { ...CNN_DEFAULTS, task: s.task, size: s.size, batch: s.batch, lr: s.lr, cache: s.cache, seed: s.seed, width: s.width },
+      settings: { ...defaults, task: s.task, size: s.size, batch: s.batch, lr: s.lr, cache: s.cache, seed: s.seed, ...(s.operator === 'cnn' ? { width: s.width } : {}) },
       codec,
-      embedder: sinusoidSigmaEmbedder(320),
+      embedder,
       train,
       validate: heldOut,
       resume,
+      ...(prior ? { prior } : {}),
+      ...(motionKernel ? { motionKernel } : {}),
       onCacheProgress: (done, total) => post({ type: 'cache', done, total }),
     });
-    log(`training the CNN operator for ${codec.name}, task ${s.task}: ${train.length} images (${heldOut.length} held out), ${s.size}x${s.size} crops, ${session.source.label}`);
+    log(`training the ${s.operator} operator for ${codec.name}, task ${s.task}: ${train.length} images (${heldOut.length} held out), ${s.size}x${s.size} crops, ${session.source.label}`);
     const history: StepReport[] = [];
     const validations: ValidationReport[] = [];
     const title = `${s.task}, ${codec.name}`;
@@ -97,10 +120,11 @@ async function train(m: Extract<ToTrainWorker, { type: 'train' }>): Promise<void
       },
     });
     const op = await session.exportOperator();
-    post({ type: 'done', step: session.trainer.opt.step, stopped: result.stopped, operator: op.buffer, svg: curveSvg(history, validations, title), csv: lossCsv(history) }, [op.buffer]);
+    const config = session.operatorFolderConfig();
+    post({ type: 'done', step: session.trainer.opt.step, stopped: result.stopped, operator: op.buffer, ...(config ? { config } : {}), svg: curveSvg(history, validations, title), csv: lossCsv(history) }, [op.buffer]);
   } finally {
     session?.dispose();
-    ae.dispose();
+    frozen.dispose();
   }
 }
 
@@ -109,7 +133,7 @@ scope.onmessage = async (ev: MessageEvent<ToTrainWorker>) => {
   try {
     if (m.type === 'init') {
       const e = await ensureEngine();
-      post({ type: 'ready', adapter: e.summary(), software: e.info.software, tasks: DEGRADATION_TASKS.filter((t) => t !== 'motion_blur') });
+      post({ type: 'ready', adapter: e.summary(), software: e.info.software, tasks: [...DEGRADATION_TASKS] });
     } else if (m.type === 'stop') {
       if (running) stopRequested = true;
     } else if (m.type === 'train') {

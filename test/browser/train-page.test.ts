@@ -3,7 +3,8 @@
 // images, a short run of SILO's CNN operator with a crop cache; the loss falls, validation reports the
 // operator against the identity, and the trained operator downloads as a safetensors file that parses.
 // Then: Stop ends a long run with a checkpoint, the checkpoint resumes, and a missing encoder is a clear
-// error in the page.
+// error in the page; the readout operator trains on a Stable Diffusion folder given by URL (the golden
+// mini models) and downloads as weights.safetensors + config.json; motion_blur takes a kernel file.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +15,7 @@ import { buildWeb, serveWeb } from '../../scripts/demo.mjs';
 import { parseSafetensors } from '../../src/formats/safetensors.js';
 import { inferDegradationConfig } from '../../src/models/silo/config.js';
 import { launchChromium, type Chromium } from './chromium.js';
+import { miniSdFolder } from '../helpers/sd-folder.js';
 
 const IMAGES = new URL('../../../shared/assets/images', import.meta.url).pathname;
 const GOLDEN = new URL('../../../shared/golden', import.meta.url).pathname;
@@ -29,6 +31,7 @@ interface TrainState {
   cacheDone: number;
   errors: { kind: string; message: string }[];
   operatorBytes: number | null;
+  operatorConfig: string | null;
 }
 
 let site: { url: string; close: () => Promise<void> };
@@ -38,7 +41,7 @@ let tmp: string;
 beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'silo-train-page-'));
   const dir = await buildWeb(join(tmp, 'site'));
-  site = await serveWeb({ site: dir, mounts: { '/golden/': GOLDEN } });
+  site = await serveWeb({ site: dir, mounts: { '/golden/': GOLDEN, '/sd/': miniSdFolder(tmp) } });
   chromium = await launchChromium();
 }, 180_000);
 
@@ -158,5 +161,56 @@ describe('the training page in headless Chromium', () => {
     expect(await page3.$eval('#error', (e) => e.textContent)).toMatch(/HTTP 404/);
     expect(errors).toEqual([]);
     await page3.close();
+  }, 600_000);
+
+  it('trains the readout operator on a Stable Diffusion folder by URL and downloads its folder (config.json + weights.safetensors)', async () => {
+    const errors: string[] = [];
+    const page = await open({ operator: 'readout', prior: 'sd-url', sdUrl: '/sd', task: 'sr4', size: '64', batch: '2', cache: '4', steps: '2', valEvery: '2', checkpointEvery: '0' }, errors);
+    expect(await page.$eval('#lr', (e) => (e as HTMLInputElement).value)).toBe('2e-4');
+    expect(await page.$eval('#width', (e) => (e.closest('label') as HTMLElement).hidden)).toBe(true);
+    await pick(page, 'train-files', TRAIN);
+    await pick(page, 'heldout-files', HELD);
+    await page.click('#train');
+    const done = await waitState(page, ['done', 'error'], 500_000);
+    expect(done.state, JSON.stringify(done.errors)).toBe('done');
+    expect(done.steps).toBe(2);
+    expect(done.validations.map((v) => v.step)).toEqual([0, 2]);
+    expect(done.validations[0]!.psnr).toBeGreaterThan(0);
+    const cfg = JSON.parse(done.operatorConfig!) as Record<string, unknown>;
+    expect(cfg).toMatchObject({ _class_name: 'AggregationNetwork', latent_size: 8, output_head_channels: 4, sigma_emb_dim: 128 });
+    expect(JSON.parse(new TextDecoder().decode(await linkBytes(page, 'download-config')))).toEqual(cfg);
+    expect(await page.$eval('#download-operator', (a) => (a as HTMLAnchorElement).download)).toBe('weights.safetensors');
+    const w = parseSafetensors(await linkBytes(page, 'download-operator'), 'weights.safetensors');
+    expect(w.names()).toContain('mixing_weights');
+    expect(w.metadata?.['step']).toBe('2');
+    expect(JSON.parse(w.metadata!['prior']!)).toMatchObject({ timestep: 0, prompt: '' });
+    // The readout operator with a TAESD-family autoencoder is refused in the page, naming what to choose.
+    await page.select('#prior-kind', 'taesd');
+    await page.click('#train');
+    await page.waitForFunction(() => !(document.getElementById('error') as HTMLElement).hidden);
+    expect(await page.$eval('#error', (e) => e.textContent)).toMatch(/readout operator reads a Stable Diffusion UNet's features/);
+    expect(errors).toEqual([]);
+    await page.close();
+  }, 600_000);
+
+  it('motion_blur trains with a picked kernel file (its fingerprint is in the operator); without one it asks for it', async () => {
+    const errors: string[] = [];
+    const kernel = join(tmp, 'streak.txt');
+    (await import('node:fs')).writeFileSync(kernel, Array.from({ length: 5 }, (_, i) => Array.from({ length: 5 }, (_, j) => (i === j ? 1 : 0)).join(' ')).join('\n'));
+    const page = await open({ ...query, task: 'motion_blur', steps: '2', cache: '4', valEvery: '100', checkpointEvery: '0' }, errors);
+    expect(await page.$eval('#kernel-label', (e) => (e as HTMLElement).hidden)).toBe(false);
+    await pick(page, 'train-files', TRAIN);
+    await page.click('#train');
+    await page.waitForFunction(() => !(document.getElementById('error') as HTMLElement).hidden);
+    expect(await page.$eval('#error', (e) => e.textContent)).toMatch(/motion_blur: choose its blur kernel file/);
+    await pick(page, 'kernel-file', [kernel]);
+    await page.click('#train');
+    const done = await waitState(page, ['done', 'error'], 300_000);
+    expect(done.state, JSON.stringify(done.errors)).toBe('done');
+    const op = parseSafetensors(await linkBytes(page, 'download-operator'), 'operator.safetensors');
+    expect(op.metadata?.['kernel']).toMatch(/^5x5 fnv1a:[0-9a-f]{8}$/);
+    expect(JSON.parse(op.metadata!['train_settings']!)).toMatchObject({ task: 'motion_blur' });
+    expect(errors).toEqual([]);
+    await page.close();
   }, 600_000);
 });

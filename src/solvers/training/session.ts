@@ -330,8 +330,11 @@ export class TrainSession {
    * .safetensors, or the readout operator's weights.safetensors (beside config.json, see operatorFolderConfig).
    */
   exportOperator(): Promise<Uint8Array<ArrayBuffer>> {
-    const { train_settings, operator_config, encoder, sigma_embedding } = this.metadata;
-    return exportBytes(this.trainer, { train_settings: train_settings!, operator_config: operator_config!, encoder: encoder!, sigma_embedding: sigma_embedding!, step: String(this.trainer.opt.step) });
+    const { train_settings, operator_config, encoder, sigma_embedding, kernel, prior } = this.metadata;
+    return exportBytes(this.trainer, {
+      train_settings: train_settings!, operator_config: operator_config!, encoder: encoder!, sigma_embedding: sigma_embedding!,
+      ...(kernel ? { kernel } : {}), ...(prior ? { prior } : {}), step: String(this.trainer.opt.step),
+    });
   }
 
   /** A readout operator's config.json (SILO's constructor arguments); undefined for the CNN (its file says all). */
