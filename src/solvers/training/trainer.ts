@@ -1,9 +1,9 @@
 // Training a SILO operator for one autoencoder and one degradation, as SILO's trainer does: the CNN's
-// H(E(x), e_sigma), or the readout operator's R(UNet features of E(x), e_sigma) (operators.ts), is fitted
-// to E(A(x) + sigma n) with sigma drawn once per batch (U(0, 0.04) for the CNN, U(0, 0.1) for the
-// readout), an L1 (or MSE) loss against the target optionally clamped to [-4, 4], and Adam (AdamW). The latents come
-// from the frozen encoder on the GPU (or from a cache of fixed crops, latent-cache.ts); one optimizer step
-// may sum several micro-batches. Validation compares H with the identity operator (E(x) as the guess for
+// H(E(x), e_sigma), or the readout operator's R(UNet features of E(x), e_sigma) (operators.ts), is
+// fitted to E(A(x) + sigma n) with sigma drawn once per batch (U(0, 0.04) for the CNN, U(0, 0.1) for the
+// readout), an L1 (or MSE) loss against the target optionally clamped to [-4, 4], and Adam (AdamW). The
+// latents come from the frozen encoder on the GPU (or from a cache of fixed crops, sources.ts); one
+// optimizer step may sum several micro-batches. Validation compares H with the identity operator (E(x) as the guess for
 // E(A(x))) on held-out images, in the latent and, with a decoder, after decoding against A(x).
 
 import type { Engine } from '../../engine/device.js';
