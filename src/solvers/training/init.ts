@@ -55,14 +55,19 @@ export function writeParameters(engine: Engine, params: readonly NamedParameter[
   }
 }
 
-/** A new DegradationModel (SILO's CNN operator) with PyTorch's default initial weights, f32. */
-export async function newDegradationModel(engine: Engine, config: DegradationModelConfig, seed: number): Promise<LoadedModel<DegradationModel>> {
-  const src = new RandomWeightSource(seed, 'new operator');
-  const loaded = WeightLoader.load(engine, src, { dtype: 'f32' }, (w) => new DegradationModel(w, config));
+/**
+ * A new model built by `make` on seeded placeholder weights, then given PyTorch's default initial values
+ * (`constants`: parameters set to one value instead, e.g. the mixing logits), f32.
+ */
+async function newModel<M extends { parameters(): NamedParameter[] }>(engine: Engine, seed: number, what: string, make: (w: WeightLoader) => M, constants: Record<string, number> = {}): Promise<LoadedModel<M>> {
+  const src = new RandomWeightSource(seed, what);
+  const loaded = WeightLoader.load(engine, src, { dtype: 'f32' }, make);
   try {
     await src.generated();
     const params = loaded.model.parameters();
-    writeParameters(engine, params, torchDefaultInit(params, seed));
+    const values = torchDefaultInit(params.filter((p) => !(p.name in constants)), seed);
+    for (const p of params) if (p.name in constants) values.set(p.name, new Float32Array(p.tensor.size).fill(constants[p.name]!));
+    writeParameters(engine, params, values);
     return loaded;
   } catch (e) {
     loaded.dispose();
@@ -70,17 +75,15 @@ export async function newDegradationModel(engine: Engine, config: DegradationMod
   }
 }
 
+/** A new DegradationModel (SILO's CNN operator) with PyTorch's default initial weights, f32. */
+export function newDegradationModel(engine: Engine, config: DegradationModelConfig, seed: number): Promise<LoadedModel<DegradationModel>> {
+  return newModel(engine, seed, 'new operator', (w) => new DegradationModel(w, config));
+}
+
 /** A new readout operator (AggregationNetwork, trainable) with PyTorch's default initial weights, f32. */
 export async function newAggregationNetwork(engine: Engine, config: AggregationNetworkConfig, seed: number): Promise<LoadedModel<AggregationNetwork>> {
-  const src = new RandomWeightSource(seed, 'new readout operator');
-  const loaded = WeightLoader.load(engine, src, { dtype: 'f32' }, (w) => new AggregationNetwork(w, config, { trainable: true }));
+  const loaded = await newModel(engine, seed, 'new readout operator', (w) => new AggregationNetwork(w, config, { trainable: true }), { mixing_weights: 1 });
   try {
-    await src.generated();
-    const params = loaded.model.parameters();
-    const layers = params.filter((p) => p.name !== 'mixing_weights');
-    const values = torchDefaultInit(layers, seed);
-    values.set('mixing_weights', new Float32Array(loaded.model.groups).fill(1));
-    writeParameters(engine, params, values);
     await loaded.model.syncMixing();
     return loaded;
   } catch (e) {

@@ -16,7 +16,8 @@ import type { UNet2DConditionModel } from '../../models/unet/unet.js';
 import type { BlurKernel } from '../degradations/kernel-file.js';
 import { isDegradationTask, makeDegradation, DEGRADATION_TASKS, type DegradationSetup, type DegradationTask } from '../degradations/tasks.js';
 import { learningRateSchedule, type ScheduleKind } from './schedule.js';
-import { checkpointInfo, checkpointParameters, CheckpointError, resumeOptimizer } from './checkpoint.js';
+import { checkpointInfo, checkpointParameters, CheckpointError, resumeOptimizer, stateShape } from './checkpoint.js';
+import { readoutArgsFromShapes } from '../../hub/silo-checkpoint.js';
 import { newAggregationNetwork, newDegradationModel } from './init.js';
 import { cnnOperator, readoutOperator, type ReadoutPrior, type TrainableOperator } from './operators.js';
 import { CropSampler, packImages, validationCrop, type NamedImage } from './data.js';
@@ -148,26 +149,6 @@ export function readoutConfigFor(codec: LatentCodec, embedder: SigmaEmbedder, un
     latent_size: n,
     sigma_emb_dim: embedder.dim,
   });
-}
-
-/** The readout config as SILO's constructor arguments (the config.json `silo restore --operator` reads). */
-export function readoutConfigJson(c: AggregationNetworkConfig): Record<string, unknown> {
-  return {
-    _class_name: 'AggregationNetwork',
-    projection_dim: c.projectionDim,
-    feature_dims: c.featureDims,
-    save_timestep: c.saveTimestep,
-    num_timesteps: 1000,
-    num_norm_groups: c.numNormGroups,
-    use_output_head: c.useOutputHead,
-    output_head_channels: c.outputHeadChannels,
-    output_head_act: c.outputHeadAct,
-    bottleneck_sequential: false,
-    sigma_condition: c.sigmaCondition,
-    cond_inpaint: c.condInpaint,
-    latent_size: c.latentSize,
-    sigma_emb_dim: c.sigmaEmbDim,
-  };
 }
 
 /**
@@ -339,7 +320,10 @@ export class TrainSession {
 
   /** A readout operator's config.json (SILO's constructor arguments); undefined for the CNN (its file says all). */
   operatorFolderConfig(): string | undefined {
-    return this.settings.operator === 'readout' ? JSON.stringify(readoutConfigJson(this.operatorConfig as AggregationNetworkConfig), null, 1) + '\n' : undefined;
+    if (this.settings.operator !== 'readout') return undefined;
+    // The arguments read off the tensors' shapes, as `silo convert` writes them for SILO's checkpoints.
+    const { args } = readoutArgsFromShapes(new Map(this.trainer.params.map((p) => [p.name, stateShape(p)])), undefined, 'trained readout operator');
+    return JSON.stringify(args, null, 1) + '\n';
   }
 
   dispose(): void {
