@@ -6,7 +6,9 @@ import type { Recorder } from '../src/engine/recorder.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { matmul, matmulNaive } from '../src/engine/ops/matmul.js';
 import { conv2d, conv2dNaive } from '../src/engine/ops/conv2d.js';
-import { groupNorm } from '../src/engine/ops/norm.js';
+import { groupNorm, layerNorm } from '../src/engine/ops/norm.js';
+import { softmax } from '../src/engine/ops/softmax.js';
+import { softmaxBackward } from '../src/engine/ops/softmax-backward.js';
 import { attention, attentionNaive } from '../src/engine/ops/attention.js';
 import { groupNormSiluNaive } from './naive.js';
 import { measureCeilings, type Ceilings } from './probes.js';
@@ -102,6 +104,77 @@ export function kernelCases(engine: Engine, quick: boolean): KernelCase[] {
   return cases;
 }
 
+// Workgroup reductions, tree vs subgroups (engine.subgroupReductions), on the layouts that reduce across a
+// workgroup (a workgroup per row: what GPUs run; CPU adapters default to a thread per row).
+interface ReductionCase {
+  name: string;
+  inputs: (e: Engine) => Tensor[];
+  run: (rec: Recorder, t: Tensor[]) => Tensor;
+}
+
+function reductionCases(): ReductionCase[] {
+  return [
+    {
+      name: 'group norm + SiLU, 32 groups, 320 ch @ 64x64',
+      inputs: (e) => [rand(e, [1, 320, 64, 64], 6, 'x'), rand(e, [320], 7, 'w'), rand(e, [320], 8, 'b')],
+      run: (rec, [x, w, b]) => groupNorm(rec, x!, 32, w!, b!, { act: 'silu', layout: 'group' }),
+    },
+    {
+      name: 'layer norm, 4096 rows of 320',
+      inputs: (e) => [rand(e, [4096, 320], 12, 'x'), rand(e, [320], 13, 'w'), rand(e, [320], 14, 'b')],
+      run: (rec, [x, w, b]) => layerNorm(rec, x!, [320], w!, b!, { layout: 'group' }),
+    },
+    {
+      name: 'softmax, 8 x 1024 rows of 1024',
+      inputs: (e) => [rand(e, [8 * 1024, 1024], 15, 'x')],
+      run: (rec, [x]) => softmax(rec, x!, { scale: 0.125, layout: 'group' }),
+    },
+    {
+      name: 'softmax backward, 8 x 1024 rows of 1024',
+      inputs: (e) => [rand(e, [8 * 1024, 1024], 16, 'y'), rand(e, [8 * 1024, 1024], 17, 'g')],
+      run: (rec, [y, g]) => softmaxBackward(rec, y!, g!, { scale: 0.125, layout: 'group' }),
+    },
+  ];
+}
+
+export interface ReductionResult {
+  name: string;
+  treeMs: number;
+  subgroupMs: number;
+  /** treeMs / subgroupMs: above 1 when subgroups are faster. */
+  speedup: number;
+}
+
+async function runReductionBench(engine: Engine, filter?: string): Promise<ReductionResult[]> {
+  if (!engine.canSubgroupReduce) {
+    console.log('reductions: skipped (this adapter cannot reduce with subgroups)');
+    return [];
+  }
+  const before = engine.subgroupReductions;
+  const results: ReductionResult[] = [];
+  try {
+    for (const c of reductionCases()) {
+      if (filter && !`reductions ${c.name}`.includes(filter)) continue;
+      const inputs = c.inputs(engine);
+      const ms: number[] = [];
+      for (const on of [false, true]) {
+        engine.subgroupReductions = on;
+        ms.push((await timeProgram(engine, `reductions ${c.name} ${on ? 'subgroups' : 'tree'}`, (rec) => c.run(rec, inputs))).medianMs);
+      }
+      for (const t of inputs) t.dispose();
+      results.push({ name: c.name, treeMs: ms[0]!, subgroupMs: ms[1]!, speedup: ms[0]! / ms[1]! });
+      console.log(`  reductions ${c.name}: tree ${ms[0]!.toFixed(2)} ms, subgroups ${ms[1]!.toFixed(2)} ms`);
+    }
+  } finally {
+    engine.subgroupReductions = before;
+  }
+  printTable(
+    'workgroup reductions (a workgroup per row): tree in workgroup memory vs subgroup operations',
+    results.map((r) => ({ kernel: r.name, 'tree ms': r.treeMs, 'subgroups ms': r.subgroupMs, speedup: `${r.speedup.toFixed(2)}x` })),
+  );
+  return results;
+}
+
 export interface KernelResult {
   group: string;
   name: string;
@@ -116,7 +189,10 @@ export interface KernelResult {
   note?: string;
 }
 
-export async function runKernelBench(engine: Engine, opts: { quick?: boolean; filter?: string } = {}): Promise<{ ceilings: Ceilings; results: KernelResult[] }> {
+export async function runKernelBench(
+  engine: Engine,
+  opts: { quick?: boolean; filter?: string } = {},
+): Promise<{ ceilings: Ceilings; results: KernelResult[]; reductions: ReductionResult[] }> {
   const ceilings = await measureCeilings(engine);
   console.log(`ceilings: FMA ${ceilings.fmaGflops.toFixed(2)} GFLOP/s, copy ${ceilings.copyGBs.toFixed(2)} GB/s`);
   const results: KernelResult[] = [];
@@ -157,5 +233,6 @@ export async function runKernelBench(engine: Engine, opts: { quick?: boolean; fi
     speedup: r.speedup === null ? null : `${r.speedup.toFixed(1)}x`,
   }));
   printTable(`kernels on ${engine.summary()}\nceilings: FMA ${ceilings.fmaGflops.toFixed(2)} GFLOP/s, copy ${ceilings.copyGBs.toFixed(2)} GB/s`, rows);
-  return { ceilings, results };
+  const reductions = await runReductionBench(engine, opts.filter);
+  return { ceilings, results, reductions };
 }

@@ -1,5 +1,5 @@
-// `npm run bench [-- suite] [--quick] [--filter text] [suite flags]`: runs a benchmark suite on the current adapter,
-// prints a table and writes JSON to bench/results/.
+// `npm run bench [-- suite] [--quick] [--filter text] [--reductions tree|subgroups] [suite flags]`: runs a
+// benchmark suite on the current adapter, prints a table and writes JSON to bench/results/.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Engine } from '../src/engine/device.js';
 import { runKernelBench } from './kernels.js';
@@ -14,7 +14,13 @@ async function main(): Promise<void> {
   const filter = fi >= 0 ? args[fi + 1] : undefined;
   // Bad flags fail before the adapter is set up.
   const modelArgs = suite === 'models' ? parseModelArgs(args) : undefined;
-  const engine = await Engine.create();
+  const ri = args.indexOf('--reductions');
+  const reductions = ri >= 0 ? args[ri + 1] : undefined;
+  if (ri >= 0 && reductions !== 'tree' && reductions !== 'subgroups') {
+    throw new Error(`--reductions takes tree or subgroups, got ${reductions ?? 'nothing'}`);
+  }
+  // Default: the engine's choice (subgroups on hardware adapters that can).
+  const engine = await Engine.create(reductions ? { subgroupReductions: reductions === 'subgroups' } : {});
   console.log(engine.summary());
   let payload: unknown;
   if (suite === 'kernels') payload = await runKernelBench(engine, { quick, filter });
@@ -27,7 +33,7 @@ async function main(): Promise<void> {
   const file = `bench/results/${suite}-${adapter}-${stamp}.json`;
   writeFileSync(
     file,
-    JSON.stringify({ suite, date: new Date().toISOString(), adapter: engine.info, limits: engine.limits, quick, filter, command: `npm run bench -- ${args.join(' ')}`.trim(), ...(payload as object) }, null, 2),
+    JSON.stringify({ suite, date: new Date().toISOString(), adapter: engine.info, limits: engine.limits, subgroupReductions: engine.subgroupReductions, quick, filter, command: `npm run bench -- ${args.join(' ')}`.trim(), ...(payload as object) }, null, 2),
   );
   console.log(`\nwrote ${file}`);
   engine.destroy();

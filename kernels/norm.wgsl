@@ -23,20 +23,7 @@ struct NormStats {
 @group(0) @binding(1) var<storage, read_write> nmom: array<f32>;
 @group(0) @binding(2) var<uniform> ns: NormStats;
 
-var<workgroup> wsum: array<f32, WG>;
-
-// Workgroup sum of one value per thread; every thread gets the result.
-fn wg_sum(lid: u32, mine: f32) -> f32 {
-  wsum[lid] = mine;
-  workgroupBarrier();
-  for (var off = WG / 2u; off > 0u; off >>= 1u) {
-    if (lid < off) { wsum[lid] += wsum[lid + off]; }
-    workgroupBarrier();
-  }
-  let res = wsum[0];
-  workgroupBarrier(); // wsum is reused by the next sum
-  return res;
-}
+// wg_sum and `struct Lane` come from the lane include (lane_tree.wgsl or lane_subgroup.wgsl).
 
 // Per-thread partial sums are flushed every BLOCK terms so a long strided run does not accumulate
 // rounding error linearly.
@@ -44,7 +31,7 @@ const BLOCK: u32 = 64u;
 
 @compute @workgroup_size(WG)
 fn norm_stats(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-              @builtin(local_invocation_index) lid: u32) {
+              lane: Lane) {
   let job = wid.x + wid.y * nwg.x;
   if (job >= ns.rows * ns.chunks) { return; }
   let row = job / ns.chunks;
@@ -55,25 +42,25 @@ fn norm_stats(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   var total = 0.0;
   var part = 0.0;
   var terms = 0u;
-  for (var i = lid; i < cnt; i += WG) {
+  for (var i = lane.lid; i < cnt; i += WG) {
     part += f32(nx[base + i]);
     terms++;
     if (terms == BLOCK) { total += part; part = 0.0; terms = 0u; }
   }
-  let mu = wg_sum(lid, total + part) / f32(cnt);
+  let mu = wg_sum(lane, total + part) / f32(cnt);
 
   total = 0.0;
   part = 0.0;
   terms = 0u;
-  for (var i = lid; i < cnt; i += WG) {
+  for (var i = lane.lid; i < cnt; i += WG) {
     let d = f32(nx[base + i]) - mu;
     part += d * d;
     terms++;
     if (terms == BLOCK) { total += part; part = 0.0; terms = 0u; }
   }
-  let m2 = wg_sum(lid, total + part);
+  let m2 = wg_sum(lane, total + part);
 
-  if (lid == 0u) {
+  if (lane.lid == 0u) {
     if (ns.chunks == 1u) {
       nmom[2u * row] = mu;
       nmom[2u * row + 1u] = inverseSqrt(m2 / f32(cnt) + ns.eps);
@@ -295,34 +282,34 @@ struct NormFused {
 
 @compute @workgroup_size(WG)
 fn norm_fused(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-              @builtin(local_invocation_index) lid: u32) {
+              lane: Lane) {
   let row = wid.x + wid.y * nwg.x;
   if (row >= nf.rows) { return; } // uniform per workgroup: the barriers below stay in uniform control flow
   let base = row * nf.len;
   var total = 0.0;
   var part = 0.0;
   var terms = 0u;
-  for (var i = lid; i < nf.len; i += WG) {
+  for (var i = lane.lid; i < nf.len; i += WG) {
     part += f32(fx[base + i]);
     terms++;
     if (terms == BLOCK) { total += part; part = 0.0; terms = 0u; }
   }
-  let mu = wg_sum(lid, total + part) / f32(nf.len);
+  let mu = wg_sum(lane, total + part) / f32(nf.len);
   total = 0.0;
   part = 0.0;
   terms = 0u;
-  for (var i = lid; i < nf.len; i += WG) {
+  for (var i = lane.lid; i < nf.len; i += WG) {
     let d = f32(fx[base + i]) - mu;
     part += d * d;
     terms++;
     if (terms == BLOCK) { total += part; part = 0.0; terms = 0u; }
   }
-  let rs = inverseSqrt(wg_sum(lid, total + part) / f32(nf.len) + nf.eps);
-  if (lid == 0u) {
+  let rs = inverseSqrt(wg_sum(lane, total + part) / f32(nf.len) + nf.eps);
+  if (lane.lid == 0u) {
     fstats[2u * row] = mu;
     fstats[2u * row + 1u] = rs;
   }
-  for (var k = lid; k < nf.len; k += WG) {
+  for (var k = lane.lid; k < nf.len; k += WG) {
     let i = base + k;
     let ai = (i / nf.adiv) % nf.amod;
     var y = (f32(fx[i]) - mu) * rs;
@@ -422,7 +409,7 @@ fn norm_bw_terms(xv: f32, gv: f32, mu: f32, rstd: f32, wv: f32, bv: f32) -> vec3
 
 @compute @workgroup_size(WG)
 fn norm_bw_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-                @builtin(local_invocation_index) lid: u32) {
+                lane: Lane) {
   let r = wid.x + wid.y * nwg.x;
   if (r >= nbr.rows) { return; } // uniform per workgroup: the barriers below stay in uniform control flow
   let base = r * nbr.len;
@@ -431,7 +418,7 @@ fn norm_bw_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   var tot = vec2f(0.0);
   var part = vec2f(0.0);
   var terms = 0u;
-  for (var k = lid; k < nbr.len; k += WG) {
+  for (var k = lane.lid; k < nbr.len; k += WG) {
     let i = base + k;
     let ai = (i / nbr.adiv) % nbr.amod;
     var wv = 1.0;
@@ -443,9 +430,9 @@ fn norm_bw_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
     terms++;
     if (terms == BLOCK) { tot += part; part = vec2f(0.0); terms = 0u; }
   }
-  let s1 = wg_sum(lid, tot.x + part.x);
-  let s2 = wg_sum(lid, tot.y + part.y);
-  if (lid == 0u) {
+  let s1 = wg_sum(lane, tot.x + part.x);
+  let s2 = wg_sum(lane, tot.y + part.y);
+  if (lane.lid == 0u) {
     brsum[2u * r] = s1;
     brsum[2u * r + 1u] = s2;
   }
@@ -500,7 +487,7 @@ fn bf_affine(i: u32) -> vec2f {
 
 @compute @workgroup_size(WG)
 fn norm_bw_fused(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-                 @builtin(local_invocation_index) lid: u32) {
+                 lane: Lane) {
   let r = wid.x + wid.y * nwg.x;
   if (r >= nbf.rows) { return; } // uniform per workgroup: the barriers below stay in uniform control flow
   let base = r * nbf.len;
@@ -509,7 +496,7 @@ fn norm_bw_fused(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   var tot = vec2f(0.0);
   var part = vec2f(0.0);
   var terms = 0u;
-  for (var k = lid; k < nbf.len; k += WG) {
+  for (var k = lane.lid; k < nbf.len; k += WG) {
     let i = base + k;
     let wb = bf_affine(i);
     let t = norm_bw_terms(f32(bf_x[i]), f32(bf_g[i]), mu, rstd, wb.x, wb.y);
@@ -517,10 +504,10 @@ fn norm_bw_fused(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     terms++;
     if (terms == BLOCK) { tot += part; part = vec2f(0.0); terms = 0u; }
   }
-  let s1 = wg_sum(lid, tot.x + part.x);
-  let s2 = wg_sum(lid, tot.y + part.y);
+  let s1 = wg_sum(lane, tot.x + part.x);
+  let s2 = wg_sum(lane, tot.y + part.y);
   let inv = 1.0 / f32(nbf.len);
-  for (var k = lid; k < nbf.len; k += WG) {
+  for (var k = lane.lid; k < nbf.len; k += WG) {
     let i = base + k;
     let wb = bf_affine(i);
     let t = norm_bw_terms(f32(bf_x[i]), f32(bf_g[i]), mu, rstd, wb.x, wb.y);

@@ -1,7 +1,8 @@
 // Stable softmax over the last dimension of scale * x: exp(v - max) / sum exp(v - max).
 // Two layouts: softmax_thread gives each thread a whole (short) row and keeps an online running
 // max/sum in one read; softmax_group gives each workgroup a row (long rows: attention over 4096 keys)
-// with three strided passes (max, sum of exps, write) and workgroup-memory trees in between.
+// with three strided passes (max, sum of exps, write) and workgroup reductions in between (the lane
+// include: a tree in workgroup memory, or subgroup operations).
 // The running max starts at the lowest finite f32, not -inf, so -inf logits (masks) give exp(-inf) = 0
 // instead of NaN from (-inf) - (-inf); a row that is entirely -inf gives 0 / 0 = NaN, as in PyTorch.
 
@@ -40,38 +41,22 @@ fn softmax_thread(@builtin(global_invocation_id) gid: vec3u) {
   }
 }
 
-var<workgroup> wred: array<f32, WG>;
-
-// Workgroup max or sum (IS_MAX) of one value per thread; every thread gets the result.
-fn wg_reduce(lid: u32, mine: f32, is_max: bool) -> f32 {
-  wred[lid] = mine;
-  workgroupBarrier();
-  for (var off = WG / 2u; off > 0u; off >>= 1u) {
-    if (lid < off) {
-      let other = wred[lid + off];
-      wred[lid] = select(wred[lid] + other, max(wred[lid], other), is_max);
-    }
-    workgroupBarrier();
-  }
-  let res = wred[0];
-  workgroupBarrier(); // wred is reused by the next reduction
-  return res;
-}
+// wg_reduce and `struct Lane` come from the lane include (lane_tree.wgsl or lane_subgroup.wgsl).
 
 @compute @workgroup_size(WG)
 fn softmax_group(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-                 @builtin(local_invocation_index) lid: u32) {
+                 lane: Lane) {
   let r = wid.x + wid.y * nwg.x;
   if (r >= sm.rows) { return; }
   let base = r * sm.cols;
   var m = LOWEST;
-  for (var j = lid; j < sm.cols; j += WG) { m = max(m, sm.scale * f32(sx[base + j])); }
-  m = wg_reduce(lid, m, true);
+  for (var j = lane.lid; j < sm.cols; j += WG) { m = max(m, sm.scale * f32(sx[base + j])); }
+  m = wg_reduce(lane, m, true);
   var s = 0.0;
-  for (var j = lid; j < sm.cols; j += WG) { s += exp(sm.scale * f32(sx[base + j]) - m); }
-  s = wg_reduce(lid, s, false);
+  for (var j = lane.lid; j < sm.cols; j += WG) { s += exp(sm.scale * f32(sx[base + j]) - m); }
+  s = wg_reduce(lane, s, false);
   let inv = 1.0 / s;
-  for (var j = lid; j < sm.cols; j += WG) {
+  for (var j = lane.lid; j < sm.cols; j += WG) {
     sout[base + j] = ST(exp(sm.scale * f32(sx[base + j]) - m) * inv);
   }
 }
@@ -79,7 +64,7 @@ fn softmax_group(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 // ---- Backward (f32 storage only) ----
 // With y = softmax(scale * x) (the forward's output) and incoming gradient g:
 //   dx = scale * y * (g - sum_j g_j y_j).
-// Same two layouts as the forward: a thread per row, or a workgroup per row with a tree sum.
+// Same two layouts as the forward: a thread per row, or a workgroup per row with a workgroup sum.
 
 @group(0) @binding(3) var<storage, read> sb_y: array<ST>;
 @group(0) @binding(4) var<storage, read> sb_g: array<ST>;
@@ -110,14 +95,14 @@ fn softmax_bw_thread(@builtin(global_invocation_id) gid: vec3u) {
 
 @compute @workgroup_size(WG)
 fn softmax_bw_group(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-                    @builtin(local_invocation_index) lid: u32) {
+                    lane: Lane) {
   let r = wid.x + wid.y * nwg.x;
   if (r >= sbg.rows) { return; } // uniform per workgroup
   let base = r * sbg.cols;
   var part = 0.0;
-  for (var j = lid; j < sbg.cols; j += WG) { part += f32(sbg_g[base + j]) * f32(sbg_y[base + j]); }
-  let d = wg_reduce(lid, part, false);
-  for (var j = lid; j < sbg.cols; j += WG) {
+  for (var j = lane.lid; j < sbg.cols; j += WG) { part += f32(sbg_g[base + j]) * f32(sbg_y[base + j]); }
+  let d = wg_reduce(lane, part, false);
+  for (var j = lane.lid; j < sbg.cols; j += WG) {
     sbg_out[base + j] = ST(sbg.scale * f32(sbg_y[base + j]) * (f32(sbg_g[base + j]) - d));
   }
 }

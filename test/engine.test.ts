@@ -36,6 +36,48 @@ describe('adapter and device', () => {
   });
 });
 
+describe('workgroup reductions with subgroups', () => {
+  it('are off by default on CPU adapters, can be switched on where the adapter can, and change the kernels', async () => {
+    expect(engine.canSubgroupReduce).toBe(engine.hasSubgroups && engine.wgslFeatures.has('subgroup_id'));
+    expect(engine.subgroupReductions).toBe(false); // CPU adapters: barriers are cheap next to their subgroup emulation
+    // Both CI adapters (lavapipe, SwiftShader) offer subgroups and subgroup_id; an adapter without them fails here loudly.
+    expect(engine.canSubgroupReduce).toBe(true);
+    const e2 = await Engine.create({ subgroupReductions: true });
+    try {
+      expect(e2.subgroupReductions).toBe(true);
+      const x = e2.tensor(new Float32Array(3 * 300).map((_, i) => Math.sin(i)), [3, 300], 'f32', 'x');
+      const { softmax } = await import('../src/engine/ops/softmax.js');
+      const { result } = await runProgram(e2, 'softmax', (rec) => softmax(rec, x, { layout: 'group' }));
+      expect(e2.kernels.keys().filter((k) => k.startsWith('softmax/softmax_group:f32/sg['))).toHaveLength(1);
+      const out = await result.read();
+      for (let r = 0; r < 3; r++) expect(out.slice(r * 300, (r + 1) * 300).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
+      e2.subgroupReductions = false;
+      expect(e2.subgroupReductions).toBe(false);
+    } finally {
+      e2.destroy();
+    }
+  });
+
+  it('are refused by name where the adapter has no subgroups, and so is a kernel that uses them', async () => {
+    await expect(Engine.create({ disableFeatures: ['subgroups'], subgroupReductions: true })).rejects.toThrow(
+      /subgroupReductions: this adapter cannot reduce with subgroups \(no subgroups feature\)/,
+    );
+    const e2 = await Engine.create({ disableFeatures: ['subgroups'] });
+    try {
+      expect(e2.canSubgroupReduce).toBe(false);
+      expect(() => {
+        e2.subgroupReductions = true;
+      }).toThrow(LimitError);
+      expect(e2.subgroupReductions).toBe(false);
+      expect(() => e2.kernel({ family: 'test-copy', source: COPY_WGSL, entry: 'main', consts: { WG: 64 }, subgroups: true })).toThrow(
+        /test-copy\/main:f32\/sg.*subgroup operations need the subgroups feature/,
+      );
+    } finally {
+      e2.destroy();
+    }
+  });
+});
+
 describe('kernels and reflection', () => {
   it('caches pipelines by specialisation and writes uniforms by member name', async () => {
     const spec = { family: 'test-copy', source: COPY_WGSL, entry: 'main', consts: { WG: 64 } };

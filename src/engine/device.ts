@@ -35,6 +35,12 @@ export interface EngineOptions {
    * fare, and for tests of limit errors.
    */
   limits?: Partial<Record<LimitName, number>>;
+  /**
+   * Workgroup reductions (norms, softmax over long rows) with subgroup operations instead of a tree in
+   * workgroup memory. Default: on for hardware adapters that can (canSubgroupReduce), off for CPU
+   * adapters; true where the adapter cannot is refused with a LimitError.
+   */
+  subgroupReductions?: boolean;
 }
 
 export interface AdapterReport {
@@ -84,6 +90,8 @@ export class Engine {
   readonly hasF16: boolean;
   readonly hasSubgroups: boolean;
   readonly hasTimestamps: boolean;
+  /** WGSL language features the implementation offers (navigator.gpu.wgslLanguageFeatures). */
+  readonly wgslFeatures: ReadonlySet<string>;
   /** Kernel choices measured on this adapter (empty: every op uses its default). */
   readonly tuning: Tuning;
   /** The recorder currently recording, if any (one at a time: error scopes and uploads depend on it). */
@@ -93,6 +101,7 @@ export class Engine {
   private lostReason: string | null = null;
   private tidyStack: Set<Tensor>[] = [];
   private log: (line: string) => void;
+  private subgroupReduce = false;
 
   private constructor(
     readonly adapter: GPUAdapter,
@@ -100,6 +109,7 @@ export class Engine {
     readonly info: AdapterReport,
     readonly limits: EngineLimits,
     options: EngineOptions,
+    wgslFeatures: Iterable<string>,
   ) {
     this.queue = device.queue;
     this.log = options.log ?? (() => {});
@@ -107,7 +117,9 @@ export class Engine {
     this.hasSubgroups = device.features.has('subgroups');
     this.hasTimestamps = device.features.has('timestamp-query');
     this.pool = new BufferPool(device, limits.maxBufferSize);
-    this.kernels = new KernelCache(device, limits, this.hasF16);
+    this.wgslFeatures = new Set(wgslFeatures);
+    this.kernels = new KernelCache(device, limits, this.hasF16, this.hasSubgroups);
+    this.subgroupReduce = this.canSubgroupReduce && !info.software;
     this.tuning = new Tuning(adapterKey(info));
     device.lost.then((lost) => {
       // Engine.destroy() already said why; a real loss (driver reset, GPU removed, destroy() on the device) says so here.
@@ -158,10 +170,40 @@ export class Engine {
       Boolean((adapter.info as { isFallbackAdapter?: boolean })?.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter),
       [...device.features].map(String).sort(),
     );
-    const engine = new Engine(adapter, device, info, limits, options);
+    const engine = new Engine(adapter, device, info, limits, options, gpu.wgslLanguageFeatures ?? []);
+    if (options.subgroupReductions !== undefined) {
+      try {
+        engine.subgroupReductions = options.subgroupReductions;
+      } catch (e) {
+        engine.destroy();
+        throw e;
+      }
+    }
     engine.log(engine.summary());
     if (options.tuning) await loadTuning(engine.tuning, options.tuning, (l) => engine.log(l));
     return engine;
+  }
+
+  /**
+   * Whether workgroup reductions can use subgroup operations: the `subgroups` feature, and the
+   * `subgroup_id` WGSL language feature (each subgroup writes its partial result to its own slot).
+   */
+  get canSubgroupReduce(): boolean {
+    return this.hasSubgroups && this.wgslFeatures.has('subgroup_id');
+  }
+
+  /** Whether norms and softmax reduce across a workgroup with subgroup operations (lanes.ts). */
+  get subgroupReductions(): boolean {
+    return this.subgroupReduce;
+  }
+
+  set subgroupReductions(on: boolean) {
+    if (on && !this.canSubgroupReduce) {
+      throw new LimitError(
+        `subgroupReductions: this adapter cannot reduce with subgroups (${this.hasSubgroups ? 'no subgroup_id WGSL language feature' : 'no subgroups feature'})`,
+      );
+    }
+    this.subgroupReduce = on;
   }
 
   /** One line describing the adapter, for logs and reports. */

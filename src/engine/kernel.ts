@@ -28,6 +28,8 @@ export interface KernelSpec {
   consts?: Record<string, number | boolean>;
   /** Pipeline-overridable constants (`override NAME`). */
   overrides?: Record<string, number>;
+  /** Uses subgroup operations (`enable subgroups;`): needs the device's `subgroups` feature. */
+  subgroups?: boolean;
 }
 
 type Scalar = 'f32' | 'u32' | 'i32';
@@ -149,6 +151,7 @@ export function composeSource(spec: KernelSpec): string {
   const adtype = spec.adtype ?? dtype;
   const lines: string[] = [];
   if (dtype === 'f16' || wdtype === 'f16' || adtype === 'f16') lines.push('enable f16;');
+  if (spec.subgroups) lines.push('enable subgroups;');
   lines.push(`alias ST = ${dtype};`);
   lines.push(`alias ST4 = vec4<${dtype}>;`);
   lines.push(`alias WT = ${wdtype};`);
@@ -177,7 +180,8 @@ export function kernelKey(spec: KernelSpec): string {
   const inc = spec.includes?.length ? `+${hashText(spec.includes.join('\n'))}` : '';
   const st = spec.dtype ?? 'f32';
   const w = (spec.wdtype && spec.wdtype !== st ? `/w${spec.wdtype}` : '') + (spec.adtype && spec.adtype !== st ? `/a${spec.adtype}` : '');
-  return `${spec.family}/${spec.entry}:${spec.dtype ?? 'f32'}${w}[${consts}][${ov}]${inc}`;
+  const sg = spec.subgroups ? '/sg' : '';
+  return `${spec.family}/${spec.entry}:${spec.dtype ?? 'f32'}${w}${sg}[${consts}][${ov}]${inc}`;
 }
 
 export interface KernelLimits {
@@ -197,10 +201,16 @@ export class KernelCache {
     private device: GPUDevice,
     private limits: KernelLimits,
     private hasF16: boolean,
+    private hasSubgroups: boolean,
   ) {}
 
   get size(): number {
     return this.cache.size;
+  }
+
+  /** Keys of the kernels built so far (diagnostics and tests). */
+  keys(): string[] {
+    return [...this.cache.keys()];
   }
 
   get(spec: KernelSpec): Kernel {
@@ -209,6 +219,9 @@ export class KernelCache {
     if (hit) return hit;
     if ((spec.dtype === 'f16' || spec.wdtype === 'f16' || spec.adtype === 'f16') && !this.hasF16) {
       throw new LimitError(`kernel ${key}: f16 storage needs the shader-f16 feature, which this device does not have`);
+    }
+    if (spec.subgroups && !this.hasSubgroups) {
+      throw new LimitError(`kernel ${key}: subgroup operations need the subgroups feature, which this device does not have`);
     }
     const source = composeSource(spec);
     const modKey = `${spec.family}\n${source}`;

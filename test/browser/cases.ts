@@ -12,6 +12,7 @@ import { Timesteps } from '../../src/models/unet/embeddings.js';
 import { Tuning, loadTuning, opfsTuningStore } from '../../src/engine/tuning.js';
 import { groupNorm, layerNorm } from '../../src/engine/ops/norm.js';
 import { softmax } from '../../src/engine/ops/softmax.js';
+import { softmaxBackward } from '../../src/engine/ops/softmax-backward.js';
 import { l2Norm, maxAbs, nonFiniteCount, sum } from '../../src/engine/ops/reduce.js';
 import { attention } from '../../src/engine/ops/attention.js';
 import { matmul, linear } from '../../src/engine/ops/matmul.js';
@@ -36,6 +37,7 @@ import { timestepEmbeddingRef } from '../ref/embedding.js';
 import { conv2dRef } from '../ref/conv2d.js';
 import { groupNormRef, layerNormRef } from '../ref/norm.js';
 import { softmaxRef } from '../ref/softmax.js';
+import { softmaxBackwardRef, softmaxForward64 } from '../ref/softmax-backward.js';
 import { l2NormRef, sumRef } from '../ref/reduce.js';
 import { Adam } from '../../src/solvers/training/adam.js';
 import { adamRefStep, clipFactorRef } from '../ref/adam.js';
@@ -63,6 +65,17 @@ function data(n: number, seed: number, lo = -1, hi = 1): Float32Array {
     out[i] = lo + ((hi - lo) * s) / 4294967296;
   }
   return out;
+}
+
+/** Runs `fn` with the engine's workgroup reductions in their subgroup form (refused loudly where the browser cannot). */
+async function withSubgroups<T>(engine: Engine, fn: () => Promise<T>): Promise<T> {
+  const before = engine.subgroupReductions;
+  engine.subgroupReductions = true;
+  try {
+    return await fn();
+  } finally {
+    engine.subgroupReductions = before;
+  }
 }
 
 export const CASES: Case[] = [
@@ -201,6 +214,59 @@ CASES.push(
       const { result } = await runProgram(engine, 'softmax', (rec) => softmax(rec, t));
       return { actual: await result.read(), expected: softmaxRef(x, 77) };
     },
+  },
+  {
+    name: 'subgroup reductions: group norm, a workgroup per row, 2x64x9x7 / 4 groups + SiLU',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: (engine) =>
+      withSubgroups(engine, async () => {
+        const x = data(2 * 64 * 63, 31, -2, 3);
+        const w = data(64, 32, 0.5, 1.5);
+        const b = data(64, 33);
+        const t = [engine.tensor(x, [2, 64, 9, 7]), engine.tensor(w, [64]), engine.tensor(b, [64])] as const;
+        const { result } = await runProgram(engine, 'gn-sg', (rec) => groupNorm(rec, t[0], 4, t[1], t[2], { act: 'silu', layout: 'group' }));
+        return { actual: await result.read(), expected: groupNormRef(x, [2, 64, 9, 7], 4, w, b, 1e-5, 'silu') };
+      }),
+  },
+  {
+    name: 'subgroup reductions: layer norm, a workgroup per row, 5x1031',
+    atol: 1e-5,
+    rtol: 1e-5,
+    run: (engine) =>
+      withSubgroups(engine, async () => {
+        const x = data(5 * 1031, 34, -3, 3);
+        const w = data(1031, 35, 0.5, 1.5);
+        const b = data(1031, 36);
+        const t = [engine.tensor(x, [5, 1031]), engine.tensor(w, [1031]), engine.tensor(b, [1031])] as const;
+        const { result } = await runProgram(engine, 'ln-sg', (rec) => layerNorm(rec, t[0], [1031], t[1], t[2], { layout: 'group' }));
+        return { actual: await result.read(), expected: layerNormRef(x, 1031, w, b) };
+      }),
+  },
+  {
+    name: 'subgroup reductions: softmax, a workgroup per row, 7x1500 scaled',
+    atol: 1e-7,
+    rtol: 2e-6,
+    run: (engine) =>
+      withSubgroups(engine, async () => {
+        const x = data(7 * 1500, 37, -20, 20);
+        const t = engine.tensor(x, [7, 1500]);
+        const { result } = await runProgram(engine, 'softmax-sg', (rec) => softmax(rec, t, { scale: 0.5, layout: 'group' }));
+        return { actual: await result.read(), expected: softmaxRef(x, 1500, 0.5) };
+      }),
+  },
+  {
+    name: 'subgroup reductions: softmax backward, a workgroup per row, 6x333',
+    atol: 2e-6,
+    rtol: 1e-5,
+    run: (engine) =>
+      withSubgroups(engine, async () => {
+        const y = Float32Array.from(softmaxForward64(data(6 * 333, 38, -3, 3), 333, 1.5));
+        const g = data(6 * 333, 39);
+        const [ty, tg] = [engine.tensor(y, [6, 333]), engine.tensor(g, [6, 333])];
+        const { result } = await runProgram(engine, 'softmax-bw-sg', (rec) => softmaxBackward(rec, ty, tg, { scale: 1.5, layout: 'group' }));
+        return { actual: await result.read(), expected: softmaxBackwardRef(y, g, 333, 1.5) };
+      }),
   },
   {
     name: 'sum and L2 norm of 100003 values',

@@ -10,9 +10,9 @@ import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
 import { shapeSize, shapeString } from '../dtype.js';
-import { add, ACTIVATION_WGSL, activationCode } from './elementwise.js';
+import { add, activationCode } from './elementwise.js';
 import { grid1d, workgroupSize } from './grid.js';
-import { affineBindings, jobGrid, normRowStats, SPLIT_MIN_LEN, type NormLayout, type RowNorm } from './norm.js';
+import { affineBindings, jobGrid, normIncludes, normRowStats, SPLIT_MIN_LEN, type NormLayout, type RowNorm } from './norm.js';
 
 /** Gradients of a normalisation: dWeight / dBias are present exactly when weight / bias were given. */
 export interface NormGrads {
@@ -61,7 +61,7 @@ function rowNormBackward(rec: Recorder, x: Tensor, gradOut: Tensor, weight: Tens
   const consts = { ACT: p.act, HAS_W: weight !== undefined, HAS_B: bias !== undefined };
   const { w, b } = affineBindings(p.op, x, weight, bias);
   const kernel = (entry: string, wg: number) =>
-    engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry, dtype: 'f32', wdtype: w.dtype, consts: { WG: wg, ...consts } });
+    engine.kernel({ family: 'norm', source, ...normIncludes(engine), entry, dtype: 'f32', wdtype: w.dtype, consts: { WG: wg, ...consts } });
   const stats = normRowStats(rec, x, p);
   const uniforms = { n: x.size, row: 0, rows: p.rows, len: p.len, adiv: p.adiv, amod: p.amod, outer: x.size / (p.amod * p.adiv) };
 
@@ -70,7 +70,7 @@ function rowNormBackward(rec: Recorder, x: Tensor, gradOut: Tensor, weight: Tens
   if (fused) {
     const acc = p.accumulate;
     rec.dispatch(
-      engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry: 'norm_bw_fused', dtype: 'f32', wdtype: w.dtype, consts: { WG: wgRows, ...consts }, overrides: { HAS_RES: acc ? 1 : 0 } }),
+      engine.kernel({ family: 'norm', source, ...normIncludes(engine), entry: 'norm_bw_fused', dtype: 'f32', wdtype: w.dtype, consts: { WG: wgRows, ...consts }, overrides: { HAS_RES: acc ? 1 : 0 } }),
       {
         op: p.op,
         // Without a residual its binding is x (read-only, never read: HAS_RES folds the access away).

@@ -14,6 +14,7 @@ import { assertArg } from '../errors.js';
 import { paramDtype, shapeSize, shapeString } from '../dtype.js';
 import { ACTIVATION_WGSL, activationCode } from './elementwise.js';
 import { grid1d, workgroupSize } from './grid.js';
+import { laneIncludes } from './lanes.js';
 
 /** Rows longer than this may be split into chunks, each reduced by its own workgroup. */
 export const SPLIT_MIN_LEN = 4096;
@@ -27,6 +28,11 @@ const THREAD_CHUNK = 2048;
 // gains. Measured (stats + apply, 2-core machine): GroupNorm [1, 320, 64, 64] / 32 groups on SwiftShader
 // 56 ms per-thread vs 357 ms per-workgroup; LayerNorm over 320 on [2, 4096, 320] 165 ms vs 2.6 s;
 // on lavapipe 14 vs 23 ms and 28 vs 87 ms (its one loss: [1, 128, 256, 256] / 32, 137 vs 104 ms).
+
+/** The norm family's includes: every entry shares one module, so all of them get the lane include. */
+export function normIncludes(engine: Engine): { includes: string[]; subgroups: boolean } {
+  return laneIncludes(engine, [ACTIVATION_WGSL]);
+}
 
 export type NormLayout = 'auto' | 'thread' | 'group';
 
@@ -153,7 +159,7 @@ function computeRowStats(rec: Recorder, x: Tensor, p: { op: string; layout: Norm
   const kStats = engine.kernel({
     family: 'norm',
     source,
-    includes: [ACTIVATION_WGSL],
+    ...normIncludes(engine),
     entry: perThread ? (vec4 ? 'norm_stats_chunk4' : 'norm_stats_chunk') : 'norm_stats',
     dtype: x.dtype,
     consts: { WG: wgStats, ACT: 0, HAS_W: false, HAS_B: false },
@@ -164,7 +170,7 @@ function computeRowStats(rec: Recorder, x: Tensor, p: { op: string; layout: Norm
   const bindings: Record<string, Tensor> = vec4 ? { nx4: x, nmom4: target } : { nx: x, nmom: target };
   rec.dispatch(kStats, { op: p.op, bindings, uniforms: statsUniforms, workgroups });
   if (chunks > 1) {
-    const kComb = engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry: 'norm_combine', dtype: 'f32', consts: { WG: 64, ACT: 0, HAS_W: false, HAS_B: false } });
+    const kComb = engine.kernel({ family: 'norm', source, ...normIncludes(engine), entry: 'norm_combine', dtype: 'f32', consts: { WG: 64, ACT: 0, HAS_W: false, HAS_B: false } });
     rec.dispatch(kComb, { op: p.op, bindings: { cmom: target, cstats: stats }, uniforms: statsUniforms, workgroups: Math.ceil(p.rows / 64) });
     target.dispose(); // later reuse is ordered after this program's reads
   }
@@ -218,7 +224,7 @@ function recordApply(rec: Recorder, x: Tensor, stats: Tensor, weight: Tensor | u
     const groups = Math.ceil(count / perWg);
     const maxDim = engine.limits.maxComputeWorkgroupsPerDimension;
     const gy = Math.min(groups, maxDim);
-    const k = engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry: 'norm_apply_seg', dtype: x.dtype, wdtype, consts: { WG: wg, ...consts }, overrides: { AFF_SHARED: segs.shared ? 1 : 0 } });
+    const k = engine.kernel({ family: 'norm', source, ...normIncludes(engine), entry: 'norm_apply_seg', dtype: x.dtype, wdtype, consts: { WG: wg, ...consts }, overrides: { AFF_SHARED: segs.shared ? 1 : 0 } });
     rec.dispatch(k, {
       op: p.op,
       bindings: { vx: x, vstats: stats, vw: w, vb: b, vout: out },
@@ -228,7 +234,7 @@ function recordApply(rec: Recorder, x: Tensor, stats: Tensor, weight: Tensor | u
     return;
   }
   const wg = workgroupSize(engine);
-  const k = engine.kernel({ family: 'norm', source, includes: [ACTIVATION_WGSL], entry: 'norm_apply', dtype: x.dtype, wdtype, consts: { WG: wg, ...consts } });
+  const k = engine.kernel({ family: 'norm', source, ...normIncludes(engine), entry: 'norm_apply', dtype: x.dtype, wdtype, consts: { WG: wg, ...consts } });
   const g = grid1d(engine, x.size, wg);
   rec.dispatch(k, {
     op: p.op,
@@ -255,7 +261,7 @@ function normalizeRows(rec: Recorder, x: Tensor, weight: Tensor | undefined, bia
   const k = engine.kernel({
     family: 'norm',
     source,
-    includes: [ACTIVATION_WGSL],
+    ...normIncludes(engine),
     entry,
     dtype: x.dtype,
     wdtype: w.dtype,

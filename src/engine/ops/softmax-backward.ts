@@ -7,6 +7,7 @@ import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
 import { shapeString } from '../dtype.js';
+import { laneIncludes } from './lanes.js';
 import { grid1d, workgroupSize } from './grid.js';
 import { SOFTMAX_THREAD_MAX_COLS, type SoftmaxOptions } from './softmax.js';
 
@@ -31,7 +32,7 @@ export function softmaxBackward(rec: Recorder, y: Tensor, gradOut: Tensor, opts:
   const layout = opts.layout ?? 'auto';
   const perThread = layout === 'thread' || (layout === 'auto' && (cols <= SOFTMAX_THREAD_MAX_COLS || engine.info.software));
   const wg = perThread ? workgroupSize(engine, 64) : workgroupSize(engine, cols <= 1024 ? 64 : 256);
-  const k = engine.kernel({ family: 'softmax', source, entry: perThread ? 'softmax_bw_thread' : 'softmax_bw_group', dtype: 'f32', consts: { WG: wg } });
+  const k = engine.kernel({ family: 'softmax', source, ...laneIncludes(engine), entry: perThread ? 'softmax_bw_thread' : 'softmax_bw_group', dtype: 'f32', consts: { WG: wg } });
   if (perThread) {
     const g = grid1d(engine, rows, wg);
     rec.dispatch(k, { op, bindings: { sb_y: y, sb_g: gradOut, sb_out: out }, uniforms: { rows, cols, row: g.row, scale }, workgroups: g.workgroups });

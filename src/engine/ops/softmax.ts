@@ -9,6 +9,7 @@ import type { Recorder } from '../recorder.js';
 import type { Tensor } from '../tensor.js';
 import { assertArg } from '../errors.js';
 import { shapeString } from '../dtype.js';
+import { laneIncludes } from './lanes.js';
 import { grid1d, workgroupSize } from './grid.js';
 
 /** Rows up to this length are handled by one thread each. */
@@ -34,7 +35,7 @@ export function softmax(rec: Recorder, x: Tensor, opts: SoftmaxOptions = {}): Te
   const perThread = layout === 'thread' || (layout === 'auto' && (cols <= SOFTMAX_THREAD_MAX_COLS || engine.info.software));
   // Two workgroup sizes only: each variant is a pipeline, and barrier pipelines compile slowly on SwiftShader.
   const wg = perThread ? workgroupSize(engine, 64) : workgroupSize(engine, cols <= 1024 ? 64 : 256);
-  const k = engine.kernel({ family: 'softmax', source, entry: perThread ? 'softmax_thread' : 'softmax_group', dtype: x.dtype, consts: { WG: wg } });
+  const k = engine.kernel({ family: 'softmax', source, ...laneIncludes(engine), entry: perThread ? 'softmax_thread' : 'softmax_group', dtype: x.dtype, consts: { WG: wg } });
   if (perThread) {
     const g = grid1d(engine, rows, wg);
     rec.dispatch(k, { op: 'softmax', bindings: { sx: x, sout: out }, uniforms: { rows, cols, row: g.row, scale }, workgroups: g.workgroups });
