@@ -10,7 +10,7 @@ import type { Tensor } from '../engine/tensor.js';
 import { runProgram } from '../engine/recorder.js';
 import type { SafetensorsFile } from '../formats/safetensors.js';
 import { DegradationModel } from '../models/silo/cnn.js';
-import { degradationModelGrads } from '../models/silo/cnn-vjp.js';
+import { degradationModelTrainingPass } from '../models/silo/cnn-vjp.js';
 import { inferDegradationConfig } from '../models/silo/config.js';
 import { regressionLoss, type LossKind } from '../engine/ops/loss.js';
 import { Adam } from '../solvers/training/adam.js';
@@ -139,10 +139,12 @@ export const runSiloCnnTrain: CaseRunner = async (engine: Engine, files, manifes
     for (let k = 0; k <= steps; k++) {
       const update = k < steps;
       const { result } = await runProgram(engine, `silo_cnn_train step ${k + 1}`, (rec) => {
-        const output = model.forward(rec, z, emb);
+        // The trainer's path: one forward that keeps its tape for the gradients.
+        const pass = degradationModelTrainingPass(rec, model, z, emb);
+        const output = pass.output;
         const l = regressionLoss(rec, output, target, { kind: setup.loss, clamp: setup.clamp });
         if (!update) return { output, loss: l.loss, grads: {} as Record<string, Tensor> };
-        const g = degradationModelGrads(rec, model, z, emb, l.grad).params!;
+        const g = pass.grads(l.grad);
         // The initial gradients are compared: copies, since the step below reads them in the same program.
         opt.update(rec, params.map((p) => g[p.name]!));
         return { output, loss: l.loss, grads: k === 0 ? g : ({} as Record<string, Tensor>) };

@@ -1,7 +1,7 @@
 // Training SILO's CNN operator against the silo_cnn_train golden case (SILO's DegradationModel, L1 loss
 // against the clamped target, torch.optim.Adam, all in float64) through the runner `silo check` uses
 // (src/check/silo_cnn_train.ts): the output and loss at the initial weights, the gradient of every one of
-// the 42 parameters (degradationModelGrads + regressionLoss), the losses after 1, 2 and 3 Adam steps and
+// the 42 parameters (the trainer's degradationModelTrainingPass + regressionLoss), the losses after 1, 2 and 3 Adam steps and
 // the parameters after 1 and 3 (src/solvers/training/adam.ts), with the manifest's tolerances; and what
 // the runner refuses.
 import { describe, it, expect, beforeAll } from 'vitest';
@@ -20,7 +20,7 @@ import { runProgram } from '../../src/engine/recorder.js';
 import type { Tensor } from '../../src/engine/tensor.js';
 import { regressionLoss } from '../../src/engine/ops/loss.js';
 import { degradationConfig } from '../../src/models/silo/config.js';
-import { degradationModelGrads } from '../../src/models/silo/cnn-vjp.js';
+import { degradationModelGrads, degradationModelTrainingPass } from '../../src/models/silo/cnn-vjp.js';
 import { newDegradationModel } from '../../src/solvers/training/init.js';
 import { exportParameters } from '../../src/solvers/training/checkpoint.js';
 import { serializeSafetensors, parseSafetensors } from '../../src/formats/safetensors.js';
@@ -141,6 +141,46 @@ describe('SILO CNN operator training (silo_cnn_train golden)', () => {
       expect(() => inferDegradationConfig(parseSafetensors(serializeSafetensors(odd), 'odd.safetensors'))).toThrow(/odd\.safetensors: encoder\.0 has 21 output channels; a DegradationModel has 16 x width \+ 1/);
       for (const t of [z, target, emb]) t.dispose();
     } finally {
+      loaded.dispose();
+    }
+  });
+
+  it('the training pass (one forward, its tape kept for the gradients) equals forward + degradationModelGrads bit for bit, and its grads run once', async () => {
+    const config = degradationConfig({ latent_dim: 5, sigma_condition: true, latent_size: 7, sigma_emb_dim: 9, width: 1 });
+    const loaded = await newDegradationModel(engine, config, 5);
+    const { model } = loaded;
+    const z = engine.tensor(randomData(3 * 5 * 49, 21, -2, 2), [3, 5, 7, 7]);
+    const target = engine.tensor(randomData(3 * 5 * 49, 22, -2, 2), [3, 5, 7, 7]);
+    const emb = engine.tensor(randomData(27, 23), [3, 9]);
+    try {
+      const names = model.parameters().map((p) => p.name);
+      const run = (pass: boolean) =>
+        runProgram(engine, pass ? 'training pass' : 'forward + vjp', (rec) =>
+          rec.engine.tidy(() => {
+            if (pass) {
+              const tp = degradationModelTrainingPass(rec, model, z, emb);
+              const l = regressionLoss(rec, tp.output, target, { kind: 'l1', clamp: [-4, 4] });
+              const g = tp.grads(l.grad);
+              expect(() => tp.grads(l.grad)).toThrow(/grads\(\) takes the tape and can be called once/);
+              return [tp.output, l.loss, ...names.map((n) => g[n]!)];
+            }
+            const output = model.forward(rec, z, emb);
+            const l = regressionLoss(rec, output, target, { kind: 'l1', clamp: [-4, 4] });
+            const g = degradationModelGrads(rec, model, z, emb, l.grad).params!;
+            return [output, l.loss, ...names.map((n) => g[n]!)];
+          }),
+        );
+      const a = (await run(true)).result;
+      const b = (await run(false)).result;
+      const labels = ['output', 'loss', ...names];
+      for (let i = 0; i < a.length; i++) {
+        const [x, y] = [await a[i]!.read(), await b[i]!.read()];
+        expect(x.length, labels[i]).toBe(y.length);
+        expect(x.every((v, j) => Object.is(v, y[j])), `${labels[i]} differs`).toBe(true);
+      }
+      [...a, ...b].forEach((t) => t.dispose());
+    } finally {
+      for (const t of [z, target, emb]) t.dispose();
       loaded.dispose();
     }
   });

@@ -82,17 +82,9 @@ export interface DegradationGrads {
   params?: ParamGrads;
 }
 
-function checkArgs(model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefined, cotangent: Tensor): void {
-  const { latentDim, outputDim, latentSize } = model.config;
-  const outShape = [z.shape[0], outputDim, latentSize, latentSize];
-  assertArg(
-    cotangent.rank === 4 && cotangent.shape.every((d, i) => d === outShape[i]),
-    `DegradationModel vjp: cotangent must have the output's shape ${shapeString(outShape as number[])}, got ${shapeString(cotangent.shape)}`,
-  );
-  assertArg(
-    z.dtype === 'f32' && cotangent.dtype === 'f32',
-    `DegradationModel vjp: backward ops take f32 tensors, got z ${z.dtype}, cotangent ${cotangent.dtype}`,
-  );
+function checkInputs(model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefined): void {
+  const { latentDim, latentSize } = model.config;
+  assertArg(z.dtype === 'f32', `DegradationModel vjp: backward ops take f32 tensors, got z ${z.dtype}`);
   // The forward's own checks (z shape, sigma_emb presence and batch) run in sigmaMap / forward; repeat
   // the z check here since the forward below is re-implemented with saves.
   assertArg(
@@ -101,7 +93,21 @@ function checkArgs(model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefi
   );
   assertArg(!!sigmaEmb === model.config.sigmaCondition, `DegradationModel vjp: sigma_emb must be given exactly when the model is sigma-conditioned`);
   if (sigmaEmb) assertArg(sigmaEmb.shape[0] === z.shape[0], `DegradationModel vjp: batch of sigma_emb ${shapeString(sigmaEmb.shape)} differs from z ${shapeString(z.shape)}`);
+}
 
+function checkCotangent(model: DegradationModel, z: Tensor, cotangent: Tensor): void {
+  const { outputDim, latentSize } = model.config;
+  const outShape = [z.shape[0], outputDim, latentSize, latentSize];
+  assertArg(
+    cotangent.rank === 4 && cotangent.shape.every((d, i) => d === outShape[i]),
+    `DegradationModel vjp: cotangent must have the output's shape ${shapeString(outShape as number[])}, got ${shapeString(cotangent.shape)}`,
+  );
+  assertArg(cotangent.dtype === 'f32', `DegradationModel vjp: backward ops take f32 tensors, got cotangent ${cotangent.dtype}`);
+}
+
+function checkArgs(model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefined, cotangent: Tensor): void {
+  checkCotangent(model, z, cotangent);
+  checkInputs(model, z, sigmaEmb);
 }
 
 /**
@@ -122,39 +128,103 @@ export function degradationModelGrads(rec: Recorder, model: DegradationModel, z:
   return rec.scope('silo_cnn_grads', () => backward(rec, model, z, sigmaEmb, cotangent, { z: !!opts.needZ, params: true }));
 }
 
+/** What the backward needs of the forward: per unit its input, conv output and norm output. */
+interface Tape {
+  z: Tensor;
+  sigmaEmb?: Tensor;
+  sigmaMap?: Tensor;
+  /** The sigma MLP's pre-activation and activation (kept only when its parameters get gradients). */
+  sigmaHidden?: { pre: Tensor; act: Tensor };
+  encoded: Tensor;
+  encSaved: UnitSaved[];
+  decSaved: UnitSaved[];
+  adj: UnitSaved;
+  proc: UnitSaved;
+  /** processing.0's output, processing.3's input. */
+  procOut: Tensor;
+}
+
+/** The forward up to processing.3's input, keeping the tape (in the caller's tidy frame). */
+function forwardTape(rec: Recorder, model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefined, params: boolean): Tape {
+  let sigmaMap: Tensor | undefined;
+  let sigmaHidden: { pre: Tensor; act: Tensor } | undefined;
+  if (sigmaEmb && params) {
+    const pre = model.sigmaPre0!.forward(rec, sigmaEmb);
+    const act = leakyRelu(rec, pre);
+    sigmaHidden = { pre, act };
+    const { latentSize } = model.config;
+    sigmaMap = model.sigmaPre2!.forward(rec, act).reshape([sigmaEmb.shape[0]!, 1, latentSize, latentSize]);
+  } else if (sigmaEmb) sigmaMap = model.sigmaMap(rec, sigmaEmb);
+  let x = sigmaMap ? concatChannels(rec, [z, sigmaMap]) : z;
+  const encSaved: UnitSaved[] = [];
+  for (const unit of model.encoder) {
+    const r = unitForward(rec, unit, x);
+    encSaved.push(r.saved);
+    x = r.out;
+  }
+  const encoded = x;
+  const decSaved: UnitSaved[] = [];
+  for (const unit of model.decoder) {
+    const r = unitForward(rec, unit, x);
+    decSaved.push(r.saved);
+    x = r.out;
+  }
+  const skipIn = sigmaMap ? concatChannels(rec, [encoded, sigmaMap]) : encoded;
+  const adj = unitForward(rec, model.adjustEncoding, skipIn);
+  const proc = unitForward(rec, model.processing0, add(rec, x, adj.out));
+  return {
+    z,
+    ...(sigmaEmb ? { sigmaEmb } : {}),
+    ...(sigmaMap ? { sigmaMap } : {}),
+    ...(sigmaHidden ? { sigmaHidden } : {}),
+    encoded,
+    encSaved,
+    decSaved,
+    adj: adj.saved,
+    proc: proc.saved,
+    procOut: proc.out,
+  };
+}
+
 function backward(rec: Recorder, model: DegradationModel, z: Tensor, sigmaEmb: Tensor | undefined, cotangent: Tensor, needs: { z: boolean; params: boolean }): DegradationGrads {
+  return rec.engine.tidy(() => backwardFromTape(rec, model, forwardTape(rec, model, z, sigmaEmb, needs.params), cotangent, needs));
+}
+
+/**
+ * The forward pass of a training step, keeping what the parameter gradients need, so a step runs the
+ * forward once (not again inside the VJP): `output` is model(z, sigma_emb), and `grads(cotangent)`, called
+ * once, gives the parameter gradients of sum(cotangent * output) and frees the tape.
+ */
+export function degradationModelTrainingPass(
+  rec: Recorder,
+  model: DegradationModel,
+  z: Tensor,
+  sigmaEmb: Tensor | undefined,
+): { output: Tensor; grads: (cotangent: Tensor) => ParamGrads } {
+  checkInputs(model, z, sigmaEmb);
+  const { tape, output } = rec.scope('silo_cnn', () =>
+    rec.engine.tidy(() => {
+      const t = forwardTape(rec, model, z, sigmaEmb, true);
+      return { tape: t, output: model.processing3.forward(rec, t.procOut) };
+    }),
+  );
+  let used = false;
+  return {
+    output,
+    grads: (cotangent) => {
+      assertArg(!used, 'DegradationModel training pass: grads() takes the tape and can be called once');
+      used = true;
+      checkCotangent(model, z, cotangent);
+      return rec.scope('silo_cnn_grads', () => rec.engine.tidy(() => backwardFromTape(rec, model, tape, cotangent, { z: false, params: true }).params!));
+    },
+  };
+}
+
+function backwardFromTape(rec: Recorder, model: DegradationModel, tape: Tape, cotangent: Tensor, needs: { z: boolean; params: boolean }): DegradationGrads {
   const { latentDim } = model.config;
   const params: ParamGrads | undefined = needs.params ? {} : undefined;
-  return rec.engine.tidy(() => {
-    // Forward with saves (the sigma MLP's pre-activation too, when its parameters get gradients).
-    let sigmaMap: Tensor | undefined;
-    let sigmaHidden: { pre: Tensor; act: Tensor } | undefined;
-    if (sigmaEmb && params) {
-      const pre = model.sigmaPre0!.forward(rec, sigmaEmb);
-      const act = leakyRelu(rec, pre);
-      sigmaHidden = { pre, act };
-      const { latentSize } = model.config;
-      sigmaMap = model.sigmaPre2!.forward(rec, act).reshape([sigmaEmb.shape[0]!, 1, latentSize, latentSize]);
-    } else if (sigmaEmb) sigmaMap = model.sigmaMap(rec, sigmaEmb);
-    let x = sigmaMap ? concatChannels(rec, [z, sigmaMap]) : z;
-    const encSaved: UnitSaved[] = [];
-    for (const unit of model.encoder) {
-      const r = unitForward(rec, unit, x);
-      encSaved.push(r.saved);
-      x = r.out;
-    }
-    const encoded = x;
-    const decSaved: UnitSaved[] = [];
-    for (const unit of model.decoder) {
-      const r = unitForward(rec, unit, x);
-      decSaved.push(r.saved);
-      x = r.out;
-    }
-    const skipIn = sigmaMap ? concatChannels(rec, [encoded, sigmaMap]) : encoded;
-    const adj = unitForward(rec, model.adjustEncoding, skipIn);
-    const proc = unitForward(rec, model.processing0, add(rec, x, adj.out));
-    const procOut = proc.out;
-
+  const { sigmaMap, sigmaHidden, sigmaEmb, encoded, encSaved, decSaved, adj, proc, procOut } = tape;
+  {
     // Backward. processing.3 (plain conv) -> processing.0 unit -> the sum feeds both branches.
     const p3 = convBackward(rec, model.processing3, procOut, cotangent, true, !!params);
     if (params) {
@@ -162,8 +232,8 @@ function backward(rec: Recorder, model: DegradationModel, z: Tensor, sigmaEmb: T
       params['processing.3.bias'] = p3.gradBias!;
     }
     procOut.dispose();
-    const gSum = unitBackward(rec, model.processing0, proc.saved, p3.gradX!, params)!;
-    const gSkipIn = unitBackward(rec, model.adjustEncoding, adj.saved, gSum, params)!;
+    const gSum = unitBackward(rec, model.processing0, proc, p3.gradX!, params)!;
+    const gSkipIn = unitBackward(rec, model.adjustEncoding, adj, gSum, params)!;
     let g = gSum;
     for (let i = model.decoder.length - 1; i >= 0; i--) g = unitBackward(rec, model.decoder[i]!, decSaved[i]!, g, params)!;
     // encoded reaches the output through the decoder and through the skip branch's first 128 channels.
@@ -184,5 +254,5 @@ function backward(rec: Recorder, model: DegradationModel, z: Tensor, sigmaEmb: T
     }
     if (params) out.params = params;
     return out;
-  });
+  }
 }

@@ -9,13 +9,18 @@ import type { Tensor } from '../../engine/tensor.js';
 import { assertArg } from '../../engine/errors.js';
 import { shapeString } from '../../engine/dtype.js';
 import type { DegradationModel } from '../../models/silo/cnn.js';
-import { degradationModelGrads, type ParamGrads } from '../../models/silo/cnn-vjp.js';
+import { degradationModelTrainingPass, type ParamGrads } from '../../models/silo/cnn-vjp.js';
 import type { AggregationNetwork } from '../../models/silo/readout.js';
 import { aggregationGrads } from '../../models/silo/readout-vjp.js';
 import type { UNet2DConditionModel } from '../../models/unet/unet.js';
 import type { NamedParameter } from './adam.js';
 
 export type OperatorKind = 'cnn' | 'readout';
+
+export interface TrainingPass {
+  output: Tensor;
+  grads: (cotangent: Tensor) => ParamGrads;
+}
 
 export interface TrainableOperator {
   readonly kind: OperatorKind;
@@ -30,8 +35,11 @@ export interface TrainableOperator {
   /** The operator's input for latents z [B, C, n, n] (recorded; owned by the caller's tidy frame). */
   input(rec: Recorder, z: Tensor): Tensor[];
   forward(rec: Recorder, input: Tensor[], sigmaEmb?: Tensor): Tensor;
-  /** d sum(cotangent * forward(input)) / d every parameter, by name. */
-  grads(rec: Recorder, input: Tensor[], sigmaEmb: Tensor | undefined, cotangent: Tensor): ParamGrads;
+  /**
+   * A training step's forward: `output` = forward(input), and `grads(cotangent)`, called once, gives
+   * d sum(cotangent * output) / d every parameter, by name (reusing what the forward kept where it can).
+   */
+  trainingPass(rec: Recorder, input: Tensor[], sigmaEmb: Tensor | undefined): TrainingPass;
   /** After an optimizer step: brings host-side values that follow the parameters up to date. */
   sync(): Promise<void>;
   /** Frees what the operator made for itself (not the model or the prior). */
@@ -50,7 +58,8 @@ export function cnnOperator(model: DegradationModel): TrainableOperator {
     parameters: () => model.parameters(),
     input: (_rec, z) => [z],
     forward: (rec, [z], emb) => model.forward(rec, z!, emb),
-    grads: (rec, [z], emb, cot) => degradationModelGrads(rec, model, z!, emb, cot).params!,
+    // The forward keeps its tape for the gradients: a step runs it once.
+    trainingPass: (rec, [z], emb) => degradationModelTrainingPass(rec, model, z!, emb),
     sync: async () => {},
     dispose: () => {},
   };
@@ -99,7 +108,11 @@ export function readoutOperator(model: AggregationNetwork, prior: ReadoutPrior):
         }),
       ),
     forward: (rec, features, emb) => model.forward(rec, features, emb),
-    grads: (rec, features, emb, cot) => aggregationGrads(rec, model, features, emb, cot).params,
+    // The readout's VJP re-runs its (small) forward; the prior UNet's features are the input, computed once.
+    trainingPass: (rec, features, emb) => ({
+      output: model.forward(rec, features, emb),
+      grads: (cot) => aggregationGrads(rec, model, features, emb, cot).params,
+    }),
     sync: () => model.syncMixing(),
     dispose: () => {
       for (const t of contexts.values()) t.dispose();

@@ -167,10 +167,10 @@ export class OperatorTrainer {
         for (const m of micro) {
           const emb = op.sigmaCondition ? setup.embedder!.embed(rec, m.sigmas) : undefined;
           const input = op.input(rec, m.z);
-          const out = op.forward(rec, input, emb);
-          const l = regressionLoss(rec, out, m.target, { kind: setup.loss, clamp: setup.clamp });
+          const pass = op.trainingPass(rec, input, emb);
+          const l = regressionLoss(rec, pass.output, m.target, { kind: setup.loss, clamp: setup.clamp });
           losses.push(l.loss);
-          const g = op.grads(rec, input, emb, l.grad);
+          const g = pass.grads(l.grad);
           if (acc) acc.add(rec, g);
           else single = params.map((p) => g[p.name]!);
         }
