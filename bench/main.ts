@@ -5,6 +5,7 @@ import { Engine } from '../src/engine/device.js';
 import { runKernelBench } from './kernels.js';
 import { parseModelArgs, runModelBench } from './models.js';
 import { runSolverBench } from './solvers.js';
+import { parseTrainingArgs, runTrainingBench } from './training.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -14,6 +15,7 @@ async function main(): Promise<void> {
   const filter = fi >= 0 ? args[fi + 1] : undefined;
   // Bad flags fail before the adapter is set up.
   const modelArgs = suite === 'models' ? parseModelArgs(args) : undefined;
+  if (suite === 'training') parseTrainingArgs(args);
   const ri = args.indexOf('--reductions');
   const reductions = ri >= 0 ? args[ri + 1] : undefined;
   if (ri >= 0 && reductions !== 'tree' && reductions !== 'subgroups') {
@@ -26,7 +28,8 @@ async function main(): Promise<void> {
   if (suite === 'kernels') payload = await runKernelBench(engine, { quick, filter });
   else if (suite === 'models') payload = await runModelBench(engine, { filter, ...modelArgs });
   else if (suite === 'solvers') payload = await runSolverBench(engine, { filter, args });
-  else throw new Error(`unknown benchmark suite "${suite}" (available: kernels, models, solvers)`);
+  else if (suite === 'training') payload = await runTrainingBench(engine, { args });
+  else throw new Error(`unknown benchmark suite "${suite}" (available: kernels, models, solvers, training)`);
   const adapter = (engine.info.description || engine.info.architecture || engine.info.vendor || 'adapter').split(/[\s:(]/)[0]!.toLowerCase();
   mkdirSync('bench/results', { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
