@@ -101,7 +101,7 @@ export class Engine {
   private lostReason: string | null = null;
   private tidyStack: Set<Tensor>[] = [];
   private log: (line: string) => void;
-  private subgroupReduce = false;
+  private subgroupReduce: boolean;
 
   private constructor(
     readonly adapter: GPUAdapter,

@@ -130,7 +130,6 @@ export function degradationModelGrads(rec: Recorder, model: DegradationModel, z:
 
 /** What the backward needs of the forward: per unit its input, conv output and norm output. */
 interface Tape {
-  z: Tensor;
   sigmaEmb?: Tensor;
   sigmaMap?: Tensor;
   /** The sigma MLP's pre-activation and activation (kept only when its parameters get gradients). */
@@ -173,7 +172,6 @@ function forwardTape(rec: Recorder, model: DegradationModel, z: Tensor, sigmaEmb
   const adj = unitForward(rec, model.adjustEncoding, skipIn);
   const proc = unitForward(rec, model.processing0, add(rec, x, adj.out));
   return {
-    z,
     ...(sigmaEmb ? { sigmaEmb } : {}),
     ...(sigmaMap ? { sigmaMap } : {}),
     ...(sigmaHidden ? { sigmaHidden } : {}),
@@ -224,35 +222,33 @@ function backwardFromTape(rec: Recorder, model: DegradationModel, tape: Tape, co
   const { latentDim } = model.config;
   const params: ParamGrads | undefined = needs.params ? {} : undefined;
   const { sigmaMap, sigmaHidden, sigmaEmb, encoded, encSaved, decSaved, adj, proc, procOut } = tape;
-  {
-    // Backward. processing.3 (plain conv) -> processing.0 unit -> the sum feeds both branches.
-    const p3 = convBackward(rec, model.processing3, procOut, cotangent, true, !!params);
-    if (params) {
-      params['processing.3.weight'] = p3.gradWeight!;
-      params['processing.3.bias'] = p3.gradBias!;
-    }
-    procOut.dispose();
-    const gSum = unitBackward(rec, model.processing0, proc, p3.gradX!, params)!;
-    const gSkipIn = unitBackward(rec, model.adjustEncoding, adj, gSum, params)!;
-    let g = gSum;
-    for (let i = model.decoder.length - 1; i >= 0; i--) g = unitBackward(rec, model.decoder[i]!, decSaved[i]!, g, params)!;
-    // encoded reaches the output through the decoder and through the skip branch's first 128 channels.
-    const c = encoded.shape[1]!;
-    g = add(rec, g, sigmaMap ? sliceChannels(rec, gSkipIn, 0, c) : gSkipIn);
-    // The first conv's input gradient is needed for z, or for the sigma map's share of the input.
-    const needInput = needs.z || (!!params && !!sigmaMap);
-    for (let i = model.encoder.length - 1; i >= 0; i--) g = unitBackward(rec, model.encoder[i]!, encSaved[i]!, g, params, i > 0 || needInput)!;
-    const out: DegradationGrads = {};
-    if (needs.z) out.z = sigmaMap ? sliceChannels(rec, g, 0, latentDim) : g;
-    if (params && sigmaMap && sigmaHidden) {
-      // d sigma map = its channel of the encoder input's gradient + its channel of the skip input's.
-      const dMap = add(rec, sliceChannels(rec, g, latentDim, 1), sliceChannels(rec, gSkipIn, c, 1));
-      const dm = dMap.reshape([sigmaEmb!.shape[0]!, -1]);
-      const dAct = linearGrads(rec, model.sigmaPre2!, 'sigma_condition_precondition.2', sigmaHidden.act, dm, params, true)!;
-      const dPre = leakyReluBackward(rec, sigmaHidden.pre, dAct);
-      linearGrads(rec, model.sigmaPre0!, 'sigma_condition_precondition.0', sigmaEmb!, dPre, params, false);
-    }
-    if (params) out.params = params;
-    return out;
+  // Backward. processing.3 (plain conv) -> processing.0 unit -> the sum feeds both branches.
+  const p3 = convBackward(rec, model.processing3, procOut, cotangent, true, !!params);
+  if (params) {
+    params['processing.3.weight'] = p3.gradWeight!;
+    params['processing.3.bias'] = p3.gradBias!;
   }
+  procOut.dispose();
+  const gSum = unitBackward(rec, model.processing0, proc, p3.gradX!, params)!;
+  const gSkipIn = unitBackward(rec, model.adjustEncoding, adj, gSum, params)!;
+  let g = gSum;
+  for (let i = model.decoder.length - 1; i >= 0; i--) g = unitBackward(rec, model.decoder[i]!, decSaved[i]!, g, params)!;
+  // encoded reaches the output through the decoder and through the skip branch's first 128 channels.
+  const c = encoded.shape[1]!;
+  g = add(rec, g, sigmaMap ? sliceChannels(rec, gSkipIn, 0, c) : gSkipIn);
+  // The first conv's input gradient is needed for z, or for the sigma map's share of the input.
+  const needInput = needs.z || (!!params && !!sigmaMap);
+  for (let i = model.encoder.length - 1; i >= 0; i--) g = unitBackward(rec, model.encoder[i]!, encSaved[i]!, g, params, i > 0 || needInput)!;
+  const out: DegradationGrads = {};
+  if (needs.z) out.z = sigmaMap ? sliceChannels(rec, g, 0, latentDim) : g;
+  if (params && sigmaMap && sigmaHidden) {
+    // d sigma map = its channel of the encoder input's gradient + its channel of the skip input's.
+    const dMap = add(rec, sliceChannels(rec, g, latentDim, 1), sliceChannels(rec, gSkipIn, c, 1));
+    const dm = dMap.reshape([sigmaEmb!.shape[0]!, -1]);
+    const dAct = linearGrads(rec, model.sigmaPre2!, 'sigma_condition_precondition.2', sigmaHidden.act, dm, params, true)!;
+    const dPre = leakyReluBackward(rec, sigmaHidden.pre, dAct);
+    linearGrads(rec, model.sigmaPre0!, 'sigma_condition_precondition.0', sigmaEmb!, dPre, params, false);
+  }
+  if (params) out.params = params;
+  return out;
 }
